@@ -1,0 +1,3 @@
+from diffuscope.cli import main
+
+raise SystemExit(main())

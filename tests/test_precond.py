@@ -1,0 +1,111 @@
+import pytest
+import torch
+
+from diffuscope.errors import UsageError
+from diffuscope.precond import PARAMETRIZATIONS, make_denoiser
+from diffuscope.reference import GaussianDenoiser
+from diffuscope.schedules import EDMSchedule, ScheduleConfig, make_schedule
+
+MU, S = 0.25, 0.6
+
+
+class IdealNet(torch.nn.Module):
+    """The exact network output for each parametrisation, computed from the Gaussian ideal denoiser."""
+
+    def __init__(self, parametrization, schedule, sigma_data=0.5):
+        super().__init__()
+        self.p, self.schedule, self.sd = parametrization, schedule, sigma_data
+        self.ideal = GaussianDenoiser(torch.tensor(MU, dtype=torch.float64), S)
+        self.calls = []
+
+    def forward(self, x_in, c_noise, cond=None):
+        self.calls.append((x_in, c_noise))
+        if self.p == "edm":
+            sigma = (4 * c_noise.to(torch.float64)).exp()
+            x = x_in * (sigma**2 + self.sd**2).sqrt().reshape(-1, 1, 1, 1)
+        else:
+            sigma = self.schedule.sigma(c_noise.to(torch.float64))
+            x = x_in * (sigma**2 + 1).sqrt().reshape(-1, 1, 1, 1)
+        s = sigma.reshape(-1, 1, 1, 1)
+        x0 = self.ideal(x, sigma)
+        eps = (x - x0) / s
+        a, b = 1 / (1 + s**2).sqrt(), s / (1 + s**2).sqrt()  # VP alpha, sigma_vp
+        if self.p == "eps":
+            return eps
+        if self.p == "x0":
+            return x0
+        if self.p == "v":
+            return a * eps - b * x0
+        sd = self.sd
+        c_skip = sd**2 / (s**2 + sd**2)
+        c_out = s * sd / (s**2 + sd**2).sqrt()
+        return (x0 - c_skip * x) / c_out
+
+
+def _schedule(p):
+    return EDMSchedule() if p == "edm" else make_schedule(ScheduleConfig(kind="linear"))
+
+
+@pytest.mark.parametrize("p", PARAMETRIZATIONS)
+def test_ideal_network_gives_the_exact_denoiser(p):
+    sched = _schedule(p)
+    net = IdealNet(p, sched)
+    d = make_denoiser(p, net, sched)
+    x = torch.randn(4, 1, 3, 3, dtype=torch.float64) * 3
+    sigma = torch.tensor([0.05, 0.5, 3.0, 40.0], dtype=torch.float64)
+    assert torch.allclose(d(x, sigma), net.ideal(x, sigma), atol=1e-8)
+
+
+@pytest.mark.parametrize("p", PARAMETRIZATIONS)
+def test_loss_is_zero_for_the_ideal_network_on_its_own_noise(p):
+    # with the ideal net, the loss equals the irreducible error E||x0 - E[x0|x]||^2 / c_out^2 -- check it is the
+    # parametrisation's own objective by recomputing it by hand for eps.
+    sched = _schedule(p)
+    net = IdealNet(p, sched)
+    d = make_denoiser(p, net, sched)
+    x0 = torch.randn(3, 1, 2, 2, dtype=torch.float64)
+    noise = torch.randn_like(x0)
+    sigma = torch.tensor([0.1, 1.0, 10.0], dtype=torch.float64)
+    loss = d.loss(x0, sigma, noise)
+    x = x0 + sigma.reshape(-1, 1, 1, 1) * noise
+    err_x0 = ((d(x, sigma) - x0) ** 2).flatten(1).mean(1)
+    c_out = d.coefficients(sigma).c_out
+    assert torch.allclose(loss.double(), err_x0 / c_out**2, rtol=1e-5)
+    if p == "eps":
+        eps_hat = net.calls[-1]
+        eps_err = ((IdealNet("eps", sched)(*eps_hat) - noise) ** 2).flatten(1).mean(1)
+        assert torch.allclose(loss.double(), eps_err, rtol=1e-5)
+
+
+def test_min_snr_weighting():
+    sched = _schedule("eps")
+    net = IdealNet("eps", sched)
+    d = make_denoiser("eps", net, sched)
+    x0 = torch.randn(3, 1, 2, 2, dtype=torch.float64)
+    noise = torch.randn_like(x0)
+    sigma = torch.tensor([0.1, 1.0, 10.0], dtype=torch.float64)
+    plain = d.loss(x0, sigma, noise)
+    weighted = d.loss(x0, sigma, noise, min_snr_gamma=5.0)
+    snr = sigma**-2
+    # Hang et al. 2023: eps-loss times min(SNR, gamma) / SNR
+    assert torch.allclose(weighted.double(), plain.double() * torch.clamp(snr, max=5.0) / snr, rtol=1e-5)
+
+
+def test_vp_network_sees_timesteps_and_unit_variance_inputs():
+    sched = _schedule("eps")
+    net = IdealNet("eps", sched)
+    d = make_denoiser("eps", net, sched)
+    t = torch.tensor([0, 500, 999])
+    sigma = sched.sigma(t)
+    x = torch.randn(3, 1, 64, 64, dtype=torch.float64) * (1 + sigma**2).sqrt().reshape(-1, 1, 1, 1)
+    d(x, sigma)
+    x_in, c_noise = net.calls[-1]
+    assert torch.allclose(c_noise.double(), t.double(), atol=1e-6)
+    assert torch.allclose(x_in.flatten(1).std(1), torch.ones(3, dtype=torch.float64), atol=0.05)
+
+
+def test_unknown_parametrization_and_mismatched_schedule():
+    with pytest.raises(UsageError, match="eps, x0, v, edm"):
+        make_denoiser("flow", torch.nn.Identity(), EDMSchedule())
+    with pytest.raises(UsageError, match="linear"):
+        make_denoiser("eps", torch.nn.Identity(), EDMSchedule())

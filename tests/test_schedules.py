@@ -1,0 +1,153 @@
+import math
+
+import pytest
+import torch
+
+from diffuscope.errors import UsageError
+from diffuscope.schedules import (
+    EDMSchedule,
+    ScheduleConfig,
+    check_sigmas,
+    discrete_timesteps,
+    forward_chain,
+    karras_sigmas,
+    make_grid,
+    make_schedule,
+    q_sample,
+    sample_training_sigmas,
+    to_vp,
+)
+
+VP_KINDS = ["linear", "cosine", "scaled_linear"]
+
+
+@pytest.mark.parametrize("kind,expected", [("linear", 0.0064), ("scaled_linear", 0.068)])
+def test_terminal_values_match_published(kind, expected):
+    s = make_schedule(ScheduleConfig(kind=kind))
+    assert float(s.alpha_bar[-1].sqrt()) == pytest.approx(expected, abs=6e-4)
+
+
+def test_linear_sigma_range():
+    s = make_schedule(ScheduleConfig(kind="linear"))
+    assert s.sigma_min == pytest.approx(math.sqrt(1e-4 / (1 - 1e-4)))
+    assert s.sigma_max == pytest.approx(157.4, abs=0.1)
+
+
+@pytest.mark.parametrize("kind", VP_KINDS)
+@pytest.mark.parametrize("zsnr", [False, True])
+def test_monotone_and_round_trip(kind, zsnr):
+    s = make_schedule(ScheduleConfig(kind=kind, zero_terminal_snr=zsnr))
+    t = torch.arange(1000, dtype=torch.float64)
+    sig = s.sigma(t)
+    assert bool((sig[1:] > sig[:-1]).all())
+    assert torch.allclose(s.t_from_sigma(sig), t, atol=1e-6)
+    frac = torch.tensor([0.25, 10.5, 437.9, 998.5], dtype=torch.float64)
+    assert torch.allclose(s.t_from_sigma(s.sigma(frac)), frac, atol=1e-6)
+    assert torch.allclose(s.snr(t), 1 / sig**2)
+    assert torch.allclose(s.alpha_bar_at(t), s.alpha_bar)
+
+
+def test_zero_terminal_snr_makes_last_step_nearly_pure_noise():
+    plain = make_schedule(ScheduleConfig(kind="scaled_linear"))
+    z = make_schedule(ScheduleConfig(kind="scaled_linear", zero_terminal_snr=True))
+    assert float(z.alpha_bar[-1].sqrt()) < 1e-3 < float(plain.alpha_bar[-1].sqrt())
+    # Lin et al. 2024 keep the first alpha_bar unchanged
+    assert float(z.alpha_bar[0]) == pytest.approx(float(plain.alpha_bar[0]), rel=1e-9)
+
+
+def test_unknown_schedule_lists_valid():
+    with pytest.raises(UsageError, match="linear, cosine"):
+        make_schedule(ScheduleConfig(kind="sigmoid"))
+
+
+def test_closed_form_and_chain_agree_in_distribution():
+    s = make_schedule(ScheduleConfig(kind="linear"))
+    x0 = torch.full((20000, 1), 0.8, dtype=torch.float64)
+    g = torch.Generator().manual_seed(1)
+    keep = [0, 250, 500, 1000]
+    chain = forward_chain(x0, s, keep, generator=g)
+    noise = torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    assert torch.equal(chain[0], x0)
+    for k in keep[1:]:
+        ab = s.alpha_bar_after(k)
+        closed = q_sample(x0, ab, noise)
+        for sample in (chain[k], closed):
+            assert float(sample.mean()) == pytest.approx(math.sqrt(ab) * 0.8, abs=0.03)
+            assert float(sample.std()) == pytest.approx(math.sqrt(1 - ab), abs=0.03)
+
+
+def test_alpha_bar_after_range():
+    s = make_schedule(ScheduleConfig(kind="linear"))
+    assert s.alpha_bar_after(0) == 1.0
+    assert s.alpha_bar_after(1000) == pytest.approx(float(s.alpha_bar[-1]))
+    with pytest.raises(UsageError, match=r"0\.\.1000"):
+        s.alpha_bar_after(1001)
+
+
+def test_sigma_space_and_vp_space_agree():
+    s = make_schedule(ScheduleConfig(kind="cosine"))
+    x0, noise = torch.randn(3, 1, 4, 4, dtype=torch.float64), torch.randn(3, 1, 4, 4, dtype=torch.float64)
+    t = torch.tensor([10, 400, 900])
+    sigma = s.sigma(t)
+    x_sigma = x0 + sigma.reshape(-1, 1, 1, 1) * noise
+    x_vp = torch.stack([q_sample(x0[i : i + 1], s.alpha_bar[t[i]], noise[i : i + 1])[0] for i in range(3)])
+    assert torch.allclose(to_vp(x_sigma, sigma), x_vp, atol=1e-12)
+
+
+def test_timestep_spacings_match_lin_et_al():
+    assert discrete_timesteps(1000, 10, "trailing").tolist() == list(range(999, 0, -100))
+    assert discrete_timesteps(1000, 10, "leading").tolist() == list(range(901, 0, -100))
+    assert discrete_timesteps(1000, 10, "linspace").tolist()[0] == 999
+    assert discrete_timesteps(1000, 10, "linspace").tolist()[-1] == 0
+    assert discrete_timesteps(1000, 1000, "trailing").tolist() == list(range(999, -1, -1))
+    with pytest.raises(UsageError, match=r"1\.\.1000"):
+        discrete_timesteps(1000, 1001)
+
+
+@pytest.mark.parametrize("spacing", ["trailing", "leading", "linspace", "karras", "logsnr"])
+@pytest.mark.parametrize("steps", [1, 2, 7, 50])
+def test_grids_are_valid(spacing, steps):
+    s = make_schedule(ScheduleConfig(kind="linear"))
+    grid = make_grid(s, steps, spacing)
+    assert grid.steps == steps
+    check_sigmas(grid.sigmas)
+    assert grid.describe()["spacing"] == spacing
+
+
+def test_karras_grid_endpoints_and_rho():
+    sig = karras_sigmas(18, 0.002, 80.0)
+    assert float(sig[0]) == pytest.approx(80.0) and float(sig[-1]) == pytest.approx(0.002)
+    # rho interpolates between uniform-in-sigma (rho = 1) and uniform-in-log-sigma (rho -> inf)
+    linear, log_uniform = karras_sigmas(18, 0.002, 80.0, rho=1.0), karras_sigmas(18, 0.002, 80.0, rho=1e6)
+    assert bool((log_uniform[1:-1] < sig[1:-1]).all()) and bool((sig[1:-1] < linear[1:-1]).all())
+
+
+def test_continuous_schedule_rejects_discrete_spacing():
+    with pytest.raises(UsageError, match="karras, logsnr"):
+        make_grid(EDMSchedule(), 10, "trailing")
+    assert make_grid(EDMSchedule(), 10).spacing == "karras"
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True])
+def test_non_positive_steps_rejected(bad):
+    with pytest.raises(UsageError, match="positive integer"):
+        make_grid(EDMSchedule(), bad)
+
+
+def test_check_sigmas_rejects_bad_grids():
+    with pytest.raises(ValueError, match="last sigma"):
+        check_sigmas(torch.tensor([2.0, 1.0]))
+    with pytest.raises(ValueError, match="decreasing"):
+        check_sigmas(torch.tensor([1.0, 2.0, 0.0]))
+
+
+def test_training_sigma_densities():
+    g = torch.Generator().manual_seed(0)
+    edm = sample_training_sigmas(EDMSchedule(), 50000, generator=g)
+    assert float(edm.log().mean()) == pytest.approx(-1.2, abs=0.03)
+    assert float(edm.log().std()) == pytest.approx(1.2, abs=0.03)
+    s = make_schedule(ScheduleConfig(kind="linear"))
+    vp = sample_training_sigmas(s, 50000, generator=g)
+    t = s.t_from_sigma(vp)
+    assert torch.allclose(t, t.round(), atol=1e-6)
+    assert float(t.mean()) == pytest.approx(499.5, abs=5)
