@@ -283,7 +283,7 @@ def discrete_timesteps(num_timesteps: int, steps: int, spacing: str = "trailing"
 
 
 def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> Tensor:
-    """Karras et al. 2022, Eq. 5: sigma_i = (sigma_max^(1/rho) + i/(n-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho."""
+    """Karras et al. 2022, Eq. 5: sigma_i = (smax^(1/rho) + i/(n-1) (smin^(1/rho) - smax^(1/rho)))^rho."""
     ramp = torch.linspace(0, 1, steps, dtype=torch.float64) if steps > 1 else torch.zeros(1, dtype=torch.float64)
     inv_min, inv_max = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
     return (inv_max + ramp * (inv_min - inv_max)) ** rho
