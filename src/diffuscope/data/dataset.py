@@ -31,7 +31,8 @@ class ImageDataset:
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.float32 or self.images.dim() != 4:
-            raise ValueError(f"images must be float32 [N, C, H, W], got {self.images.dtype} {tuple(self.images.shape)}")
+            raise ValueError(f"images must be float32 [N, C, H, W], got {self.images.dtype} "
+                             f"{tuple(self.images.shape)}")
         if self.images.shape[2] != self.images.shape[3]:
             raise ValueError(f"images must be square, got {tuple(self.images.shape[2:])}")
         if self.labels.dtype != torch.int64 or self.labels.shape != (self.images.shape[0],):
@@ -39,7 +40,7 @@ class ImageDataset:
                              f"{tuple(self.labels.shape)}")
         if not self.class_names:
             raise ValueError("a data set needs at least one class")
-        if len(self.labels) and not (0 <= int(self.labels.min()) and int(self.labels.max()) < len(self.class_names)):
+        if len(self.labels) and (int(self.labels.min()) < 0 or int(self.labels.max()) >= self.num_classes):
             raise ValueError(f"labels must lie in 0..{len(self.class_names) - 1}")
 
     @property
@@ -66,7 +67,8 @@ def check_options(split: str, image_size: int | None, channels: int | None) -> N
     """Reject bad loader options up front, in one line each."""
     if split not in SPLITS:
         raise choices_error("split", split, SPLITS)
-    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
+    bad_size = isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1
+    if image_size is not None and bad_size:
         raise UsageError(f"image_size must be a positive integer, got {image_size!r}")
     if channels is not None and channels not in CHANNEL_CHOICES:
         raise choices_error("channels", channels, CHANNEL_CHOICES)
@@ -92,9 +94,9 @@ def set_channels(images: torch.Tensor, channels: int | None) -> torch.Tensor:
 def fit_size(images: torch.Tensor, size: int | None) -> torch.Tensor:
     """Square images [N, C, s, s] -> [N, C, size, size].
 
-    Growing by at most a quarter (28 -> 32, 8 -> 10) pads with the background value -1, centred (the extra pixel of
-    an odd difference goes right/bottom), so the original pixels are kept exactly. Any other size is resampled
-    bilinearly (antialiased when shrinking).
+    Growing by at most a quarter (28 -> 32, 8 -> 10) pads with the background value -1, centred (the extra
+    pixel of an odd difference goes right/bottom), so the original pixels are kept exactly. Any other size is
+    resampled bilinearly (antialiased when shrinking).
     """
     native = images.shape[-1]
     if size is None or size == native:
@@ -103,5 +105,6 @@ def fit_size(images: torch.Tensor, size: int | None) -> torch.Tensor:
         before = (size - native) // 2
         after = size - native - before
         return F.pad(images, (before, after, before, after), mode="constant", value=-1.0)
-    out = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=size < native)
+    out = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
+                        antialias=size < native)
     return out.clamp_(-1.0, 1.0)

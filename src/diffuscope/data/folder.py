@@ -1,13 +1,14 @@
 """A folder of PNG/JPEG images as a data set.
 
-Layout: sub-folders are classes (class names = sub-folder names, sorted; images found at any depth below each);
-a folder holding only images is one class named after the folder. Folders starting with "." or "__" are ignored.
+Layout: sub-folders are classes (class names = sub-folder names, sorted; images at any depth below each);
+a folder holding only images is one class named after the folder. Names starting with "." or "__" are ignored.
 If the folder holds exactly ``train`` and ``test`` sub-folders, those are the split (each laid out as above);
-otherwise 10% of each class (rounded half up, a fixed pseudo-random choice, see ``split``) is held out as "test".
+otherwise 10% of each class (rounded half up, a fixed pseudo-random choice, see ``split``) is held out as
+"test", and "train" is the rest.
 
-Images are converted to grayscale ("L") or RGB: ``channels`` defaults to 1 when every image is grayscale, else 3.
-Transparent pixels are composited onto white. Each image is scaled so its shorter side is ``image_size`` (LANCZOS
-when shrinking, BICUBIC when enlarging) and centre-cropped to ``image_size`` x ``image_size`` (default 32).
+Images are converted to grayscale ("L") or RGB: ``channels`` defaults to 1 when every image (of every split) is
+grayscale, else 3. Transparent pixels are composited onto white. Each image is scaled so its shorter side is
+``image_size`` (LANCZOS when shrinking, BICUBIC when enlarging) and centre-cropped to a square (default 32).
 """
 
 from __future__ import annotations
@@ -37,11 +38,12 @@ def _visible_dirs(folder: Path) -> list[Path]:
 
 
 def _scan(folder: Path, flat_name: str) -> dict[str, list[Path]]:
-    """Class name -> sorted image files, for one folder laid out as classes or flat (one class, `flat_name`)."""
+    """Class name -> sorted image files, for a folder laid out as classes or flat (one class, `flat_name`)."""
     flat = sorted(p for p in folder.iterdir() if _is_image(p))
     subdirs = _visible_dirs(folder)
     if flat and subdirs:
-        raise UsageError(f"{folder} mixes images with sub-folders: put all images in class sub-folders, or none")
+        raise UsageError(f"{folder} mixes images with sub-folders: put every image in a class sub-folder, "
+                         "or use no sub-folders")
     if flat:
         return {flat_name: flat}
     classes = {}
@@ -113,7 +115,8 @@ def _flatten(classes: dict[str, list[Path]], class_names: tuple[str, ...]) -> tu
 def load_folder(path: Path, split: str, image_size: int | None, channels: int | None) -> ImageDataset:
     """A folder of images as a data set (options already checked)."""
     flat_name = path.resolve().name or str(path)
-    if {d.name for d in _visible_dirs(path)} == {"train", "test"} and not any(_is_image(p) for p in path.iterdir()):
+    split_layout = {d.name for d in _visible_dirs(path)} == {"train", "test"}
+    if split_layout and not any(_is_image(p) for p in path.iterdir()):
         parts = {s: _scan(path / s, flat_name) for s in ("train", "test")}
         class_names = tuple(sorted(set(parts["train"]) | set(parts["test"])))
         train_files, train_labels = _flatten(parts["train"], class_names)
@@ -130,7 +133,7 @@ def load_folder(path: Path, split: str, image_size: int | None, channels: int | 
         channels = 1 if _all_gray(files) else 3
     keep = select(mask, split)
     if len(keep) == 0:
-        raise UsageError(f"{path} has no held-out test images (a class needs at least 5 images for its 10% share); "
-                         "use split='all' or train/ and test/ sub-folders")
+        raise UsageError(f"{path} has no held-out test images (a class needs at least 5 images for its 10% "
+                         "share); use split='all' or train/ and test/ sub-folders")
     pixels = _load([files[i] for i in keep], image_size or DEFAULT_FOLDER_SIZE, channels)
     return ImageDataset(from_uint8(pixels), torch.from_numpy(labels[keep]), class_names, str(path))

@@ -4,10 +4,12 @@ An IDX file is: two zero bytes, a type byte (0x08 uint8, 0x09 int8, 0x0B int16, 
 0x0E float64), a byte with the number of dimensions, each dimension as a big-endian uint32, then the values
 big-endian in C order. Files may be gzip-compressed (detected from the content, whatever the name).
 
-A data set is either a folder holding ``train-images-idx3-ubyte`` + ``train-labels-idx1-ubyte`` (and optionally
-``t10k-*`` for split="test"; names may also use ``.idx3-ubyte`` and end in ``.gz``), or the path of an images file
-with its labels file beside it (the name with "images" -> "labels" and "idx3" -> "idx1"); a single file is loaded
-whole, whatever the split. Images must be uint8 [N, H, W] with H == W; labels integers [N].
+A data set is either a folder holding ``train-images-idx3-ubyte`` + ``train-labels-idx1-ubyte`` (optionally
+``t10k-*`` for split="test"; split="all" = train + t10k; names may also use ``.idx3-ubyte`` and end in ``.gz``),
+or the path of an images file with its labels file beside it (the name with "images" -> "labels" and "idx3" ->
+"idx1"); a single file is loaded whole, whatever the split. Images must be uint8 [N, H, W] with H == W; labels
+integers [N]. Labels all within 0..9 give classes "0".."9"; other labels become classes named by their sorted
+distinct values.
 """
 
 from __future__ import annotations
@@ -84,18 +86,20 @@ def labels_beside(images_path: Path) -> Path:
     """The labels file that goes with an images file, with or without .gz."""
     name = images_path.name.replace("images", "labels").replace("idx3", "idx1")
     stem = name.removesuffix(".gz")
-    for candidate in (images_path.with_name(name), images_path.with_name(stem), images_path.with_name(stem + ".gz")):
-        if candidate != images_path and candidate.is_file():
-            return candidate
+    for candidate in (name, stem, stem + ".gz"):
+        if candidate != images_path.name and images_path.with_name(candidate).is_file():
+            return images_path.with_name(candidate)
     raise UsageError(f"no labels file beside {images_path} (looked for {stem} and {stem}.gz)")
 
 
 def _read_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1] != images.shape[2]:
-        raise UsageError(f"{images_path}: expected square uint8 images [N, H, W], got {images.dtype} {images.shape}")
+        raise UsageError(f"{images_path}: expected square uint8 images [N, H, W], "
+                         f"got {images.dtype} {images.shape}")
     if labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) != len(images):
-        raise UsageError(f"{labels_path}: expected {len(images)} integer labels, got {labels.dtype} {labels.shape}")
+        raise UsageError(f"{labels_path}: expected {len(images)} integer labels, "
+                         f"got {labels.dtype} {labels.shape}")
     return images, labels.astype(np.int64)
 
 
@@ -103,7 +107,8 @@ def load_idx(path: Path, split: str, image_size: int | None, channels: int | Non
     """An IDX folder or images file as a data set (options already checked)."""
     if path.is_dir():
         files = _idx_files(path)
-        prefixes = {"train": ["train"], "test": ["t10k"], "all": [p for p in ("train", "t10k") if (p, "images") in files]}
+        present = [p for p in ("train", "t10k") if (p, "images") in files]
+        prefixes = {"train": ["train"], "test": ["t10k"], "all": present}
         pairs = []
         for prefix in prefixes[split]:
             if (prefix, "images") not in files or (prefix, "labels") not in files:

@@ -1,8 +1,8 @@
-"""Training data order as a pure function of (seed, step), so a resumed run sees exactly the batches it would have.
+"""Training data order as a pure function of (seed, step): a resumed run sees exactly the batches it would have.
 
 The item stream is epoch after epoch of permutations of range(num_items); epoch e's permutation comes from a
-torch.Generator seeded with (seed * 1_000_003 + e) mod 2**64. Batch `step` is items [step * B, (step + 1) * B) of
-that endless stream, crossing epoch boundaries where it must.
+torch.Generator seeded with (seed * 1_000_003 + e) mod 2**64. Batch `step` is items [step * B, (step + 1) * B)
+of that endless stream, crossing epoch boundaries where it must.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The fixed held-out split: which items of each class are kept out of training.
 
-Within each class, the members (in data-set order) are ranked by a splitmix64 hash of (seed, class, position within
-the class); the first k of that ranking form the test split. The hash is plain integer arithmetic, so the split never
-changes with numpy or torch versions, and train/test are disjoint by construction.
+Within each class, the members (in data-set order) are ranked by a splitmix64 hash of (seed, class, position
+within the class); the first k of that ranking form the test split. The hash is plain integer arithmetic, so the
+split never changes with numpy or torch versions, and train/test are disjoint by construction.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def tenth(count: int) -> int:
 
 
 def held_out_mask(labels: np.ndarray, test_count: Callable[[int], int], seed: int = SPLIT_SEED) -> np.ndarray:
-    """Boolean mask over `labels`: True for the held-out test items; `test_count(n)` of each class of n items."""
+    """Boolean mask over `labels`: True for the held-out items, `test_count(n)` of each class of n items."""
     labels = np.asarray(labels)
     mask = np.zeros(len(labels), dtype=bool)
     with np.errstate(over="ignore"):

@@ -1,0 +1,47 @@
+"""The command line: ``diffuscope <command> ...``. Flags map onto config dataclasses; the work lives elsewhere.
+
+Bad input (``UsageError`` or a bad flag) prints one line, ``diffuscope: error: ...``, and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from diffuscope.errors import UsageError
+
+COMMANDS = ("train",)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (argparse would print the usage block first)
+        raise UsageError(f"{message} (see: {self.prog} --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from importlib import import_module
+
+    parser = _Parser(prog="diffuscope", description="Diffusion image generation, end to end, made measurable.")
+    from diffuscope import __version__
+
+    parser.add_argument("--version", action="version", version=f"diffuscope {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMANDS:
+        import_module(f"diffuscope.cli.{name}").add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "command", None):
+            parser.print_help()
+            return 2
+        return int(args.run(args) or 0)
+    except UsageError as e:
+        print(f"diffuscope: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("diffuscope: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,122 @@
+"""The training run's configuration: frozen dataclasses, one per component, with per-dataset presets.
+
+TOML layout (unknown keys are rejected):
+
+    [data]            name = "mnist"
+    [model]           parametrization = "edm"
+    [model.schedule]  kind = "edm"
+    [model.unet]      base_channels = 64
+    [train]           max_steps = 6000
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from diffuscope import config as config_io
+from diffuscope.errors import UsageError
+from diffuscope.model import ModelConfig
+from diffuscope.nets import UNetConfig
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "mnist"  # digits | mnist | a folder of images or MNIST IDX files
+    image_size: int | None = None  # None = the data set's native size (folders: 32)
+    channels: int | None = None  # None = native (folders: 1 if all images are grayscale, else 3)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    max_steps: int = 6000  # optimizer steps
+    batch_size: int = 64  # global batch (split across processes when data-parallel)
+    lr: float = 2e-3  # AdamW peak learning rate
+    warmup_steps: int = 200  # linear LR warm-up
+    lr_decay: str = "cosine"  # none | cosine (to lr_min_ratio * lr at max_steps)
+    lr_min_ratio: float = 0.05
+    weight_decay: float = 0.0
+    adam_betas: tuple[float, ...] = (0.9, 0.99)
+    grad_clip: float = 1.0  # max global grad norm (0 = off)
+    ema_decay: float = 0.999  # EMA of weights; warmed up as min(decay, (1 + step) / (10 + step))
+    cond_dropout: float = 0.1  # share of labels replaced by the null class (classifier-free guidance)
+    min_snr_gamma: float | None = None  # Hang et al. 2023 loss weighting (e.g. 5.0); None = the objective's own
+    p_mean: float = -1.2  # EDM log-normal training sigmas (Karras et al. 2022, Table 1)
+    p_std: float = 1.2
+    seed: int = 0
+    checkpoint_every: int = 1000  # steps between checkpoints (the last step is always saved)
+    sample_every: int = 1000  # steps between preview grids in RUN_DIR/samples (0 = only at the end)
+    sample_sampler: str = "heun"  # preview sampler
+    sample_steps: int = 18
+    sample_guidance: float = 2.0
+    log_every: int = 50  # steps between rows of metrics.csv
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # torch CPU threads (0 = torch's default)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def preset(data_name: str) -> RunConfig:
+    """Defaults per data set: the tiny 8x8 ``digits`` gets a tiny, fast net; everything else the MNIST-size one."""
+    if data_name == "digits":
+        unet = UNetConfig(base_channels=32, channel_mult=(1, 2), num_res_blocks=1)
+        train = TrainConfig(max_steps=2000, batch_size=64, lr=2e-3, warmup_steps=50, checkpoint_every=500,
+                            sample_every=500, log_every=25)
+        return RunConfig(DataConfig(name="digits"), ModelConfig(unet=unet), train)
+    return RunConfig(DataConfig(name=data_name))
+
+
+def check_run_config(config: RunConfig) -> None:
+    t = config.train
+    for name in ("max_steps", "batch_size"):
+        value = getattr(t, name)
+        if value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    for name in ("checkpoint_every", "sample_every", "log_every", "warmup_steps", "threads"):
+        if getattr(t, name) < 0:
+            raise UsageError(f"train.{name} must be >= 0, got {getattr(t, name)}")
+    if t.lr <= 0:
+        raise UsageError(f"train.lr must be positive, got {t.lr}")
+    if not 0 <= t.cond_dropout < 1:
+        raise UsageError(f"train.cond_dropout must be in [0, 1), got {t.cond_dropout}")
+    if not 0 <= t.ema_decay < 1:
+        raise UsageError(f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
+    if t.lr_decay not in ("none", "cosine"):
+        raise UsageError(f"unknown train.lr_decay {t.lr_decay!r} (valid: none, cosine)")
+    if t.device not in ("auto", "cpu", "cuda"):
+        raise UsageError(f"unknown device {t.device!r} (valid: auto, cpu, cuda)")
+
+
+def resolve(data_name: str | None, toml_path: str | Path | None, overrides: dict[str, dict[str, Any]]) -> RunConfig:
+    """preset(data) <- TOML file <- flags (``overrides`` = {"data": {...}, "train": {...}}, None = not given)."""
+    file_cfg = config_io.load_toml(toml_path) if toml_path else {}
+    name = data_name or file_cfg.get("data", {}).get("name") or DataConfig.name
+    base = config_io.to_dict(preset(name))
+    merged = _deep_merge(base, file_cfg)
+    merged = _deep_merge(merged, {k: {n: v for n, v in d.items() if v is not None} for k, d in overrides.items()})
+    merged["data"]["name"] = name
+    config = config_io.from_dict(RunConfig, merged)
+    check_run_config(config)
+    return config
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def with_model(config: RunConfig, model: ModelConfig) -> RunConfig:
+    return replace(config, model=model)
+
+
+def to_json(config: RunConfig) -> str:
+    return json.dumps(config_io.to_dict(config), indent=2)

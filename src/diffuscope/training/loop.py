@@ -1,0 +1,239 @@
+"""One readable training loop (nanoGPT-style): sample noise levels, denoise, weight the loss, step, EMA, log.
+
+Every random draw of step s (batch order, noise levels, noise, condition dropout) is a pure function of
+(seed, s), so a resumed run sees exactly the batches an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from diffuscope import checkpoint as ckpt_io
+from diffuscope import config as config_io
+from diffuscope.data import ImageDataset, batch_indices, load_dataset
+from diffuscope.errors import UsageError
+from diffuscope.model import ModelConfig, build_denoiser, check_model_config, fit_to_data
+from diffuscope.precond import Denoiser, make_denoiser
+from diffuscope.schedules import sample_training_sigmas
+from diffuscope.training.config import RunConfig, TrainConfig
+
+METRICS_FIELDS = ("step", "loss", "lr", "grad_norm", "images_per_s", "elapsed_s")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. a non-finite loss); the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    final_loss: float
+    checkpoint: Path
+    images_per_s: float
+    elapsed_s: float
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for, but torch sees no CUDA device (valid here: auto, cpu)")
+    return torch.device(name)
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The CPU generator for everything random in training step ``step``: a pure function of (seed, step)."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step * 7_919 + 12_345) % (2**63 - 1))
+
+
+def lr_factor(step: int, t: TrainConfig) -> float:
+    """Linear warm-up, then constant or cosine decay to ``lr_min_ratio``."""
+    if t.warmup_steps and step < t.warmup_steps:
+        return (step + 1) / t.warmup_steps
+    if t.lr_decay == "none":
+        return 1.0
+    progress = (step - t.warmup_steps) / max(1, t.max_steps - t.warmup_steps)
+    return t.lr_min_ratio + (1 - t.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    ema_params = list(ema.parameters())
+    torch._foreach_lerp_(ema_params, [p.detach() for p in model.parameters()], 1 - decay)
+    for eb, mb in zip(ema.buffers(), model.buffers()):
+        eb.copy_(mb)
+
+
+def ema_decay_at(step: int, decay: float) -> float:
+    """Warm-up of the EMA decay (as in many DDPM codebases): average fewer steps early in training."""
+    return min(decay, (1 + step) / (10 + step))
+
+
+def training_batch(
+    data: ImageDataset, images: Tensor, labels: Tensor, denoiser: Denoiser, t: TrainConfig, step: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(x0, sigma, noise, cond) for step ``step``: all randomness from ``step_generator(seed, step)``."""
+    idx = batch_indices(len(data), t.batch_size, t.seed, step).to(images.device)
+    g = step_generator(t.seed, step)
+    sigma = sample_training_sigmas(denoiser.schedule, t.batch_size, generator=g, p_mean=t.p_mean, p_std=t.p_std)
+    noise = torch.randn((t.batch_size, *images.shape[1:]), generator=g)
+    drop = torch.rand(t.batch_size, generator=g) < t.cond_dropout
+    cond = torch.where(drop.to(labels.device), data.num_classes, labels[idx])
+    dev = images.device
+    return images[idx], sigma.to(dev), noise.to(dev), cond
+
+
+def _prepare_run_dir(run_dir: Path, resume: str | None) -> None:
+    if resume is None and run_dir.exists() and any(run_dir.iterdir()):
+        raise UsageError(f"run folder {run_dir} already exists and is not empty: choose a new --out or pass --resume")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _find_resume(run_dir: Path, resume: str) -> Path | None:
+    if resume == "latest":
+        found = ckpt_io.list_checkpoints(run_dir / "checkpoints")
+        return found[-1] if found else None
+    return ckpt_io.resolve_checkpoint(resume)
+
+
+class MetricsLog:
+    """RUN_DIR/metrics.csv; on resume, rows after the resumed step are dropped so the file matches the weights."""
+
+    def __init__(self, path: Path, start_step: int):
+        self.path = path
+        rows = []
+        if start_step and path.is_file():
+            with path.open() as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start_step]
+        with path.open("w", newline="") as f:
+            w = csv.DictWriter(f, METRICS_FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+
+    def write(self, row: dict) -> None:
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, METRICS_FIELDS).writerow(row)
+
+
+def preview(denoiser: Denoiser, model_config: ModelConfig, t: TrainConfig, path: Path, device: torch.device) -> None:
+    """A grid of samples from the EMA model: each class in a column, fixed seeds, so grids are comparable."""
+    from diffuscope.generate import generate
+    from diffuscope.viz import save_grid
+
+    k = model_config.unet.num_classes
+    per_class = 4 if k <= 10 else 1
+    labels = torch.arange(min(k, 16)).repeat(per_class)
+    u = model_config.unet
+    gen = generate(denoiser, denoiser.schedule, labels, (u.in_channels, u.image_size, u.image_size),
+                   sampler=t.sample_sampler, steps=t.sample_steps, guidance=t.sample_guidance, seed=0,
+                   null_label=k, device=device)
+    save_grid(gen.images, path, nrow=min(k, 16), scale=max(1, 64 // u.image_size))
+
+
+def train(
+    config: RunConfig,
+    run_dir: str | Path,
+    *,
+    resume: str | None = None,
+    progress: bool = True,
+    stop_at: int | None = None,
+) -> TrainResult:
+    """Train the model ``config`` describes into ``run_dir`` (see README: the run folder).
+
+    ``stop_at`` ends the run early after that step (with a checkpoint), as if it had been interrupted there: the
+    LR schedule still runs to ``max_steps``, so ``resume`` continues exactly.
+    """
+    t = config.train
+    run_dir = Path(run_dir)
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    device = pick_device(t.device)
+    data = load_dataset(config.data.name, split="train", image_size=config.data.image_size,
+                        channels=config.data.channels)
+    model_config = fit_to_data(config.model, image_size=data.image_size, channels=data.channels,
+                               class_names=data.class_names)
+    check_model_config(model_config)
+    _prepare_run_dir(run_dir, resume)
+    ckpt_dir = run_dir / "checkpoints"
+    ckpt_io.clean_stale_temp(ckpt_dir)
+
+    torch.manual_seed(t.seed)  # the initial weights are a function of the seed too
+    denoiser = build_denoiser(model_config).to(device)
+    ema_net = copy.deepcopy(denoiser.net).requires_grad_(False)
+    ema_denoiser = make_denoiser(model_config.parametrization, ema_net, denoiser.schedule,
+                                 sigma_data=model_config.sigma_data).eval()
+    opt = torch.optim.AdamW(denoiser.net.parameters(), lr=t.lr, betas=tuple(t.adam_betas),
+                            weight_decay=t.weight_decay)
+    lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, t))
+
+    start = 0
+    source = _find_resume(run_dir, resume) if resume else None
+    if source is not None:
+        ckpt_io.read_manifest(source)
+        ckpt_io.load_weights(denoiser.net, source / "model.safetensors")
+        ckpt_io.load_weights(ema_net, source / "ema.safetensors")
+        state = ckpt_io.load_training_state(source)
+        opt.load_state_dict(state["optimizer"])
+        lr_sched.load_state_dict(state["lr_schedule"])
+        torch.set_rng_state(state["rng_cpu"])
+        start = int(state["step"])
+    resolved = replace(config, model=model_config)
+    ckpt_io.write_json_atomic(run_dir / "config.json", config_io.to_dict(resolved))
+    log = MetricsLog(run_dir / "metrics.csv", start)
+    (run_dir / "samples").mkdir(exist_ok=True)
+
+    images, labels = data.images.to(device), data.labels.to(device)
+    denoiser.train()
+    bar = tqdm(total=t.max_steps, initial=start, disable=not progress, unit="step", dynamic_ncols=True)
+    t0 = time.perf_counter()
+    window_t, window_n, rate, loss_value, last_ckpt = time.perf_counter(), 0, 0.0, float("nan"), None
+    end = min(t.max_steps, stop_at or t.max_steps)
+    for step in range(start, end):
+        x0, sigma, noise, cond = training_batch(data, images, labels, denoiser, t, step)
+        loss = denoiser.loss(x0, sigma, noise, cond, min_snr_gamma=t.min_snr_gamma).mean()
+        if not torch.isfinite(loss):
+            raise TrainingError(f"non-finite loss ({float(loss)}) at step {step + 1}; the last good checkpoint is kept")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(denoiser.net.parameters(), t.grad_clip or float("inf"))
+        if not torch.isfinite(grad_norm):
+            raise TrainingError(f"non-finite gradient at step {step + 1}; the last good checkpoint is kept")
+        opt.step()
+        lr_sched.step()
+        ema_update(ema_net, denoiser.net, ema_decay_at(step, t.ema_decay))
+        done = step + 1
+        loss_value = loss.item()
+        window_n += t.batch_size
+        if done % max(1, t.log_every) == 0 or done == end:
+            now = time.perf_counter()
+            rate = window_n / max(now - window_t, 1e-9)
+            window_t, window_n = now, 0
+            log.write({"step": done, "loss": f"{loss_value:.6f}", "lr": f"{opt.param_groups[0]['lr']:.6g}",
+                       "grad_norm": f"{float(grad_norm):.4f}", "images_per_s": f"{rate:.1f}",
+                       "elapsed_s": f"{now - t0:.1f}"})
+            bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{rate:.0f}")
+        bar.update(1)
+        if (t.sample_every and done % t.sample_every == 0) or done == end:
+            preview(ema_denoiser, model_config, t, run_dir / "samples" / f"{ckpt_io.checkpoint_name(done)}.png",
+                    device)
+        if (t.checkpoint_every and done % t.checkpoint_every == 0) or done == end:
+            state = {"optimizer": opt.state_dict(), "lr_schedule": lr_sched.state_dict(), "step": done,
+                     "data_position": done * t.batch_size, "rng_cpu": torch.get_rng_state()}
+            last_ckpt = ckpt_io.save_checkpoint(ckpt_dir, done, model=denoiser.net, ema=ema_net,
+                                                model_config=model_config, run_config=config_io.to_dict(resolved),
+                                                state=state)
+    bar.close()
+    if last_ckpt is None:  # resumed at (or past) max_steps: nothing left to do
+        last_ckpt = ckpt_io.list_checkpoints(ckpt_dir)[-1]
+    elapsed = time.perf_counter() - t0
+    return TrainResult(run_dir, end, loss_value, last_ckpt, rate, elapsed)

@@ -1,0 +1,81 @@
+import csv
+
+import pytest
+import torch
+
+from diffuscope.checkpoint import load_model
+from diffuscope.config import from_dict, to_dict
+from diffuscope.errors import UsageError
+from diffuscope.training import RunConfig, train
+from diffuscope.training.loop import batch_indices, lr_factor
+from helpers import tiny_config
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    config = tiny_config(max_steps=60)
+    result = train(config, run / "r", progress=False)
+    return config, result
+
+
+def test_run_folder_layout(trained):
+    _, result = trained
+    run = result.run_dir
+    assert (run / "config.json").is_file()
+    assert (run / "samples" / "step-0000060.png").is_file()
+    ckpt = run / "checkpoints" / "step-0000060"
+    assert sorted(p.name for p in ckpt.iterdir()) == [
+        "config.json", "ema.safetensors", "manifest.json", "model.safetensors", "state.pt"]
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert [int(r["step"]) for r in rows] == list(range(5, 61, 5))
+    assert set(rows[0]) == {"step", "loss", "lr", "grad_norm", "images_per_s", "elapsed_s"}
+
+
+def test_loss_falls(trained):
+    _, result = trained
+    losses = [float(r["loss"]) for r in csv.DictReader((result.run_dir / "metrics.csv").open())]
+    assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:2]) / 2
+
+
+def test_checkpoint_loads_back_with_identical_outputs(trained):
+    _, result = trained
+    a, b = load_model(result.run_dir), load_model(result.checkpoint)
+    x, sigma, cond = torch.randn(3, 1, 8, 8), torch.tensor([0.2, 2.0, 20.0]), torch.tensor([1, 2, 10])
+    with torch.no_grad():
+        out = a.denoiser(x, sigma, cond)
+        assert torch.equal(out, b.denoiser(x, sigma, cond))
+        assert not torch.equal(out, load_model(result.run_dir, ema=False).denoiser(x, sigma, cond))
+
+
+def test_resumed_run_is_bit_identical(tmp_path):
+    full = train(tiny_config(max_steps=12), tmp_path / "full", progress=False)
+    train(tiny_config(max_steps=12), tmp_path / "split", progress=False, stop_at=5)
+    resumed = train(tiny_config(max_steps=12), tmp_path / "split", resume="latest", progress=False)
+    for name in ("model.safetensors", "ema.safetensors"):
+        assert (full.checkpoint / name).read_bytes() == (resumed.checkpoint / name).read_bytes()
+
+
+def test_refuses_to_overwrite_a_non_empty_run_folder(trained):
+    config, result = trained
+    before = (result.run_dir / "metrics.csv").read_bytes()
+    with pytest.raises(UsageError, match="not empty"):
+        train(config, result.run_dir, progress=False)
+    assert (result.run_dir / "metrics.csv").read_bytes() == before
+
+
+def test_config_round_trips_through_json():
+    config = tiny_config()
+    assert from_dict(RunConfig, to_dict(config)) == config
+
+
+def test_data_order_is_a_pure_function_of_seed_and_step():
+    assert torch.equal(batch_indices(100, 32, 3, 7), batch_indices(100, 32, 3, 7))
+    assert not torch.equal(batch_indices(100, 32, 3, 7), batch_indices(100, 32, 4, 7))
+
+
+def test_lr_warmup_and_cosine():
+    t = tiny_config(max_steps=100).train
+    assert lr_factor(0, t) == pytest.approx(1 / t.warmup_steps)
+    assert lr_factor(t.warmup_steps, t) == pytest.approx(1.0)
+    assert lr_factor(100, t) == pytest.approx(t.lr_min_ratio)
