@@ -6,3 +6,14 @@ import torch
 def _deterministic_torch():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A tiny digits model trained for a few steps: a real checkpoint for CLI and pipeline tests."""
+    from diffuscope.training import train
+    from helpers import tiny_config
+
+    run = tmp_path_factory.mktemp("tiny") / "run"
+    train(tiny_config(max_steps=10), run, progress=False)
+    return run

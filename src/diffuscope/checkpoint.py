@@ -133,12 +133,27 @@ def list_checkpoints(run_checkpoints: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.name)
 
 
+BUILTIN_MODELS_DIR = Path(__file__).parent / "models"
+
+
+def builtin_models() -> list[str]:
+    """Names of the models shipped inside the package (``--model mnist``)."""
+    if not BUILTIN_MODELS_DIR.is_dir():
+        return []
+    return sorted(p.name for p in BUILTIN_MODELS_DIR.iterdir() if is_complete(p))
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint folder, or a run folder (its newest complete checkpoint)."""
+    """A checkpoint folder, a run folder (its newest complete checkpoint) or a built-in model name."""
+    name = str(path)
     path = Path(path)
+    if not path.exists() and name in builtin_models():
+        return BUILTIN_MODELS_DIR / name
     if not path.exists():
-        raise UsageError(f"model not found: {path} (give a checkpoint folder or a run folder)")
-    if (path / "config.json").is_file() and path.name.startswith("step-"):
+        shipped = ", ".join(builtin_models()) or "none installed"
+        raise UsageError(f"model not found: {path} (give a checkpoint folder, a run folder or a built-in "
+                         f"model: {shipped})")
+    if (path / "config.json").is_file() and (path / "ema.safetensors").is_file():
         if not is_complete(path):
             raise UsageError(f"checkpoint {path} is incomplete: its {MANIFEST} is missing")
         return path

@@ -8,6 +8,7 @@ an image does not change with the batch size it was generated in.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from dataclasses import dataclass
 
 import torch
@@ -82,3 +83,48 @@ def generate(
             nfe = counter.nfe
             out.append(x.float().cpu())
     return Generation(torch.cat(out), grid, spec.name, seed, nfe, guidance)
+
+
+def image_params(gen: Generation, index: int, *, prompt: str, model_name: str, model_path: str,
+                 shape: tuple[int, int, int]) -> dict:
+    """The full parameters of image ``index`` of a generation: what reproduces it with n=1."""
+    from diffuscope import __version__
+
+    return {
+        "prompt": prompt,
+        "negative_prompt": "",
+        "steps": gen.grid.steps,
+        "sampler": gen.sampler,
+        "spacing": gen.grid.spacing,
+        "guidance": gen.guidance,
+        "seed": gen.seed + index,
+        "width": shape[2],
+        "height": shape[1],
+        "channels": shape[0],
+        "model_name": model_name,
+        "model_path": model_path,
+        "nfe": gen.nfe,
+        "grid": gen.grid.describe(),
+        "version": __version__,
+    }
+
+
+def write_images(gen: Generation, out_dir: str | Path, params: list[dict], *, grid_scale: int = 1) -> list[Path]:
+    """One PNG per image at its native size (with its parameters) and a grid (upscaled by ``grid_scale``),
+    numbered after what ``out_dir`` already holds: nothing there is overwritten."""
+    from diffuscope.pngmeta import save_png
+    from diffuscope.viz import image_grid, to_pil
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = len(list(out_dir.glob("[0-9][0-9][0-9][0-9][0-9]-*.png")))
+    paths = []
+    for i, (image, p) in enumerate(zip(gen.images, params)):
+        paths.append(save_png(to_pil(image), out_dir / f"{start + i:05d}-{p['seed']}.png", p))
+    grid_path = out_dir / "grid.png"
+    k = 1
+    while grid_path.exists():
+        grid_path = out_dir / f"grid-{k:05d}.png"
+        k += 1
+    image_grid(gen.images, scale=grid_scale).save(grid_path)
+    return [*paths, grid_path]

@@ -10,7 +10,7 @@ import sys
 
 from diffuscope.errors import UsageError
 
-COMMANDS = ("train",)
+COMMANDS = ("train", "sample", "info", "samplers")
 
 
 class _Parser(argparse.ArgumentParser):
