@@ -1,0 +1,75 @@
+"""Run diffuscope's samplers on a diffusers ``UNet2DModel`` trained with a diffusers scheduler.
+
+The scheduler's betas give alpha_bar (``alphas_cumprod``, computed by diffusers itself so the numbers are
+bit-identical), hence a ``VPSchedule``; its ``prediction_type`` picks the preconditioning wrapper from
+``precond``: epsilon -> EpsDenoiser, v_prediction -> VDenoiser, sample -> X0Denoiser. The UNet receives the VP
+input x / sqrt(1 + sigma^2), the (fractional) timestep t(sigma) and ``class_labels=cond``.
+
+diffusers is imported inside the functions: diffuscope imports without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from diffuscope.errors import UsageError, choices_error
+from diffuscope.precond import Denoiser, EpsDenoiser, VDenoiser, X0Denoiser
+from diffuscope.schedules import ZERO_SNR_ALPHA_BAR, VPSchedule
+
+PREDICTION_TYPES = {"epsilon": EpsDenoiser, "v_prediction": VDenoiser, "sample": X0Denoiser}
+
+
+class DiffusersUNet(nn.Module):
+    """``net(x_in, c_noise, cond)`` around a ``UNet2DModel``: the timestep is c_noise, the class labels cond.
+    A UNet that also predicts the variance (2C output channels) is cut to its first C channels."""
+
+    def __init__(self, unet: nn.Module):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x: Tensor, c_noise: Tensor, cond=None) -> Tensor:
+        out = self.unet(x, c_noise, class_labels=cond, return_dict=False)[0]
+        return out[:, : x.shape[1]] if out.shape[1] == 2 * x.shape[1] else out
+
+
+def _config(scheduler_or_config) -> Mapping:
+    config = getattr(scheduler_or_config, "config", scheduler_or_config)
+    if not isinstance(config, Mapping):
+        raise UsageError(f"expected a diffusers scheduler or its config, got {type(scheduler_or_config).__name__}")
+    return config
+
+
+def schedule_from_diffusers(scheduler_or_config) -> VPSchedule:
+    """The VPSchedule of a diffusers scheduler (or config): alpha_bar = its ``alphas_cumprod`` (betas, trained
+    betas and the zero-terminal-SNR rescale computed by diffusers' DDPMScheduler, in its float32)."""
+    from diffusers import DDPMScheduler
+
+    alpha_bar = getattr(scheduler_or_config, "alphas_cumprod", None)
+    if alpha_bar is None:
+        config = dict(_config(scheduler_or_config))
+        alpha_bar = DDPMScheduler.from_config(config).alphas_cumprod
+    alpha_bar = torch.as_tensor(alpha_bar).detach().cpu().to(torch.float64).clone()
+    zero_snr = bool(alpha_bar[-1] <= 0 or alpha_bar[-1] >= alpha_bar[-2])
+    if zero_snr:
+        # A finite sigma_max, as diffusers' Euler scheduler does with 2^-24, but kept below alpha_bar[T-2] (4.2e-9
+        # for the rescaled linear schedule) so sigma stays monotonic, as schedules.make_schedule does.
+        alpha_bar[-1] = min(ZERO_SNR_ALPHA_BAR, float(alpha_bar[-2]) / 2)
+    return VPSchedule(alpha_bar, name="diffusers" + ("+zsnr" if zero_snr else ""))
+
+
+def denoiser_from_diffusers(unet: nn.Module, scheduler_or_config) -> Denoiser:
+    """D(x, sigma, cond) -> x0_hat for a diffusers UNet2DModel and its scheduler (or scheduler config)."""
+    config = _config(scheduler_or_config)
+    prediction_type = config.get("prediction_type", "epsilon")
+    if prediction_type not in PREDICTION_TYPES:
+        raise choices_error("diffusers prediction_type", prediction_type, PREDICTION_TYPES)
+    return PREDICTION_TYPES[prediction_type](DiffusersUNet(unet), schedule_from_diffusers(scheduler_or_config))
+
+
+def sigmas_for_timesteps(schedule: VPSchedule, timesteps: Tensor) -> Tensor:
+    """The sigma grid (float64, final 0 appended) that visits a diffusers scheduler's ``timesteps``."""
+    ts = torch.as_tensor(timesteps).detach().cpu().to(torch.float64)
+    return torch.cat([schedule.sigma(ts), torch.zeros(1, dtype=torch.float64)])

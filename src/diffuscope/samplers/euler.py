@@ -1,0 +1,111 @@
+"""Euler, Euler ancestral and Heun on the probability-flow ODE dx/dsigma = (x - D(x, sigma)) / sigma.
+
+Karras et al. 2022 (EDM), Algorithms 1 and 2; formulas as k-diffusion's ``sample_euler``, ``sample_euler_ancestral``
+and ``sample_heun``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from diffuscope.samplers.base import (
+    Callback,
+    Generators,
+    StepInfo,
+    ancestral_step,
+    churn,
+    denoise,
+    noise_like,
+    prepare,
+    to_d,
+)
+
+
+@torch.no_grad()
+def sample_euler(
+    denoiser: Callable,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    cond=None,
+    generator: Generators = None,
+    callback: Callback = None,
+    s_churn: float = 0.0,
+    s_tmin: float = 0.0,
+    s_tmax: float = float("inf"),
+    s_noise: float = 1.0,
+) -> Tensor:
+    """First-order Euler (Karras et al. 2022, Algorithm 2 without the correction); one NFE per step."""
+    sig = prepare(x, sigmas)
+    steps = len(sig) - 1
+    for i in range(steps):
+        x, sigma_hat = churn(x, sig[i], steps, generator, s_churn, s_tmin, s_tmax, s_noise)
+        denoised = denoise(denoiser, x, sigma_hat, cond)
+        if callback is not None:
+            callback(StepInfo(i, sig[i], sig[i + 1], x, denoised, steps))
+        x = x + to_d(x, sigma_hat, denoised) * (sig[i + 1] - sigma_hat)
+    return x
+
+
+@torch.no_grad()
+def sample_euler_ancestral(
+    denoiser: Callable,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    cond=None,
+    generator: Generators = None,
+    callback: Callback = None,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
+) -> Tensor:
+    """Euler ancestral: an Euler step to sigma_down, then fresh noise of std sigma_up (k-diffusion
+    ``sample_euler_ancestral``). eta = 1 is the DDPM posterior step; eta = 0 is plain Euler."""
+    sig = prepare(x, sigmas)
+    steps = len(sig) - 1
+    for i in range(steps):
+        denoised = denoise(denoiser, x, sig[i], cond)
+        if callback is not None:
+            callback(StepInfo(i, sig[i], sig[i + 1], x, denoised, steps))
+        sigma_down, sigma_up = ancestral_step(sig[i], sig[i + 1], eta)
+        x = denoised + to_d(x, sig[i], denoised) * sigma_down  # = x + d (sigma_down - sigma)
+        if sigma_up > 0:
+            x = x + noise_like(x, generator) * (s_noise * sigma_up)
+    return x
+
+
+@torch.no_grad()
+def sample_heun(
+    denoiser: Callable,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    cond=None,
+    generator: Generators = None,
+    callback: Callback = None,
+    s_churn: float = 0.0,
+    s_tmin: float = 0.0,
+    s_tmax: float = float("inf"),
+    s_noise: float = 1.0,
+) -> Tensor:
+    """Heun's second-order method (Karras et al. 2022, Algorithm 2). The step to sigma = 0 is a plain Euler step
+    (Algorithm 2, line 9), so N steps cost 2N - 1 NFE."""
+    sig = prepare(x, sigmas)
+    steps = len(sig) - 1
+    for i in range(steps):
+        x, sigma_hat = churn(x, sig[i], steps, generator, s_churn, s_tmin, s_tmax, s_noise)
+        denoised = denoise(denoiser, x, sigma_hat, cond)
+        if callback is not None:
+            callback(StepInfo(i, sig[i], sig[i + 1], x, denoised, steps))
+        d = to_d(x, sigma_hat, denoised)
+        dt = sig[i + 1] - sigma_hat
+        if sig[i + 1] == 0:
+            x = x + d * dt  # Algorithm 2, line 8: Euler to sigma = 0
+        else:
+            x_2 = x + d * dt
+            d_2 = to_d(x_2, sig[i + 1], denoise(denoiser, x_2, sig[i + 1], cond))
+            x = x + (d + d_2) * (0.5 * dt)  # Algorithm 2, line 11: trapezoidal rule
+    return x

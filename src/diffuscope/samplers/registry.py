@@ -1,0 +1,75 @@
+"""The explicit sampler table: display names as AUTOMATIC1111 shows them, ComfyUI ids as ids/aliases."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from diffuscope.errors import choices_error
+from diffuscope.samplers.ddim import sample_ddim, sample_ddpm
+from diffuscope.samplers.dpmpp import sample_dpmpp_2m, sample_dpmpp_2m_sde
+from diffuscope.samplers.dpmpp_3m import sample_dpmpp_3m_sde
+from diffuscope.samplers.euler import sample_euler, sample_euler_ancestral, sample_heun
+from diffuscope.samplers.unipc import sample_unipc
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """One sampler: ``fn(denoiser, x, sigmas, *, cond, generator, callback, **opts)``, its convergence ``order``
+    (global order on the probability-flow ODE with default options, eta = 0 for the SDE samplers, as the tests
+    measure it on an exact Gaussian denoiser), the network evaluations ``nfe(steps)`` a run of ``steps`` steps
+    costs, and whether it is deterministic with its default options."""
+
+    name: str  # display name (AUTOMATIC1111)
+    id: str  # ComfyUI id
+    aliases: tuple[str, ...]
+    fn: Callable
+    order: int
+    nfe: Callable[[int], int]
+    deterministic: bool
+
+
+def _one_per_step(steps: int) -> int:
+    return steps
+
+
+def _heun_nfe(steps: int) -> int:
+    return 2 * steps - 1  # no correction on the last step to sigma = 0
+
+
+SAMPLERS: dict[str, SamplerSpec] = {
+    "ddpm": SamplerSpec("DDPM", "ddpm", (), sample_ddpm, 1, _one_per_step, False),
+    "ddim": SamplerSpec("DDIM", "ddim", (), sample_ddim, 1, _one_per_step, True),
+    "euler": SamplerSpec("Euler", "euler", (), sample_euler, 1, _one_per_step, True),
+    "euler_ancestral": SamplerSpec(
+        "Euler a", "euler_ancestral", ("euler_a",), sample_euler_ancestral, 1, _one_per_step, False
+    ),
+    "heun": SamplerSpec("Heun", "heun", (), sample_heun, 2, _heun_nfe, True),
+    "dpmpp_2m": SamplerSpec("DPM++ 2M", "dpmpp_2m", ("dpm++_2m",), sample_dpmpp_2m, 2, _one_per_step, True),
+    "dpmpp_2m_sde": SamplerSpec(
+        "DPM++ 2M SDE", "dpmpp_2m_sde", ("dpm++_2m_sde",), sample_dpmpp_2m_sde, 2, _one_per_step, False
+    ),
+    "dpmpp_3m_sde": SamplerSpec(
+        "DPM++ 3M SDE", "dpmpp_3m_sde", ("dpm++_3m_sde",), sample_dpmpp_3m_sde, 2, _one_per_step, False
+    ),  # order 2, not 3: see dpmpp_3m.py (the D2 term as k-diffusion and diffusers write it)
+    "uni_pc": SamplerSpec("UniPC", "uni_pc", ("unipc", "uni_pc_bh2"), sample_unipc, 4, _one_per_step, True),
+    # UniP-3 + UniC: the corrector raises the order by one (Zhao et al. 2023, Theorem 3.1)
+}
+
+_LOOKUP: dict[str, str] = {}
+for _id, _spec in SAMPLERS.items():
+    for _key in (_spec.name, _spec.id, *_spec.aliases):
+        _LOOKUP[_key.lower()] = _id
+
+
+def get_sampler(name: str) -> SamplerSpec:
+    """Look a sampler up by display name, id or alias (case-insensitive); unknown names list the valid ones."""
+    key = name.strip().lower() if isinstance(name, str) else name
+    if key not in _LOOKUP:
+        raise choices_error("sampler", name, [f"{s.name} ({s.id})" for s in SAMPLERS.values()])
+    return SAMPLERS[_LOOKUP[key]]
+
+
+def sampler_names() -> list[str]:
+    """Display names in table order."""
+    return [s.name for s in SAMPLERS.values()]

@@ -1,0 +1,95 @@
+"""Classifier-free guidance as a denoiser wrapper, checked on the exact class-conditional mixture denoiser."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from diffuscope.errors import UsageError
+from diffuscope.guidance import CFGDenoiser
+from diffuscope.reference import GaussianMixtureDenoiser
+from diffuscope.samplers import CountingDenoiser, get_sampler, initial_noise, make_generators
+from diffuscope.schedules import EDMSchedule, make_grid
+
+NULL = 2  # the null class index (num_classes) of the two-class mixture
+
+
+class Recorder:
+    """Counts calls and records each call's batch size and conditions."""
+
+    def __init__(self, denoiser):
+        self.denoiser = denoiser
+        self.calls: list[tuple[int, torch.Tensor | None]] = []
+
+    def __call__(self, x, sigma, cond=None):
+        assert len(sigma) == len(x)
+        self.calls.append((len(x), None if cond is None else cond.clone()))
+        return self.denoiser(x, sigma, cond)
+
+
+@pytest.fixture
+def mixture():
+    means = torch.stack([torch.full((1, 3, 3), -1.0), torch.full((1, 3, 3), 1.0)])
+    return GaussianMixtureDenoiser(means, 0.3)
+
+
+def _inputs(b=4):
+    x = torch.randn(b, 1, 3, 3, generator=torch.Generator().manual_seed(0)) * 2
+    return x, torch.full((b,), 2.0, dtype=torch.float64), torch.tensor([0, 1, 1, 0][:b])
+
+
+def test_scale_one_is_the_conditional_denoiser_in_one_call(mixture):
+    x, sigma, cond = _inputs()
+    rec = Recorder(mixture)
+    out = CFGDenoiser(rec, 1.0, NULL)(x, sigma, cond)
+    torch.testing.assert_close(out, mixture(x, sigma, cond))
+    assert len(rec.calls) == 1 and rec.calls[0][0] == 4
+    assert torch.equal(rec.calls[0][1], cond)
+
+
+@pytest.mark.parametrize("scale", [0.5, 2.0, 7.5])
+def test_scale_matches_the_formula_in_one_batched_call(mixture, scale):
+    x, sigma, cond = _inputs()
+    rec = Recorder(mixture)
+    out = CFGDenoiser(rec, scale, torch.tensor(NULL))(x, sigma, cond)
+    d_c = mixture(x, sigma, cond)
+    d_u = mixture(x, sigma, torch.full((4,), NULL))
+    torch.testing.assert_close(out, d_u + scale * (d_c - d_u), rtol=1e-5, atol=1e-5)
+    assert len(rec.calls) == 1 and rec.calls[0][0] == 8
+    assert rec.calls[0][1].tolist() == [0, 1, 1, 0, NULL, NULL, NULL, NULL]
+    assert rec.calls[0][1].dtype == torch.long
+
+
+def test_scale_zero_and_no_cond_are_single_calls(mixture):
+    x, sigma, cond = _inputs()
+    rec = Recorder(mixture)
+    guided = CFGDenoiser(rec, 0.0, NULL)
+    torch.testing.assert_close(guided(x, sigma, cond), mixture(x, sigma, torch.full((4,), NULL)))
+    torch.testing.assert_close(guided(x, sigma, None), mixture(x, sigma, None))
+    assert [c[0] for c in rec.calls] == [4, 4]
+
+
+def test_per_row_uncond_tensor_and_scalar_sigma(mixture):
+    x, _, cond = _inputs()
+    rec = Recorder(mixture)
+    out = CFGDenoiser(rec, 3.0, torch.full((4,), NULL))(x, torch.tensor(2.0, dtype=torch.float64), cond)
+    assert out.shape == x.shape and len(rec.calls) == 1
+
+
+@pytest.mark.parametrize("scale", [-0.5, float("nan")])
+def test_negative_scale_rejected(mixture, scale):
+    with pytest.raises(UsageError, match="guidance scale"):
+        CFGDenoiser(mixture, scale, NULL)
+
+
+@pytest.mark.parametrize("name", ["Euler", "Heun", "DPM++ 2M"])
+def test_one_call_per_evaluation_while_sampling(mixture, name):
+    """NFE with guidance equals the sampler's NFE (cond + uncond share each call), every call of batch 2B."""
+    spec = get_sampler(name)
+    sigmas = make_grid(EDMSchedule(0.01, 20.0), 6).sigmas
+    counter = CountingDenoiser(mixture)
+    x = initial_noise((3, 1, 3, 3), make_generators(0, 3), sigmas[0])
+    cond = torch.tensor([1, 1, 1])
+    out = spec.fn(CFGDenoiser(counter, 3.0, NULL), x, sigmas, cond=cond)
+    assert counter.nfe == spec.nfe(6) and set(counter.batch_sizes) == {6}
+    assert float(out.mean()) > 0.5  # guided towards class 1 (mean +1), away from class 0 (mean -1)
