@@ -37,7 +37,8 @@ def test_batch_size_does_not_change_images(capsys, tmp_path, tiny_model):
                             "--batch-size", bs, "--sampler", "Euler a", "--out", tmp_path / out)
         assert code == 0, err
     for name in ("00000-0.png", "00003-3.png"):
-        assert np.array_equal(np.asarray(Image.open(tmp_path / "x" / name)), np.asarray(Image.open(tmp_path / "y" / name)))
+        a, b = (np.asarray(Image.open(tmp_path / d / name)) for d in ("x", "y"))
+        assert np.array_equal(a, b)
 
 
 def test_second_run_into_the_same_folder_overwrites_nothing(capsys, tmp_path, tiny_model):

@@ -8,8 +8,8 @@ an image does not change with the batch size it was generated in.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor

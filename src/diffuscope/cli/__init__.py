@@ -1,6 +1,7 @@
 """The command line: ``diffuscope <command> ...``. Flags map onto config dataclasses; the work lives elsewhere.
 
-Bad input (``UsageError`` or a bad flag) prints one line, ``diffuscope: error: ...``, and exits with code 2.
+Bad input (``UsageError`` or a bad flag) prints one line, ``diffuscope: error: ...``, and exits with code 2;
+a training run that cannot go on (``TrainingError``: non-finite loss, full disk) prints one line and exits 1.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import sys
 
 from diffuscope.errors import UsageError
 
-COMMANDS = ("train", "sample", "info", "samplers")
+COMMANDS = ("train", "sample", "info", "samplers", "forward", "reverse", "phases")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,6 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"diffuscope: error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:
+        from diffuscope.training.loop import TrainingError
+
+        if not isinstance(e, TrainingError):
+            raise
+        print(f"diffuscope: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("diffuscope: interrupted", file=sys.stderr)
         return 130

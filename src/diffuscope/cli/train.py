@@ -19,6 +19,11 @@ def add_parser(sub) -> None:
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--seed", type=types.non_negative_int, help="training seed (data order, noise)")
     p.add_argument("--checkpoint-every", type=types.non_negative_int, help="steps between checkpoints")
+    p.add_argument("--keep-checkpoints", type=types.non_negative_int, metavar="K",
+                   help="keep only the newest K checkpoints (0 = all)")
+    p.add_argument("--max-bad-batches", type=types.non_negative_int, metavar="N",
+                   help="skip up to N batches with a non-finite loss or gradient before stopping (default 0)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), help="bf16 autocast (GPUs); default fp32")
     p.add_argument("--sample-every", type=types.non_negative_int, help="steps between preview grids (0 = end only)")
     p.add_argument("--image-size", type=types.positive_int, help="resize the data to this size")
     p.add_argument("--config", metavar="FILE.toml", help="TOML config ([data], [model], [model.unet], [train]); "
@@ -38,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
         "data": {"name": args.data, "image_size": args.image_size},
         "train": {"max_steps": args.max_steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                   "checkpoint_every": args.checkpoint_every, "sample_every": args.sample_every,
-                  "device": args.device},
+                  "keep_checkpoints": args.keep_checkpoints, "max_bad_batches": args.max_bad_batches,
+                  "precision": args.precision, "device": args.device},
     }
     config = run_config.resolve(args.data, args.config, overrides)
     if args.dry_run:
@@ -47,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
     from diffuscope.training import train
 
     result = train(config, args.out, resume=args.resume, progress=not args.quiet)
+    if result.checkpoint is None:  # not rank 0 of a data-parallel run
+        return 0
     print(f"trained {result.steps} steps in {result.elapsed_s:.0f} s ({result.images_per_s:.0f} images/s), "
           f"final loss {result.final_loss:.4f}")
     print(f"checkpoint: {result.checkpoint}")

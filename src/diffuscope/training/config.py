@@ -31,7 +31,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    max_steps: int = 6000  # optimizer steps
+    max_steps: int = 2000  # optimizer steps
     batch_size: int = 64  # global batch (split across processes when data-parallel)
     lr: float = 2e-3  # AdamW peak learning rate
     warmup_steps: int = 200  # linear LR warm-up
@@ -46,8 +46,11 @@ class TrainConfig:
     p_mean: float = -1.2  # EDM log-normal training sigmas (Karras et al. 2022, Table 1)
     p_std: float = 1.2
     seed: int = 0
-    checkpoint_every: int = 1000  # steps between checkpoints (the last step is always saved)
-    sample_every: int = 1000  # steps between preview grids in RUN_DIR/samples (0 = only at the end)
+    checkpoint_every: int = 500  # steps between checkpoints (the last step is always saved)
+    keep_checkpoints: int = 0  # keep only the newest K checkpoints (0 = keep all)
+    max_bad_batches: int = 0  # skip up to this many batches with a non-finite loss/gradient before stopping
+    precision: str = "fp32"  # fp32 | bf16 (autocast; for GPUs)
+    sample_every: int = 500  # steps between preview grids in RUN_DIR/samples (0 = only at the end)
     sample_sampler: str = "heun"  # preview sampler
     sample_steps: int = 18
     sample_guidance: float = 2.0
@@ -70,7 +73,10 @@ def preset(data_name: str) -> RunConfig:
         train = TrainConfig(max_steps=2000, batch_size=64, lr=2e-3, warmup_steps=50, checkpoint_every=500,
                             sample_every=500, log_every=25)
         return RunConfig(DataConfig(name="digits"), ModelConfig(unet=unet), train)
-    return RunConfig(DataConfig(name=data_name))
+    # MNIST-size default: ~1M parameters, most channels at low resolution where convolutions are cheap
+    # (measured: 253 MFLOP per 28x28 forward pass, vs 541 for base 32, mult (1, 2, 2), two blocks per level).
+    unet = UNetConfig(base_channels=24, channel_mult=(1, 2, 3), num_res_blocks=1)
+    return RunConfig(DataConfig(name=data_name), ModelConfig(unet=unet), TrainConfig())
 
 
 def check_run_config(config: RunConfig) -> None:
@@ -79,7 +85,8 @@ def check_run_config(config: RunConfig) -> None:
         value = getattr(t, name)
         if value < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
-    for name in ("checkpoint_every", "sample_every", "log_every", "warmup_steps", "threads"):
+    for name in ("checkpoint_every", "sample_every", "log_every", "warmup_steps", "threads", "keep_checkpoints",
+                 "max_bad_batches"):
         if getattr(t, name) < 0:
             raise UsageError(f"train.{name} must be >= 0, got {getattr(t, name)}")
     if t.lr <= 0:
@@ -90,6 +97,8 @@ def check_run_config(config: RunConfig) -> None:
         raise UsageError(f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
     if t.lr_decay not in ("none", "cosine"):
         raise UsageError(f"unknown train.lr_decay {t.lr_decay!r} (valid: none, cosine)")
+    if t.precision not in ("fp32", "bf16"):
+        raise UsageError(f"unknown train.precision {t.precision!r} (valid: fp32, bf16)")
     if t.device not in ("auto", "cpu", "cuda"):
         raise UsageError(f"unknown device {t.device!r} (valid: auto, cpu, cuda)")
 

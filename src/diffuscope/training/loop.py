@@ -7,7 +7,6 @@ Every random draw of step s (batch order, noise levels, noise, condition dropout
 from __future__ import annotations
 
 import copy
-import csv
 import math
 import time
 from dataclasses import dataclass, replace
@@ -25,8 +24,17 @@ from diffuscope.model import ModelConfig, build_denoiser, check_model_config, fi
 from diffuscope.precond import Denoiser, make_denoiser
 from diffuscope.schedules import sample_training_sigmas
 from diffuscope.training.config import RunConfig, TrainConfig
-
-METRICS_FIELDS = ("step", "loss", "lr", "grad_norm", "images_per_s", "elapsed_s")
+from diffuscope.training.distributed import (
+    Dist,
+    average_gradients,
+    barrier,
+    init_distributed,
+    mean_across,
+    replicas_identical,
+    shard,
+    shutdown,
+)
+from diffuscope.training.rundir import MetricsLog, check_run_dir, find_resume, prune_checkpoints
 
 
 class TrainingError(RuntimeError):
@@ -93,38 +101,6 @@ def training_batch(
     return images[idx], sigma.to(dev), noise.to(dev), cond
 
 
-def _prepare_run_dir(run_dir: Path, resume: str | None) -> None:
-    if resume is None and run_dir.exists() and any(run_dir.iterdir()):
-        raise UsageError(f"run folder {run_dir} already exists and is not empty: choose a new --out or pass --resume")
-    run_dir.mkdir(parents=True, exist_ok=True)
-
-
-def _find_resume(run_dir: Path, resume: str) -> Path | None:
-    if resume == "latest":
-        found = ckpt_io.list_checkpoints(run_dir / "checkpoints")
-        return found[-1] if found else None
-    return ckpt_io.resolve_checkpoint(resume)
-
-
-class MetricsLog:
-    """RUN_DIR/metrics.csv; on resume, rows after the resumed step are dropped so the file matches the weights."""
-
-    def __init__(self, path: Path, start_step: int):
-        self.path = path
-        rows = []
-        if start_step and path.is_file():
-            with path.open() as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start_step]
-        with path.open("w", newline="") as f:
-            w = csv.DictWriter(f, METRICS_FIELDS)
-            w.writeheader()
-            w.writerows(rows)
-
-    def write(self, row: dict) -> None:
-        with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, METRICS_FIELDS).writerow(row)
-
-
 def preview(denoiser: Denoiser, model_config: ModelConfig, t: TrainConfig, path: Path, device: torch.device) -> None:
     """A grid of samples from the EMA model: each class in a column, fixed seeds, so grids are comparable."""
     from diffuscope.generate import generate
@@ -150,34 +126,51 @@ def train(
 ) -> TrainResult:
     """Train the model ``config`` describes into ``run_dir`` (see README: the run folder).
 
-    ``stop_at`` ends the run early after that step (with a checkpoint), as if it had been interrupted there: the
-    LR schedule still runs to ``max_steps``, so ``resume`` continues exactly.
+    ``resume``: "latest" (the newest complete checkpoint of ``run_dir``) or a checkpoint folder. ``stop_at`` ends
+    the run early after that step (with a checkpoint), as if it had been interrupted there: the LR schedule still
+    runs to ``max_steps``, so a resumed run continues exactly. Under torchrun/accelerate every process runs this;
+    only rank 0 writes.
     """
     t = config.train
     run_dir = Path(run_dir)
     if t.threads:
         torch.set_num_threads(t.threads)
-    device = pick_device(t.device)
     data = load_dataset(config.data.name, split="train", image_size=config.data.image_size,
                         channels=config.data.channels)
     model_config = fit_to_data(config.model, image_size=data.image_size, channels=data.channels,
                                class_names=data.class_names)
     check_model_config(model_config)
-    _prepare_run_dir(run_dir, resume)
-    ckpt_dir = run_dir / "checkpoints"
-    ckpt_io.clean_stale_temp(ckpt_dir)
+    check_run_dir(run_dir, resume)
+    ddp, device = init_distributed(pick_device(t.device))
+    try:
+        return _train(config, model_config, data, run_dir, ddp, device, resume, progress, stop_at)
+    finally:
+        shutdown(ddp)
 
-    torch.manual_seed(t.seed)  # the initial weights are a function of the seed too
+
+def _train(config: RunConfig, model_config: ModelConfig, data: ImageDataset, run_dir: Path, ddp: Dist,
+           device: torch.device, resume: str | None, progress: bool, stop_at: int | None) -> TrainResult:
+    t = config.train
+    if t.batch_size % ddp.world_size:
+        raise UsageError(f"--batch-size {t.batch_size} must be divisible by the number of processes ({ddp.world_size})")
+    barrier(ddp)  # every rank has checked the run folder before rank 0 writes to it
+    ckpt_dir = run_dir / "checkpoints"
+    if ddp.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt_io.clean_stale_temp(ckpt_dir)
+    barrier(ddp)
+
+    torch.manual_seed(t.seed)  # the initial weights are a function of the seed, identical on every rank
     denoiser = build_denoiser(model_config).to(device)
     ema_net = copy.deepcopy(denoiser.net).requires_grad_(False)
     ema_denoiser = make_denoiser(model_config.parametrization, ema_net, denoiser.schedule,
                                  sigma_data=model_config.sigma_data).eval()
-    opt = torch.optim.AdamW(denoiser.net.parameters(), lr=t.lr, betas=tuple(t.adam_betas),
-                            weight_decay=t.weight_decay)
+    params = list(denoiser.net.parameters())
+    opt = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.adam_betas), weight_decay=t.weight_decay)
     lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, t))
 
     start = 0
-    source = _find_resume(run_dir, resume) if resume else None
+    source = find_resume(run_dir, resume) if resume else None
     if source is not None:
         ckpt_io.read_manifest(source)
         ckpt_io.load_weights(denoiser.net, source / "model.safetensors")
@@ -188,32 +181,49 @@ def train(
         torch.set_rng_state(state["rng_cpu"])
         start = int(state["step"])
     resolved = replace(config, model=model_config)
-    ckpt_io.write_json_atomic(run_dir / "config.json", config_io.to_dict(resolved))
-    log = MetricsLog(run_dir / "metrics.csv", start)
-    (run_dir / "samples").mkdir(exist_ok=True)
+    log = None
+    if ddp.is_main:
+        ckpt_io.write_json_atomic(run_dir / "config.json", config_io.to_dict(resolved))
+        log = MetricsLog(run_dir / "metrics.csv", start)
+        (run_dir / "samples").mkdir(exist_ok=True)
+        if ddp.enabled:
+            print(f"data-parallel: {ddp.world_size} processes, global batch {t.batch_size} "
+                  f"({t.batch_size // ddp.world_size} per process), lr {t.lr:g}")
 
     images, labels = data.images.to(device), data.labels.to(device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
     denoiser.train()
-    bar = tqdm(total=t.max_steps, initial=start, disable=not progress, unit="step", dynamic_ncols=True)
-    t0 = time.perf_counter()
-    window_t, window_n, rate, loss_value, last_ckpt = time.perf_counter(), 0, 0.0, float("nan"), None
     end = min(t.max_steps, stop_at or t.max_steps)
+    bar = tqdm(total=end, initial=start, disable=not (progress and ddp.is_main), unit="step", dynamic_ncols=True)
+    t0 = window_t = time.perf_counter()
+    window_n, rate, loss_value, last_ckpt, bad = 0, 0.0, float("nan"), None, 0
     for step in range(start, end):
-        x0, sigma, noise, cond = training_batch(data, images, labels, denoiser, t, step)
-        loss = denoiser.loss(x0, sigma, noise, cond, min_snr_gamma=t.min_snr_gamma).mean()
-        if not torch.isfinite(loss):
-            raise TrainingError(f"non-finite loss ({float(loss)}) at step {step + 1}; the last good checkpoint is kept")
+        x0, sigma, noise, cond = (shard(v, ddp) for v in training_batch(data, images, labels, denoiser, t, step))
+        with autocast:
+            loss = denoiser.loss(x0, sigma, noise, cond, min_snr_gamma=t.min_snr_gamma).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(denoiser.net.parameters(), t.grad_clip or float("inf"))
-        if not torch.isfinite(grad_norm):
-            raise TrainingError(f"non-finite gradient at step {step + 1}; the last good checkpoint is kept")
+        average_gradients(params, ddp)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip or float("inf"))
+        loss_all = mean_across(loss.detach(), ddp)
+        if not (torch.isfinite(loss_all) and torch.isfinite(grad_norm)):
+            bad += 1
+            what = "loss" if not torch.isfinite(loss_all) else "gradient"
+            if bad > t.max_bad_batches:
+                raise TrainingError(f"non-finite {what} at step {step + 1}: training stopped; the last good "
+                                    f"checkpoint is kept (see --max-bad-batches to skip a few bad batches)")
+            tqdm.write(f"step {step + 1}: non-finite {what}, batch skipped ({bad}/{t.max_bad_batches})")
+            opt.zero_grad(set_to_none=True)
+            lr_sched.step()
+            continue
         opt.step()
         lr_sched.step()
         ema_update(ema_net, denoiser.net, ema_decay_at(step, t.ema_decay))
         done = step + 1
-        loss_value = loss.item()
+        loss_value = loss_all.item()
         window_n += t.batch_size
+        if not ddp.is_main:
+            continue
         if done % max(1, t.log_every) == 0 or done == end:
             now = time.perf_counter()
             rate = window_n / max(now - window_t, 1e-9)
@@ -228,12 +238,29 @@ def train(
                     device)
         if (t.checkpoint_every and done % t.checkpoint_every == 0) or done == end:
             state = {"optimizer": opt.state_dict(), "lr_schedule": lr_sched.state_dict(), "step": done,
-                     "data_position": done * t.batch_size, "rng_cpu": torch.get_rng_state()}
-            last_ckpt = ckpt_io.save_checkpoint(ckpt_dir, done, model=denoiser.net, ema=ema_net,
-                                                model_config=model_config, run_config=config_io.to_dict(resolved),
-                                                state=state)
+                     "data_position": done * t.batch_size, "rng_cpu": torch.get_rng_state(),
+                     "world_size": ddp.world_size}
+            last_ckpt = _save(ckpt_dir, done, denoiser.net, ema_net, model_config, resolved, state)
+            prune_checkpoints(ckpt_dir, t.keep_checkpoints)
     bar.close()
-    if last_ckpt is None:  # resumed at (or past) max_steps: nothing left to do
+    if ddp.enabled:
+        same = replicas_identical(params, ddp)
+        if ddp.is_main:
+            print(f"replicas identical after step {end}: {'yes' if same else 'NO'}")
+        if not same:
+            raise TrainingError("data-parallel replicas diverged: their weights differ")
+    if last_ckpt is None and ddp.is_main:  # resumed at (or past) the end: nothing left to do
         last_ckpt = ckpt_io.list_checkpoints(ckpt_dir)[-1]
-    elapsed = time.perf_counter() - t0
-    return TrainResult(run_dir, end, loss_value, last_ckpt, rate, elapsed)
+    return TrainResult(run_dir, end, loss_value, last_ckpt, rate, time.perf_counter() - t0)
+
+
+def _save(ckpt_dir: Path, step: int, net, ema_net, model_config: ModelConfig, resolved: RunConfig,
+          state: dict) -> Path:
+    """Save a checkpoint; a full disk (or any OS error) leaves the previous one intact and stops clearly."""
+    previous = ckpt_io.list_checkpoints(ckpt_dir)
+    try:
+        return ckpt_io.save_checkpoint(ckpt_dir, step, model=net, ema=ema_net, model_config=model_config,
+                                       run_config=config_io.to_dict(resolved), state=state)
+    except OSError as e:
+        kept = f"the previous checkpoint {previous[-1]} is intact" if previous else "no earlier checkpoint exists"
+        raise TrainingError(f"could not save the checkpoint of step {step} ({e.strerror or e}); {kept}") from None

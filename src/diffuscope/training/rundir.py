@@ -1,0 +1,57 @@
+"""The run folder: RUN_DIR/config.json, metrics.csv, samples/, checkpoints/step-NNNNNNN/."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from diffuscope import checkpoint as ckpt_io
+from diffuscope.errors import UsageError
+
+METRICS_FIELDS = ("step", "loss", "lr", "grad_norm", "images_per_s", "elapsed_s")
+
+
+def check_run_dir(run_dir: Path, resume: str | None) -> None:
+    """Refuse to overwrite: an existing non-empty RUN_DIR needs --resume."""
+    if resume is None and run_dir.exists() and any(run_dir.iterdir()):
+        raise UsageError(f"run folder {run_dir} already exists and is not empty: choose a new --out or pass --resume")
+    if resume is not None and resume != "latest":
+        ckpt_io.resolve_checkpoint(resume)
+
+
+def find_resume(run_dir: Path, resume: str) -> Path | None:
+    """'latest' = the newest complete checkpoint of RUN_DIR (None for a fresh folder); else a checkpoint path."""
+    if resume == "latest":
+        found = ckpt_io.list_checkpoints(run_dir / "checkpoints")
+        return found[-1] if found else None
+    return ckpt_io.resolve_checkpoint(resume)
+
+
+def prune_checkpoints(ckpt_dir: Path, keep: int) -> list[Path]:
+    """Keep the newest ``keep`` complete checkpoints (0 = keep all); return the removed ones."""
+    import shutil
+
+    found = ckpt_io.list_checkpoints(ckpt_dir)
+    removed = found[:-keep] if keep and len(found) > keep else []
+    for p in removed:
+        shutil.rmtree(p, ignore_errors=True)
+    return removed
+
+
+class MetricsLog:
+    """RUN_DIR/metrics.csv; on resume, rows after the resumed step are dropped so the file matches the weights."""
+
+    def __init__(self, path: Path, start_step: int):
+        self.path = path
+        rows = []
+        if start_step and path.is_file():
+            with path.open() as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start_step]
+        with path.open("w", newline="") as f:
+            w = csv.DictWriter(f, METRICS_FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+
+    def write(self, row: dict) -> None:
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, METRICS_FIELDS).writerow(row)
