@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     paths = save_forward(result, args.out)
     print(f"forward process of {source}: {result.schedule} schedule, T = {result.num_timesteps}, seed {args.seed}")
     for k, s, d in zip(result.t, result.sqrt_alpha_bar, result.snr_db):
-        print(f"  t = {k:>5}: sqrt(alpha_bar) = {s:.4f}, SNR = {d:+.1f} dB")
+        print(f"  t = {k:>5}: sqrt(alpha_bar) = {s:.4g}, SNR = {d:+.1f} dB")
     print("rows of forward.png: closed form (top), step-by-step chain with the same seed (bottom)")
     for path in paths:
         print(path)

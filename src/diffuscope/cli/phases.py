@@ -13,8 +13,9 @@ DEFAULT_GUIDANCE = 2.0  # as `diffuscope sample` (with --prompt)
 def add_parser(sub) -> None:
     p = sub.add_parser("phases", help="measure coarse-vs-fine change, commitment and step consistency",
                        description="Measure the claim 'early steps decide composition, late steps fine detail' on "
-                                   "a model. Writes DIR/frequency.png, commitment.png, consistency.png, "
-                                   "consistency_samples.png, phases.json and summary.md (also printed).")
+                                   "a model. Writes DIR/frequency.png, commitment.png, commitment_samples.png, "
+                                   "consistency.png, consistency_samples.png, phases.json and summary.md "
+                                   "(also printed).")
     p.add_argument("--model", required=True, help="checkpoint folder or run folder")
     p.add_argument("--prompt", help="a class name, e.g. 7; omit to sample unconditionally (the null prompt), "
                                     "where the class itself is still to be decided")
@@ -73,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--sampler must be deterministic; {get_sampler(args.sampler).name} is stochastic")
     if get_sampler(args.finish_sampler).deterministic:
         raise UsageError(f"--finish-sampler must be stochastic; {get_sampler(args.finish_sampler).name} is not")
+    if not 0 < args.cutoff < 0.5**0.5:
+        raise UsageError(f"--cutoff must be in (0, 0.707) cycles per pixel, got {args.cutoff}")
+    if args.points < 2:
+        raise UsageError(f"--points must be at least 2 (the first and the last step), got {args.points}")
     consistency_steps = parse_steps_list(args.consistency_steps)
     device = pick_device(args.device)
     model = load_model(args.model, device=device)
@@ -93,10 +98,10 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--guidance needs --prompt (without one, sampling is unconditional)")
         label = u.num_classes  # the null prompt (0 for a model without classes: ignored by the net)
         notes.append("no prompt: unconditional sampling, so the class itself is decided along the way")
-    classify, note = find_classify(model.path, args.classifier)
+    classify, note = find_classify(model.path, args.classifier, model.class_names)
     notes.append(note)
-    notes.append(f"model {model.path} (step {model.step}); {args.steps} steps of {get_sampler(args.sampler).name}, "
-                 f"seed {args.seed}, n = {args.n}")
+    notes.append(f"model {model.path} (step {model.step}); {args.steps} steps of {get_sampler(args.sampler).name}; "
+                 f"images use seeds {args.seed}..{args.seed + args.n - 1}; the commitment restarts image 0")
     schedule = model.denoiser.schedule
     grid = make_grid(schedule, args.steps)
     shape = (args.n, u.in_channels, u.image_size, u.image_size)

@@ -1,0 +1,279 @@
+"""Forward/reverse pictures and the forward, reverse and phases commands (on a tiny untrained model)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from diffuscope.errors import UsageError
+from diffuscope.processes import (
+    forward_process,
+    load_image_file,
+    parse_t_list,
+    reverse_process,
+    save_forward,
+    save_reverse,
+    show_indices,
+)
+from diffuscope.reference import GaussianMixtureDenoiser
+from diffuscope.schedules import EDMSchedule, ScheduleConfig, make_schedule
+from diffuscope.viz.strips import GAP, PAD, labelled_strip, strip_layout
+
+COMMANDS = ("forward", "reverse", "phases")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small convolutions on a shared 2-core machine run ~50x faster on one intra-op thread than on two."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def cli_main(argv: list[str]) -> int:
+    """``diffuscope.cli.main`` once these commands are registered; until then the same wiring built here."""
+    import argparse
+    import sys
+    from importlib import import_module
+
+    from diffuscope import cli
+
+    if all(c in cli.COMMANDS for c in COMMANDS):
+        return cli.main(argv)
+    parser = cli._Parser(prog="diffuscope")
+    sub = parser.add_subparsers(dest="command", parser_class=cli._Parser)
+    for name in COMMANDS:
+        import_module(f"diffuscope.cli.{name}").add_parser(sub)
+    try:
+        args: argparse.Namespace = parser.parse_args(argv)
+        return int(args.run(args) or 0)
+    except UsageError as e:
+        print(f"diffuscope: error: {e}", file=sys.stderr)
+        return 2
+
+
+def expected_width(panels: int, cell: int) -> int:
+    return 2 * PAD + panels * cell + (panels - 1) * GAP
+
+
+# --- forward --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text,message", [
+    ("", "empty"), (" , ", "empty"), ("0,,5", "malformed"), ("0,1.5", "malformed"), ("a", "malformed"),
+    ("0,1001", "outside 0..1000"), ("-1", "outside 0..1000"),
+])
+def test_parse_t_list_rejects_bad_lists(text, message):
+    with pytest.raises(UsageError, match=message):
+        parse_t_list(text, 1000)
+
+
+def test_parse_t_list():
+    assert parse_t_list("0, 250,500,750,1000", 1000) == [0, 250, 500, 750, 1000]
+
+
+def test_forward_closed_form_and_chain_have_the_same_statistics():
+    schedule = make_schedule(ScheduleConfig(kind="linear"))
+    x0 = torch.rand(1, 48, 48) * 2 - 1
+    r = forward_process(x0, schedule, [0, 100, 500, 1000], seed=3)
+    assert torch.equal(r.closed_form[0], x0) and torch.equal(r.chain[0], x0)
+    assert r.sqrt_alpha_bar[0] == 1 and math.isinf(r.snr_db[0])
+    assert r.snr_db[3] == pytest.approx(-43.9, abs=0.1)  # linear T=1000: alpha_bar_1000 = 4.04e-5
+    for row in (r.closed_form, r.chain):
+        for i, s in enumerate(r.sqrt_alpha_bar[1:], start=1):
+            noise = (row[i] - s * x0) / math.sqrt(1 - s**2)  # must be standard normal
+            assert abs(float(noise.mean())) < 0.1 and abs(float(noise.std()) - 1) < 0.06
+    assert not torch.equal(r.closed_form[1], r.chain[1])  # different realisations, same distribution
+    again = forward_process(x0, schedule, [0, 100, 500, 1000], seed=3)
+    assert torch.equal(again.chain, r.chain) and torch.equal(again.closed_form, r.closed_form)
+
+
+def test_forward_png_has_one_panel_per_t(tmp_path):
+    schedule = make_schedule(ScheduleConfig(kind="cosine", num_timesteps=200))
+    x0 = torch.zeros(1, 28, 28)
+    widths = {}
+    for ts in ([0, 50, 100, 150, 200], [0, 40, 80, 120, 160, 200]):
+        r = forward_process(x0, schedule, ts)
+        png, meta = save_forward(r, tmp_path / str(len(ts)))
+        with Image.open(png) as im:
+            assert im.format == "PNG"
+            widths[len(ts)] = im.width
+        assert json.loads(meta.read_text())["t"] == ts
+    assert widths[5] == expected_width(5, 84)  # 28 px panels upscaled x3; captions fit under them
+    assert widths[6] - widths[5] == 84 + GAP
+
+
+# --- strips ---------------------------------------------------------------------------------------------------------
+
+
+def test_strip_panels_land_where_the_layout_says():
+    rows = [torch.full((4, 1, 8, 8), 1.0), torch.full((4, 1, 8, 8), -1.0)]  # white row, black row
+    captions = [[f"p{i}"] for i in range(4)]
+    img = labelled_strip(rows, captions, row_titles=["a", "b"], title="t", scale=11)
+    lay = strip_layout(2, 4, 88, 88, captions, ["a", "b"], "t")
+    assert img.size == (lay.width, lay.height) and lay.width == expected_width(4, 88)
+    arr = np.asarray(img.convert("L"))
+    for c in range(4):
+        x, y = lay.panel_box(1, c)  # the black row: every panel is black where the layout puts it
+        assert arr[y : y + 88, x : x + 88].max() == 0
+        assert arr[y - 1, x + 40] == 255 or arr[y + 88 + 1, x + 40] != 0  # its border is not black all round
+
+
+def test_load_image_file_checks_size_and_channels(tmp_path):
+    Image.fromarray(np.full((28, 28), 255, np.uint8), "L").save(tmp_path / "ok.png")
+    Image.fromarray(np.zeros((32, 32), np.uint8), "L").save(tmp_path / "big.png")
+    Image.fromarray(np.zeros((28, 28, 3), np.uint8), "RGB").save(tmp_path / "rgb.png")
+    x = load_image_file(tmp_path / "ok.png", size=28, channels=1)
+    assert x.shape == (1, 28, 28) and float(x.min()) == 1.0
+    with pytest.raises(UsageError, match=r"32x32 mode L.*expected 28x28 grayscale"):
+        load_image_file(tmp_path / "big.png", size=28, channels=1)
+    with pytest.raises(UsageError, match=r"mode RGB \(3 channels\); expected 28x28 grayscale"):
+        load_image_file(tmp_path / "rgb.png", size=28, channels=1)
+    with pytest.raises(UsageError, match="not found"):
+        load_image_file(tmp_path / "missing.png", size=28, channels=1)
+
+
+# --- reverse --------------------------------------------------------------------------------------------------------
+
+
+def test_show_indices():
+    assert show_indices(50, 8) == [0, 7, 14, 21, 28, 35, 42, 49]
+    assert show_indices(5, 5) == [0, 1, 2, 3, 4]
+    with pytest.raises(UsageError, match="larger than --steps"):
+        show_indices(5, 6)
+    with pytest.raises(UsageError, match="at least 2"):
+        show_indices(5, 1)
+
+
+def test_reverse_strip_and_gif(tmp_path):
+    means = torch.stack([torch.full((1, 8, 8), 0.5), torch.full((1, 8, 8), -0.5)])
+    den = GaussianMixtureDenoiser(means, 0.2)
+    r = reverse_process(den, EDMSchedule(), 0, (1, 8, 8), steps=12, sampler="Euler", seed=4, prompt="0")
+    assert r.trajectory.x.shape == (12, 1, 1, 8, 8) and r.nfe == 12
+    png, gif, meta = save_reverse(r, tmp_path, show=5)
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.width == expected_width(5, 88)
+    with Image.open(gif) as im:
+        assert im.format == "GIF" and im.n_frames == 12 + 1  # every step, then the final image
+    info = json.loads(meta.read_text())
+    assert info["shown_steps"] == [0, 3, 6, 8, 11] and len(info["sigmas"]) == 13
+
+
+# --- the commands on a tiny untrained model ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def untrained_model(tmp_path_factory):
+    """A tiny digits-size model with random weights, saved as a checkpoint (no training: milliseconds)."""
+    from diffuscope.checkpoint import save_checkpoint
+    from diffuscope.model import ModelConfig, build_denoiser, fit_to_data
+    from helpers import TINY_UNET
+
+    config = fit_to_data(ModelConfig(unet=TINY_UNET), image_size=8, channels=1,
+                         class_names=tuple(str(d) for d in range(10)))
+    torch.manual_seed(0)
+    net = build_denoiser(config).net
+    run = tmp_path_factory.mktemp("tiny")
+    save_checkpoint(run / "checkpoints", 1, model=net, ema=net, model_config=config, run_config={}, state={})
+    return run
+
+
+def _one_line_error(capsys, argv, pattern):
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("diffuscope: error:") and pattern in err[0], err
+
+
+def test_reverse_command(untrained_model, tmp_path, capsys):
+    out = tmp_path / "rev"
+    assert cli_main(["reverse", "--model", str(untrained_model), "--prompt", "seven", "--steps", "7", "--show", "6",
+                     "--out", str(out), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert str(out / "reverse.png") in printed and str(out / "reverse.gif") in printed
+    with Image.open(out / "reverse.png") as im:
+        assert im.width == expected_width(6, 88)
+    with Image.open(out / "reverse.gif") as im:
+        assert im.n_frames == 8
+
+
+def test_phases_command(untrained_model, tmp_path, capsys):
+    out = tmp_path / "ph"
+    assert cli_main(["phases", "--model", str(untrained_model), "--steps", "4", "--n", "3", "--points", "2",
+                     "--consistency-steps", "2,4", "--out", str(out), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "Coarse vs fine" in printed and "Commitment" in printed and "- 2 steps: RMSE" in printed
+    for name in ("frequency.png", "commitment.png", "consistency.png", "consistency_samples.png", "summary.md"):
+        assert (out / name).is_file() and str(out / name) in printed
+        if name.endswith(".png"):
+            with Image.open(out / name) as im:
+                assert im.format == "PNG"
+    data = json.loads((out / "phases.json").read_text())
+    assert data["commitment"]["points"] == [0, 3] and len(data["frequency"]["steps"]) == 3
+
+
+def test_phases_command_with_a_classifier(untrained_model, tmp_path, capsys, monkeypatch):
+    """The classifier diffuscope.metrics finds for the model decides 'same class' (a stand-in here)."""
+    from diffuscope import processes
+
+    class Brightness:  # class 1 = brighter than average, class 0 = darker
+        def predict(self, images):
+            return (images.mean((1, 2, 3)) > 0).long()
+
+    found = []
+
+    def find(model_path):
+        found.append(model_path)
+        return "clf"
+
+    monkeypatch.setattr(processes, "_classifier_api", lambda: (find, lambda path: Brightness()))
+    out = tmp_path / "ph"
+    assert cli_main(["phases", "--model", str(untrained_model), "--steps", "3", "--n", "2", "--points", "2",
+                     "--consistency-steps", "2,3", "--out", str(out), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert found and "classes decided by the classifier clf" in printed
+    assert "keep the class" in printed and "class agrees for" in printed
+    data = json.loads((out / "phases.json").read_text())
+    assert len(data["commitment"]["keep_class"]) == 2 and data["consistency"]["class_agreement"][-1] == 1.0
+
+
+@pytest.mark.parametrize("argv,pattern", [
+    (["forward", "--data", "digits", "--t", "0,2000"], "outside 0..1000"),
+    (["forward", "--data", "digits", "--t", ""], "empty"),
+    (["forward", "--data", "digits", "--t", "0;5"], "malformed"),
+    (["forward", "--data", "digits", "--index", "1797"], "outside 0..1796"),
+    (["forward", "--data", "digits", "--schedule", "edm"], "invalid choice"),
+    (["reverse", "--prompt", "7", "--steps", "4", "--show", "5"], "larger than --steps"),
+    (["reverse", "--prompt", "7", "--steps", "4", "--show", "1"], "at least 2"),
+    (["reverse", "--prompt", "seventy"], "unknown prompt 'seventy'"),
+    (["reverse"], "--prompt is required"),
+    (["phases", "--n", "1"], "--n must be at least 2"),
+    (["phases", "--sampler", "Euler a"], "must be deterministic"),
+    (["phases", "--consistency-steps", "10,x"], "malformed"),
+])
+def test_command_errors_are_one_line(untrained_model, tmp_path, capsys, argv, pattern):
+    argv = [*argv, "--out", str(tmp_path / "o")]
+    if argv[0] != "forward":
+        argv += ["--model", str(untrained_model)]
+    _one_line_error(capsys, argv, pattern)
+
+
+def test_forward_command_with_a_wrong_image(tmp_path, capsys):
+    Image.fromarray(np.zeros((28, 28), np.uint8), "L").save(tmp_path / "x.png")
+    _one_line_error(capsys, ["forward", "--data", "digits", "--image", str(tmp_path / "x.png"), "--out",
+                             str(tmp_path / "o")], "expected 8x8 grayscale")
+
+
+def test_forward_command(tmp_path, capsys):
+    out = tmp_path / "f"
+    assert cli_main(["forward", "--data", "digits", "--index", "3", "--t", "0,1,10,100,1000",
+                     "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert str(out / "forward.png") in printed and "digits #3" in printed
+    with Image.open(out / "forward.png") as im:
+        assert im.width == expected_width(5, 88)
