@@ -47,6 +47,7 @@ class Denoiser(nn.Module):
         super().__init__()
         self.net = net
         self.schedule = schedule
+        self._shared_sigma_cache: dict[float, Coefficients] = {}  # a pure cache: sigma -> its coefficients
 
     def coefficients(self, sigma: Tensor) -> Coefficients:
         raise NotImplementedError
@@ -55,9 +56,22 @@ class Denoiser(nn.Module):
         sigma = torch.as_tensor(sigma, dtype=torch.float64, device=x.device)
         return sigma.expand(len(x)) if sigma.ndim == 0 else sigma.to(torch.float64)
 
+    def _batch_coefficients(self, sigma: Tensor) -> Coefficients:
+        """Coefficients for a [B] sigma. Samplers pass one sigma for the whole batch: those are computed once per
+        distinct value and cached, which keeps the per-call overhead (t(sigma) look-ups, float64 casts) small."""
+        if self.training or sigma.device.type != "cpu" or not bool((sigma == sigma[0]).all()):
+            return self.coefficients(sigma)
+        key = float(sigma[0])
+        c = self._shared_sigma_cache.get(key)
+        if c is None:
+            if len(self._shared_sigma_cache) > 4096:
+                self._shared_sigma_cache.clear()
+            c = self._shared_sigma_cache[key] = self.coefficients(sigma[:1])
+        return Coefficients(*(v.expand(len(sigma)) for v in c))
+
     def raw(self, x: Tensor, sigma: Tensor, cond=None) -> tuple[Tensor, Coefficients]:
         """The raw network output F and the coefficients used (float64 coefficients, cast at use)."""
-        c = self.coefficients(self._sigma(sigma, x))
+        c = self._batch_coefficients(self._sigma(sigma, x))
         x_in = _column(c.c_in, x) * x
         return self.net(x_in, c.c_noise.to(x.dtype), cond), c
 

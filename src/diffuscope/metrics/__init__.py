@@ -1,0 +1,82 @@
+"""Quality metrics in the feature space of a classifier diffuscope trains itself (no Inception/CLIP offline).
+
+    info = train_classifier("mnist", "RUN_DIR/classifier")        # held-out accuracy in info.accuracy
+    clf = load_classifier(require_classifier("RUN_DIR"))           # RUN_DIR/classifier, or a hint to train one
+    test = load_dataset("mnist", split="test")
+    split = split_real(test, 500, seed=0)                          # reference + a disjoint real stand-in
+    ref = embed(clf, split.reference.images)                       # once; reused for every sweep cell
+    report = compute_metrics(samples, prompts, clf, ref)          # FD, KID, precision/recall, density/coverage,
+                                                                   #   prompt accuracy, bootstrap intervals
+    floor = real_floor(clf, test, 500, seed=0)                     # the same reference, real images as "generated"
+    conv = convergence(samples_k_steps, samples_reference, clf)   # RMSE to a high-NFE sample from the same noise
+
+Modules: classifier (net, save/load), classifier_train, locate (run-folder conventions), distances (FD, KID),
+manifold (precision/recall, density/coverage), accuracy, convergence, stats (bootstrap), quality (one report),
+floor (real vs real).
+"""
+
+from diffuscope.metrics.accuracy import PromptAccuracy, prompt_accuracy
+from diffuscope.metrics.classifier import (
+    INFO_FILE,
+    WEIGHTS_FILE,
+    Classifier,
+    ClassifierConfig,
+    ClassifierInfo,
+    ClassifierNet,
+    load_classifier,
+    save_classifier,
+)
+from diffuscope.metrics.classifier_train import train_classifier
+from diffuscope.metrics.convergence import Convergence, convergence
+from diffuscope.metrics.distances import (
+    frechet_distance,
+    frechet_distance_from_stats,
+    gaussian_stats,
+    kernel_distance,
+    mmd2_unbiased,
+)
+from diffuscope.metrics.floor import RealSplit, real_floor, split_real
+from diffuscope.metrics.locate import find_classifier, require_classifier
+from diffuscope.metrics.manifold import Manifold, density_coverage, manifold_metrics, precision_recall
+from diffuscope.metrics.quality import Embedding, QualityReport, compute_metrics, embed, evaluate
+from diffuscope.metrics.stats import Interval, accuracy_interval, bootstrap_ci, fd_interval, kid_interval
+
+__all__ = [
+    "INFO_FILE",
+    "WEIGHTS_FILE",
+    "Classifier",
+    "ClassifierConfig",
+    "ClassifierInfo",
+    "ClassifierNet",
+    "Convergence",
+    "Embedding",
+    "Interval",
+    "Manifold",
+    "PromptAccuracy",
+    "QualityReport",
+    "RealSplit",
+    "accuracy_interval",
+    "bootstrap_ci",
+    "compute_metrics",
+    "convergence",
+    "density_coverage",
+    "embed",
+    "evaluate",
+    "fd_interval",
+    "find_classifier",
+    "frechet_distance",
+    "frechet_distance_from_stats",
+    "gaussian_stats",
+    "kernel_distance",
+    "kid_interval",
+    "load_classifier",
+    "manifold_metrics",
+    "mmd2_unbiased",
+    "precision_recall",
+    "prompt_accuracy",
+    "real_floor",
+    "require_classifier",
+    "save_classifier",
+    "split_real",
+    "train_classifier",
+]

@@ -1,0 +1,221 @@
+"""Distribution metrics, convergence, bootstrap intervals and the real floor, checked against closed forms."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from diffuscope.data import load_dataset
+from diffuscope.errors import UsageError
+from diffuscope.metrics import (
+    Classifier,
+    ClassifierConfig,
+    ClassifierInfo,
+    ClassifierNet,
+    accuracy_interval,
+    bootstrap_ci,
+    compute_metrics,
+    convergence,
+    density_coverage,
+    embed,
+    evaluate,
+    fd_interval,
+    frechet_distance,
+    frechet_distance_from_stats,
+    kernel_distance,
+    kid_interval,
+    precision_recall,
+    prompt_accuracy,
+    real_floor,
+    split_real,
+)
+from diffuscope.metrics.stats import _distinct_pair_mean
+
+
+def gaussian(n, mean, var, seed):
+    rng = np.random.default_rng(seed)
+    return np.asarray(mean) + rng.normal(size=(n, len(mean))) * np.sqrt(var)
+
+
+@pytest.fixture(scope="module")
+def random_classifier():
+    """An untrained (random-feature) classifier for the 8x8 digits: enough to exercise the plumbing."""
+    torch.manual_seed(0)
+    cfg = ClassifierConfig(channels=1, image_size=8, num_classes=10)
+    info = ClassifierInfo(cfg, "digits", tuple(str(i) for i in range(10)), float("nan"), (float("nan"),) * 10, 0, 0)
+    return Classifier(ClassifierNet(cfg), info)
+
+
+@pytest.fixture(scope="module")
+def digits_test():
+    return load_dataset("digits", split="test")
+
+
+# --- Frechet distance -----------------------------------------------------------------------------------------
+
+def test_fd_of_identical_sets_is_zero():
+    x = gaussian(400, np.zeros(16), np.linspace(0.5, 2, 16), 0)
+    assert abs(frechet_distance(x, x)) < 1e-6
+    assert abs(frechet_distance(torch.from_numpy(x), torch.from_numpy(x), method="eigh")) < 1e-6
+
+
+def test_fd_matches_closed_form_for_two_gaussians():
+    m1, m2 = np.array([0.0, 1.0, -1.0, 0.5]), np.array([0.5, 0.0, -1.0, 2.0])
+    v1, v2 = np.array([1.0, 2.0, 0.5, 1.0]), np.array([0.25, 2.0, 2.0, 3.0])
+    # ||m1 - m2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)); diagonal S: sum (sqrt(v1) - sqrt(v2))^2
+    exact = ((m1 - m2) ** 2).sum() + ((np.sqrt(v1) - np.sqrt(v2)) ** 2).sum()
+    assert frechet_distance_from_stats(m1, np.diag(v1), m2, np.diag(v2)) == pytest.approx(exact, rel=1e-9)
+    fd = frechet_distance(gaussian(20000, m1, v1, 1), gaussian(20000, m2, v2, 2))
+    assert fd == pytest.approx(exact, rel=0.03)
+
+
+def test_fd_sqrtm_and_eigh_agree_on_full_and_near_singular_covariances():
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(6, 6)), rng.normal(size=(6, 6))
+    s1, s2 = a @ a.T + 0.1 * np.eye(6), b @ b.T + 0.1 * np.eye(6)
+    mu = np.zeros(6)
+    assert frechet_distance_from_stats(mu, s1, mu, s2) == pytest.approx(
+        frechet_distance_from_stats(mu, s1, mu, s2, method="eigh"), rel=1e-8)
+    x, y = rng.normal(size=(20, 64)), rng.normal(size=(20, 64)) + 0.2  # N < D: rank-deficient covariances
+    fd = frechet_distance(x, y)
+    assert np.isfinite(fd) and fd == pytest.approx(frechet_distance(x, y, method="eigh"), rel=1e-4)
+
+
+# --- KID ------------------------------------------------------------------------------------------------------
+
+def test_kid_identical_sets_small_and_shift_large():
+    x = gaussian(300, np.zeros(8), np.ones(8), 0)
+    same, std = kernel_distance(x, x)
+    shifted, _ = kernel_distance(x, x + 1.0)
+    assert std == 0.0  # one subset covers both sets: computed once
+    assert abs(same) < 0.01 * shifted
+
+
+def test_kid_is_unbiased_for_two_samples_of_one_distribution():
+    values = [kernel_distance(gaussian(60, np.zeros(4), np.ones(4), 2 * i),
+                              gaussian(60, np.zeros(4), np.ones(4), 2 * i + 1))[0] for i in range(60)]
+    mean, sem = np.mean(values), np.std(values) / np.sqrt(len(values))
+    assert abs(mean) < 3 * sem
+    # the biased V-statistic (diagonals kept) is clearly positive on the same draws: the test can fail
+    x, y = gaussian(60, np.zeros(4), np.ones(4), 0), gaussian(60, np.zeros(4), np.ones(4), 1)
+    k = lambda a, b: (a @ b.T / 4 + 1) ** 3  # noqa: E731
+    biased = k(x, x).mean() + k(y, y).mean() - 2 * k(x, y).mean()
+    assert biased > kernel_distance(x, y)[0] + 3 * sem
+
+
+def test_kid_subsets_are_seeded():
+    x, y = gaussian(150, np.zeros(4), np.ones(4), 0), gaussian(120, np.ones(4), np.ones(4), 1)
+    a = kernel_distance(x, y, num_subsets=10, subset_size=50, seed=1)
+    assert a == kernel_distance(x, y, num_subsets=10, subset_size=50, seed=1)
+    assert a[1] > 0 and a[0] > 0
+
+
+# --- precision / recall, density / coverage --------------------------------------------------------------------
+
+def test_manifold_identical_sets():
+    x = gaussian(300, np.zeros(8), np.ones(8), 0)
+    assert precision_recall(x, x) == (1.0, 1.0)
+    density, coverage = density_coverage(x, x)
+    assert coverage == 1.0 and 0.8 < density < 1.2
+
+
+def test_manifold_shift_and_mode_dropping():
+    real = gaussian(400, np.zeros(4), np.ones(4), 0)
+    p, r = precision_recall(real, gaussian(400, np.full(4, 3.0), np.ones(4), 1))
+    assert p < 0.2 and r < 0.2
+    # generated set covering only half of the real one: precision stays high, recall and coverage drop
+    fake = gaussian(2000, np.zeros(4), np.ones(4), 2)
+    half = fake[fake[:, 0] > 0][:400]
+    p, r = precision_recall(real, half)
+    _, coverage = density_coverage(real, half)
+    assert p > 0.9 and r < 0.75 and coverage < 0.75
+
+
+# --- accuracy, intervals -------------------------------------------------------------------------------------
+
+def test_prompt_accuracy_per_class():
+    acc = prompt_accuracy(torch.tensor([0, 1, 1, 2, 0]), torch.tensor([0, 1, 2, 2, 1]), 4)
+    assert acc.accuracy == pytest.approx(3 / 5)
+    assert acc.per_class[:3] == (1.0, 0.5, 0.5) and np.isnan(acc.per_class[3])
+    assert acc.counts == (1, 2, 2, 0)
+    with pytest.raises(ValueError):
+        prompt_accuracy([0, 1], [0, 9], 4)
+
+
+def test_bootstrap_contains_estimate_and_narrows_with_n():
+    rng = np.random.default_rng(0)
+    widths = {}
+    for n in (100, 1600):
+        acc = accuracy_interval(rng.random(n) < 0.8, n_resamples=200, seed=0)
+        x, y = gaussian(n, np.zeros(4), np.ones(4), 1), gaussian(n, np.full(4, 0.3), np.ones(4), 2)
+        fd = fd_interval(x, y, n_resamples=60, seed=0)
+        kid = kid_interval(x, y, n_resamples=60, seed=0)
+        for ci in (acc, fd, kid):
+            assert ci.contains(ci.estimate), ci
+        assert kid.estimate == pytest.approx(kernel_distance(x, y, subset_size=n)[0], rel=1e-9)
+        widths[n] = (acc.width, fd.width, kid.width)
+    assert all(w_big < 0.5 * w_small for w_small, w_big in zip(widths[100], widths[1600]))
+
+
+def test_bootstrap_is_seeded_and_duplicate_aware():
+    x = np.arange(10.0)
+    assert bootstrap_ci(np.mean, x, seed=3) == bootstrap_ci(np.mean, x, seed=3)
+    k = np.arange(9.0).reshape(3, 3)
+    k = k + k.T
+    assert _distinct_pair_mean(k, np.ones(3)) == pytest.approx((k.sum() - np.trace(k)) / 6)
+    # resample (0, 0, 2): pairs of distinct originals are (0,2) x2 and (2,0) x2
+    assert _distinct_pair_mean(k, np.array([2.0, 0.0, 1.0])) == pytest.approx(k[0, 2])
+
+
+# --- convergence ----------------------------------------------------------------------------------------------
+
+def test_convergence_pixel_and_feature_rmse(random_classifier):
+    ref = torch.rand(4, 1, 8, 8) * 2 - 1
+    same = convergence(ref, ref, random_classifier)
+    assert same.mean_pixel_rmse == 0 and same.mean_feature_rmse == 0
+    off = ref.clone()
+    off[1] += 0.1
+    c = convergence(off, ref, random_classifier)
+    assert c.pixel_rmse[0] == 0 and c.pixel_rmse[1] == pytest.approx(0.1, rel=1e-6)
+    assert c.mean_pixel_rmse == pytest.approx(0.1 / 4, rel=1e-6)
+    assert c.feature_rmse[0] == 0 and c.feature_rmse[1] > 0
+    assert convergence(off, ref).feature_rmse is None
+    with pytest.raises(ValueError):
+        convergence(off[:3], ref)
+
+
+# --- the report and the real floor ----------------------------------------------------------------------------
+
+def test_split_real_is_disjoint_balanced_and_refuses_too_many(digits_test):
+    split = split_real(digits_test, 50, seed=0)
+    assert split.comparison == "held-out vs held-out"
+    a = split.reference.images.flatten(1)
+    b = split.stand_in.images.flatten(1)
+    assert torch.cdist(a, b).min() > 0  # no image in both sets (digits' test images are distinct)
+    assert np.bincount(split.reference.labels.numpy(), minlength=10).min() >= 4
+    assert torch.equal(split_real(digits_test, 50, seed=0).stand_in.images, split.stand_in.images)
+    with pytest.raises(UsageError, match="too many"):
+        split_real(digits_test, 120)
+    train = load_dataset("digits", split="train")
+    assert split_real(digits_test, 120, train=train).comparison == "train vs held-out"
+    with pytest.raises(UsageError, match="too many"):
+        split_real(digits_test, 200, train=train)
+
+
+def test_real_floor_and_report(random_classifier, digits_test):
+    floor = real_floor(random_classifier, digits_test, 60, seed=1, n_resamples=20)
+    assert floor.comparison == "held-out vs held-out" and floor.n_generated == floor.n_reference == 60
+    assert floor.fd > 0 and floor.fd_ci[0] <= floor.fd <= floor.fd_ci[1]
+    assert 0 <= floor.accuracy <= 1 and len(floor.per_class_accuracy) == 10
+    json.dumps(floor.to_dict(), allow_nan=False)
+    # the generated set = the reference itself: zero distance, perfect precision / recall / coverage
+    split = split_real(digits_test, 60, seed=1)
+    ref = embed(random_classifier, split.reference.images)
+    same = compute_metrics(split.reference.images, None, random_classifier, ref, n_resamples=0)
+    assert abs(same.fd) < 1e-6 and same.precision == same.recall == same.coverage == 1.0
+    assert same.accuracy is None and same.fd_ci is None
+    with pytest.raises(ValueError):
+        evaluate(ref.features[:4], ref)  # too few for k=5
