@@ -237,3 +237,26 @@ def load_training_state(ckpt: Path) -> dict[str, Any]:
         return torch.load(Path(ckpt) / "state.pt", map_location="cpu", weights_only=True)
     except Exception as e:  # a corrupt or pickled-object file
         raise UsageError(f"cannot load training state {Path(ckpt) / 'state.pt'}: {str(e).splitlines()[0]}") from None
+
+
+def export_model(source: str | Path, dest: str | Path, *, classifier: str | Path | None = None) -> Path:
+    """An inference-only copy of a checkpoint (EMA weights + config, a fresh manifest), optionally with its metrics
+    classifier beside it: the layout of a built-in model (``src/diffuscope/models/NAME``)."""
+    ckpt = resolve_checkpoint(source)
+    read_manifest(ckpt)
+    dest = Path(dest)
+    if dest.exists() and any(dest.iterdir()):
+        raise UsageError(f"{dest} already exists and is not empty: refusing to overwrite it")
+    dest.mkdir(parents=True, exist_ok=True)
+    files = ["ema.safetensors", "config.json"]
+    for name in files:
+        shutil.copyfile(ckpt / name, dest / name)
+    if classifier is not None:
+        for name in ("classifier.safetensors", "classifier.json"):
+            shutil.copyfile(Path(classifier) / name, dest / name)
+            files.append(name)
+    step = int(json.loads((ckpt / MANIFEST).read_text()).get("step", 0))
+    manifest = {"format": FORMAT_VERSION, "step": step, "source": str(ckpt),
+                "files": {n: (dest / n).stat().st_size for n in sorted(files)}}
+    write_json_atomic(dest / MANIFEST, manifest)
+    return dest

@@ -337,3 +337,58 @@ def save_phases(out: str | Path, *, freq=None, commit=None, consist=None, notes:
     (out / "phases.json").write_text(json.dumps(_finite(data), indent=2))
     (out / "summary.md").write_text(summary)
     return [*paths, out / "phases.json", out / "summary.md"], summary
+
+
+def measure_phases(model, *, prompt: str | None, steps: int = 50, n: int = 64, seed: int = 0,
+                   sampler: str = "DPM++ 2M", finish_sampler: str = "DDPM", points: int = 10, cutoff: float = 0.125,
+                   consistency_steps=(10, 25, 50, 100), guidance: float | None = None, classifier=None,
+                   batch_size: int = 64, device="cpu"):
+    """The three phase measures on a loaded model: (FrequencySplit, Commitment, Consistency, notes).
+
+    With a prompt, guidance defaults to 2 (as ``diffuscope sample``); without one, sampling is unconditional and
+    the class itself is decided along the way.
+    """
+    import torch
+
+    from diffuscope.data import class_index
+    from diffuscope.errors import UsageError
+    from diffuscope.guidance import CFGDenoiser
+    from diffuscope.phases import commitment_curve, frequency_split, sample_trajectory, step_consistency
+    from diffuscope.samplers import get_sampler, make_generators, randn
+    from diffuscope.schedules import make_grid
+
+    u = model.config.unet
+    denoiser, notes = model.denoiser, []
+    if prompt is not None:
+        if u.num_classes == 0:
+            raise UsageError("this model has no classes: leave out --prompt")
+        label = class_index(prompt, model.class_names)
+        guidance = 2.0 if guidance is None else guidance
+        if guidance != 1:
+            denoiser = CFGDenoiser(denoiser, guidance, u.num_classes)
+        notes.append(f"prompt {prompt!r}, guidance {guidance:g}: the prompt fixes the class, so class "
+                     "agreement is expected to be high throughout; the pixel distance shows when the particular "
+                     "image is decided")
+    else:
+        if guidance is not None:
+            raise UsageError("--guidance needs --prompt (without one, sampling is unconditional)")
+        label = u.num_classes  # the null prompt (0 for a model without classes: ignored by the net)
+        notes.append("no prompt: unconditional sampling, so the class itself is decided along the way")
+    classify, note = find_classify(model.path, classifier, model.class_names)
+    notes.append(note)
+    notes.append(f"model {model.path} (step {model.step}); {steps} steps of {get_sampler(sampler).name}; "
+                 f"images use seeds {seed}..{seed + n - 1}; the commitment restarts image 0")
+    schedule = model.denoiser.schedule
+    grid = make_grid(schedule, steps)
+    shape = (n, u.in_channels, u.image_size, u.image_size)
+    noise = randn(shape, make_generators(seed, n), device)
+    cond = torch.full((n,), label, dtype=torch.long, device=device)
+    sigmas = grid.sigmas.to(device)
+    traj = sample_trajectory(denoiser, noise * float(sigmas[0]), sigmas, sampler=sampler, cond=cond)
+    freq = frequency_split(traj.denoised, cutoff, grid.sigmas.tolist())
+    commit = commitment_curve(denoiser, sigmas, noise[:1] * float(sigmas[0]), cond=cond[:1],
+                              finish_sampler=finish_sampler, points=points, n=n, seed=seed,
+                              classify=classify, batch_size=batch_size, trajectory=traj.select(slice(0, 1)))
+    consist = step_consistency(denoiser, schedule, noise, cond=cond, steps=consistency_steps, sampler=sampler,
+                               classify=classify, batch_size=batch_size)
+    return freq, commit, consist, notes

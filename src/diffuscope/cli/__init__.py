@@ -11,7 +11,7 @@ import sys
 
 from diffuscope.errors import UsageError
 
-COMMANDS = ("train", "sample", "info", "samplers", "classifier", "forward", "reverse", "phases")
+COMMANDS = ("demo", "train", "sample", "info", "samplers", "sweep", "classifier", "forward", "reverse", "phases")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -54,16 +54,10 @@ def parse_steps_list(text: str) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from diffuscope.checkpoint import load_model
-    from diffuscope.data import class_index
     from diffuscope.errors import UsageError
-    from diffuscope.guidance import CFGDenoiser
-    from diffuscope.phases import commitment_curve, frequency_split, sample_trajectory, step_consistency
-    from diffuscope.processes import find_classify, save_phases
-    from diffuscope.samplers import get_sampler, make_generators, randn
-    from diffuscope.schedules import make_grid
+    from diffuscope.processes import measure_phases, save_phases
+    from diffuscope.samplers import get_sampler
     from diffuscope.training.loop import pick_device
 
     if args.n < 2:
@@ -81,40 +75,11 @@ def run(args: argparse.Namespace) -> int:
     consistency_steps = parse_steps_list(args.consistency_steps)
     device = pick_device(args.device)
     model = load_model(args.model, device=device)
-    u = model.config.unet
-    denoiser, notes = model.denoiser, []
-    if args.prompt is not None:
-        if u.num_classes == 0:
-            raise UsageError("this model has no classes: leave out --prompt")
-        label = class_index(args.prompt, model.class_names)
-        guidance = DEFAULT_GUIDANCE if args.guidance is None else args.guidance
-        if guidance != 1:
-            denoiser = CFGDenoiser(denoiser, guidance, u.num_classes)
-        notes.append(f"prompt {args.prompt!r}, guidance {guidance:g}: the prompt fixes the class, so class "
-                     "agreement is expected to be high throughout; the pixel distance shows when the particular "
-                     "image is decided")
-    else:
-        if args.guidance is not None:
-            raise UsageError("--guidance needs --prompt (without one, sampling is unconditional)")
-        label = u.num_classes  # the null prompt (0 for a model without classes: ignored by the net)
-        notes.append("no prompt: unconditional sampling, so the class itself is decided along the way")
-    classify, note = find_classify(model.path, args.classifier, model.class_names)
-    notes.append(note)
-    notes.append(f"model {model.path} (step {model.step}); {args.steps} steps of {get_sampler(args.sampler).name}; "
-                 f"images use seeds {args.seed}..{args.seed + args.n - 1}; the commitment restarts image 0")
-    schedule = model.denoiser.schedule
-    grid = make_grid(schedule, args.steps)
-    shape = (args.n, u.in_channels, u.image_size, u.image_size)
-    noise = randn(shape, make_generators(args.seed, args.n), device)
-    cond = torch.full((args.n,), label, dtype=torch.long, device=device)
-    sigmas = grid.sigmas.to(device)
-    traj = sample_trajectory(denoiser, noise * float(sigmas[0]), sigmas, sampler=args.sampler, cond=cond)
-    freq = frequency_split(traj.denoised, args.cutoff, grid.sigmas.tolist())
-    commit = commitment_curve(denoiser, sigmas, noise[:1] * float(sigmas[0]), cond=cond[:1],
-                              finish_sampler=args.finish_sampler, points=args.points, n=args.n, seed=args.seed,
-                              classify=classify, batch_size=args.batch_size, trajectory=traj.select(slice(0, 1)))
-    consist = step_consistency(denoiser, schedule, noise, cond=cond, steps=consistency_steps, sampler=args.sampler,
-                               classify=classify, batch_size=args.batch_size)
+    freq, commit, consist, notes = measure_phases(
+        model, prompt=args.prompt, steps=args.steps, n=args.n, seed=args.seed, sampler=args.sampler,
+        finish_sampler=args.finish_sampler, points=args.points, cutoff=args.cutoff,
+        consistency_steps=consistency_steps, guidance=args.guidance, classifier=args.classifier,
+        batch_size=args.batch_size, device=device)
     paths, summary = save_phases(args.out, freq=freq, commit=commit, consist=consist, notes=notes)
     print(summary)
     for path in paths:

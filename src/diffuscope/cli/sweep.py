@@ -1,0 +1,127 @@
+"""``diffuscope sweep``: quality vs steps. A grid of samplers x step counts from the same prompts and noise, each
+cell measured (FD, KID, precision/recall, accuracy with the model's classifier; convergence to a high-NFE reference
+always), the diminishing-returns point per sampler, and grid.png, quality.png, report.{md,json,html} in --out."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from diffuscope.cli import args as types
+
+DEFAULT_STEPS = "10,25,50,100"
+DEFAULT_SAMPLERS = "DDIM,DPM++ 2M"
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("sweep", help="quality vs steps: samplers x step counts, measured, with the knee per sampler",
+                       description="Sample the same prompts from the same initial noise with every sampler at every "
+                                   "step count; measure each cell against held-out real images and against a "
+                                   "high-NFE reference; report where more steps stop paying off. Ctrl-C writes "
+                                   "a partial report of the finished cells (exit 130).")
+    p.add_argument("--model", required=True, help="checkpoint folder, run folder, or a built-in model name")
+    p.add_argument("--prompt", action="append", required=True, metavar="PROMPT",
+                   help="a class name; repeat for several, or 'all' (images spread round-robin over the prompts, "
+                        "the same labels in every cell)")
+    p.add_argument("--steps", default=DEFAULT_STEPS,
+                   help=f"step counts (default {DEFAULT_STEPS}); ranges: 10-15, 10-50 (+10), and 5-100 [8] = 8 "
+                        "values spaced geometrically (log), rounded and deduplicated")
+    p.add_argument("--samplers", default=DEFAULT_SAMPLERS,
+                   help=f"comma-separated sampler names or ids (default {DEFAULT_SAMPLERS!r}); stochastic ones are "
+                        "allowed and flagged; see `diffuscope samplers`")
+    p.add_argument("--seed", type=types.seed, default=0, help="image i uses seed + i in every cell (-1 = random)")
+    p.add_argument("--n", type=types.positive_int, default=256, help="images per cell (default 256)")
+    p.add_argument("--guidance", type=types.non_negative_float, default=2.0,
+                   help="classifier-free guidance scale, 1 = off (default 2)")
+    p.add_argument("--spacing", help="sigma grid: trailing|leading|linspace (discrete models), karras, logsnr "
+                                     "(default: the model's)")
+    p.add_argument("--reference-sampler", default="Heun",
+                   help="deterministic sampler of the convergence reference (default Heun)")
+    p.add_argument("--reference-steps", type=types.positive_int,
+                   help="steps of the convergence reference (default max(200, 2 x the largest step count), at "
+                        "most T for discrete models)")
+    p.add_argument("--metrics", help="comma-separated: fd,kid,pr,accuracy,convergence (default: all when the "
+                                     "model has a classifier, else convergence)")
+    p.add_argument("--threshold", type=float, default=0.03,
+                   help="diminishing returns: the fewest NFE within this fraction of the best value (EDM's 3%%)")
+    p.add_argument("--batch-size", type=types.positive_int, default=64)
+    p.add_argument("--grid-rows", type=types.positive_int, default=4, help="images per sampler in grid.png")
+    p.add_argument("--ci-resamples", type=types.non_negative_int, default=200,
+                   help="bootstrap resamples for the 95%% intervals (0 = none; none above n=2000)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and sigma grids, run nothing")
+    p.set_defaults(run=run)
+
+
+def build_config(args: argparse.Namespace):
+    from diffuscope.sweep import SweepConfig, check_config, parse_steps
+    from diffuscope.sweep.config import parse_list
+
+    config = SweepConfig(
+        steps=parse_steps(args.steps), samplers=parse_list(args.samplers), prompts=tuple(args.prompt),
+        seed=args.seed, n=args.n, guidance=args.guidance, spacing=args.spacing,
+        reference_sampler=args.reference_sampler, reference_steps=args.reference_steps,
+        metrics=parse_list(args.metrics) if args.metrics else None, threshold=args.threshold,
+        batch_size=args.batch_size, grid_rows=args.grid_rows, ci_resamples=args.ci_resamples)
+    check_config(config)
+    return config
+
+
+def _dry_run(config, model_ref: str, device) -> int:
+    from dataclasses import asdict
+
+    from diffuscope.checkpoint import load_model
+    from diffuscope.errors import UsageError
+    from diffuscope.samplers import get_sampler
+    from diffuscope.schedules import make_grid
+    from diffuscope.sweep import prompt_labels
+    from diffuscope.sweep.config import reference_steps
+
+    model = load_model(model_ref, device=device)
+    _, prompts = prompt_labels(config.prompts, model.class_names, config.n)
+    schedule = model.denoiser.schedule
+    T = schedule.num_timesteps if schedule.is_discrete else None
+    if T is not None and max(config.steps) > T:
+        raise UsageError(f"steps {max(config.steps)} > T={T}: this discrete-time model has only {T} timesteps")
+    print(json.dumps(asdict(config), indent=2))
+    print(f"prompts: {', '.join(prompts)} (round-robin over {config.n} images)")
+    ref_steps = reference_steps(config, T)
+    total = get_sampler(config.reference_sampler).nfe(ref_steps)
+    for steps in config.steps:
+        grid = make_grid(schedule, steps, config.spacing)
+        print(f"steps {steps} ({grid.spacing}): sigmas {', '.join(f'{s:.4g}' for s in grid.sigmas.tolist())}")
+    total += sum(get_sampler(s).nfe(k) for s in config.samplers for k in config.steps)
+    batches = -(-config.n // config.batch_size)
+    print(f"reference: {get_sampler(config.reference_sampler).name} {ref_steps} steps; "
+          f"total {total} NFE x {batches} batch(es) of up to {config.batch_size} images")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from diffuscope.sweep import sweep, write_reports
+    from diffuscope.sweep.config import metric_spec
+    from diffuscope.training.loop import pick_device
+
+    config = build_config(args)
+    device = pick_device(args.device)
+    if args.dry_run:
+        return _dry_run(config, args.model, device)
+    result = sweep(args.model, config, device=device, progress=not args.no_progress)
+    paths = write_reports(result, args.out)
+    head = "interrupted: partial sweep" if result.interrupted else "sweep"
+    print(f"{head}: {len(result.cells)} cells, n={config.n}, seed {result.seed}, {result.wall_s:.1f} s")
+    main_metric = next((k for k in ("fd", "accuracy", "conv_pixel") if k in result.metric_keys), None)
+    if main_metric:
+        label = metric_spec(main_metric).label
+        for sampler, per in result.knees.items():
+            k = per.get(main_metric)
+            if k is not None:
+                print(f"{sampler}: {label}: {k.note}" + (f" (Kneedle: NFE {k.kneedle_nfe})" if k.kneedle_nfe else ""))
+    for note in result.notes:
+        if note.startswith("no classifier"):
+            print(f"note: {note}")
+    for p in paths.values():
+        print(p)
+    return 130 if result.interrupted else 0

@@ -1,0 +1,144 @@
+"""The whole lesson in one run: forward strip, reverse strip, the step sweep with its diminishing-returns point, and
+the phase measures, gathered in one self-contained ``report.html`` (``diffuscope demo --out DIR``)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    model: str = "mnist"  # a built-in model name, checkpoint folder or run folder
+    prompt: str = "7"  # the prompt of the reverse strip and the phase measures
+    sweep_prompt: str = "all"  # the sweep's prompts: "all" spreads the images over every class
+    steps: tuple[int, ...] = (10, 25, 50, 100)  # the lesson's step counts
+    samplers: tuple[str, ...] = ("DDIM", "DPM++ 2M")
+    n: int = 100  # images per sweep cell (and the real-vs-real floor at the same N)
+    phases_n: int = 16  # images / finishes for the phase measures
+    seed: int = 0
+    guidance: float = 2.0
+    device: str = "auto"
+
+
+@dataclass
+class Section:
+    title: str
+    text: str
+    images: list[Path] = field(default_factory=list)
+
+
+def _embed(path: Path) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    kind = "gif" if path.suffix == ".gif" else "png"
+    return f'<img alt="{html.escape(path.name)}" src="data:image/{kind};base64,{data}">'
+
+
+def write_report(out: Path, sections: list[Section], title: str) -> Path:
+    """One HTML file with every picture embedded, readable offline."""
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
+             "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+             "img{max-width:100%;image-rendering:pixelated;border:1px solid #ddd;margin:.5em 0}"
+             "pre{background:#f6f6f6;padding:.8em;white-space:pre-wrap}</style></head><body>",
+             f"<h1>{html.escape(title)}</h1>"]
+    for s in sections:
+        parts.append(f"<h2>{html.escape(s.title)}</h2><pre>{html.escape(s.text)}</pre>")
+        parts.extend(_embed(p) for p in s.images if Path(p).is_file())
+    parts.append("</body></html>")
+    path = Path(out) / "report.html"
+    path.write_text("\n".join(parts))
+    return path
+
+
+def knee_summary(result) -> str:
+    """One line per sampler and metric: the diminishing-returns point (EDM's 3% rule, Kneedle) or 'not plateaued'."""
+    lines = [f"n = {result.config.n} images per cell; full numbers in sweep/report.html"]
+    for sampler, knees in result.knees.items():
+        for metric, k in knees.items():
+            values = ", ".join(f"{x}: {v:.4g}" for x, v in zip(k.nfe, k.values))
+            lines.append(f"{sampler:<10} {metric:<14} knee (EDM 3%) at NFE {k.edm_nfe}, Kneedle {k.kneedle_nfe}; "
+                         f"{k.note}  [NFE: value  {values}]")
+    return "\n".join(lines)
+
+
+def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] = print) -> Path:
+    """Run every part of the lesson on ``config.model`` and write ``out/report.html``; returns its path."""
+    from diffuscope.checkpoint import load_model
+    from diffuscope.cli.reverse import resolve_prompt
+    from diffuscope.processes import (
+        forward_process,
+        measure_phases,
+        reverse_process,
+        save_forward,
+        save_phases,
+        save_reverse,
+    )
+    from diffuscope.schedules import ScheduleConfig, make_schedule
+    from diffuscope.sweep import SweepConfig, sweep, write_reports
+    from diffuscope.training.loop import pick_device
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = pick_device(config.device)
+    model = load_model(config.model, device=device)
+    u = model.config.unet
+    shape = (u.in_channels, u.image_size, u.image_size)
+    data_name = (model.run_config.get("data") or {}).get("name", "mnist")
+    sections, t0 = [], time.perf_counter()
+
+    # 1. the forward process: fixed, simple math (a VP linear schedule, T = 1000)
+    log("[1/4] forward process")
+    from diffuscope.data import load_dataset
+
+    test = load_dataset(data_name, split="test", image_size=u.image_size, channels=u.in_channels)
+    vp = make_schedule(ScheduleConfig(kind="linear"))
+    fwd = forward_process(test.images[0], vp, [0, 250, 500, 750, 1000], seed=config.seed,
+                          source=f"{data_name} test image 0")
+    fwd_paths = save_forward(fwd, out / "forward")
+    rows = [f"t = {k:>4}: sqrt(alpha_bar) = {s:.4f}, SNR = {d:+.1f} dB"
+            for k, s, d in zip(fwd.t, fwd.sqrt_alpha_bar, fwd.snr_db)]
+    sections.append(Section("Forward process: adding noise is fixed, simple math",
+                            "Top row: the closed form q(x_t | x_0); bottom row: the step-by-step chain, same seed.\n"
+                            + "\n".join(rows), [p for p in fwd_paths if p.suffix == ".png"]))
+
+    # 2. the reverse process from a real model
+    log("[2/4] reverse process")
+    label, prompt, null = resolve_prompt(model, config.prompt)
+    rev = reverse_process(model.denoiser, model.denoiser.schedule, label, shape, steps=50, sampler="DPM++ 2M",
+                          guidance=config.guidance, seed=config.seed, null_label=null, prompt=prompt, device=device)
+    rev_paths = save_reverse(rev, out / "reverse", show=8)
+    sections.append(Section(f"Reverse process: prompt {prompt!r}, 50 steps of {rev.sampler}",
+                            "Top row: the noisy state x_t; bottom row: the model's predicted clean image.\n"
+                            f"sigmas: {', '.join(f'{float(s):.3g}' for s in rev.trajectory.sigmas)}",
+                            [p for p in rev_paths if p.suffix in (".png", ".gif")]))
+
+    # 3. the exercise: the same prompt and seed at 10/25/50/100 steps, measured
+    log("[3/4] step sweep")
+    sweep_cfg = SweepConfig(prompts=(config.sweep_prompt,), steps=config.steps, samplers=config.samplers,
+                            seed=config.seed, n=config.n, guidance=config.guidance)
+    result = sweep(model, sweep_cfg, device=device, progress=True)
+    sweep_paths = write_reports(result, out / "sweep")
+    sections.append(Section("The exercise: same prompts and seeds at " + "/".join(map(str, config.steps))
+                            + " steps", knee_summary(result),
+                            [sweep_paths[k] for k in ("grid.png", "quality.png") if k in sweep_paths]))
+
+    # 4. when are the big decisions made?
+    log("[4/4] phases")
+    freq, commit, consist, notes = measure_phases(model, prompt=None, steps=50, n=config.phases_n, seed=config.seed,
+                                                  points=8, batch_size=64, device=device)
+    phase_paths, summary = save_phases(out / "phases", freq=freq, commit=commit, consist=consist, notes=notes)
+    sections.append(Section("Phases: early steps decide composition, late steps fine detail", summary,
+                            [p for p in phase_paths if p.suffix == ".png"]))
+
+    elapsed = time.perf_counter() - t0
+    (out / "demo.json").write_text(json.dumps({"model": str(model.path), "elapsed_s": round(elapsed, 1),
+                                               "torch_threads": torch.get_num_threads()}, indent=2))
+    title = f"diffuscope: the forward and reverse processes of {config.model} (generated in {elapsed:.0f} s)"
+    return write_report(out, sections, title)

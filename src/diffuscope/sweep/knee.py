@@ -1,0 +1,151 @@
+"""The diminishing-returns point of a quality-vs-NFE curve, two ways, and whether the curve has plateaued at all.
+
+EDM's rule (Karras et al. 2022, Fig. 2): the fewest NFE whose value is within ``threshold`` (3%) of the best value
+observed, relative to the best: ``|v - best| <= threshold * |best|``. For lower-is-better metrics (FD) that is
+``v <= best * (1 + t)``; for higher-is-better ones (accuracy) ``v >= best * (1 - t)``.
+
+Kneedle (Satopaa et al. 2011, via the ``kneed`` package) on log NFE: the point of maximum curvature of the
+normalised curve; "convex, decreasing" for lower-is-better metrics, "concave, increasing" for higher-is-better.
+Kneedle always finds a bend in a convex curve, even one still falling steadily, so it is reported beside the EDM
+point and never instead of it.
+
+Not plateaued: the EDM point is the largest NFE tested, i.e. the best value is at the largest NFE and the last
+step still improved the metric by more than the threshold. The range tested did not reach diminishing returns,
+and a larger step count may still pay off.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Knee:
+    """The diminishing-returns analysis of one metric for one sampler."""
+
+    metric: str
+    higher_is_better: bool
+    threshold: float
+    nfe: tuple[int, ...]  # ascending, finite values only
+    values: tuple[float, ...]
+    best_nfe: int | None
+    best_value: float | None
+    edm_nfe: int | None  # EDM's rule: the fewest NFE within threshold of the best
+    kneedle_nfe: int | None  # Kneedle on log NFE (None: fewer than 3 points or no knee)
+    plateaued: bool | None  # None: fewer than 2 points
+    last_gain: float | None  # relative improvement of the last step over the one before (positive = better)
+    caveat: str = ""  # why the numbers may not mean what they seem (e.g. a stochastic sampler's convergence)
+
+    @property
+    def note(self) -> str:
+        return f"{self.caveat}; {self._note()}" if self.caveat else self._note()
+
+    def _note(self) -> str:
+        if self.best_nfe is None:
+            return "no values"
+        if self.plateaued is None:
+            return "one point: no trend"
+        if not self.plateaued:
+            return (f"not plateaued within the tested range: the last step still improves by "
+                    f"{100 * (self.last_gain or 0):.1f}% (> {100 * self.threshold:g}%); try more steps")
+        return f"within {100 * self.threshold:g}% of the best from NFE {self.edm_nfe}"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["nfe"], d["values"] = list(self.nfe), [_finite(v) for v in self.values]
+        d["best_value"], d["last_gain"] = _finite(self.best_value), _finite(self.last_gain)
+        d["note"] = self.note
+        return d
+
+
+def _finite(v: float | None) -> float | None:
+    return None if v is None or not math.isfinite(v) else float(v)
+
+
+def _clean(nfe: Sequence[float], values: Sequence[float]) -> tuple[list[int], list[float]]:
+    """Finite (nfe, value) pairs sorted by NFE; refuses mismatched lengths, non-positive or repeated NFE."""
+    if len(nfe) != len(values):
+        raise ValueError(f"{len(nfe)} NFE values for {len(values)} metric values")
+    pairs = sorted((int(x), float(v)) for x, v in zip(nfe, values) if v is not None and math.isfinite(float(v)))
+    xs = [x for x, _ in pairs]
+    if any(x < 1 for x in xs):
+        raise ValueError(f"NFE must be positive, got {xs}")
+    if len(set(xs)) != len(xs):
+        raise ValueError(f"repeated NFE values {xs}: one value per NFE")
+    return xs, [v for _, v in pairs]
+
+
+def best_index(values: Sequence[float], higher_is_better: bool = False) -> int:
+    """Index of the best value (the first one on ties: the cheapest)."""
+    pick = max if higher_is_better else min
+    best = pick(values)
+    return next(i for i, v in enumerate(values) if v == best)
+
+
+def within(value: float, best: float, threshold: float) -> bool:
+    """|value - best| <= threshold * |best| (a hair of float slack, so a value equal to the bound counts)."""
+    return abs(value - best) <= threshold * abs(best) * (1 + 1e-12) + 1e-300
+
+
+def edm_knee(nfe: Sequence[float], values: Sequence[float], *, higher_is_better: bool = False,
+             threshold: float = 0.03) -> int | None:
+    """EDM's rule: the fewest NFE whose value is within ``threshold`` (relative) of the best observed value.
+    Non-finite values are skipped; None when there are none."""
+    xs, vs = _clean(nfe, values)
+    if not vs:
+        return None
+    best = vs[best_index(vs, higher_is_better)]
+    return next(x for x, v in zip(xs, vs) if within(v, best, threshold))
+
+
+def kneedle_knee(nfe: Sequence[float], values: Sequence[float], *, higher_is_better: bool = False,
+                 sensitivity: float = 1.0) -> int | None:
+    """Kneedle on log NFE (``kneed.KneeLocator``): the tested NFE at the knee, or None (fewer than 3 points,
+    a flat curve, or no knee found)."""
+    xs, vs = _clean(nfe, values)
+    if len(xs) < 3 or max(vs) == min(vs):
+        return None
+    from kneed import KneeLocator
+
+    log_x = [math.log(x) for x in xs]
+    curve, direction = ("concave", "increasing") if higher_is_better else ("convex", "decreasing")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "no knee/elbow found"
+        knee = KneeLocator(log_x, vs, S=sensitivity, curve=curve, direction=direction).knee
+    if knee is None:
+        return None
+    return xs[min(range(len(xs)), key=lambda i: abs(log_x[i] - float(knee)))]
+
+
+def plateau(nfe: Sequence[float], values: Sequence[float], *, higher_is_better: bool = False,
+            threshold: float = 0.03) -> tuple[bool | None, float | None]:
+    """(plateaued, last_gain). last_gain is the last step's relative improvement, (v[-2] - v[-1]) / |v[-1]| for
+    lower-is-better (sign flipped for higher-is-better); plateaued is False when EDM's point is the largest NFE
+    (the best value is at the end and the last step gained more than the threshold). None with < 2 points."""
+    xs, vs = _clean(nfe, values)
+    if len(vs) < 2:
+        return None, None
+    gain = (vs[-2] - vs[-1]) if not higher_is_better else (vs[-1] - vs[-2])
+    last_gain = gain / abs(vs[-1]) if vs[-1] != 0 else (math.inf if gain > 0 else 0.0 if gain == 0 else -math.inf)
+    knee = edm_knee(xs, vs, higher_is_better=higher_is_better, threshold=threshold)
+    return knee != xs[-1], last_gain
+
+
+def find_knee(nfe: Sequence[float], values: Sequence[float], *, metric: str = "", higher_is_better: bool = False,
+              threshold: float = 0.03, caveat: str = "") -> Knee:
+    """Every diminishing-returns number for one curve."""
+    if not 0 < threshold < 1:
+        raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
+    xs, vs = _clean(nfe, values)
+    opts = {"higher_is_better": higher_is_better}
+    b = best_index(vs, higher_is_better) if vs else None
+    plateaued, last_gain = plateau(xs, vs, threshold=threshold, **opts)
+    return Knee(
+        metric=metric, higher_is_better=higher_is_better, threshold=threshold, nfe=tuple(xs), values=tuple(vs),
+        best_nfe=None if b is None else xs[b], best_value=None if b is None else vs[b],
+        edm_nfe=edm_knee(xs, vs, threshold=threshold, **opts), kneedle_nfe=kneedle_knee(xs, vs, **opts),
+        plateaued=plateaued, last_gain=last_gain, caveat=caveat)

@@ -1,0 +1,305 @@
+"""The step sweep: every (sampler, step count) cell from the same prompts and the same initial noise, measured.
+
+    result = sweep("runs/mnist", SweepConfig(steps=(10, 25, 50, 100), samplers=("DDIM", "DPM++ 2M"), prompts=("7",)))
+    result.cells, result.floor, result.knees["DDIM"]["fd"].edm_nfe, result.to_dict()
+
+Order of work: the real-vs-real floor, the convergence reference (``reference_steps`` of a deterministic sampler,
+Heun by default, same grid spacing, guidance, prompts and noise), then the cells, sampler by sampler (so an
+interrupted run still holds whole curves). Ctrl-C (KeyboardInterrupt) stops after the finished cells: the result
+comes back with ``interrupted=True`` and is a valid partial result (knees over the cells that exist).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from diffuscope.errors import UsageError
+from diffuscope.sweep.config import (
+    CLASSIFIER_GROUPS,
+    DISTRIBUTION_GROUPS,
+    METRIC_GROUPS,
+    METRICS,
+    SweepConfig,
+    check_config,
+    reference_steps,
+)
+from diffuscope.sweep.inputs import SweepInputs, model_inputs
+from diffuscope.sweep.knee import Knee, find_knee
+from diffuscope.sweep.measure import Meter
+
+
+def _clean(v: Any) -> Any:
+    """JSON-ready: NaN/inf -> None, tuples -> lists, tensors -> lists."""
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, Tensor):
+        return _clean(v.tolist())
+    if isinstance(v, dict):
+        return {str(k): _clean(u) for k, u in v.items()}
+    if isinstance(v, tuple | list):
+        return [_clean(u) for u in v]
+    return v
+
+
+@dataclass
+class Cell:
+    """One (sampler, steps) run of all n images and its numbers."""
+
+    sampler: str  # display name
+    sampler_id: str
+    deterministic: bool
+    steps: int
+    nfe: int  # measured network evaluations per image (CountingDenoiser, per batch)
+    nfe_expected: int  # the sampler's NFE formula
+    wall_s: float  # generation wall time, all batches
+    metrics_s: float  # time spent measuring
+    grid: dict  # SigmaGrid.describe(): spacing, sigmas (and timesteps)
+    metrics: dict[str, float]
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    extra: dict[str, float] = field(default_factory=dict)
+    images: Tensor | None = field(default=None, repr=False)  # the first grid_rows images (for grid.png)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in asdict(self).items() if k != "images"}
+        return _clean(d)
+
+
+@dataclass
+class SweepResult:
+    config: SweepConfig
+    seed: int  # the seed used (resolved when -1)
+    labels: list[int] | None  # the class of image i, the same in every cell
+    groups: tuple[str, ...]  # metric groups measured
+    cells: list[Cell]
+    floor: dict[str, Any] | None  # real-vs-real at the same N: comparison, n, n_reference, metrics, intervals
+    reference: dict[str, Any]  # the convergence reference: sampler, steps, nfe, wall_s, grid
+    knees: dict[str, dict[str, Knee]]  # sampler -> metric key -> Knee
+    notes: list[str]
+    info: dict[str, Any]  # model, prompts, classifier, data
+    interrupted: bool = False
+    wall_s: float = 0.0
+    reference_images: Tensor | None = field(default=None, repr=False)  # the first grid_rows reference images
+
+    @property
+    def samplers(self) -> list[str]:
+        return list(dict.fromkeys(c.sampler for c in self.cells))
+
+    @property
+    def metric_keys(self) -> list[str]:
+        present = {k for c in self.cells for k in c.metrics}
+        return [m.key for m in METRICS if m.key in present]
+
+    def cell(self, sampler: str, steps: int) -> Cell | None:
+        from diffuscope.samplers import get_sampler
+
+        name = get_sampler(sampler).name
+        return next((c for c in self.cells if c.sampler == name and c.steps == steps), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _clean({
+            "format": 1, "config": asdict(self.config), "seed": self.seed, "labels": self.labels,
+            "metric_groups": list(self.groups), "interrupted": self.interrupted, "wall_s": self.wall_s,
+            "info": self.info, "reference": self.reference, "floor": self.floor, "notes": self.notes,
+            "cells": [c.to_dict() for c in self.cells],
+            "knees": {s: {k: kn.to_dict() for k, kn in per.items()} for s, per in self.knees.items()},
+        })
+
+
+class _Ticker:
+    """Advances the progress bar by one per network call (one call = one NFE of one batch; CFG is batched)."""
+
+    def __init__(self, denoiser: Callable, bar):
+        self.denoiser, self.bar = denoiser, bar
+
+    def __call__(self, x, sigma, cond=None):
+        out = self.denoiser(x, sigma, cond)
+        self.bar.update(1)
+        return out
+
+
+def compute_knees(cells: list[Cell], threshold: float) -> dict[str, dict[str, Knee]]:
+    """Per sampler and metric: the EDM point, the Kneedle point and plateau detection over NFE."""
+    out: dict[str, dict[str, Knee]] = {}
+    for sampler in dict.fromkeys(c.sampler for c in cells):
+        mine = sorted((c for c in cells if c.sampler == sampler), key=lambda c: c.nfe)
+        out[sampler] = {}
+        for m in METRICS:
+            pts = [(c.nfe, c.metrics[m.key]) for c in mine if m.key in c.metrics]
+            if pts:
+                caveat = ("stochastic sampler: it does not converge to the deterministic reference"
+                          if m.group == "convergence" and not mine[0].deterministic else "")
+                out[sampler][m.key] = find_knee([p[0] for p in pts], [p[1] for p in pts], metric=m.key,
+                                                higher_is_better=m.higher_is_better, threshold=threshold,
+                                                caveat=caveat)
+    return out
+
+
+def _notes(config: SweepConfig, specs, grids, ref_steps: int, groups, inputs: SweepInputs, f_dim: int | None):
+    notes = []
+    for s in specs:
+        if not s.deterministic:
+            notes.append(f"{s.name} is stochastic: it injects fresh noise at every step, so its images change with "
+                         f"the step count for reasons unrelated to quality, and its convergence RMSE to the "
+                         f"deterministic reference does not go to 0. Compare it by distribution metrics only.")
+    if ref_steps <= max(config.steps):
+        notes.append(f"the convergence reference ({ref_steps} steps) is not finer than the largest step count "
+                     f"tested ({max(config.steps)}): convergence numbers near it are not meaningful")
+    starts = {round(float(g.sigmas[0]), 6) for g in grids.values()}
+    if len(starts) > 1:
+        notes.append(f"the grids start at different sigmas ({min(starts):.4g}..{max(starts):.4g}; e.g. 'leading' "
+                     f"spacing never starts at pure noise): cells differ in more than the step count")
+    if any(g in DISTRIBUTION_GROUPS for g in groups):
+        notes.append("FD (and KID, precision/recall) are biased at small N: read them against the real-vs-real "
+                     "floor at the same N, not as absolute numbers")
+        if f_dim and config.n < f_dim:
+            notes.append(f"n={config.n} is below the feature dimension ({f_dim}): FD's covariance is singular and "
+                         f"its bias large; use a larger --n for FD")
+    if inputs.info.get("classifier", "") is None:
+        notes.append("no classifier for this model: only convergence was measured. Train one with "
+                     "`diffuscope classifier --data DATA --out RUN_DIR/classifier` for FD, KID, precision/recall "
+                     "and accuracy")
+    return notes
+
+
+def sweep(model, config: SweepConfig | None = None, *, schedule=None, shape: tuple[int, int, int] | None = None,
+          labels: Tensor | None = None, null_label: int | None = None, features: Callable | None = None,
+          classify: Callable | None = None, reference_images: Tensor | None = None,
+          floor_images: Tensor | None = None, floor_labels: Tensor | None = None, num_classes: int | None = None,
+          device: str | torch.device = "cpu", progress: bool = False,
+          on_cell: Callable[[Cell], None] | None = None) -> SweepResult:
+    """Run the sweep (see the module notes).
+
+    model             a checkpoint/run folder, built-in model name or checkpoint.LoadedModel (then the schedule,
+                      shape, prompts (config.prompts), classifier and real images come from it), or any denoiser
+                      D(x, sigma, cond) with ``schedule`` and ``shape`` given.
+    labels            int64 [n] class per image (default for a model: config.prompts round-robin; for a
+                      denoiser: unconditional, i.e. cond = null_label, or 0 without one, for every image)
+    features/classify images -> features [N, D] / predicted classes [N]: turn on FD, KID, precision/recall
+                      (with reference_images) and accuracy (with labels)
+    floor_images      n real images disjoint from reference_images (with floor_labels): the real-vs-real floor
+    on_cell           called after each finished cell (a KeyboardInterrupt raised there stops the sweep cleanly)
+    """
+    from diffuscope.checkpoint import LoadedModel
+    from diffuscope.generate import generate
+    from diffuscope.samplers import get_sampler, resolve_seed
+    from diffuscope.schedules import make_grid
+
+    config = config or SweepConfig()
+    check_config(config)
+    t0 = time.perf_counter()
+    if not isinstance(model, str | Path | LoadedModel):
+        if schedule is None or shape is None:
+            raise UsageError("a bare denoiser needs schedule= and shape=")
+        inputs = SweepInputs(model, schedule, tuple(shape), labels, null_label, (), features, classify,
+                             reference_images, floor_images, floor_labels)
+        groups = config.metrics or _available(inputs)
+    else:
+        inputs, groups = model_inputs(model, config, device=device, labels=labels)
+    _check_inputs(config, inputs, groups)
+    seed = resolve_seed(config.seed)
+    specs = [get_sampler(s) for s in config.samplers]
+    ref_spec = get_sampler(config.reference_sampler)
+    T = inputs.schedule.num_timesteps if inputs.schedule.is_discrete else None
+    if T is not None and max(config.steps) > T:
+        raise UsageError(f"steps {max(config.steps)} > T={T}: this discrete-time model has only {T} timesteps")
+    ref_steps = reference_steps(config, T)
+    grids = {s: make_grid(inputs.schedule, s, config.spacing) for s in config.steps}
+    ref_grid = make_grid(inputs.schedule, ref_steps, config.spacing)
+
+    n, labels_t = config.n, inputs.labels
+    if labels_t is not None and len(labels_t) != n:
+        raise UsageError(f"{len(labels_t)} labels for n={n} images")
+    gen_labels = labels_t if labels_t is not None else torch.full((n,), inputs.null_label or 0, dtype=torch.long)
+    ci = config.ci_resamples if n <= config.ci_max_n else 0
+    meter = Meter(groups, features=inputs.features, classify=inputs.classify,
+                  reference_images=inputs.reference_images, ci_resamples=ci, seed=seed,
+                  num_classes=num_classes or (len(inputs.class_names) or None))
+    f_dim = None if meter.ref_f is None else meter.ref_f.shape[1]
+    notes = _notes(config, specs, grids, ref_steps, groups, inputs, f_dim)
+
+    from tqdm.auto import tqdm
+
+    batches = math.ceil(n / config.batch_size)
+    total = batches * (ref_spec.nfe(ref_steps) + sum(s.nfe(k) for s in specs for k in config.steps))
+    bar = tqdm(total=total, unit="NFE", desc="sweep", disable=not progress, dynamic_ncols=True)
+    denoiser = _Ticker(inputs.denoiser, bar)
+    common = {"guidance": config.guidance, "seed": seed, "null_label": inputs.null_label,
+              "batch_size": config.batch_size, "device": device}
+    if labels_t is None and config.guidance != 1:
+        common["guidance"] = 1.0  # unconditional: nothing to guide
+    floor = None
+    cells: list[Cell] = []
+    reference: dict[str, Any] = {"sampler": ref_spec.name, "steps": ref_steps, "grid": ref_grid.describe()}
+    ref_images = None
+    interrupted = False
+    try:
+        if inputs.floor_images is not None and meter.ref_f is not None:
+            m = meter.measure(inputs.floor_images, inputs.floor_labels, convergence=False)
+            floor = {"comparison": inputs.floor_comparison, "n": len(inputs.floor_images),
+                     "n_reference": meter.n_reference, "metrics": m.values, "intervals": m.intervals,
+                     "extra": m.extra}
+        bar.set_postfix_str(f"reference {ref_spec.name} {ref_steps} steps")
+        start = time.perf_counter()
+        ref = generate(denoiser, inputs.schedule, gen_labels, inputs.shape, sampler=ref_spec.name,
+                       grid=ref_grid, **common)
+        reference.update(nfe=ref.nfe, wall_s=time.perf_counter() - start)
+        meter.set_convergence_reference(ref.images)
+        ref_images = ref.images[: config.grid_rows]
+        for spec in specs:
+            for steps in config.steps:
+                bar.set_postfix_str(f"{spec.name} {steps} steps")
+                run = partial(generate, denoiser, inputs.schedule, gen_labels, inputs.shape, sampler=spec.name,
+                              grid=grids[steps], **common)
+                cells.append(_cell(spec, steps, run, meter, labels_t, config.grid_rows))
+                if on_cell is not None:
+                    on_cell(cells[-1])
+    except KeyboardInterrupt:
+        interrupted = True
+        notes.append(f"interrupted: {len(cells)} of {len(specs) * len(config.steps)} cells finished")
+    finally:
+        bar.close()
+    info = {**inputs.info, "shape": list(inputs.shape), "guidance_used": common["guidance"]}
+    return SweepResult(config, seed, None if labels_t is None else labels_t.tolist(), groups, cells, floor,
+                       reference, compute_knees(cells, config.threshold), notes, info, interrupted,
+                       time.perf_counter() - t0, ref_images)
+
+
+def _cell(spec, steps: int, run: Callable, meter: Meter, labels: Tensor | None, grid_rows: int) -> Cell:
+    """Generate one cell (``run()`` -> Generation), time it and measure it."""
+    start = time.perf_counter()
+    gen = run()
+    wall = time.perf_counter() - start
+    start = time.perf_counter()
+    m = meter.measure(gen.images, labels)
+    return Cell(spec.name, spec.id, spec.deterministic, steps, gen.nfe, spec.nfe(steps), wall,
+                time.perf_counter() - start, gen.grid.describe(), m.values, m.intervals, m.extra,
+                gen.images[:grid_rows].clone())
+
+
+def _available(inputs: SweepInputs) -> tuple[str, ...]:
+    """The default metric groups for a bare denoiser: whatever its inputs allow (convergence always)."""
+    has_real = inputs.features is not None and inputs.reference_images is not None
+    can_classify = inputs.classify is not None and inputs.labels is not None
+    return tuple(g for g in METRIC_GROUPS if g == "convergence" or (g == "accuracy" and can_classify)
+                 or (g in DISTRIBUTION_GROUPS and has_real))
+
+
+def _check_inputs(config: SweepConfig, inputs: SweepInputs, groups: tuple[str, ...]) -> None:
+    if any(g in CLASSIFIER_GROUPS for g in groups):
+        need = [g for g in groups if g in DISTRIBUTION_GROUPS]
+        if need and (inputs.features is None or inputs.reference_images is None):
+            raise UsageError(f"metrics {', '.join(need)} need features= and reference_images= (a classifier and "
+                             f"real images; train a classifier with `diffuscope classifier --data DATA "
+                             f"--out RUN_DIR/classifier`)")
+        if "accuracy" in groups and (inputs.classify is None or inputs.labels is None):
+            raise UsageError("metric accuracy needs classify= and labels= (a classifier and prompts)")
+    check_config(replace(config, metrics=groups))  # n against the metrics actually measured

@@ -1,0 +1,93 @@
+"""Diminishing-returns points on synthetic curves with known answers: EDM's 3% rule, Kneedle on log NFE, plateau."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from diffuscope.sweep.knee import edm_knee, find_knee, kneedle_knee, plateau
+
+NFE = [5, 10, 20, 40, 80, 160]
+
+
+def test_plateau_at_a_known_point():
+    fd = [100.0, 30.0, 10.25, 10.1, 10.0, 10.0]  # best 10.0; 3% above it is 10.3 -> NFE 20 is the first inside
+    k = find_knee(NFE, fd, metric="fd")
+    assert (k.best_nfe, k.best_value, k.edm_nfe, k.plateaued) == (80, 10.0, 20, True)
+    assert k.note == "within 3% of the best from NFE 20"
+    assert edm_knee(NFE, [100.0, 30.0, 10.35, 10.1, 10.0, 10.0]) == 40  # 10.35 > 10.3: one point later
+    assert edm_knee(NFE, fd, threshold=0.25) == 20 and edm_knee(NFE, fd, threshold=0.5) == 20
+    assert edm_knee(NFE, [100.0, 14.0, 10.25, 10.1, 10.0, 10.0], threshold=0.5) == 10  # 14 <= 15: configurable
+
+
+def test_value_exactly_at_the_bound_counts():
+    assert edm_knee([10, 20], [103.0, 100.0]) == 10
+    assert edm_knee([10, 20], [97.0, 100.0], higher_is_better=True) == 10
+
+
+def test_not_plateaued_when_the_last_step_still_improves():
+    fd = [100 / x for x in NFE]  # halves with every doubling: never flattens
+    k = find_knee(NFE, fd)
+    assert k.edm_nfe == 160 and k.best_nfe == 160 and k.plateaued is False
+    assert k.last_gain == pytest.approx(1.0)  # 1.25 -> 0.625 is a 100% improvement relative to the best
+    assert "not plateaued" in k.note and "100.0%" in k.note
+    # the last step gains 2.5% (< 3%): the curve has flattened, the EDM point is the step before
+    flat_end = [50.0, 20.0, 12.0, 10.6, 10.25, 10.0]
+    assert plateau(NFE, flat_end) == (True, pytest.approx(0.025))
+    assert edm_knee(NFE, flat_end) == 80
+
+
+def test_higher_is_better_metric():
+    acc = [0.2, 0.6, 0.9, 0.95, 0.96, 0.96]  # best 0.96; within 3% relative: >= 0.9312 -> 0.95 at NFE 40
+    k = find_knee(NFE, acc, metric="accuracy", higher_is_better=True)
+    assert (k.best_nfe, k.edm_nfe, k.plateaued) == (80, 40, True)
+    assert edm_knee(NFE, acc, higher_is_better=True, threshold=0.07) == 20  # >= 0.8928
+    rising = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    k = find_knee(NFE, rising, higher_is_better=True)
+    assert k.edm_nfe == 160 and k.plateaued is False and k.last_gain == pytest.approx(0.1 / 0.6)
+    # read as lower-is-better, the same curve is best at the first point
+    assert edm_knee(NFE, rising) == 5
+
+
+def test_a_metric_that_gets_worse_with_more_steps_has_plateaued():
+    fd = [50.0, 12.0, 10.0, 10.5, 11.0, 11.5]  # best in the middle (as DDIM-1000 vs DDPM in ANCHORS.md)
+    k = find_knee(NFE, fd)
+    assert (k.best_nfe, k.edm_nfe, k.plateaued) == (20, 20, True)
+    assert k.last_gain < 0
+
+
+def test_kneedle_finds_the_corner_on_log_nfe():
+    nfe = [4, 8, 16, 32, 64, 128, 256, 512]
+    corner = [max(0.0, 5 - math.log2(x / 4)) * 10 + 1 for x in nfe]  # linear in log2 NFE down to 128, then flat
+    assert kneedle_knee(nfe, corner) == 128
+    assert kneedle_knee(nfe, [100 - v for v in corner], higher_is_better=True) == 128
+    # an exponential approach to 10 on log-spaced NFE: the bend sits where exp(-NFE/8) stops mattering
+    nfe2 = [5, 8, 12, 18, 28, 42, 65, 100]
+    assert kneedle_knee(nfe2, [10 + 200 * math.exp(-x / 8) for x in nfe2]) == 18
+    assert kneedle_knee(nfe[:2], corner[:2]) is None  # fewer than 3 points
+    assert kneedle_knee(nfe, [1.0] * len(nfe)) is None  # flat
+
+
+def test_non_finite_values_are_skipped_and_order_does_not_matter():
+    k = find_knee([40, 5, 20, 10], [10.0, float("nan"), 10.2, 30.0])
+    assert k.nfe == (10, 20, 40) and k.edm_nfe == 20
+    assert find_knee([10], [float("nan")]).best_nfe is None
+    one = find_knee([10], [3.0])
+    assert one.edm_nfe == 10 and one.plateaued is None and "one point" in one.note
+
+
+def test_bad_curves_are_refused():
+    with pytest.raises(ValueError, match="NFE values"):
+        find_knee([1, 2], [1.0])
+    with pytest.raises(ValueError, match="repeated"):
+        find_knee([2, 2], [1.0, 2.0])
+    with pytest.raises(ValueError, match="threshold"):
+        find_knee([1, 2], [1.0, 2.0], threshold=0)
+
+
+def test_knee_to_dict_is_json_ready():
+    k = find_knee(NFE, [100 / x for x in NFE], metric="fd", caveat="stochastic sampler")
+    d = json.loads(json.dumps(k.to_dict(), allow_nan=False))
+    assert d["edm_nfe"] == 160 and d["plateaued"] is False and d["note"].startswith("stochastic sampler; not")
