@@ -22,7 +22,9 @@ class DemoConfig:
     steps: tuple[int, ...] = (10, 25, 50, 100)  # the lesson's step counts
     samplers: tuple[str, ...] = ("DDIM", "DPM++ 2M")
     n: int = 100  # images per sweep cell (and the real-vs-real floor at the same N)
+    reverse_steps: int = 50  # steps of the reverse strip and the phase measures
     phases_n: int = 16  # images / finishes for the phase measures
+    phases_points: int = 8  # restart points of the commitment curve
     seed: int = 0
     guidance: float = 2.0
     device: str = "auto"
@@ -111,10 +113,11 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
     # 2. the reverse process from a real model
     log("[2/4] reverse process")
     label, prompt, null = resolve_prompt(model, config.prompt)
-    rev = reverse_process(model.denoiser, model.denoiser.schedule, label, shape, steps=50, sampler="DPM++ 2M",
+    rev = reverse_process(model.denoiser, model.denoiser.schedule, label, shape, steps=config.reverse_steps,
+                          sampler="DPM++ 2M",
                           guidance=config.guidance, seed=config.seed, null_label=null, prompt=prompt, device=device)
-    rev_paths = save_reverse(rev, out / "reverse", show=8)
-    sections.append(Section(f"Reverse process: prompt {prompt!r}, 50 steps of {rev.sampler}",
+    rev_paths = save_reverse(rev, out / "reverse", show=min(8, config.reverse_steps))
+    sections.append(Section(f"Reverse process: prompt {prompt!r}, {config.reverse_steps} steps of {rev.sampler}",
                             "Top row: the noisy state x_t; bottom row: the model's predicted clean image.\n"
                             f"sigmas: {', '.join(f'{float(s):.3g}' for s in rev.trajectory.sigmas)}",
                             [p for p in rev_paths if p.suffix in (".png", ".gif")]))
@@ -131,8 +134,9 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
 
     # 4. when are the big decisions made?
     log("[4/4] phases")
-    freq, commit, consist, notes = measure_phases(model, prompt=None, steps=50, n=config.phases_n, seed=config.seed,
-                                                  points=8, batch_size=64, device=device)
+    freq, commit, consist, notes = measure_phases(model, prompt=None, steps=config.reverse_steps, n=config.phases_n,
+                                                  seed=config.seed, points=config.phases_points,
+                                                  consistency_steps=config.steps, batch_size=64, device=device)
     phase_paths, summary = save_phases(out / "phases", freq=freq, commit=commit, consist=consist, notes=notes)
     sections.append(Section("Phases: early steps decide composition, late steps fine detail", summary,
                             [p for p in phase_paths if p.suffix == ".png"]))
