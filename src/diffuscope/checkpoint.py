@@ -186,6 +186,8 @@ def load_config(ckpt: Path) -> tuple[ModelConfig, dict[str, Any]]:
 def load_weights(module: torch.nn.Module, file: Path) -> None:
     """Strict safetensors load: a truncated file, a pickle or another architecture is refused in one line."""
     file = Path(file)
+    if not file.is_file():
+        raise UsageError(f"checkpoint file {file} is missing")
     with file.open("rb") as f:
         head = f.read(2)
     if head[:1] == b"\x80" or head == b"PK":
