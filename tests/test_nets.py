@@ -10,6 +10,16 @@ import torch
 from diffuscope.errors import UsageError
 from diffuscope.nets import UNet, UNetConfig, check_config, count_parameters
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One thread: on a shared 2-core machine 2 OpenMP threads can be several times slower than 1."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 TINY = UNetConfig(image_size=16, base_channels=8, channel_mult=(1, 2), num_res_blocks=1)
 
 
@@ -29,9 +39,7 @@ def inputs(config: UNetConfig, batch: int = 3, seed: int = 0) -> tuple[torch.Ten
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-@pytest.mark.parametrize(
-    ("size", "mult"), [(8, (1, 2)), (28, (1, 2, 2)), (32, (1, 2, 2)), (64, (1, 1, 2, 2))]
-)
+@pytest.mark.parametrize(("size", "mult"), [(8, (1, 2)), (28, (1, 2, 2)), (32, (1, 2, 2)), (64, (1, 1, 2, 2))])
 def test_output_shape(channels, size, mult):
     config = dataclasses.replace(TINY, in_channels=channels, image_size=size, channel_mult=mult)
     net = perturbed(UNet(config))
@@ -121,9 +129,7 @@ def test_gradients_from_zero_init_reach_output_layer():
 
 
 def test_attention_path():
-    config = dataclasses.replace(
-        TINY, image_size=16, channel_mult=(1, 2, 2), attention_resolutions=(8, 4), num_heads=2
-    )
+    config = dataclasses.replace(TINY, image_size=16, channel_mult=(1, 2, 2), attention_resolutions=(8, 4), num_heads=2)
     net = perturbed(UNet(config))
     attention = [m for m in net.modules() if type(m).__name__ == "SelfAttention"]
     # encoder 1 + middle 1 + decoder 2 at 4x4; encoder 1 + decoder 2 at 8x8

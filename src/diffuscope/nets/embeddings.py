@@ -62,9 +62,7 @@ class ConditionEmbedding(nn.Module):
         elif noise_embedding == "positional":
             self.noise = PositionalEmbedding(dim)
         else:
-            raise ValueError(
-                f"unknown noise embedding {noise_embedding!r} (valid: {', '.join(NOISE_EMBEDDINGS)})"
-            )
+            raise ValueError(f"unknown noise embedding {noise_embedding!r} (valid: {', '.join(NOISE_EMBEDDINGS)})")
         self.num_classes = num_classes
         self.label = nn.Embedding(num_classes + 1, dim) if num_classes > 0 else None
         self.linear1 = nn.Linear(dim, emb_dim)

@@ -58,9 +58,7 @@ def check_config(config: UNetConfig) -> None:
         raise UsageError(f"in_channels must be 1 or 3, got {c.in_channels!r} (valid: 1, 3)")
     mult = tuple(c.channel_mult)
     if not mult or not all(_is_int(m) and m >= 1 for m in mult):
-        raise UsageError(
-            f"channel_mult must be a non-empty list of positive integers, got {c.channel_mult!r}"
-        )
+        raise UsageError(f"channel_mult must be a non-empty list of positive integers, got {c.channel_mult!r}")
     factor = 2 ** (len(mult) - 1)
     valid_sizes = [s for s in range(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE + 1) if s % factor == 0]
     if not valid_sizes:
@@ -75,9 +73,7 @@ def check_config(config: UNetConfig) -> None:
             f"(valid: {', '.join(map(str, valid_sizes))})"
         )
     if not _is_int(c.base_channels) or c.base_channels < 8 or c.base_channels % 4:
-        raise UsageError(
-            f"base_channels must be a multiple of 4, >= 8 (e.g. 16, 32, 64, 128), got {c.base_channels!r}"
-        )
+        raise UsageError(f"base_channels must be a multiple of 4, >= 8 (e.g. 16, 32, 64, 128), got {c.base_channels!r}")
     if not _is_int(c.num_res_blocks) or c.num_res_blocks < 1:
         raise UsageError(f"num_res_blocks must be an integer >= 1, got {c.num_res_blocks!r}")
     sizes = feature_sizes(c)
@@ -167,9 +163,7 @@ class SelfAttention(nn.Module):
 class Block(nn.Module):
     """A ResBlock, followed by self-attention when this resolution is listed in `attention_resolutions`."""
 
-    def __init__(
-        self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, attention: bool, num_heads: int
-    ):
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, attention: bool, num_heads: int):
         super().__init__()
         self.res = ResBlock(in_ch, out_ch, emb_dim, dropout)
         self.attn = SelfAttention(out_ch, num_heads) if attention else None
@@ -252,9 +246,7 @@ class UNet(nn.Module):
         c = self.config
         expected = (c.in_channels, c.image_size, c.image_size)
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise UsageError(
-                f"UNet expects images of shape [B, {', '.join(map(str, expected))}], got {list(x.shape)}"
-            )
+            raise UsageError(f"UNet expects images of shape [B, {', '.join(map(str, expected))}], got {list(x.shape)}")
         if c_noise.ndim == 0:
             c_noise = c_noise.expand(x.shape[0])
         if c_noise.shape != (x.shape[0],):
@@ -263,9 +255,7 @@ class UNet(nn.Module):
             if c.num_classes == 0:
                 raise UsageError("class_labels given to an unconditional UNet (num_classes = 0); pass None")
             if class_labels.shape != (x.shape[0],):
-                raise UsageError(
-                    f"class_labels must have shape [B] = [{x.shape[0]}], got {list(class_labels.shape)}"
-                )
+                raise UsageError(f"class_labels must have shape [B] = [{x.shape[0]}], got {list(class_labels.shape)}")
 
         emb = self.embed(c_noise, class_labels)
         h = self.conv_in(x)
