@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from diffuscope.sweep.knee import edm_knee, find_knee, kneedle_knee, plateau
+from diffuscope.sweep.config import GREY_LEVEL
+from diffuscope.sweep.knee import edm_knee, find_knee, kneedle_knee, plateau, tolerance_knee
 
 NFE = [5, 10, 20, 40, 80, 160]
 
@@ -49,6 +50,21 @@ def test_higher_is_better_metric():
     assert k.edm_nfe == 160 and k.plateaued is False and k.last_gain == pytest.approx(0.1 / 0.6)
     # read as lower-is-better, the same curve is best at the first point
     assert edm_knee(NFE, rising) == 5
+
+
+def test_absolute_tolerance_for_a_curve_that_never_plateaus():
+    rmse = [0.2, 0.05, 0.0125, 0.003, 0.0008, 0.0002]  # second order: x4 per doubling, best -> 0
+    k = find_knee(NFE, rmse, metric="conv_pixel", tolerance=GREY_LEVEL)
+    assert k.plateaued is False  # relative to a best that tends to 0, every step still "improves"
+    assert k.tolerance_nfe == 40 == tolerance_knee(NFE, rmse, 2 / 255)  # 0.003 <= 0.00784 < 0.0125
+    assert "at or below 0.007843 from NFE 40" in k.note
+    first_order = [0.4, 0.2, 0.1, 0.05, 0.025, 0.0125]
+    k = find_knee(NFE, first_order, tolerance=GREY_LEVEL)
+    assert k.tolerance_nfe is None and "never at or below" in k.note
+    assert tolerance_knee(NFE, rmse, 0.0125) == 20  # a value equal to the tolerance counts
+    assert find_knee(NFE, rmse).tolerance_nfe is None and "at or below" not in find_knee(NFE, rmse).note
+    with pytest.raises(ValueError, match="lower-is-better"):
+        find_knee(NFE, rmse, higher_is_better=True, tolerance=0.1)
 
 
 def test_a_metric_that_gets_worse_with_more_steps_has_plateaued():

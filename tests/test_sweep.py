@@ -98,6 +98,12 @@ def test_known_answer_sweep_converges_and_reports_the_right_knee(known):
     assert 1.6 < ddim[-2] / ddim[-1] < 2.4  # first order: halving the step halves the error
     assert r.cell("DPM++ 2M", 32).metrics["conv_pixel"] < ddim[-1] / 3  # second order is far closer
     assert r.knees["DDIM"]["conv_pixel"].plateaued is False and "not plateaued" in r.knees["DDIM"]["conv_pixel"].note
+    # the absolute point: the fewest NFE within one 8-bit grey level of the reference, computed by hand
+    for s in ("DDIM", "DPM++ 2M"):
+        knee, cells = r.knees[s]["conv_pixel"], [r.cell(s, k) for k in STEPS]
+        assert knee.tolerance == 2 / 255 and r.knees[s]["fd"].tolerance is None
+        assert knee.tolerance_nfe == next((c.nfe for c in cells if c.metrics["conv_pixel"] <= 2 / 255), None)
+    assert r.knees["Euler a"]["conv_pixel"].tolerance is None  # stochastic: never converges to the reference
     # the same initial noise in every cell: two first-order 2-step runs coincide
     assert torch.allclose(r.cell("DDIM", 2).images, r.cell("DPM++ 2M", 2).images, atol=1e-6)
     # the stochastic sampler is flagged, and its convergence does not converge
@@ -139,7 +145,7 @@ def test_reports_are_written_and_hold_every_cell(known, tmp_path):
         assert f"<td>{c.sampler}</td><td>{c.steps}</td><td>{c.nfe}</td>" in page.replace("&#x27;", "'")
         assert ", ".join(f"{v:.6g}" for v in c.grid["sigmas"]) in page
     md = (tmp_path / "report.md").read_text()
-    assert "not plateaued" in md and "| DDIM |" in md and "real vs real" in md
+    assert "not plateaued" in md and "| DDIM |" in md and "real vs real" in md and "good enough (NFE)" in md
 
 
 def test_ctrl_c_leaves_a_valid_partial_report(tmp_path):

@@ -3,7 +3,7 @@ import csv
 import pytest
 import torch
 
-from diffuscope.checkpoint import load_model
+from diffuscope.checkpoint import load_model, load_training_state
 from diffuscope.config import from_dict, to_dict
 from diffuscope.errors import UsageError
 from diffuscope.training import RunConfig, train
@@ -54,6 +54,11 @@ def test_resumed_run_is_bit_identical(tmp_path):
     resumed = train(tiny_config(max_steps=12), tmp_path / "split", resume="latest", progress=False)
     for name in ("model.safetensors", "ema.safetensors"):
         assert (full.checkpoint / name).read_bytes() == (resumed.checkpoint / name).read_bytes()
+    # the clock carries over: elapsed_s counts the training time of the whole run, not of the last session
+    saved = load_training_state(tmp_path / "split" / "checkpoints" / "step-0000005")["elapsed_s"]
+    rows = (tmp_path / "split" / "metrics.csv").read_text().splitlines()[1:]
+    elapsed = {int(r.split(",")[0]): float(r.split(",")[-1]) for r in rows}
+    assert saved > 0 and elapsed[12] >= round(saved, 1) and elapsed[12] >= elapsed[5]
 
 
 def test_refuses_to_overwrite_a_non_empty_run_folder(trained):

@@ -32,7 +32,11 @@ class MetricSpec:
     higher_is_better: bool
     needs: str  # "features" (a classifier's features), "classify" (its predictions) or "" (pixels only)
     group: str  # the --metrics name that turns it on
+    tolerance: float | None = None  # an absolute "good enough" value (lower-is-better metrics), if one is meaningful
 
+
+# One 8-bit grey level in the [-1, 1] pixel range: a convergence RMSE below it is invisible in a saved PNG.
+GREY_LEVEL = 2 / 255
 
 # Every number a cell can carry, in report order. Lower is better for distances, higher for the rest.
 METRICS: tuple[MetricSpec, ...] = (
@@ -41,7 +45,7 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("precision", "precision", True, "features", "pr"),
     MetricSpec("recall", "recall", True, "features", "pr"),
     MetricSpec("accuracy", "accuracy vs prompt", True, "classify", "accuracy"),
-    MetricSpec("conv_pixel", "convergence RMSE (pixels)", False, "", "convergence"),
+    MetricSpec("conv_pixel", "convergence RMSE (pixels)", False, "", "convergence", tolerance=GREY_LEVEL),
     MetricSpec("conv_feature", "convergence RMSE (features)", False, "features", "convergence"),
 )
 METRIC_GROUPS = ("fd", "kid", "pr", "accuracy", "convergence")

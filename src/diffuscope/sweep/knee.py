@@ -9,6 +9,10 @@ normalised curve; "convex, decreasing" for lower-is-better metrics, "concave, in
 Kneedle always finds a bend in a convex curve, even one still falling steadily, so it is reported beside the EDM
 point and never instead of it.
 
+Good enough in absolute terms: for a metric with a natural tolerance (the convergence RMSE in pixels, whose best
+value tends to 0 so that a relative rule never settles), the fewest NFE whose value is at or below it; for pixels,
+one 8-bit grey level (2/255 in [-1, 1] units): from there on, more steps change nothing a saved PNG can show.
+
 Not plateaued: the EDM point is the largest NFE tested, i.e. the best value is at the largest NFE and the last
 step still improved the metric by more than the threshold. The range tested did not reach diminishing returns,
 and a larger step count may still pay off.
@@ -38,6 +42,8 @@ class Knee:
     kneedle_nfe: int | None  # Kneedle on log NFE (None: fewer than 3 points or no knee)
     plateaued: bool | None  # None: fewer than 2 points
     last_gain: float | None  # relative improvement of the last step over the one before (positive = better)
+    tolerance: float | None = None  # an absolute good-enough value (lower is better), if the metric has one
+    tolerance_nfe: int | None = None  # the fewest NFE at or below ``tolerance`` (None: never, or no tolerance)
     caveat: str = ""  # why the numbers may not mean what they seem (e.g. a stochastic sampler's convergence)
 
     @property
@@ -48,11 +54,17 @@ class Knee:
         if self.best_nfe is None:
             return "no values"
         if self.plateaued is None:
-            return "one point: no trend"
-        if not self.plateaued:
-            return (f"not plateaued within the tested range: the last step still improves by "
+            note = "one point: no trend"
+        elif not self.plateaued:
+            note = (f"not plateaued within the tested range: the last step still improves by "
                     f"{100 * (self.last_gain or 0):.1f}% (> {100 * self.threshold:g}%); try more steps")
-        return f"within {100 * self.threshold:g}% of the best from NFE {self.edm_nfe}"
+        else:
+            note = f"within {100 * self.threshold:g}% of the best from NFE {self.edm_nfe}"
+        if self.tolerance is None:
+            return note
+        if self.tolerance_nfe is None:
+            return f"{note}; never at or below {self.tolerance:.4g} in the tested range"
+        return f"{note}; at or below {self.tolerance:.4g} from NFE {self.tolerance_nfe}"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -135,9 +147,17 @@ def plateau(nfe: Sequence[float], values: Sequence[float], *, higher_is_better: 
     return knee != xs[-1], last_gain
 
 
+def tolerance_knee(nfe: Sequence[float], values: Sequence[float], tolerance: float) -> int | None:
+    """The fewest NFE whose (lower-is-better) value is at or below ``tolerance``; None if none is."""
+    xs, vs = _clean(nfe, values)
+    return next((x for x, v in zip(xs, vs) if v <= tolerance), None)
+
+
 def find_knee(nfe: Sequence[float], values: Sequence[float], *, metric: str = "", higher_is_better: bool = False,
-              threshold: float = 0.03, caveat: str = "") -> Knee:
-    """Every diminishing-returns number for one curve."""
+              threshold: float = 0.03, tolerance: float | None = None, caveat: str = "") -> Knee:
+    """Every diminishing-returns number for one curve (``tolerance``: see the module notes)."""
+    if tolerance is not None and higher_is_better:
+        raise ValueError("an absolute tolerance is for lower-is-better metrics")
     if not 0 < threshold < 1:
         raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
     xs, vs = _clean(nfe, values)
@@ -148,4 +168,5 @@ def find_knee(nfe: Sequence[float], values: Sequence[float], *, metric: str = ""
         metric=metric, higher_is_better=higher_is_better, threshold=threshold, nfe=tuple(xs), values=tuple(vs),
         best_nfe=None if b is None else xs[b], best_value=None if b is None else vs[b],
         edm_nfe=edm_knee(xs, vs, threshold=threshold, **opts), kneedle_nfe=kneedle_knee(xs, vs, **opts),
-        plateaued=plateaued, last_gain=last_gain, caveat=caveat)
+        plateaued=plateaued, last_gain=last_gain, tolerance=tolerance,
+        tolerance_nfe=None if tolerance is None else tolerance_knee(xs, vs, tolerance), caveat=caveat)

@@ -5,7 +5,8 @@ grid.png     columns = step counts ("Steps: 25"), plus the convergence reference
              geometry is exact: ``grid_layout`` gives every panel's position.
 quality.png  one panel per metric: value vs measured NFE (log x) per sampler with its bootstrap band, the
              real-vs-real floor as a grey band, EDM's diminishing-returns point (ringed) and Kneedle's (x) per
-             sampler. Matplotlib (Agg), imported only here.
+             sampler, and a metric's absolute good-enough level (one grey level for pixel convergence) as a dashed
+             line. Matplotlib (Agg), imported only here.
 """
 
 from __future__ import annotations
@@ -156,6 +157,8 @@ def save_quality(result, path: str | Path) -> Path | None:
             if iv is not None:
                 ax.axhspan(iv[0], iv[1], color="gray", alpha=0.18, lw=0)
             ax.axhline(floor, color="gray", ls=":", lw=1.2, label=f"real vs real (N={result.floor['n']})")
+        if spec.tolerance is not None:
+            ax.axhline(spec.tolerance, color="black", ls="--", lw=1, label=f"good enough ({spec.tolerance:.4g})")
         ax.set_xscale("log")
         nfes = sorted({c.nfe for c in result.cells if key in c.metrics})
         ax.set_xticks(nfes)

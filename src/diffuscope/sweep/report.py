@@ -42,7 +42,7 @@ def _setup(result) -> list[str]:
         f"Convergence reference: {ref['sampler']}, {ref['steps']} steps ({fmt(ref.get('nfe'))} NFE, "
         f"{fmt(ref.get('wall_s'), 3)} s), same prompts, noise, guidance and spacing",
         f"Metrics: {', '.join(result.groups)}; diminishing returns: within {100 * c.threshold:g}% of the best "
-        f"(EDM rule) and Kneedle on log NFE",
+        f"(EDM rule) and Kneedle on log NFE; pixel convergence good enough at one 8-bit grey level (RMSE <= 2/255)",
         f"Total wall time: {result.wall_s:.1f} s" + ("; INTERRUPTED: partial results" if result.interrupted else ""),
     ]
     if info.get("classifier"):
@@ -82,10 +82,17 @@ def _knee_table(result) -> Table:
     for s, per in result.knees.items():
         for key, k in per.items():
             rows.append([s, metric_spec(key).label, f"{fmt(k.best_value)} @ {fmt(k.best_nfe)}",
-                         fmt(k.edm_nfe), fmt(k.kneedle_nfe),
+                         fmt(k.edm_nfe), fmt(k.kneedle_nfe), _tolerance_cell(k),
                          "-" if k.plateaued is None else ("yes" if k.plateaued else "NO"), k.note])
     return ["sampler", "metric", "best @ NFE", f"EDM {100 * result.config.threshold:g}% point (NFE)",
-            "Kneedle (NFE)", "plateaued", "note"], rows
+            "Kneedle (NFE)", "good enough (NFE)", "plateaued", "note"], rows
+
+
+def _tolerance_cell(k) -> str:
+    """The absolute good-enough point: '-' for metrics without a tolerance, '> max NFE' when never reached."""
+    if k.tolerance is None:
+        return "-"
+    return fmt(k.tolerance_nfe) if k.tolerance_nfe is not None else f"> {max(k.nfe)}"
 
 
 def _cell_table(result) -> Table:

@@ -139,7 +139,7 @@ def compute_knees(cells: list[Cell], threshold: float) -> dict[str, dict[str, Kn
                           if m.group == "convergence" and not mine[0].deterministic else "")
                 out[sampler][m.key] = find_knee([p[0] for p in pts], [p[1] for p in pts], metric=m.key,
                                                 higher_is_better=m.higher_is_better, threshold=threshold,
-                                                caveat=caveat)
+                                                tolerance=None if caveat else m.tolerance, caveat=caveat)
     return out
 
 

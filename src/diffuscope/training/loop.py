@@ -169,7 +169,7 @@ def _train(config: RunConfig, model_config: ModelConfig, data: ImageDataset, run
     opt = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.adam_betas), weight_decay=t.weight_decay)
     lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, t))
 
-    start = 0
+    start, elapsed_before = 0, 0.0  # training seconds of the run so far (carried across resumes)
     source = find_resume(run_dir, resume) if resume else None
     if source is not None:
         ckpt_io.read_manifest(source)
@@ -180,6 +180,7 @@ def _train(config: RunConfig, model_config: ModelConfig, data: ImageDataset, run
         lr_sched.load_state_dict(state["lr_schedule"])
         torch.set_rng_state(state["rng_cpu"])
         start = int(state["step"])
+        elapsed_before = float(state.get("elapsed_s", 0.0))
     resolved = replace(config, model=model_config)
     log = None
     if ddp.is_main:
@@ -230,7 +231,7 @@ def _train(config: RunConfig, model_config: ModelConfig, data: ImageDataset, run
             window_t, window_n = now, 0
             log.write({"step": done, "loss": f"{loss_value:.6f}", "lr": f"{opt.param_groups[0]['lr']:.6g}",
                        "grad_norm": f"{float(grad_norm):.4f}", "images_per_s": f"{rate:.1f}",
-                       "elapsed_s": f"{now - t0:.1f}"})
+                       "elapsed_s": f"{elapsed_before + now - t0:.1f}"})
             bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{rate:.0f}")
         bar.update(1)
         if (t.sample_every and done % t.sample_every == 0) or done == end:
@@ -239,7 +240,7 @@ def _train(config: RunConfig, model_config: ModelConfig, data: ImageDataset, run
         if (t.checkpoint_every and done % t.checkpoint_every == 0) or done == end:
             state = {"optimizer": opt.state_dict(), "lr_schedule": lr_sched.state_dict(), "step": done,
                      "data_position": done * t.batch_size, "rng_cpu": torch.get_rng_state(),
-                     "world_size": ddp.world_size}
+                     "world_size": ddp.world_size, "elapsed_s": elapsed_before + time.perf_counter() - t0}
             last_ckpt = _save(ckpt_dir, done, denoiser.net, ema_net, model_config, resolved, state)
             prune_checkpoints(ckpt_dir, t.keep_checkpoints)
     bar.close()
