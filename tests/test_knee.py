@@ -8,7 +8,7 @@ import math
 import pytest
 
 from diffuscope.sweep.config import GREY_LEVEL
-from diffuscope.sweep.knee import edm_knee, find_knee, kneedle_knee, plateau, tolerance_knee
+from diffuscope.sweep.knee import edm_knee, find_knee, kneedle_knee, plateau, tolerance_knee, with_noise_band
 
 NFE = [5, 10, 20, 40, 80, 160]
 
@@ -65,6 +65,17 @@ def test_absolute_tolerance_for_a_curve_that_never_plateaus():
     assert find_knee(NFE, rmse).tolerance_nfe is None and "at or below" not in find_knee(NFE, rmse).note
     with pytest.raises(ValueError, match="lower-is-better"):
         find_knee(NFE, rmse, higher_is_better=True, tolerance=0.1)
+
+
+def test_a_knee_inside_the_noise_is_flagged_as_unresolved():
+    fd = [6.2, 3.6, 3.9, 4.1, 4.3, 4.4]  # best 3.6 at NFE 10 (the issue-5 sweep's DDIM curve, rounded)
+    wide = with_noise_band(find_knee(NFE, fd), (0.3, 9.3))  # the best cell's bootstrap interval at N=128
+    assert wide.resolved is False and wide.edm_nfe == 10
+    assert "within the sampling noise" in wide.note and "[0.3, 9.3]" in wide.note
+    narrow = with_noise_band(find_knee(NFE, fd), (3.3, 3.9))
+    assert narrow.resolved is True and "noise" not in narrow.note
+    assert with_noise_band(find_knee(NFE, fd), None).resolved is None
+    assert json.loads(json.dumps(wide.to_dict()))["noise_band"] == [0.3, 9.3]
 
 
 def test_a_metric_that_gets_worse_with_more_steps_has_plateaued():

@@ -104,6 +104,10 @@ def test_known_answer_sweep_converges_and_reports_the_right_knee(known):
         assert knee.tolerance == 2 / 255 and r.knees[s]["fd"].tolerance is None
         assert knee.tolerance_nfe == next((c.nfe for c in cells if c.metrics["conv_pixel"] <= 2 / 255), None)
     assert r.knees["Euler a"]["conv_pixel"].tolerance is None  # stochastic: never converges to the reference
+    for s in ("DDIM", "DPM++ 2M"):  # the best cell's interval travels with the knee
+        knee = r.knees[s]["fd"]
+        assert knee.noise_band == tuple(r.cell(s, knee.best_nfe).intervals["fd"])
+        assert knee.resolved == any(not knee.noise_band[0] <= v <= knee.noise_band[1] for v in knee.values)
     # the same initial noise in every cell: two first-order 2-step runs coincide
     assert torch.allclose(r.cell("DDIM", 2).images, r.cell("DPM++ 2M", 2).images, atol=1e-6)
     # the stochastic sampler is flagged, and its convergence does not converge

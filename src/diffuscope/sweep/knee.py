@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 
@@ -44,6 +44,8 @@ class Knee:
     last_gain: float | None  # relative improvement of the last step over the one before (positive = better)
     tolerance: float | None = None  # an absolute good-enough value (lower is better), if the metric has one
     tolerance_nfe: int | None = None  # the fewest NFE at or below ``tolerance`` (None: never, or no tolerance)
+    noise_band: tuple[float, float] | None = None  # the best cell's 95% bootstrap interval, if measured
+    resolved: bool | None = None  # False: every value lies inside noise_band, so the curve is flat within the noise
     caveat: str = ""  # why the numbers may not mean what they seem (e.g. a stochastic sampler's convergence)
 
     @property
@@ -60,6 +62,10 @@ class Knee:
                     f"{100 * (self.last_gain or 0):.1f}% (> {100 * self.threshold:g}%); try more steps")
         else:
             note = f"within {100 * self.threshold:g}% of the best from NFE {self.edm_nfe}"
+        if self.resolved is False and self.noise_band is not None:
+            lo, hi = self.noise_band
+            note += (f"; but every value lies inside the best cell's 95% interval [{lo:.4g}, {hi:.4g}]: the "
+                     f"differences are within the sampling noise, so this point is not resolved (use a larger --n)")
         if self.tolerance is None:
             return note
         if self.tolerance_nfe is None:
@@ -70,6 +76,7 @@ class Knee:
         d = asdict(self)
         d["nfe"], d["values"] = list(self.nfe), [_finite(v) for v in self.values]
         d["best_value"], d["last_gain"] = _finite(self.best_value), _finite(self.last_gain)
+        d["noise_band"] = None if self.noise_band is None else [float(v) for v in self.noise_band]
         d["note"] = self.note
         return d
 
@@ -145,6 +152,14 @@ def plateau(nfe: Sequence[float], values: Sequence[float], *, higher_is_better: 
     last_gain = gain / abs(vs[-1]) if vs[-1] != 0 else (math.inf if gain > 0 else 0.0 if gain == 0 else -math.inf)
     knee = edm_knee(xs, vs, higher_is_better=higher_is_better, threshold=threshold)
     return knee != xs[-1], last_gain
+
+
+def with_noise_band(knee: Knee, band: tuple[float, float] | None) -> Knee:
+    """``knee`` with the best cell's interval attached, and whether any value lies outside it (resolved)."""
+    if band is None or not knee.values:
+        return knee
+    lo, hi = float(band[0]), float(band[1])
+    return replace(knee, noise_band=(lo, hi), resolved=any(not lo <= v <= hi for v in knee.values))
 
 
 def tolerance_knee(nfe: Sequence[float], values: Sequence[float], tolerance: float) -> int | None:

@@ -33,7 +33,7 @@ from diffuscope.sweep.config import (
     reference_steps,
 )
 from diffuscope.sweep.inputs import SweepInputs, model_inputs
-from diffuscope.sweep.knee import Knee, find_knee
+from diffuscope.sweep.knee import Knee, find_knee, with_noise_band
 from diffuscope.sweep.measure import Meter
 
 
@@ -137,9 +137,11 @@ def compute_knees(cells: list[Cell], threshold: float) -> dict[str, dict[str, Kn
             if pts:
                 caveat = ("stochastic sampler: it does not converge to the deterministic reference"
                           if m.group == "convergence" and not mine[0].deterministic else "")
-                out[sampler][m.key] = find_knee([p[0] for p in pts], [p[1] for p in pts], metric=m.key,
-                                                higher_is_better=m.higher_is_better, threshold=threshold,
-                                                tolerance=None if caveat else m.tolerance, caveat=caveat)
+                knee = find_knee([p[0] for p in pts], [p[1] for p in pts], metric=m.key,
+                                 higher_is_better=m.higher_is_better, threshold=threshold,
+                                 tolerance=None if caveat else m.tolerance, caveat=caveat)
+                best = next((c for c in mine if c.nfe == knee.best_nfe and m.key in c.metrics), None)
+                out[sampler][m.key] = with_noise_band(knee, best.intervals.get(m.key) if best else None)
     return out
 
 
