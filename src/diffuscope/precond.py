@@ -47,7 +47,7 @@ class Denoiser(nn.Module):
         super().__init__()
         self.net = net
         self.schedule = schedule
-        self._shared_sigma_cache: dict[float, Coefficients] = {}  # a pure cache: sigma -> its coefficients
+        self._shared_sigma_cache: dict[float, tuple[float, ...]] = {}  # a pure cache: sigma -> coefficients
 
     def coefficients(self, sigma: Tensor) -> Coefficients:
         raise NotImplementedError
@@ -56,26 +56,38 @@ class Denoiser(nn.Module):
         sigma = torch.as_tensor(sigma, dtype=torch.float64, device=x.device)
         return sigma.expand(len(x)) if sigma.ndim == 0 else sigma.to(torch.float64)
 
-    def _batch_coefficients(self, sigma: Tensor) -> Coefficients:
-        """Coefficients for a [B] sigma. Samplers pass one sigma for the whole batch: those are computed once per
-        distinct value and cached, which keeps the per-call overhead (t(sigma) look-ups, float64 casts) small."""
+    def _shared_sigma(self, sigma: Tensor) -> float | None:
+        """The one noise level of a batch that shares it (what samplers pass), or None (training, mixed sigmas,
+        or a non-CPU device, where the check would cost a device sync)."""
         if self.training or sigma.device.type != "cpu" or not bool((sigma == sigma[0]).all()):
-            return self.coefficients(sigma)
-        key = float(sigma[0])
+            return None
+        return float(sigma[0])
+
+    def _scalar_coefficients(self, key: float) -> tuple[float, float, float, float]:
+        """(c_skip, c_out, c_in, c_noise) as Python floats for one sigma, computed once in float64 and cached: the
+        per-call cost of a sampler step is then a few scalar multiplies (no t(sigma) look-up, casts or columns)."""
         c = self._shared_sigma_cache.get(key)
         if c is None:
             if len(self._shared_sigma_cache) > 4096:
                 self._shared_sigma_cache.clear()
-            c = self._shared_sigma_cache[key] = self.coefficients(sigma[:1])
-        return Coefficients(*(v.expand(len(sigma)) for v in c))
+            c = self._shared_sigma_cache[key] = tuple(
+                float(v[0]) for v in self.coefficients(torch.tensor([key], dtype=torch.float64)))
+        return c
 
     def raw(self, x: Tensor, sigma: Tensor, cond=None) -> tuple[Tensor, Coefficients]:
         """The raw network output F and the coefficients used (float64 coefficients, cast at use)."""
-        c = self._batch_coefficients(self._sigma(sigma, x))
+        sigma = self._sigma(sigma, x)
+        c = self.coefficients(sigma)
         x_in = _column(c.c_in, x) * x
         return self.net(x_in, c.c_noise.to(x.dtype), cond), c
 
     def forward(self, x: Tensor, sigma: Tensor | float, cond=None) -> Tensor:
+        sigma = self._sigma(sigma, x)
+        key = self._shared_sigma(sigma)
+        if key is not None:  # the sampler's case: one sigma for the batch
+            c_skip, c_out, c_in, c_noise = self._scalar_coefficients(key)
+            f = self.net(x * c_in, torch.full((len(x),), c_noise, dtype=x.dtype, device=x.device), cond)
+            return torch.add(x if c_skip == 1 else x * c_skip, f.to(x.dtype), alpha=c_out)
         f, c = self.raw(x, sigma, cond)
         return _column(c.c_skip, x) * x + _column(c.c_out, x) * f.to(x.dtype)
 
