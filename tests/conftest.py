@@ -17,3 +17,13 @@ def tiny_model(tmp_path_factory):
     run = tmp_path_factory.mktemp("tiny") / "run"
     train(tiny_config(max_steps=10), run, progress=False)
     return run
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch intra-op thread for a module of tiny models (`pytestmark = pytest.mark.usefixtures("one_thread")`):
+    on a shared 2-core machine two OpenMP threads can be several times slower than one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -10,14 +10,7 @@ import torch
 from diffuscope.errors import UsageError
 from diffuscope.nets import UNet, UNetConfig, check_config, count_parameters
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One thread: on a shared 2-core machine 2 OpenMP threads can be several times slower than 1."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models run faster on one thread
 
 
 TINY = UNetConfig(image_size=16, base_channels=8, channel_mult=(1, 2), num_res_blocks=1)

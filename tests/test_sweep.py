@@ -28,12 +28,7 @@ STEPS = (2, 4, 8, 16, 32)
 SAMPLERS = ("DDIM", "DPM++ 2M", "Euler a")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models run faster on one thread
 
 
 def _mixture() -> GaussianMixtureDenoiser:
