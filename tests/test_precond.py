@@ -109,3 +109,32 @@ def test_unknown_parametrization_and_mismatched_schedule():
         make_denoiser("flow", torch.nn.Identity(), EDMSchedule())
     with pytest.raises(UsageError, match="linear"):
         make_denoiser("eps", torch.nn.Identity(), EDMSchedule())
+
+
+SIGMAS = [1e-4, 0.002, 0.05, 0.5, 1.0, 3.0, 40.0, 80.0, 500.0]  # includes levels outside a VP model's range
+
+
+@pytest.mark.parametrize("p", PARAMETRIZATIONS)
+def test_float_coefficients_equal_the_tensor_formula(p):
+    """The sampler's float-only path evaluates the same formula as the batched float64 tensor path."""
+    sched = _schedule(p)
+    d = make_denoiser(p, IdealNet(p, sched), sched)
+    batched = d.coefficients(torch.tensor(SIGMAS, dtype=torch.float64))
+    for i, sigma in enumerate(SIGMAS):
+        scalar = d.coefficients(sigma)
+        assert all(isinstance(v, float) for v in scalar)
+        for name, v in zip(scalar._fields, scalar):
+            assert v == pytest.approx(float(getattr(batched, name)[i]), rel=1e-12, abs=1e-15), (name, sigma)
+
+
+@pytest.mark.parametrize("p", PARAMETRIZATIONS)
+@pytest.mark.parametrize("form", ["batch", "0-d", "float"])
+def test_shared_sigma_fast_path_equals_the_per_sample_path(p, form):
+    sched = _schedule(p)
+    d = make_denoiser(p, IdealNet(p, sched), sched).eval()
+    x = torch.randn(3, 1, 3, 3, dtype=torch.float64) * 2
+    per_sample_sigma = torch.full((3,), 1.7, dtype=torch.float64)
+    f, c = d.raw(x, per_sample_sigma)
+    expected = c.c_skip.reshape(-1, 1, 1, 1) * x + c.c_out.reshape(-1, 1, 1, 1) * f
+    sigma = {"batch": per_sample_sigma, "0-d": torch.tensor(1.7, dtype=torch.float64), "float": 1.7}[form]
+    assert torch.allclose(d(x, sigma), expected, rtol=1e-12, atol=1e-12)

@@ -15,6 +15,7 @@ and EDM's lambda(sigma) weighting all fall out of this one line (EDM, Eq. 8).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -28,14 +29,26 @@ PARAMETRIZATIONS = ("eps", "x0", "v", "edm")
 
 
 class Coefficients(NamedTuple):
-    c_skip: Tensor
-    c_out: Tensor
-    c_in: Tensor
-    c_noise: Tensor
+    """Tensors [B] (float64) for a tensor sigma, Python floats for a float sigma (the sampler's case)."""
+
+    c_skip: Tensor | float
+    c_out: Tensor | float
+    c_in: Tensor | float
+    c_noise: Tensor | float
 
 
 def _column(v: Tensor, x: Tensor) -> Tensor:
     return v.to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+
+
+def _log(sigma: Tensor | float) -> Tensor | float:
+    if isinstance(sigma, Tensor):
+        return sigma.log()
+    return math.log(sigma) if sigma > 0 else -math.inf
+
+
+def _full_like(sigma: Tensor | float, value: float) -> Tensor | float:
+    return torch.full_like(sigma, value) if isinstance(sigma, Tensor) else value
 
 
 class Denoiser(nn.Module):
@@ -47,32 +60,27 @@ class Denoiser(nn.Module):
         super().__init__()
         self.net = net
         self.schedule = schedule
-        self._shared_sigma_cache: dict[float, tuple[float, ...]] = {}  # a pure cache: sigma -> coefficients
 
-    def coefficients(self, sigma: Tensor) -> Coefficients:
+    def coefficients(self, sigma: Tensor | float) -> Coefficients:
+        """c_skip, c_out, c_in, c_noise for ``sigma``: one formula, evaluated on a float64 tensor [B] or on a
+        Python float (then float-only, a few microseconds: the per-step cost of a sampler)."""
         raise NotImplementedError
 
     def _sigma(self, sigma: Tensor | float, x: Tensor) -> Tensor:
         sigma = torch.as_tensor(sigma, dtype=torch.float64, device=x.device)
         return sigma.expand(len(x)) if sigma.ndim == 0 else sigma.to(torch.float64)
 
-    def _shared_sigma(self, sigma: Tensor) -> float | None:
+    def _shared_sigma(self, sigma: Tensor | float) -> float | None:
         """The one noise level of a batch that shares it (what samplers pass), or None (training, mixed sigmas,
         or a non-CPU device, where the check would cost a device sync)."""
-        if self.training or sigma.device.type != "cpu" or not bool((sigma == sigma[0]).all()):
+        if isinstance(sigma, float | int):
+            return float(sigma)
+        if self.training or sigma.device.type != "cpu":
             return None
-        return float(sigma[0])
-
-    def _scalar_coefficients(self, key: float) -> tuple[float, float, float, float]:
-        """(c_skip, c_out, c_in, c_noise) as Python floats for one sigma, computed once in float64 and cached: the
-        per-call cost of a sampler step is then a few scalar multiplies (no t(sigma) look-up, casts or columns)."""
-        c = self._shared_sigma_cache.get(key)
-        if c is None:
-            if len(self._shared_sigma_cache) > 4096:
-                self._shared_sigma_cache.clear()
-            c = self._shared_sigma_cache[key] = tuple(
-                float(v[0]) for v in self.coefficients(torch.tensor([key], dtype=torch.float64)))
-        return c
+        if sigma.ndim == 0:
+            return float(sigma)
+        first = sigma[0]
+        return float(first) if bool((sigma == first).all()) else None
 
     def raw(self, x: Tensor, sigma: Tensor, cond=None) -> tuple[Tensor, Coefficients]:
         """The raw network output F and the coefficients used (float64 coefficients, cast at use)."""
@@ -82,13 +90,12 @@ class Denoiser(nn.Module):
         return self.net(x_in, c.c_noise.to(x.dtype), cond), c
 
     def forward(self, x: Tensor, sigma: Tensor | float, cond=None) -> Tensor:
-        sigma = self._sigma(sigma, x)
-        key = self._shared_sigma(sigma)
-        if key is not None:  # the sampler's case: one sigma for the batch
-            c_skip, c_out, c_in, c_noise = self._scalar_coefficients(key)
+        shared = self._shared_sigma(sigma)
+        if shared is not None:  # the sampler's case: one sigma for the batch, float coefficients, one fused add
+            c_skip, c_out, c_in, c_noise = self.coefficients(shared)
             f = self.net(x * c_in, torch.full((len(x),), c_noise, dtype=x.dtype, device=x.device), cond)
             return torch.add(x if c_skip == 1 else x * c_skip, f.to(x.dtype), alpha=c_out)
-        f, c = self.raw(x, sigma, cond)
+        f, c = self.raw(x, self._sigma(sigma, x), cond)
         return _column(c.c_skip, x) * x + _column(c.c_out, x) * f.to(x.dtype)
 
     def loss(
@@ -115,10 +122,11 @@ class _VPDenoiser(Denoiser):
 
     schedule: VPSchedule
 
-    def _vp_inputs(self, sigma: Tensor) -> tuple[Tensor, Tensor]:
-        c_in = 1 / (sigma**2 + 1).sqrt()
-        c_noise = self.schedule.t_from_sigma(sigma.cpu()).to(sigma.device)
-        return c_in, c_noise
+    def _vp_inputs(self, sigma: Tensor | float) -> tuple[Tensor | float, Tensor | float]:
+        c_in = (sigma**2 + 1) ** -0.5
+        if isinstance(sigma, Tensor):
+            return c_in, self.schedule.t_from_sigma(sigma.cpu()).to(sigma.device)
+        return c_in, self.schedule.t_from_sigma_float(sigma)
 
 
 class EpsDenoiser(_VPDenoiser):
@@ -126,9 +134,9 @@ class EpsDenoiser(_VPDenoiser):
 
     parametrization = "eps"
 
-    def coefficients(self, sigma: Tensor) -> Coefficients:
+    def coefficients(self, sigma: Tensor | float) -> Coefficients:
         c_in, c_noise = self._vp_inputs(sigma)
-        return Coefficients(torch.ones_like(sigma), -sigma, c_in, c_noise)
+        return Coefficients(_full_like(sigma, 1.0), -sigma, c_in, c_noise)
 
 
 class X0Denoiser(_VPDenoiser):
@@ -136,9 +144,9 @@ class X0Denoiser(_VPDenoiser):
 
     parametrization = "x0"
 
-    def coefficients(self, sigma: Tensor) -> Coefficients:
+    def coefficients(self, sigma: Tensor | float) -> Coefficients:
         c_in, c_noise = self._vp_inputs(sigma)
-        return Coefficients(torch.zeros_like(sigma), torch.ones_like(sigma), c_in, c_noise)
+        return Coefficients(_full_like(sigma, 0.0), _full_like(sigma, 1.0), c_in, c_noise)
 
 
 class VDenoiser(_VPDenoiser):
@@ -147,7 +155,7 @@ class VDenoiser(_VPDenoiser):
 
     parametrization = "v"
 
-    def coefficients(self, sigma: Tensor) -> Coefficients:
+    def coefficients(self, sigma: Tensor | float) -> Coefficients:
         c_in, c_noise = self._vp_inputs(sigma)
         return Coefficients(1 / (sigma**2 + 1), -sigma * c_in, c_in, c_noise)
 
@@ -162,10 +170,10 @@ class EDMDenoiser(Denoiser):
         super().__init__(net, schedule)
         self.sigma_data = sigma_data
 
-    def coefficients(self, sigma: Tensor) -> Coefficients:
+    def coefficients(self, sigma: Tensor | float) -> Coefficients:
         sd2 = self.sigma_data**2
-        norm = (sigma**2 + sd2).sqrt()
-        return Coefficients(sd2 / norm**2, sigma * self.sigma_data / norm, 1 / norm, sigma.log() / 4)
+        norm = (sigma**2 + sd2) ** 0.5
+        return Coefficients(sd2 / norm**2, sigma * self.sigma_data / norm, 1 / norm, _log(sigma) / 4)
 
 
 def make_denoiser(

@@ -10,6 +10,7 @@ The forward process ("forward is fixed, simple math") is here in both forms: the
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 
@@ -84,6 +85,7 @@ class VPSchedule:
     alpha_bar: Tensor
     name: str = "linear"
     log_sigmas: Tensor = field(init=False, repr=False)
+    _log_sigma_list: list[float] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         ab = self.alpha_bar.to(torch.float64)
@@ -93,6 +95,7 @@ class VPSchedule:
             raise ValueError("alpha_bar must be strictly decreasing")
         object.__setattr__(self, "alpha_bar", ab)
         object.__setattr__(self, "log_sigmas", 0.5 * torch.log((1 - ab) / ab))
+        object.__setattr__(self, "_log_sigma_list", self.log_sigmas.tolist())  # for the float-only inverse
 
     is_discrete = True
 
@@ -129,6 +132,15 @@ class VPSchedule:
         lo, hi = self.log_sigmas[low], self.log_sigmas[high]
         w = ((log_sigma - lo) / (hi - lo)).clamp(0, 1)
         return low + w
+
+    def t_from_sigma_float(self, sigma: float) -> float:
+        """``t_from_sigma`` for one Python float, without tensors (bisection on the log-sigma table): a sampler
+        step needs t(sigma) once, and this costs microseconds instead of a tensor search."""
+        table = self._log_sigma_list
+        log_sigma = math.log(sigma) if sigma > 0 else -math.inf
+        high = min(max(bisect.bisect_left(table, log_sigma), 1), len(table) - 1)
+        lo, hi = table[high - 1], table[high]
+        return (high - 1) + min(max((log_sigma - lo) / (hi - lo), 0.0), 1.0)
 
     def alpha_bar_at(self, t: Tensor | float) -> Tensor:
         return 1 / (1 + self.sigma(t) ** 2)
