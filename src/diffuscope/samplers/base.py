@@ -139,6 +139,12 @@ def to_d(x: Tensor, sigma: float, denoised: Tensor) -> Tensor:
     return (x - denoised) / sigma
 
 
+def euler_step(x: Tensor, denoised: Tensor, sigma: float, sigma_next: float) -> Tensor:
+    """One Euler step of the PF-ODE from sigma to sigma_next, x + (sigma_next - sigma) (x - D) / sigma, written as
+    D + (sigma_next / sigma) (x - D): one fused lerp, exact for sigma_next = 0 (lands on D)."""
+    return torch.lerp(denoised, x, sigma_next / sigma)
+
+
 def ancestral_step(sigma: float, sigma_next: float, eta: float = 1.0) -> tuple[float, float]:
     """(sigma_down, sigma_up) for an ancestral step sigma -> sigma_next: deterministic to sigma_down, then noise
     of std sigma_up, with sigma_down^2 + sigma_up^2 = sigma_next^2. eta = 1 is the DDPM posterior (Ho et al. 2020,

@@ -18,7 +18,16 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from diffuscope.samplers.base import Callback, Generators, StepInfo, ancestral_step, denoise, noise_like, prepare
+from diffuscope.samplers.base import (
+    Callback,
+    Generators,
+    StepInfo,
+    ancestral_step,
+    denoise,
+    euler_step,
+    noise_like,
+    prepare,
+)
 
 
 @torch.no_grad()
@@ -41,8 +50,7 @@ def sample_ddim(
         if callback is not None:
             callback(StepInfo(i, sig[i], sig[i + 1], x, denoised, steps))
         sigma_down, sigma_up = ancestral_step(sig[i], sig[i + 1], eta)
-        eps = (x - denoised) / sig[i]
-        x = denoised + eps * sigma_down
+        x = euler_step(x, denoised, sig[i], sigma_down)  # x0_hat + sigma_down * eps_hat
         if sigma_up > 0:
             x = x + noise_like(x, generator) * (s_noise * sigma_up)
     return x

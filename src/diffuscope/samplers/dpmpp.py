@@ -50,8 +50,8 @@ def sample_dpmpp_2m(
                 denoised_d = denoised
             else:
                 r = h_last / h
-                denoised_d = denoised * (1 + 1 / (2 * r)) - old_denoised * (1 / (2 * r))  # Algorithm 2, line 8
-            x = x * (sigma_next / sigma) - denoised_d * math.expm1(-h)
+                denoised_d = torch.add(denoised * (1 + 1 / (2 * r)), old_denoised, alpha=-1 / (2 * r))  # Alg. 2, l. 8
+            x = torch.add(x * (sigma_next / sigma), denoised_d, alpha=-math.expm1(-h))
             h_last = h
         old_denoised = denoised
     return x

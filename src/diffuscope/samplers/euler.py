@@ -18,6 +18,7 @@ from diffuscope.samplers.base import (
     ancestral_step,
     churn,
     denoise,
+    euler_step,
     noise_like,
     prepare,
     to_d,
@@ -46,7 +47,7 @@ def sample_euler(
         denoised = denoise(denoiser, x, sigma_hat, cond)
         if callback is not None:
             callback(StepInfo(i, sig[i], sig[i + 1], x, denoised, steps))
-        x = x + to_d(x, sigma_hat, denoised) * (sig[i + 1] - sigma_hat)
+        x = euler_step(x, denoised, sigma_hat, sig[i + 1])
     return x
 
 
@@ -71,7 +72,7 @@ def sample_euler_ancestral(
         if callback is not None:
             callback(StepInfo(i, sig[i], sig[i + 1], x, denoised, steps))
         sigma_down, sigma_up = ancestral_step(sig[i], sig[i + 1], eta)
-        x = denoised + to_d(x, sig[i], denoised) * sigma_down  # = x + d (sigma_down - sigma)
+        x = euler_step(x, denoised, sig[i], sigma_down)
         if sigma_up > 0:
             x = x + noise_like(x, generator) * (s_noise * sigma_up)
     return x
@@ -100,12 +101,10 @@ def sample_heun(
         denoised = denoise(denoiser, x, sigma_hat, cond)
         if callback is not None:
             callback(StepInfo(i, sig[i], sig[i + 1], x, denoised, steps))
-        d = to_d(x, sigma_hat, denoised)
-        dt = sig[i + 1] - sigma_hat
         if sig[i + 1] == 0:
-            x = x + d * dt  # Algorithm 2, line 8: Euler to sigma = 0
+            x = denoised  # Algorithm 2, line 8: the Euler step to sigma = 0 lands on denoised
         else:
-            x_2 = x + d * dt
-            d_2 = to_d(x_2, sig[i + 1], denoise(denoiser, x_2, sig[i + 1], cond))
-            x = x + (d + d_2) * (0.5 * dt)  # Algorithm 2, line 11: trapezoidal rule
+            x_2 = euler_step(x, denoised, sigma_hat, sig[i + 1])
+            d, d_2 = to_d(x, sigma_hat, denoised), to_d(x_2, sig[i + 1], denoise(denoiser, x_2, sig[i + 1], cond))
+            x = torch.add(x, d + d_2, alpha=0.5 * (sig[i + 1] - sigma_hat))  # Algorithm 2, line 11: trapezoidal
     return x

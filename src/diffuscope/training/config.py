@@ -43,8 +43,11 @@ class TrainConfig:
     ema_decay: float = 0.999  # EMA of weights; warmed up as min(decay, (1 + step) / (10 + step))
     cond_dropout: float = 0.1  # share of labels replaced by the null class (classifier-free guidance)
     min_snr_gamma: float | None = None  # Hang et al. 2023 loss weighting (e.g. 5.0); None = the objective's own
-    p_mean: float = -1.2  # EDM log-normal training sigmas (Karras et al. 2022, Table 1)
-    p_std: float = 1.2
+    # Log-normal training sigmas, ln(sigma) ~ N(p_mean, p_std^2). EDM used (-1.2, 1.2) (Karras et al. 2022, Table 1);
+    # EDM2's (-0.4, 1.0) (Karras et al. 2024, ImageNet-64) trains more at the noise levels where the class decides
+    # the image: measured on mnist, 500 steps, 87% vs 39.5% of samples show the prompted digit (docs/training.md).
+    p_mean: float = -0.4
+    p_std: float = 1.0
     seed: int = 0
     checkpoint_every: int = 500  # steps between checkpoints (the last step is always saved)
     keep_checkpoints: int = 0  # keep only the newest K checkpoints (0 = keep all)
@@ -76,7 +79,7 @@ def preset(data_name: str) -> RunConfig:
     # MNIST-size default: ~1M parameters, most channels at low resolution where convolutions are cheap
     # (measured: 253 MFLOP per 28x28 forward pass, vs 541 for base 32, mult (1, 2, 2), two blocks per level).
     unet = UNetConfig(base_channels=24, channel_mult=(1, 2, 3), num_res_blocks=1)
-    return RunConfig(DataConfig(name=data_name), ModelConfig(unet=unet), TrainConfig())
+    return RunConfig(DataConfig(name=data_name), ModelConfig(unet=unet), TrainConfig(max_steps=3000))
 
 
 def check_run_config(config: RunConfig) -> None:
