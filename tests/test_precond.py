@@ -128,7 +128,7 @@ def test_float_coefficients_equal_the_tensor_formula(p):
 
 
 @pytest.mark.parametrize("p", PARAMETRIZATIONS)
-@pytest.mark.parametrize("form", ["batch", "0-d", "float"])
+@pytest.mark.parametrize("form", ["batch", "expanded", "0-d", "float"])
 def test_shared_sigma_fast_path_equals_the_per_sample_path(p, form):
     sched = _schedule(p)
     d = make_denoiser(p, IdealNet(p, sched), sched).eval()
@@ -136,5 +136,9 @@ def test_shared_sigma_fast_path_equals_the_per_sample_path(p, form):
     per_sample_sigma = torch.full((3,), 1.7, dtype=torch.float64)
     f, c = d.raw(x, per_sample_sigma)
     expected = c.c_skip.reshape(-1, 1, 1, 1) * x + c.c_out.reshape(-1, 1, 1, 1) * f
-    sigma = {"batch": per_sample_sigma, "0-d": torch.tensor(1.7, dtype=torch.float64), "float": 1.7}[form]
+    scalar = torch.tensor(1.7, dtype=torch.float64)
+    sigma = {"batch": per_sample_sigma, "expanded": scalar.expand(3), "0-d": scalar, "float": 1.7}[form]
     assert torch.allclose(d(x, sigma), expected, rtol=1e-12, atol=1e-12)
+    mixed = torch.tensor([1.7, 1.7, 0.3], dtype=torch.float64)  # not shared: the per-sample path
+    f, c = d.raw(x, mixed)
+    assert torch.allclose(d(x, mixed), c.c_skip.reshape(-1, 1, 1, 1) * x + c.c_out.reshape(-1, 1, 1, 1) * f)

@@ -80,6 +80,8 @@ class Denoiser(nn.Module):
         if sigma.ndim == 0:
             return float(sigma)
         first = sigma[0]
+        if sigma.stride(0) == 0:  # one value expanded (samplers.base.sigma_batch): shared by construction
+            return float(first)
         return float(first) if bool((sigma == first).all()) else None
 
     def raw(self, x: Tensor, sigma: Tensor, cond=None) -> tuple[Tensor, Coefficients]:

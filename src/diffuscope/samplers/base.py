@@ -123,9 +123,10 @@ def prepare(x: Tensor, sigmas: Tensor) -> list[float]:
 
 
 def sigma_batch(sigma: float, x: Tensor) -> Tensor:
-    """The [B] noise-level tensor handed to the denoiser (float64, except on devices without it)."""
+    """The [B] noise-level tensor handed to the denoiser (float64, except on devices without it): one value
+    expanded (stride 0), so a denoiser can see in O(1) that the batch shares it."""
     dtype = torch.float32 if x.device.type == "mps" else torch.float64
-    return torch.full((len(x),), sigma, dtype=dtype, device=x.device)
+    return torch.full((), sigma, dtype=dtype, device=x.device).expand(len(x))
 
 
 def denoise(denoiser: Callable, x: Tensor, sigma: float, cond) -> Tensor:
