@@ -13,7 +13,7 @@ pytestmark = pytest.mark.skipif("mnist" not in builtin_models(), reason="the shi
 
 def _generate(model, labels):
     """At `diffuscope sample`'s defaults: the quality bar is stated for them."""
-    from diffuscope.cli.sample import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
+    from diffuscope.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
     from diffuscope.generate import generate
 
     u = model.config.unet

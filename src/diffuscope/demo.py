@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from diffuscope.defaults import DEFAULT_GUIDANCE
+
 
 @dataclass(frozen=True)
 class DemoConfig:
@@ -27,7 +29,7 @@ class DemoConfig:
     phases_n: int = 16  # images / finishes for the phase measures
     phases_points: int = 8  # restart points of the commitment curve
     seed: int = 0
-    guidance: float = 2.0
+    guidance: float = DEFAULT_GUIDANCE
     device: str = "auto"
 
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 
 from diffuscope.cli import args as types
-
-DEFAULT_SAMPLER = "DPM++ 2M"
-DEFAULT_GUIDANCE = 2.0  # as `diffuscope sample` (with --prompt)
+from diffuscope.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER  # guidance only with --prompt
 
 
 def add_parser(sub) -> None:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 
 from diffuscope.cli import args as types
-
-DEFAULT_SAMPLER = "DPM++ 2M"  # generate()'s default
-DEFAULT_GUIDANCE = 2.0  # as `diffuscope sample`; 1 (off) for a model without classes
+from diffuscope.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER  # guidance: 1 (off) for a model without classes
 
 
 def add_parser(sub) -> None:

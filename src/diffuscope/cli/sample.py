@@ -5,10 +5,7 @@ from __future__ import annotations
 import argparse
 
 from diffuscope.cli import args as types
-
-DEFAULT_SAMPLER = "DPM++ 2M"
-DEFAULT_STEPS = 20
-DEFAULT_GUIDANCE = 2.0
+from diffuscope.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
 
 
 def add_parser(sub) -> None:

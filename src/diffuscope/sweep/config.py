@@ -19,6 +19,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from diffuscope.defaults import DEFAULT_GUIDANCE
 from diffuscope.errors import UsageError, choices_error
 
 MAX_STEP_VALUES = 64  # a longer list is almost certainly a typo ("1-1000")
@@ -68,7 +69,7 @@ class SweepConfig:
     prompts: tuple[str, ...] = ()  # class names; "all" = every class; images spread round-robin over them
     seed: int = 0  # image i uses seed + i in every cell: the same initial noise everywhere (-1 = random)
     n: int = 256  # images per cell
-    guidance: float = 2.0  # classifier-free guidance scale (1 = off), as `diffuscope sample`
+    guidance: float = DEFAULT_GUIDANCE  # classifier-free guidance scale (1 = off), as `diffuscope sample`
     spacing: str | None = None  # sigma grid; None = the model's default (trailing discrete, karras continuous)
     reference_sampler: str = "Heun"  # the convergence reference: deterministic, second order
     reference_steps: int | None = None  # None = max(200, 2 * max(steps)), capped at T for discrete models

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from diffuscope import config as config_io
+from diffuscope.defaults import DEFAULT_GUIDANCE
 from diffuscope.errors import UsageError
 from diffuscope.model import ModelConfig
 from diffuscope.nets import UNetConfig
@@ -56,7 +57,7 @@ class TrainConfig:
     sample_every: int = 500  # steps between preview grids in RUN_DIR/samples (0 = only at the end)
     sample_sampler: str = "heun"  # preview sampler
     sample_steps: int = 18
-    sample_guidance: float = 2.0
+    sample_guidance: float = DEFAULT_GUIDANCE
     log_every: int = 50  # steps between rows of metrics.csv
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch CPU threads (0 = torch's default)
