@@ -8,7 +8,15 @@ import math
 import pytest
 
 from diffuscope.sweep.config import GREY_LEVEL
-from diffuscope.sweep.knee import edm_knee, find_knee, kneedle_knee, plateau, tolerance_knee, with_noise_band
+from diffuscope.sweep.knee import (
+    edm_knee,
+    find_knee,
+    gap_nfe,
+    kneedle_knee,
+    plateau,
+    tolerance_knee,
+    with_gap,
+)
 
 NFE = [5, 10, 20, 40, 80, 160]
 
@@ -67,15 +75,21 @@ def test_absolute_tolerance_for_a_curve_that_never_plateaus():
         find_knee(NFE, rmse, higher_is_better=True, tolerance=0.1)
 
 
-def test_a_knee_inside_the_noise_is_flagged_as_unresolved():
-    fd = [6.2, 3.6, 3.9, 4.1, 4.3, 4.4]  # best 3.6 at NFE 10 (the issue-5 sweep's DDIM curve, rounded)
-    wide = with_noise_band(find_knee(NFE, fd), (0.3, 9.3))  # the best cell's bootstrap interval at N=128
-    assert wide.resolved is False and wide.edm_nfe == 10
-    assert "within the sampling noise" in wide.note and "[0.3, 9.3]" in wide.note
-    narrow = with_noise_band(find_knee(NFE, fd), (3.3, 3.9))
-    assert narrow.resolved is True and "noise" not in narrow.note
-    assert with_noise_band(find_knee(NFE, fd), None).resolved is None
-    assert json.loads(json.dumps(wide.to_dict()))["noise_band"] == [0.3, 9.3]
+def test_a_knee_is_resolved_only_when_the_step_below_it_is_clearly_worse():
+    fd = [6.2, 5.0, 3.6, 3.7, 4.3, 4.4]  # best 3.6 at NFE 20; the EDM point is 20, the cell below it NFE 10
+    knee = find_knee(NFE, fd)
+    assert (knee.edm_nfe, gap_nfe(knee)) == (20, 10)
+    clear = with_gap(knee, (1.4, 0.6, 2.1))  # value(10) - best, paired 95% interval above 0: worse
+    assert clear.resolved is True and clear.gap_nfe == 10 and "resolved" in clear.note and "not" not in clear.note
+    unclear = with_gap(knee, (1.4, -0.2, 3.0))  # the interval includes 0
+    assert unclear.resolved is False and "not resolved" in unclear.note and "[-0.2, +3]" in unclear.note
+    assert with_gap(knee, None).resolved is None
+    assert json.loads(json.dumps(unclear.to_dict()))["gap"] == [1.4, -0.2, 3.0]
+    acc = find_knee(NFE, [0.5, 0.8, 0.97, 0.98, 0.98, 0.98], higher_is_better=True)  # higher is better: below 0
+    assert with_gap(acc, (-0.18, -0.25, -0.11)).resolved is True
+    assert with_gap(acc, (-0.18, -0.25, 0.01)).resolved is False
+    first = find_knee(NFE, [1.0, 1.01, 1.0, 1.0, 1.0, 1.0])  # the EDM point is the fewest NFE: nothing below it
+    assert gap_nfe(first) is None and with_gap(first, (0.1, 0.0, 0.2)).resolved is None
 
 
 def test_a_metric_that_gets_worse_with_more_steps_has_plateaued():

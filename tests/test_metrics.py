@@ -27,6 +27,7 @@ from diffuscope.metrics import (
     frechet_distance_from_stats,
     kernel_distance,
     kid_interval,
+    paired_difference_ci,
     precision_recall,
     prompt_accuracy,
     real_floor,
@@ -169,6 +170,25 @@ def test_bootstrap_is_seeded_and_duplicate_aware():
     # resample (0, 0, 2): pairs of distinct originals are (0,2) x2 and (2,0) x2
     assert _distinct_pair_mean(k, np.array([2.0, 0.0, 1.0])) == pytest.approx(k[0, 2])
 
+
+
+def test_paired_difference_is_far_tighter_than_the_two_sets_own_intervals():
+    """Two sets from the same noise (row i of both shares most of its randomness) differ by a small shift: the
+    paired interval finds it, while the sets' own intervals overlap."""
+    rng = np.random.default_rng(0)
+    shared = rng.normal(size=(256, 4)) * 3
+    a, b = shared + 0.15, shared + rng.normal(size=(256, 4)) * 0.05
+    ia, ib = bootstrap_ci(np.mean, a[:, 0], seed=0), bootstrap_ci(np.mean, b[:, 0], seed=0)
+    assert ia.low < ib.high and ib.low < ia.high  # unpaired: indistinguishable
+    gap = paired_difference_ci(np.mean, a[:, 0], b[:, 0], seed=0)
+    assert gap.estimate == pytest.approx(a[:, 0].mean() - b[:, 0].mean()) and 0 < gap.low <= gap.estimate <= gap.high
+    assert paired_difference_ci(np.mean, a[:, 0], b[:, 0], seed=0) == gap  # seeded
+    ref = rng.normal(size=(256, 4)) * 3  # FD against a shared reference, resampled on its own
+    fd_gap = paired_difference_ci(frechet_distance, shared * 1.3, shared, ref, n_resamples=100, seed=0)
+    assert fd_gap.estimate == pytest.approx(frechet_distance(shared * 1.3, ref) - frechet_distance(shared, ref))
+    assert fd_gap.low > 0  # the wider set is measurably further from the reference
+    with pytest.raises(ValueError, match="equal length"):
+        paired_difference_ci(np.mean, a[:10, 0], b[:9, 0])
 
 # --- convergence ----------------------------------------------------------------------------------------------
 

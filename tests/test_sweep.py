@@ -99,10 +99,18 @@ def test_known_answer_sweep_converges_and_reports_the_right_knee(known):
         assert knee.tolerance == 2 / 255 and r.knees[s]["fd"].tolerance is None
         assert knee.tolerance_nfe == next((c.nfe for c in cells if c.metrics["conv_pixel"] <= 2 / 255), None)
     assert r.knees["Euler a"]["conv_pixel"].tolerance is None  # stochastic: never converges to the reference
-    for s in ("DDIM", "DPM++ 2M"):  # the best cell's interval travels with the knee
-        knee = r.knees[s]["fd"]
-        assert knee.noise_band == tuple(r.cell(s, knee.best_nfe).intervals["fd"])
-        assert knee.resolved == any(not knee.noise_band[0] <= v <= knee.noise_band[1] for v in knee.values)
+    for s in ("DDIM", "DPM++ 2M"):  # resolution: the paired gap of the cell below the EDM point to the best cell
+        for key in ("fd", "accuracy", "conv_pixel"):
+            knee = r.knees[s][key]
+            if knee.gap_nfe is None:
+                continue
+            below, best = r.cell(s, knee.gap_nfe), r.cell(s, knee.best_nfe)
+            est, lo, hi = knee.gap
+            assert est == pytest.approx(below.metrics[key] - best.metrics[key], rel=1e-6, abs=1e-9)
+            assert lo <= est <= hi or key == "fd"  # FD's resampled gap may be biased; the mean metrics' is not
+            assert knee.resolved == (hi < 0 if knee.higher_is_better else lo > 0)
+    # deterministic convergence: fewer steps are far worse, far beyond the noise
+    assert r.knees["DDIM"]["conv_pixel"].resolved is True
     # the same initial noise in every cell: two first-order 2-step runs coincide
     assert torch.allclose(r.cell("DDIM", 2).images, r.cell("DPM++ 2M", 2).images, atol=1e-6)
     # the stochastic sampler is flagged, and its convergence does not converge

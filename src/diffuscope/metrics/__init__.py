@@ -39,7 +39,14 @@ from diffuscope.metrics.floor import RealSplit, real_floor, split_real
 from diffuscope.metrics.locate import find_classifier, require_classifier
 from diffuscope.metrics.manifold import Manifold, density_coverage, manifold_metrics, precision_recall
 from diffuscope.metrics.quality import Embedding, QualityReport, compute_metrics, embed, evaluate
-from diffuscope.metrics.stats import Interval, accuracy_interval, bootstrap_ci, fd_interval, kid_interval
+from diffuscope.metrics.stats import (
+    Interval,
+    accuracy_interval,
+    bootstrap_ci,
+    fd_interval,
+    kid_interval,
+    paired_difference_ci,
+)
 
 __all__ = [
     "INFO_FILE",
@@ -72,6 +79,7 @@ __all__ = [
     "load_classifier",
     "manifold_metrics",
     "mmd2_unbiased",
+    "paired_difference_ci",
     "precision_recall",
     "prompt_accuracy",
     "real_floor",

@@ -13,6 +13,11 @@ Good enough in absolute terms: for a metric with a natural tolerance (the conver
 value tends to 0 so that a relative rule never settles), the fewest NFE whose value is at or below it; for pixels,
 one 8-bit grey level (2/255 in [-1, 1] units): from there on, more steps change nothing a saved PNG can show.
 
+Resolved: whether the EDM point is more than sampling noise. The cell just below it (fewer NFE) is compared with
+the best cell by a paired bootstrap (both made from the same noise, image i from seed i, so one resample of image
+indices serves both): the knee is resolved when that 95% interval of value(previous) - best lies entirely on the
+worse side, i.e. fewer steps are measurably worse.
+
 Not plateaued: the EDM point is the largest NFE tested, i.e. the best value is at the largest NFE and the last
 step still improved the metric by more than the threshold. The range tested did not reach diminishing returns,
 and a larger step count may still pay off.
@@ -44,8 +49,9 @@ class Knee:
     last_gain: float | None  # relative improvement of the last step over the one before (positive = better)
     tolerance: float | None = None  # an absolute good-enough value (lower is better), if the metric has one
     tolerance_nfe: int | None = None  # the fewest NFE at or below ``tolerance`` (None: never, or no tolerance)
-    noise_band: tuple[float, float] | None = None  # the best cell's 95% bootstrap interval, if measured
-    resolved: bool | None = None  # False: every value lies inside noise_band, so the curve is flat within the noise
+    gap_nfe: int | None = None  # the tested NFE just below the EDM point
+    gap: tuple[float, float, float] | None = None  # value(gap_nfe) - best: (estimate, low, high), paired 95% interval
+    resolved: bool | None = None  # True: the gap interval lies entirely on the worse side; None: not measured
     caveat: str = ""  # why the numbers may not mean what they seem (e.g. a stochastic sampler's convergence)
 
     @property
@@ -62,10 +68,11 @@ class Knee:
                     f"{100 * (self.last_gain or 0):.1f}% (> {100 * self.threshold:g}%); try more steps")
         else:
             note = f"within {100 * self.threshold:g}% of the best from NFE {self.edm_nfe}"
-        if self.resolved is False and self.noise_band is not None:
-            lo, hi = self.noise_band
-            note += (f"; but every value lies inside the best cell's 95% interval [{lo:.4g}, {hi:.4g}]: the "
-                     f"differences are within the sampling noise, so this point is not resolved (use a larger --n)")
+        if self.gap is not None:
+            est, lo, hi = self.gap
+            where = f"NFE {self.gap_nfe} differs from the best by {est:+.4g} [{lo:+.4g}, {hi:+.4g}] (paired 95%)"
+            note += (f"; {where}: resolved" if self.resolved else
+                     f"; but {where}, not clearly worse: this point is not resolved (use a larger --n)")
         if self.tolerance is None:
             return note
         if self.tolerance_nfe is None:
@@ -76,7 +83,7 @@ class Knee:
         d = asdict(self)
         d["nfe"], d["values"] = list(self.nfe), [_finite(v) for v in self.values]
         d["best_value"], d["last_gain"] = _finite(self.best_value), _finite(self.last_gain)
-        d["noise_band"] = None if self.noise_band is None else [float(v) for v in self.noise_band]
+        d["gap"] = None if self.gap is None else [float(v) for v in self.gap]
         d["note"] = self.note
         return d
 
@@ -154,12 +161,22 @@ def plateau(nfe: Sequence[float], values: Sequence[float], *, higher_is_better: 
     return knee != xs[-1], last_gain
 
 
-def with_noise_band(knee: Knee, band: tuple[float, float] | None) -> Knee:
-    """``knee`` with the best cell's interval attached, and whether any value lies outside it (resolved)."""
-    if band is None or not knee.values:
+def gap_nfe(knee: Knee) -> int | None:
+    """The tested NFE just below the EDM point (None: the EDM point is the fewest NFE tested, or there is none)."""
+    if knee.edm_nfe is None:
+        return None
+    below = [x for x in knee.nfe if x < knee.edm_nfe]
+    return below[-1] if below else None
+
+
+def with_gap(knee: Knee, interval: tuple[float, float, float] | None) -> Knee:
+    """``knee`` with the paired interval of value(gap_nfe(knee)) - best attached, and whether it is resolved."""
+    nfe = gap_nfe(knee)
+    if interval is None or nfe is None:
         return knee
-    lo, hi = float(band[0]), float(band[1])
-    return replace(knee, noise_band=(lo, hi), resolved=any(not lo <= v <= hi for v in knee.values))
+    est, lo, hi = (float(v) for v in interval)
+    worse = hi < 0 if knee.higher_is_better else lo > 0
+    return replace(knee, gap_nfe=nfe, gap=(est, lo, hi), resolved=worse)
 
 
 def tolerance_knee(nfe: Sequence[float], values: Sequence[float], tolerance: float) -> int | None:

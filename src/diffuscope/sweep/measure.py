@@ -21,6 +21,8 @@ class Measured:
     values: dict[str, float]  # metric key -> value (config.METRICS keys)
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)  # bootstrap percentile intervals
     extra: dict[str, float] = field(default_factory=dict)  # kid_std, ...
+    # per-image arrays for paired comparisons between cells (row i = image i): features, correct, conv_* (RMSE)
+    samples: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
 
 def _np(x) -> np.ndarray:
@@ -74,9 +76,12 @@ class Meter:
         values: dict[str, float] = {}
         intervals: dict[str, tuple[float, float]] = {}
         extra: dict[str, float] = {}
+        samples: dict[str, np.ndarray] = {}
         ci = self.ci_resamples > 1
         f = _np(self.features(images)) if self.features is not None and (
             self.ref_f is not None or (convergence and "convergence" in self.groups)) else None
+        if f is not None and self.ref_f is not None:
+            samples["features"] = f
         if "fd" in self.groups:
             values["fd"] = frechet_distance(f, self.ref_f)
             if ci:
@@ -94,6 +99,7 @@ class Meter:
             k = self.num_classes or int(max(int(predicted.max()), int(labels.max())) + 1)
             acc = prompt_accuracy(predicted, labels.cpu(), k)
             values["accuracy"] = acc.accuracy
+            samples["correct"] = np.asarray(acc.correct, dtype=np.float64)
             if ci:
                 iv = accuracy_interval(acc.correct, **self._ci())
                 intervals["accuracy"] = (iv.low, iv.high)
@@ -103,7 +109,28 @@ class Meter:
                 per_image["conv_feature"] = rmse_per_row(torch.from_numpy(f), torch.from_numpy(self.conv_ref_f)).numpy()
             for key, v in per_image.items():
                 values[key] = float(v.mean())
+                samples[key] = v
                 if ci and len(v) > 1:
                     iv = bootstrap_ci(np.mean, v, **self._ci())
                     intervals[key] = (iv.low, iv.high)
-        return Measured(values, intervals, extra)
+        return Measured(values, intervals, extra, samples)
+
+    def paired_gap(self, key: str, a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> tuple[float, ...] | None:
+        """(estimate, low, high): the paired bootstrap 95% interval of metric ``key`` of set a minus set b, for two
+        sets from the same noise (``Measured.samples`` of each); None for metrics without a paired form (KID,
+        precision/recall) or without intervals (ci_resamples < 2)."""
+        from diffuscope.metrics import frechet_distance, paired_difference_ci
+
+        if self.ci_resamples < 2:
+            return None
+        opts = {"n_resamples": self.ci_resamples, "level": self.ci_level, "seed": self.seed}
+        if key == "fd" and "features" in a and "features" in b:
+            iv = paired_difference_ci(lambda f, ref: frechet_distance(f, ref, method="eigh"), a["features"],
+                                      b["features"], self.ref_f, **opts)
+        elif key == "accuracy" and "correct" in a and "correct" in b:
+            iv = paired_difference_ci(np.mean, a["correct"], b["correct"], **opts)
+        elif key.startswith("conv_") and key in a and key in b:
+            iv = paired_difference_ci(np.mean, a[key], b[key], **opts)
+        else:
+            return None
+        return iv.estimate, iv.low, iv.high

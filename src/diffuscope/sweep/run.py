@@ -33,7 +33,7 @@ from diffuscope.sweep.config import (
     reference_steps,
 )
 from diffuscope.sweep.inputs import SweepInputs, model_inputs
-from diffuscope.sweep.knee import Knee, find_knee, with_noise_band
+from diffuscope.sweep.knee import Knee, find_knee, gap_nfe, with_gap
 from diffuscope.sweep.measure import Meter
 
 
@@ -67,9 +67,10 @@ class Cell:
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
     extra: dict[str, float] = field(default_factory=dict)
     images: Tensor | None = field(default=None, repr=False)  # the first grid_rows images (for grid.png)
+    samples: dict = field(default_factory=dict, repr=False)  # per-image arrays (Measured.samples), not saved
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in asdict(self).items() if k != "images"}
+        d = {k: v for k, v in asdict(self).items() if k not in ("images", "samples")}
         return _clean(d)
 
 
@@ -126,8 +127,9 @@ class _Ticker:
         return out
 
 
-def compute_knees(cells: list[Cell], threshold: float) -> dict[str, dict[str, Knee]]:
-    """Per sampler and metric: the EDM point, the Kneedle point and plateau detection over NFE."""
+def compute_knees(cells: list[Cell], threshold: float, meter: Meter | None = None) -> dict[str, dict[str, Knee]]:
+    """Per sampler and metric: the EDM point, the Kneedle point and plateau detection over NFE; with ``meter``,
+    whether the EDM point is resolved (the paired gap of the cell below it to the best cell)."""
     out: dict[str, dict[str, Knee]] = {}
     for sampler in dict.fromkeys(c.sampler for c in cells):
         mine = sorted((c for c in cells if c.sampler == sampler), key=lambda c: c.nfe)
@@ -140,8 +142,10 @@ def compute_knees(cells: list[Cell], threshold: float) -> dict[str, dict[str, Kn
                 knee = find_knee([p[0] for p in pts], [p[1] for p in pts], metric=m.key,
                                  higher_is_better=m.higher_is_better, threshold=threshold,
                                  tolerance=None if caveat else m.tolerance, caveat=caveat)
-                best = next((c for c in mine if c.nfe == knee.best_nfe and m.key in c.metrics), None)
-                out[sampler][m.key] = with_noise_band(knee, best.intervals.get(m.key) if best else None)
+                by_nfe = {c.nfe: c for c in mine if m.key in c.metrics}
+                below, best = by_nfe.get(gap_nfe(knee)), by_nfe.get(knee.best_nfe)
+                gap = meter.paired_gap(m.key, below.samples, best.samples) if meter and below and best else None
+                out[sampler][m.key] = with_gap(knee, gap)
     return out
 
 
@@ -271,7 +275,7 @@ def sweep(model, config: SweepConfig | None = None, *, schedule=None, shape: tup
         bar.close()
     info = {**inputs.info, "shape": list(inputs.shape), "guidance_used": common["guidance"]}
     return SweepResult(config, seed, None if labels_t is None else labels_t.tolist(), groups, cells, floor,
-                       reference, compute_knees(cells, config.threshold), notes, info, interrupted,
+                       reference, compute_knees(cells, config.threshold, meter), notes, info, interrupted,
                        time.perf_counter() - t0, ref_images)
 
 
@@ -284,7 +288,7 @@ def _cell(spec, steps: int, run: Callable, meter: Meter, labels: Tensor | None, 
     m = meter.measure(gen.images, labels)
     return Cell(spec.name, spec.id, spec.deterministic, steps, gen.nfe, spec.nfe(steps), wall,
                 time.perf_counter() - start, gen.grid.describe(), m.values, m.intervals, m.extra,
-                gen.images[:grid_rows].clone())
+                gen.images[:grid_rows].clone(), m.samples)
 
 
 def _available(inputs: SweepInputs) -> tuple[str, ...]:
