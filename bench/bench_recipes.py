@@ -2,6 +2,7 @@
 
     python bench/bench_recipes.py --out bench/results/recipes          # ~50 min on 2 CPU cores
     python bench/bench_recipes.py --out DIR --ours-steps 300 --factor 2 --eval-n 100   # a quicker look
+    python bench/bench_recipes.py --out DIR --diffusers-from bench/results/recipes.json  # diffuscope side only
 
 Both recipes train on the same data (diffuscope's `mnist` training split, 4,000 images) with the same batch size
 and the same torch threads, one after the other on the same machine:
@@ -202,7 +203,19 @@ def main() -> None:
     p.add_argument("--ours-steps", type=int, default=500, help="diffuscope --max-steps (default 500)")
     p.add_argument("--factor", type=float, default=3.0, help="diffusers budget = FACTOR x diffuscope's time")
     p.add_argument("--eval-n", type=int, default=200, help="images per evaluation (default 200)")
+    p.add_argument("--diffusers-from", type=Path, metavar="RECIPES.json",
+                   help="reuse the diffusers curve of an earlier run (same machine, same eval-n) instead of "
+                        "training it again; the output says so")
     a = p.parse_args()
+    reused = None
+    if a.diffusers_from is not None:
+        try:
+            reused = json.loads(a.diffusers_from.read_text())
+            theirs_reused = reused["results"]["diffusers"]
+        except (OSError, ValueError, KeyError) as e:
+            sys.exit(f"error: --diffusers-from {a.diffusers_from}: not a recipes.json with a diffusers curve ({e})")
+        if reused.get("eval_n") != a.eval_n:
+            sys.exit(f"error: --diffusers-from was evaluated at N={reused.get('eval_n')}, not --eval-n {a.eval_n}")
     if a.out.exists() and any(a.out.iterdir()):
         sys.exit(f"error: {a.out} exists and is not empty; choose a new --out")
     a.out.mkdir(parents=True, exist_ok=True)
@@ -210,10 +223,14 @@ def main() -> None:
 
     ours = train_ours(a.out, a.ours_steps)
     budget = a.factor * ours[-1]["minutes"] * 60
-    theirs = train_diffusers(budget, batch_size=64)
+    theirs = theirs_reused if reused else train_diffusers(budget, batch_size=64)
+    if reused:
+        budget = 60 * theirs[-1]["minutes"]
+        print(f"diffusers: curve reused from {a.diffusers_from} ({budget / 60:.1f} min), not retrained", flush=True)
     print("evaluating", flush=True)
     evaluate_snapshots(ours, a.eval_n)
-    evaluate_snapshots(theirs, a.eval_n)
+    if not reused:
+        evaluate_snapshots(theirs, a.eval_n)
 
     from diffuscope.checkpoint import load_model
     from diffuscope.data import load_dataset
@@ -224,7 +241,8 @@ def main() -> None:
     results = {"diffuscope": ours, "diffusers": theirs}
     t_ours, t_theirs = minutes_to(ours, TARGET_ACCURACY), minutes_to(theirs, TARGET_ACCURACY)
     summary = {"eval_n": a.eval_n, "floor_fd": float(floor.fd), "minutes_to_95": {"diffuscope": t_ours,
-               "diffusers": t_theirs}, "results": results, "torch_threads": torch.get_num_threads()}
+               "diffusers": t_theirs}, "results": results, "torch_threads": torch.get_num_threads(),
+               "diffusers_source": str(a.diffusers_from) if reused else "this run"}
     (a.out / "recipes.json").write_text(json.dumps(summary, indent=2))
     plot(results, float(floor.fd), a.out / "recipes.png")
 

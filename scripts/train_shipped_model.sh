@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Reproduce the shipped `mnist` model: the project's own training and classifier commands with their defaults,
 # then an inference-only export (EMA weights + config + the metrics classifier) into the package.
-# The shipped weights are the EMA weights of the last checkpoint (step-0002000). Training is deterministic on the
+# The shipped weights are the EMA weights of the last checkpoint (step-0003000). Training is deterministic on the
 # CPU (and bit-identical across a kill and `--resume latest`), so the same command on the same torch gives the same
-# checkpoint. Usage: scripts/train_shipped_model.sh [RUN_DIR]   (~37 min training + ~5 min classifier, 2 CPU cores)
+# checkpoint. Usage: scripts/train_shipped_model.sh [RUN_DIR]   (~52 min training + ~5 min classifier, 2 CPU cores)
 set -euo pipefail
 source "$(dirname "$0")/_env.sh"
 RUN="${1:-$ROOT/runs/mnist}"
@@ -11,7 +11,7 @@ diffuscope train --data mnist --out "$RUN"
 diffuscope classifier --data mnist --out "$RUN/classifier"
 DEST="$ROOT/src/diffuscope/models/mnist"
 rm -rf "$DEST.new"
-CKPT="$RUN/checkpoints/step-0002000"
+CKPT="$(ls -d "$RUN"/checkpoints/step-* | tail -n 1)"
 python -c "from diffuscope.checkpoint import export_model; export_model('$CKPT', '$DEST.new', classifier='$RUN/classifier')"
 rm -rf "$DEST" && mv "$DEST.new" "$DEST"
 du -sh "$DEST"
