@@ -3,4 +3,4 @@ training previews. The shipped model's quality bar (docs/benchmarks.md) is state
 
 DEFAULT_SAMPLER = "DPM++ 2M"
 DEFAULT_STEPS = 20
-DEFAULT_GUIDANCE = 2.0  # classifier-free guidance scale (1 = off)
+DEFAULT_GUIDANCE = 1.25  # classifier-free guidance scale (1 = off); docs/benchmarks.md: the shipped model's bar
