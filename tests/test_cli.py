@@ -101,3 +101,14 @@ def test_python_dash_m_entry_point():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("diffuscope: error: unknown dataset 'nope'")
+
+
+def test_sweep_and_demo_default_to_the_shared_guidance():
+    """One default guidance for every command (diffuscope.defaults): a sweep must measure what `sample` makes."""
+    from diffuscope.cli import build_parser
+    from diffuscope.defaults import DEFAULT_GUIDANCE
+    from diffuscope.demo import DemoConfig
+    from diffuscope.sweep import SweepConfig
+
+    args = build_parser().parse_args(["sweep", "--model", "mnist", "--prompt", "7", "--out", "x"])
+    assert args.guidance == DEFAULT_GUIDANCE == SweepConfig().guidance == DemoConfig().guidance

@@ -8,6 +8,7 @@ import argparse
 import json
 
 from diffuscope.cli import args as types
+from diffuscope.defaults import DEFAULT_GUIDANCE
 
 DEFAULT_STEPS = "10,25,50,100"
 DEFAULT_SAMPLERS = "DDIM,DPM++ 2M"
@@ -31,8 +32,8 @@ def add_parser(sub) -> None:
                         "allowed and flagged; see `diffuscope samplers`")
     p.add_argument("--seed", type=types.seed, default=0, help="image i uses seed + i in every cell (-1 = random)")
     p.add_argument("--n", type=types.positive_int, default=256, help="images per cell (default 256)")
-    p.add_argument("--guidance", type=types.non_negative_float, default=2.0,
-                   help="classifier-free guidance scale, 1 = off (default 2)")
+    p.add_argument("--guidance", type=types.non_negative_float, default=DEFAULT_GUIDANCE,
+                   help=f"classifier-free guidance scale, 1 = off (default {DEFAULT_GUIDANCE:g}, as `sample`)")
     p.add_argument("--spacing", help="sigma grid: trailing|leading|linspace (discrete models), karras, logsnr "
                                      "(default: the model's)")
     p.add_argument("--reference-sampler", default="Heun",
