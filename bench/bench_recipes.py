@@ -2,7 +2,7 @@
 
     python bench/bench_recipes.py --out bench/results/recipes          # ~50 min on 2 CPU cores
     python bench/bench_recipes.py --out DIR --ours-steps 300 --factor 2 --eval-n 100   # a quicker look
-    python bench/bench_recipes.py --out DIR --diffusers-from bench/results/recipes.json  # diffuscope side only
+    python bench/bench_recipes.py --out DIR --diffusers-from bench/results/recipes-diffusers.json  # ours only
 
 Both recipes train on the same data (diffuscope's `mnist` training split, 4,000 images) with the same batch size
 and the same torch threads, one after the other on the same machine:
