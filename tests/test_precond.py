@@ -4,6 +4,7 @@ import torch
 from diffuscope.errors import UsageError
 from diffuscope.precond import PARAMETRIZATIONS, make_denoiser
 from diffuscope.reference import GaussianDenoiser
+from diffuscope.samplers.base import sigma_batch
 from diffuscope.schedules import EDMSchedule, ScheduleConfig, make_schedule
 
 MU, S = 0.25, 0.6
@@ -142,3 +143,17 @@ def test_shared_sigma_fast_path_equals_the_per_sample_path(p, form):
     mixed = torch.tensor([1.7, 1.7, 0.3], dtype=torch.float64)  # not shared: the per-sample path
     f, c = d.raw(x, mixed)
     assert torch.allclose(d(x, mixed), c.c_skip.reshape(-1, 1, 1, 1) * x + c.c_out.reshape(-1, 1, 1, 1) * f)
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_sampler_calls_take_the_shared_sigma_path_in_either_mode(mode, monkeypatch):
+    """A wrapper built around a network starts in training mode (the diffusers adapter's case): a sampler's
+    shared sigma must still skip the per-sample tensor path (which cost ~150 us per call)."""
+    sched = _schedule("eps")
+    d = make_denoiser("eps", IdealNet("eps", sched), sched).train(mode == "train")
+    x = torch.randn(4, 1, 3, 3, dtype=torch.float64)
+    expected = d.raw(x, torch.full((4,), 1.7, dtype=torch.float64))
+    monkeypatch.setattr(d, "raw", lambda *a, **k: pytest.fail("per-sample path taken for a shared sigma"))
+    out = d(x, sigma_batch(1.7, x))
+    f, c = expected
+    assert torch.allclose(out, c.c_skip.reshape(-1, 1, 1, 1) * x + c.c_out.reshape(-1, 1, 1, 1) * f)

@@ -71,11 +71,12 @@ class Denoiser(nn.Module):
         return sigma.expand(len(x)) if sigma.ndim == 0 else sigma.to(torch.float64)
 
     def _shared_sigma(self, sigma: Tensor | float) -> float | None:
-        """The one noise level of a batch that shares it (what samplers pass), or None (training, mixed sigmas,
-        or a non-CPU device, where the check would cost a device sync)."""
+        """The one noise level of a batch that shares it (what samplers pass), or None (mixed sigmas, or a
+        non-CPU device, where the check would cost a device sync). Independent of train/eval mode: a wrapper built
+        around a network (the diffusers adapter) starts in training mode and must still take the fast path."""
         if isinstance(sigma, float | int):
             return float(sigma)
-        if self.training or sigma.device.type != "cpu":
+        if sigma.device.type != "cpu":
             return None
         if sigma.ndim == 0:
             return float(sigma)

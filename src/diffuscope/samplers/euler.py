@@ -21,7 +21,6 @@ from diffuscope.samplers.base import (
     euler_step,
     noise_like,
     prepare,
-    to_d,
 )
 
 
@@ -105,6 +104,10 @@ def sample_heun(
             x = denoised  # Algorithm 2, line 8: the Euler step to sigma = 0 lands on denoised
         else:
             x_2 = euler_step(x, denoised, sigma_hat, sig[i + 1])
-            d, d_2 = to_d(x, sigma_hat, denoised), to_d(x_2, sig[i + 1], denoise(denoiser, x_2, sig[i + 1], cond))
-            x = torch.add(x, d + d_2, alpha=0.5 * (sig[i + 1] - sigma_hat))  # Algorithm 2, line 11: trapezoidal
+            denoised_2 = denoise(denoiser, x_2, sig[i + 1], cond)
+            # Algorithm 2, line 11, the trapezoid x + (dt / 2) (d + d_2) with d = (x - D) / sigma, written as two
+            # fused adds so that no derivative tensor is divided out: 4 kernels instead of 6.
+            half_dt = 0.5 * (sig[i + 1] - sigma_hat)
+            x_1 = torch.add(x, x - denoised, alpha=half_dt / sigma_hat)
+            x = torch.add(x_1, x_2 - denoised_2, alpha=half_dt / sig[i + 1])
     return x
