@@ -1,5 +1,7 @@
 """`diffuscope demo`: every part of the lesson in one self-contained report.html (on a tiny model, fast)."""
 
+import json
+
 import pytest
 
 from diffuscope.cli import main
@@ -17,6 +19,9 @@ def test_demo_writes_one_report_with_every_part(tmp_path, tiny_model):
     assert "knee (EDM 3%)" in page
     for part in ("forward/forward.png", "reverse/reverse.gif", "sweep/report.json", "phases/summary.md"):
         assert (tmp_path / "demo" / part).is_file(), part
+    timing = json.loads((tmp_path / "demo" / "demo.json").read_text())
+    assert list(timing["part_s"]) == ["forward", "reverse", "sweep", "phases"]
+    assert sum(timing["part_s"].values()) == pytest.approx(timing["elapsed_s"], abs=0.5)
 
 
 def test_demo_refuses_a_non_empty_folder(tmp_path, capsys):

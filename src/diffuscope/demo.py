@@ -24,7 +24,8 @@ class DemoConfig:
     steps: tuple[int, ...] = (10, 25, 50, 100)  # the lesson's step counts
     samplers: tuple[str, ...] = ("DDIM", "DPM++ 2M")
     n: int = 32  # images per sweep cell (and the real-vs-real floor at the same N); small to keep the demo short
-    reference_sampler: str = "DPM++ 2M"  # the sweep's convergence reference (200 steps): cheaper than Heun's 399 NFE
+    reference_sampler: str = "DPM++ 2M"  # the sweep's convergence reference: cheaper than Heun's 2N - 1 NFE
+    reference_steps: int = 200
     reverse_steps: int = 50  # steps of the reverse strip and the phase measures
     phases_n: int = 16  # images / finishes for the phase measures
     phases_points: int = 8  # restart points of the commitment curve
@@ -97,6 +98,10 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
     shape = (u.in_channels, u.image_size, u.image_size)
     data_name = (model.run_config.get("data") or {}).get("name", "mnist")
     sections, t0 = [], time.perf_counter()
+    part_s: dict[str, float] = {}  # wall seconds per part, written to demo.json
+
+    def lap(part: str) -> None:
+        part_s[part] = time.perf_counter() - t0 - sum(part_s.values())
 
     # 1. the forward process: fixed, simple math (a VP linear schedule, T = 1000)
     log("[1/4] forward process")
@@ -113,6 +118,8 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
                             "Top row: the closed form q(x_t | x_0); bottom row: the step-by-step chain, same seed.\n"
                             + "\n".join(rows), [p for p in fwd_paths if p.suffix == ".png"]))
 
+    lap("forward")
+
     # 2. the reverse process from a real model
     log("[2/4] reverse process")
     label, prompt, null = resolve_prompt(model, config.prompt)
@@ -125,16 +132,21 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
                             f"sigmas: {', '.join(f'{float(s):.3g}' for s in rev.trajectory.sigmas)}",
                             [p for p in rev_paths if p.suffix in (".png", ".gif")]))
 
+    lap("reverse")
+
     # 3. the exercise: the same prompt and seed at 10/25/50/100 steps, measured
     log("[3/4] step sweep")
     sweep_cfg = SweepConfig(prompts=(config.sweep_prompt,), steps=config.steps, samplers=config.samplers,
                             seed=config.seed, n=config.n, guidance=config.guidance,
-                            reference_sampler=config.reference_sampler, reference_steps=200, ci_resamples=50)
+                            reference_sampler=config.reference_sampler, reference_steps=config.reference_steps,
+                            ci_resamples=50)
     result = sweep(model, sweep_cfg, device=device, progress=True)
     sweep_paths = write_reports(result, out / "sweep")
     sections.append(Section("The exercise: same prompts and seeds at " + "/".join(map(str, config.steps))
                             + " steps", knee_summary(result),
                             [sweep_paths[k] for k in ("grid.png", "quality.png") if k in sweep_paths]))
+
+    lap("sweep")
 
     # 4. when are the big decisions made?
     log("[4/4] phases")
@@ -145,8 +157,10 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
     sections.append(Section("Phases: early steps decide composition, late steps fine detail", summary,
                             [p for p in phase_paths if p.suffix == ".png"]))
 
+    lap("phases")
     elapsed = time.perf_counter() - t0
     (out / "demo.json").write_text(json.dumps({"model": str(model.path), "elapsed_s": round(elapsed, 1),
+                                               "part_s": {k: round(v, 1) for k, v in part_s.items()},
                                                "torch_threads": torch.get_num_threads()}, indent=2))
     title = f"diffuscope: the forward and reverse processes of {config.model} (generated in {elapsed:.0f} s)"
     return write_report(out, sections, title)
