@@ -155,3 +155,10 @@ def test_training_sigma_densities():
     t = s.t_from_sigma(vp)
     assert torch.allclose(t, t.round(), atol=1e-6)
     assert float(t.mean()) == pytest.approx(499.5, abs=5)
+
+
+def test_integer_timesteps_are_a_lookup_equal_to_the_interpolated_path():
+    sched = make_schedule(ScheduleConfig(kind="linear"))
+    t = torch.tensor([0, 1, 17, 500, 998, 999])
+    assert torch.equal(sched.sigma(t), sched.sigma(t.to(torch.float64)))
+    assert torch.equal(sched.sigma(torch.tensor([-3, 5000])), sched.sigma(torch.tensor([0.0, 999.0])))  # clamped

@@ -1,4 +1,5 @@
 import csv
+from dataclasses import replace
 
 import pytest
 import torch
@@ -7,6 +8,7 @@ from diffuscope.checkpoint import load_model, load_training_state
 from diffuscope.config import from_dict, to_dict
 from diffuscope.errors import UsageError
 from diffuscope.training import RunConfig, train
+from diffuscope.training.config import resolve
 from diffuscope.training.loop import batch_indices, lr_factor
 from helpers import tiny_config
 
@@ -84,3 +86,14 @@ def test_lr_warmup_and_cosine():
     assert lr_factor(0, t) == pytest.approx(1 / t.warmup_steps)
     assert lr_factor(t.warmup_steps, t) == pytest.approx(1.0)
     assert lr_factor(100, t) == pytest.approx(t.lr_min_ratio)
+
+
+@pytest.mark.parametrize(("max_steps", "flag", "expected"), [(550, None, 55), (3000, None, 200), (550, 7, 7)])
+def test_default_warmup_is_a_tenth_of_the_run_at_most_200(max_steps, flag, expected, tmp_path):
+    """Resolved after flags and TOML are merged, so --max-steps moves it, and written out as a number."""
+    toml = tmp_path / "c.toml"
+    toml.write_text("" if flag is None else f"[train]\nwarmup_steps = {flag}\n")
+    config = resolve("mnist", toml, {"train": {"max_steps": max_steps}})
+    assert config.train.warmup_steps == expected
+    t = replace(config.train, warmup_steps=flag)  # a TrainConfig built in code resolves the same way
+    assert lr_factor(expected - 1, t) == pytest.approx(1.0) and lr_factor(0, t) == pytest.approx(1 / expected)

@@ -117,6 +117,8 @@ class VPSchedule:
 
     def sigma(self, t: Tensor | float) -> Tensor:
         """sigma(t) = sqrt((1 - alpha_bar(t)) / alpha_bar(t)); fractional t interpolates log sigma."""
+        if isinstance(t, Tensor) and not t.is_floating_point():  # integer timesteps: a lookup, no interpolation
+            return self.log_sigmas[t.clamp(0, self.num_timesteps - 1)].exp()
         t = torch.as_tensor(t, dtype=torch.float64).clamp(0, self.num_timesteps - 1)
         low = t.floor().long()
         high = (low + 1).clamp(max=self.num_timesteps - 1)

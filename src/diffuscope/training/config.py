@@ -35,7 +35,9 @@ class TrainConfig:
     max_steps: int = 2000  # optimizer steps
     batch_size: int = 64  # global batch (split across processes when data-parallel)
     lr: float = 2e-3  # AdamW peak learning rate
-    warmup_steps: int = 200  # linear LR warm-up
+    # Linear LR warm-up; None = 10% of max_steps, at most 200 (resolved by `resolve`, so config.json shows it):
+    # a short run is not spent warming up (500 steps with 200 of warm-up left only 300 at full rate).
+    warmup_steps: int | None = None
     lr_decay: str = "cosine"  # none | cosine (to lr_min_ratio * lr at max_steps)
     lr_min_ratio: float = 0.05
     weight_decay: float = 0.0
@@ -91,7 +93,7 @@ def check_run_config(config: RunConfig) -> None:
             raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
     for name in ("checkpoint_every", "sample_every", "log_every", "warmup_steps", "threads", "keep_checkpoints",
                  "max_bad_batches"):
-        if getattr(t, name) < 0:
+        if (getattr(t, name) or 0) < 0:
             raise UsageError(f"train.{name} must be >= 0, got {getattr(t, name)}")
     if t.lr <= 0:
         raise UsageError(f"train.lr must be positive, got {t.lr}")
@@ -116,8 +118,14 @@ def resolve(data_name: str | None, toml_path: str | Path | None, overrides: dict
     merged = _deep_merge(merged, {k: {n: v for n, v in d.items() if v is not None} for k, d in overrides.items()})
     merged["data"]["name"] = name
     config = config_io.from_dict(RunConfig, merged)
+    config = replace(config, train=replace(config.train, warmup_steps=warmup_steps(config.train)))
     check_run_config(config)
     return config
+
+
+def warmup_steps(t: TrainConfig) -> int:
+    """``t.warmup_steps``, or by default 10% of ``max_steps``, at most 200."""
+    return t.warmup_steps if t.warmup_steps is not None else min(200, t.max_steps // 10)
 
 
 def _deep_merge(base: dict, extra: dict) -> dict:

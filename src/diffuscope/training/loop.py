@@ -23,7 +23,7 @@ from diffuscope.errors import UsageError
 from diffuscope.model import ModelConfig, build_denoiser, check_model_config, fit_to_data
 from diffuscope.precond import Denoiser, make_denoiser
 from diffuscope.schedules import sample_training_sigmas
-from diffuscope.training.config import RunConfig, TrainConfig
+from diffuscope.training.config import RunConfig, TrainConfig, warmup_steps
 from diffuscope.training.distributed import (
     Dist,
     average_gradients,
@@ -66,11 +66,12 @@ def step_generator(seed: int, step: int) -> torch.Generator:
 
 def lr_factor(step: int, t: TrainConfig) -> float:
     """Linear warm-up, then constant or cosine decay to ``lr_min_ratio``."""
-    if t.warmup_steps and step < t.warmup_steps:
-        return (step + 1) / t.warmup_steps
+    warmup = warmup_steps(t)
+    if warmup and step < warmup:
+        return (step + 1) / warmup
     if t.lr_decay == "none":
         return 1.0
-    progress = (step - t.warmup_steps) / max(1, t.max_steps - t.warmup_steps)
+    progress = (step - warmup) / max(1, t.max_steps - warmup)
     return t.lr_min_ratio + (1 - t.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
