@@ -71,8 +71,6 @@ def denoiser_from_diffusers(unet: nn.Module, scheduler_or_config) -> Denoiser:
 
 def sigmas_for_timesteps(schedule: VPSchedule, timesteps: Tensor) -> Tensor:
     """The sigma grid (float64, final 0 appended) that visits a diffusers scheduler's ``timesteps``."""
-    ts = torch.as_tensor(timesteps).detach().cpu()
-    if ts.is_floating_point() and bool((ts == ts.round()).all()):
-        ts = ts.long()  # whole timesteps (most schedulers' grids): a table lookup
-    return torch.cat([schedule.sigma(ts.to(torch.float64) if ts.is_floating_point() else ts),
-                      torch.zeros(1, dtype=torch.float64)])
+    ts = torch.as_tensor(timesteps).detach().cpu().to(torch.float64)
+    whole = bool((ts == ts.round()).all())  # most schedulers' grids: then sigma(t) is a table lookup
+    return torch.cat([schedule.sigma(ts.long() if whole else ts), torch.zeros(1, dtype=torch.float64)])
