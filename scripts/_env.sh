@@ -1,4 +1,5 @@
-# Shared by scripts/main.sh and scripts/test.sh: create or reuse .venv and install what the project needs.
+# Shared by the scripts: create or reuse .venv and install what the project needs. Callers pass the pip extras
+# explicitly, "" for none: `source _env.sh` without an argument hands on the caller's own arguments.
 # torch is installed first and pinned to the CPU wheel stored on these machines (torch==2.13.0): an unpinned
 # torch would pull a multi-GB CUDA build. On a GPU machine, set DIFFUSCOPE_TORCH to the torch you want.
 set -euo pipefail

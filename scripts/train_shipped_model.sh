@@ -5,7 +5,7 @@
 # CPU (and bit-identical across a kill and `--resume latest`), so the same command on the same torch gives the same
 # checkpoint. Usage: scripts/train_shipped_model.sh [RUN_DIR]   (~52 min training + ~5 min classifier, 2 CPU cores)
 set -euo pipefail
-source "$(dirname "$0")/_env.sh"
+source "$(dirname "$0")/_env.sh" ""  # no extras (see _env.sh: RUN_DIR must not reach it)
 RUN="${1:-$ROOT/runs/mnist}"
 diffuscope train --data mnist --out "$RUN"
 diffuscope classifier --data mnist --out "$RUN/classifier"
