@@ -143,6 +143,24 @@ def test_schedule_and_timesteps_match_diffusers():
         torch.testing.assert_close(grid, euler.sigmas.double(), rtol=1e-6, atol=0)
 
 
+def test_schedule_is_built_once_per_schedule_config():
+    a = schedule_from_diffusers(diffusers.EulerDiscreteScheduler(beta_schedule="scaled_linear"))
+    b = schedule_from_diffusers(diffusers.DDIMScheduler(beta_schedule="scaled_linear", timestep_spacing="leading"))
+    assert a is b  # same betas: the same schedule, whatever the scheduler class or its step spacing
+    others = [
+        schedule_from_diffusers({"num_train_timesteps": 1000}),
+        schedule_from_diffusers({"num_train_timesteps": 500}),
+        schedule_from_diffusers(diffusers.DDPMScheduler(rescale_betas_zero_snr=True)),
+        schedule_from_diffusers({"num_train_timesteps": 4, "trained_betas": [0.1, 0.2, 0.3, 0.4]}),
+        schedule_from_diffusers({"num_train_timesteps": 4, "trained_betas": [0.1, 0.2, 0.3, 0.5]}),
+    ]
+    assert len({id(s) for s in [a, *others]}) == 6
+    torch.testing.assert_close(others[4].betas, torch.tensor([0.1, 0.2, 0.3, 0.5], dtype=torch.float64))
+    # a zero-terminal-SNR schedule comes out the same from DDPM (alpha_bar[-1] = 0) and Euler (2^-24)
+    euler_zsnr = schedule_from_diffusers(diffusers.EulerDiscreteScheduler(rescale_betas_zero_snr=True))
+    torch.testing.assert_close(euler_zsnr.alpha_bar, others[2].alpha_bar)
+
+
 def test_adapter_rejects_unknown_prediction_type(unet):
     from diffuscope.errors import UsageError
 
