@@ -46,10 +46,11 @@ class TrainConfig:
     ema_decay: float = 0.999  # EMA of weights; warmed up as min(decay, (1 + step) / (10 + step))
     cond_dropout: float = 0.1  # share of labels replaced by the null class (classifier-free guidance)
     min_snr_gamma: float | None = None  # Hang et al. 2023 loss weighting (e.g. 5.0); None = the objective's own
-    # Log-normal training sigmas, ln(sigma) ~ N(p_mean, p_std^2). EDM used (-1.2, 1.2) (Karras et al. 2022, Table 1);
-    # EDM2's (-0.4, 1.0) (Karras et al. 2024, ImageNet-64) trains more at the noise levels where the class decides
-    # the image: measured on mnist, 500 steps, 87% vs 39.5% of samples show the prompted digit (docs/training.md).
-    p_mean: float = -0.4
+    # Log-normal training sigmas, ln(sigma) ~ N(p_mean, p_std^2). EDM used (-1.2, 1.2) (Karras et al. 2022, Table 1),
+    # EDM2 (-0.4, 1.0) (Karras et al. 2024). Centred higher, at ln(sigma) ~ N(0, 1), training spends more steps where
+    # the class decides the image: on mnist after 500 steps 95.0% of samples show the prompted digit against 88.0%
+    # (EDM2's) and 39.5% (EDM's), and the 3000-step model is more accurate (docs/training.md).
+    p_mean: float = 0.0
     p_std: float = 1.0
     seed: int = 0
     checkpoint_every: int = 500  # steps between checkpoints (the last step is always saved)
