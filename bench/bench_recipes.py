@@ -1,8 +1,8 @@
 """Quality against CPU-minutes: diffuscope's training recipe vs the diffusers recipe a user would pick instead.
 
-    python bench/bench_recipes.py --out bench/results/recipes          # ~50 min on 2 CPU cores
+    python bench/bench_recipes.py --out DIR          # ~28 min on session 5's 2-core host (700 steps + 3x for diffusers)
     python bench/bench_recipes.py --out DIR --ours-steps 300 --factor 2 --eval-n 100   # a quicker look
-    python bench/bench_recipes.py --out DIR --diffusers-from bench/results/recipes-diffusers.json  # ours only
+    python bench/bench_recipes.py --out DIR --diffusers-from bench/results/recipes.json  # ours only (same host!)
 
 Both recipes train on the same data (diffuscope's `mnist` training split, 4,000 images) with the same batch size
 and the same torch threads, one after the other on the same machine:
@@ -35,6 +35,7 @@ import copy
 import json
 import math
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -79,7 +80,12 @@ def train_ours(out: Path, steps: int) -> list[dict]:
     toml = out / "ours.toml"
     toml.write_text(f"[train]\nlog_every = {math.gcd(every, 50)}\n")
     print("diffuscope:", " ".join(cmd[2:]), flush=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run([*cmd, "--config", str(toml)], check=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    print(f"diffuscope: the whole command used {cpu_s / 60:.1f} CPU-minutes (user + sys, all threads; start-up, "
+          f"data loading and checkpoint saves included)", flush=True)
     elapsed = {}
     for row in (run / "metrics.csv").read_text().splitlines()[1:]:
         fields = row.split(",")
@@ -149,22 +155,52 @@ def train_diffusers(budget_s: float, batch_size: int, seed: int = 0) -> list[dic
     lr_sched = get_cosine_schedule_with_warmup(opt, num_warmup_steps=500, num_training_steps=total_steps)
     ema = EMAModel(unet.parameters(), decay=0.9999, use_ema_warmup=True, inv_gamma=1.0, power=3 / 4)
     marks = [budget_s * k / 6 for k in range(1, 7)]
-    snaps, clock, step = [], 0.0, 0
+    snaps, clock, cpu, step = [], 0.0, 0.0, 0
     while marks:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         step_fn(unet, opt)
         lr_sched.step()
         ema.step(unet.parameters())
         clock += time.perf_counter() - t0
+        cpu += time.process_time() - c0
         step += 1
         if clock >= marks[0]:
             marks.pop(0)
             snapshot = diffusers_unet()
             ema.copy_to(snapshot.parameters())
             d = denoiser_from_diffusers(snapshot.eval().requires_grad_(False), scheduler)
-            snaps.append({"recipe": "diffusers", "step": step, "minutes": clock / 60, "denoiser": d})
-            print(f"  diffusers step {step} at {clock / 60:.1f} min", flush=True)
+            snaps.append({"recipe": "diffusers", "step": step, "minutes": clock / 60, "cpu_minutes": cpu / 60,
+                          "denoiser": d, "unet": snapshot})
+            print(f"  diffusers step {step} at {clock / 60:.1f} min ({cpu / 60:.1f} CPU-minutes)", flush=True)
     return snaps
+
+
+def diffusers_own_sampler_check(snap: dict, eval_n: int) -> dict:
+    """The last diffusers snapshot sampled by diffusers itself (DDIMScheduler, 50 steps, eta 0, no guidance, its
+    own loop): shows its curve is the recipe's, not an artefact of diffuscope's adapter or of guidance."""
+    from diffusers import DDIMScheduler
+
+    from diffuscope.checkpoint import load_model
+    from diffuscope.data import load_dataset
+    from diffuscope.metrics import compute_metrics, embed, find_classifier, load_classifier, split_real
+
+    clf = load_classifier(find_classifier(load_model("mnist").path))
+    test = load_dataset("mnist", split="test")
+    reference = embed(clf, split_real(test, eval_n, seed=0).reference.images)
+    labels = torch.arange(10).repeat(math.ceil(eval_n / 10))[:eval_n]
+    scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear")
+    scheduler.set_timesteps(50)
+    x = torch.randn(eval_n, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        for t in scheduler.timesteps:
+            eps = snap["unet"](x, t, class_labels=labels).sample
+            x = scheduler.step(eps, t, x, eta=0.0).prev_sample
+    report = compute_metrics(x, labels, clf, reference, n_resamples=0)
+    check = {"step": snap["step"], "sampler": "diffusers DDIMScheduler, 50 steps, eta 0, guidance 1 (its own loop)",
+             "accuracy": float(report.accuracy), "fd": float(report.fd)}
+    print(f"  diffusers step {check['step']}, sampled by diffusers' own DDIM loop: accuracy {check['accuracy']:.3f}, "
+          f"FD {check['fd']:.2f}", flush=True)
+    return check
 
 
 def minutes_to(snaps: list[dict], target: float) -> float | None:
@@ -200,7 +236,7 @@ def plot(results: dict, floor_fd: float, path: Path) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--ours-steps", type=int, default=500, help="diffuscope --max-steps (default 500)")
+    p.add_argument("--ours-steps", type=int, default=700, help="diffuscope --max-steps (default 700)")
     p.add_argument("--factor", type=float, default=3.0, help="diffusers budget = FACTOR x diffuscope's time")
     p.add_argument("--eval-n", type=int, default=200, help="images per evaluation (default 200)")
     p.add_argument("--diffusers-from", type=Path, metavar="RECIPES.json",
@@ -229,8 +265,12 @@ def main() -> None:
         print(f"diffusers: curve reused from {a.diffusers_from} ({budget / 60:.1f} min), not retrained", flush=True)
     print("evaluating", flush=True)
     evaluate_snapshots(ours, a.eval_n)
+    own_check = None
     if not reused:
         evaluate_snapshots(theirs, a.eval_n)
+        own_check = diffusers_own_sampler_check(theirs[-1], a.eval_n)
+        for snap in theirs:
+            snap.pop("unet")
 
     from diffuscope.checkpoint import load_model
     from diffuscope.data import load_dataset
@@ -242,7 +282,9 @@ def main() -> None:
     t_ours, t_theirs = minutes_to(ours, TARGET_ACCURACY), minutes_to(theirs, TARGET_ACCURACY)
     summary = {"eval_n": a.eval_n, "floor_fd": float(floor.fd), "minutes_to_95": {"diffuscope": t_ours,
                "diffusers": t_theirs}, "results": results, "torch_threads": torch.get_num_threads(),
-               "diffusers_source": str(a.diffusers_from) if reused else "this run"}
+               "diffusers_source": str(a.diffusers_from) if reused else "this run",
+               "diffusers_own_sampler_check": own_check if own_check else (reused or {}).get(
+                   "diffusers_own_sampler_check")}
     (a.out / "recipes.json").write_text(json.dumps(summary, indent=2))
     plot(results, float(floor.fd), a.out / "recipes.png")
 
