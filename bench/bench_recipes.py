@@ -46,18 +46,25 @@ import torch
 TARGET_ACCURACY = 0.95
 
 
-def evaluate_snapshots(snapshots: list[dict], eval_n: int) -> None:
-    """Add accuracy and FD to each snapshot {"minutes", "denoiser"} (in place; the denoiser is dropped after)."""
+def judge_setup(eval_n: int):
+    """(classifier, reference features, labels): the shipped metrics classifier, EVAL_N held-out images (as
+    real_floor's reference) and balanced prompts; every snapshot is judged against the same three."""
     from diffuscope.checkpoint import load_model
     from diffuscope.data import load_dataset
-    from diffuscope.generate import generate
-    from diffuscope.metrics import compute_metrics, embed, find_classifier, load_classifier, split_real
+    from diffuscope.metrics import embed, find_classifier, load_classifier, split_real
 
-    shipped = load_model("mnist")
-    clf = load_classifier(find_classifier(shipped.path))
+    clf = load_classifier(find_classifier(load_model("mnist").path))
     test = load_dataset("mnist", split="test")
-    reference = embed(clf, split_real(test, eval_n, seed=0).reference.images)  # as real_floor's
-    labels = torch.arange(10).repeat(math.ceil(eval_n / 10))[:eval_n]
+    reference = embed(clf, split_real(test, eval_n, seed=0).reference.images)
+    return clf, reference, torch.arange(10).repeat(math.ceil(eval_n / 10))[:eval_n]
+
+
+def evaluate_snapshots(snapshots: list[dict], eval_n: int) -> None:
+    """Add accuracy and FD to each snapshot {"minutes", "denoiser"} (in place; the denoiser is dropped after)."""
+    from diffuscope.generate import generate
+    from diffuscope.metrics import compute_metrics
+
+    clf, reference, labels = judge_setup(eval_n)
     for snap in snapshots:
         d = snap.pop("denoiser")
         with torch.inference_mode():
@@ -180,14 +187,9 @@ def diffusers_own_sampler_check(snap: dict, eval_n: int) -> dict:
     own loop): shows its curve is the recipe's, not an artefact of diffuscope's adapter or of guidance."""
     from diffusers import DDIMScheduler
 
-    from diffuscope.checkpoint import load_model
-    from diffuscope.data import load_dataset
-    from diffuscope.metrics import compute_metrics, embed, find_classifier, load_classifier, split_real
+    from diffuscope.metrics import compute_metrics
 
-    clf = load_classifier(find_classifier(load_model("mnist").path))
-    test = load_dataset("mnist", split="test")
-    reference = embed(clf, split_real(test, eval_n, seed=0).reference.images)
-    labels = torch.arange(10).repeat(math.ceil(eval_n / 10))[:eval_n]
+    clf, reference, labels = judge_setup(eval_n)
     scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear")
     scheduler.set_timesteps(50)
     x = torch.randn(eval_n, 1, 28, 28, generator=torch.Generator().manual_seed(0))

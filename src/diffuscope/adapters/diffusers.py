@@ -50,7 +50,7 @@ _SCHEDULE_CACHE: dict[tuple, VPSchedule] = {}
 _SCHEDULE_CACHE_SIZE = 32
 
 
-def _schedule_key(config: Mapping) -> tuple | None:
+def _schedule_key(config: Mapping) -> tuple:
     values = []
     for name in _SCHEDULE_KEYS:
         value = config.get(name)
