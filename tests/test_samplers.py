@@ -209,8 +209,8 @@ ORDER_CASES = [
     # DPM++ 3M as published is second order (see dpmpp_3m.py); doubling its D2 term makes it third order
     ("dpmpp_3m_sde", {"eta": 0.0}, (64, 128), (3.6, 4.6)),
     ("dpmpp_3m_sde", {"eta": 0.0, "d2_scale": 2.0}, (16, 32), (12.0, 40.0)),
-    ("uni_pc", {"order": 2}, (64, 128), (7.0, 9.0)),  # UniP-2 + UniC: third order
-    ("uni_pc", {}, (64, 128), (10.0, 18.0)),  # UniP-3 + UniC: fourth order
+    ("uni_pc", {}, (64, 128), (7.0, 9.0)),  # UniP-2 (the default) + UniC: third order
+    ("uni_pc", {"order": 3}, (64, 128), (10.0, 18.0)),  # UniP-3 + UniC: fourth order
 ]
 
 

@@ -52,8 +52,8 @@ SAMPLERS: dict[str, SamplerSpec] = {
     "dpmpp_3m_sde": SamplerSpec(
         "DPM++ 3M SDE", "dpmpp_3m_sde", ("dpm++_3m_sde",), sample_dpmpp_3m_sde, 2, _one_per_step, False
     ),  # order 2, not 3: see dpmpp_3m.py (the D2 term as k-diffusion and diffusers write it)
-    "uni_pc": SamplerSpec("UniPC", "uni_pc", ("unipc", "uni_pc_bh2"), sample_unipc, 4, _one_per_step, True),
-    # UniP-3 + UniC: the corrector raises the order by one (Zhao et al. 2023, Theorem 3.1)
+    "uni_pc": SamplerSpec("UniPC", "uni_pc", ("unipc", "uni_pc_bh2"), sample_unipc, 3, _one_per_step, True),
+    # UniP-2 (the default order) + UniC: the corrector raises the order by one (Zhao et al. 2023, Theorem 3.1)
 }
 
 _LOOKUP: dict[str, str] = {}

@@ -94,12 +94,16 @@ def sample_unipc(
     cond=None,
     generator: Generators = None,
     callback: Callback = None,
-    order: int = 3,
+    order: int = 2,
     variant: str = "bh2",
     use_corrector: bool = True,
     lower_order_final: bool = True,
 ) -> Tensor:
     """UniPC-``order`` with the corrector (UniC) after every step but the last; one NFE per step.
+
+    Order 2 by default, as diffusers' ``UniPCMultistepScheduler`` (which recommends it for guided sampling): on the
+    shipped mnist model at guidance 1.25 it lands closer to the converged sample than order 3 at 10, 15 and 20
+    steps (mean RMSE 5.2 / 2.0 / 1.0 grey levels against 10.5 / 2.3 / 1.1, N=256; FD at 10 steps 1.45 against 3.3).
 
     ``callback`` gets the corrected state x and the denoised value evaluated before the correction (the
     corrector does not call the network again)."""
