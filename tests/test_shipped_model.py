@@ -34,6 +34,20 @@ def test_shipped_model_and_classifier_load_and_agree():
     assert (pred == labels).float().mean() >= 0.8
 
 
+def test_shipped_config_is_what_the_documented_training_command_writes():
+    """`diffuscope train --data mnist` (the mnist preset) gives the shipped model's schedule and network, so the
+    documented command reproduces the shipped config, sampling grid included."""
+    from diffuscope.training.config import preset
+
+    model = load_model("mnist")
+    expected = preset("mnist").model
+    assert model.config.schedule == expected.schedule
+    assert model.config.schedule.sigma_max == 20.0
+    assert model.config.unet.base_channels == expected.unet.base_channels
+    assert model.config.unet.channel_mult == expected.unet.channel_mult
+    assert model.config.parametrization == expected.parametrization
+
+
 @pytest.mark.slow
 def test_shipped_model_meets_the_quality_bar():
     """The bar of issue 7: >= 97% of samples classified as the prompted digit (>= 93% for every digit) and FD
