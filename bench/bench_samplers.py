@@ -3,6 +3,7 @@
     python bench/bench_samplers.py                         # both parts (a few minutes on 2 cores)
     python bench/bench_samplers.py --part overhead --steps 25
     python bench/bench_samplers.py --part diffusers --compare-steps 10,25 --rounds 2 --threads 1
+    python bench/bench_samplers.py --part diffusers --compare-samplers Heun
 
 (1) Overhead, every sampler, batch 64, on diffuscope's U-Net (EDM preconditioning): the wall time of an N-step run
 divided by the time spent inside the denoiser D (preconditioning + network) during that run (target <= 1.03), and
@@ -189,6 +190,11 @@ class TimedUNet(nn.Module):
 
 def bench_vs_diffusers(args) -> None:
     unet, cases = diffusers_setup(args)
+    names = [name.strip() for name in args.compare_samplers.split(",")]
+    unknown = sorted(set(names) - set(cases))
+    if unknown:
+        raise SystemExit(f"unknown --compare-samplers {unknown}; valid: {', '.join(cases)}")
+    cases = {name: cases[name] for name in names}
     timed = TimedUNet(unet)
     params = sum(p.numel() for p in unet.parameters())
     steps_list = [int(s) for s in args.compare_steps.split(",")]
@@ -249,6 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base-channels", type=int, default=16, help="U-Net width for the overhead part")
     parser.add_argument("--compare-steps", default="10,25,50", help="step counts for ours vs diffusers")
     parser.add_argument("--compare-batch", type=int, default=8, help="batch for ours vs diffusers")
+    parser.add_argument("--compare-samplers", default="Euler,DDIM,DPM++ 2M,Heun", help="samplers for ours vs diffusers")
     parser.add_argument("--seed", type=int, default=0, help="seed for the shuffled measuring order")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -85,18 +85,23 @@ class Denoiser(nn.Module):
             return float(first)
         return float(first) if bool((sigma == first).all()) else None
 
+    def call_net(self, x_in: Tensor, c_noise: Tensor, cond=None) -> Tensor:
+        """F(x_in, c_noise, cond): the one place the network is called. An adapter for a network with another
+        signature overrides this (one Python frame per call, instead of a wrapper module's two)."""
+        return self.net(x_in, c_noise, cond)
+
     def raw(self, x: Tensor, sigma: Tensor, cond=None) -> tuple[Tensor, Coefficients]:
         """The raw network output F and the coefficients used (float64 coefficients, cast at use)."""
         sigma = self._sigma(sigma, x)
         c = self.coefficients(sigma)
         x_in = _column(c.c_in, x) * x
-        return self.net(x_in, c.c_noise.to(x.dtype), cond), c
+        return self.call_net(x_in, c.c_noise.to(x.dtype), cond), c
 
     def forward(self, x: Tensor, sigma: Tensor | float, cond=None) -> Tensor:
         shared = self._shared_sigma(sigma)
         if shared is not None:  # the sampler's case: one sigma for the batch, float coefficients, one fused add
             c_skip, c_out, c_in, c_noise = self.coefficients(shared)
-            f = self.net(x * c_in, torch.full((len(x),), c_noise, dtype=x.dtype, device=x.device), cond)
+            f = self.call_net(x * c_in, torch.full((len(x),), c_noise, dtype=x.dtype, device=x.device), cond)
             return torch.add(x if c_skip == 1 else x * c_skip, f.to(x.dtype), alpha=c_out)
         f, c = self.raw(x, self._sigma(sigma, x), cond)
         return _column(c.c_skip, x) * x + _column(c.c_out, x) * f.to(x.dtype)

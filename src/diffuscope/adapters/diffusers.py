@@ -19,20 +19,34 @@ from diffuscope.errors import UsageError, choices_error
 from diffuscope.precond import Denoiser, EpsDenoiser, VDenoiser, X0Denoiser
 from diffuscope.schedules import ZERO_SNR_ALPHA_BAR, VPSchedule
 
-PREDICTION_TYPES = {"epsilon": EpsDenoiser, "v_prediction": VDenoiser, "sample": X0Denoiser}
+
+class _DiffusersNet:
+    """Calls a ``UNet2DModel`` as the network F: the timestep is c_noise, the class labels cond. A UNet that also
+    predicts the variance (2C output channels) is cut to its first C channels. The UNet is the denoiser's ``net``
+    itself (no wrapper module: one Python frame less per network call, see bench_samplers.py)."""
+
+    def call_net(self, x_in: Tensor, c_noise: Tensor, cond=None) -> Tensor:
+        out = self.net(x_in, c_noise, class_labels=cond, return_dict=False)[0]
+        return out[:, : x_in.shape[1]] if out.shape[1] == 2 * x_in.shape[1] else out
 
 
-class DiffusersUNet(nn.Module):
-    """``net(x_in, c_noise, cond)`` around a ``UNet2DModel``: the timestep is c_noise, the class labels cond.
-    A UNet that also predicts the variance (2C output channels) is cut to its first C channels."""
+class DiffusersEpsDenoiser(_DiffusersNet, EpsDenoiser):
+    """EpsDenoiser around a diffusers UNet (prediction_type "epsilon")."""
 
-    def __init__(self, unet: nn.Module):
-        super().__init__()
-        self.unet = unet
 
-    def forward(self, x: Tensor, c_noise: Tensor, cond=None) -> Tensor:
-        out = self.unet(x, c_noise, class_labels=cond, return_dict=False)[0]
-        return out[:, : x.shape[1]] if out.shape[1] == 2 * x.shape[1] else out
+class DiffusersVDenoiser(_DiffusersNet, VDenoiser):
+    """VDenoiser around a diffusers UNet (prediction_type "v_prediction")."""
+
+
+class DiffusersX0Denoiser(_DiffusersNet, X0Denoiser):
+    """X0Denoiser around a diffusers UNet (prediction_type "sample")."""
+
+
+PREDICTION_TYPES = {
+    "epsilon": DiffusersEpsDenoiser,
+    "v_prediction": DiffusersVDenoiser,
+    "sample": DiffusersX0Denoiser,
+}
 
 
 def _config(scheduler_or_config) -> Mapping:
@@ -96,7 +110,7 @@ def denoiser_from_diffusers(unet: nn.Module, scheduler_or_config) -> Denoiser:
     prediction_type = config.get("prediction_type", "epsilon")
     if prediction_type not in PREDICTION_TYPES:
         raise choices_error("diffusers prediction_type", prediction_type, PREDICTION_TYPES)
-    return PREDICTION_TYPES[prediction_type](DiffusersUNet(unet), schedule_from_diffusers(scheduler_or_config))
+    return PREDICTION_TYPES[prediction_type](unet, schedule_from_diffusers(scheduler_or_config))
 
 
 def sigmas_for_timesteps(schedule: VPSchedule, timesteps: Tensor) -> Tensor:
