@@ -10,8 +10,8 @@ divided by the time spent inside the denoiser D (preconditioning + network) duri
 divided by NFE x the fastest of two isolated denoiser calls timed next to the run (noisier on shared cores: a load
 burst moves one side only).
 
-(2) Ours vs diffusers on the same diffusers UNet2DModel (~1M parameters, 32x32): Euler / DDIM / DPM++ 2M / Heun at
-10, 25 and 50 steps, over the scheduler's own timesteps; diffusers runs its usual loop (set_timesteps,
+(2) Ours vs diffusers on the same diffusers UNet2DModel (~1M parameters, 32x32): Euler / DDIM / DPM++ 2M / Heun /
+UniPC at 10, 25 and 50 steps, over the scheduler's own timesteps; diffusers runs its usual loop (set_timesteps,
 scale_model_input, UNet, step; a fresh scheduler per run). Runs are interleaved (ours and diffusers back to back, in
 a shuffled order, every round) and the table shows medians over rounds of: the wall-time ratio ours / diffusers;
 the ratio with the UNet time equalised (median UNet time per call x NFE + each loop's own time outside the UNet),
@@ -138,6 +138,9 @@ def diffusers_setup(args):
             "dpmpp_2m",
         ),
         "Heun": (lambda: diffusers.HeunDiscreteScheduler(**base, timestep_spacing="trailing"), "heun"),
+        "UniPC": (
+            lambda: diffusers.UniPCMultistepScheduler(**base, solver_order=2, final_sigmas_type="zero"), "uni_pc"
+        ),
     }
     return unet, cases
 
@@ -255,7 +258,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base-channels", type=int, default=16, help="U-Net width for the overhead part")
     parser.add_argument("--compare-steps", default="10,25,50", help="step counts for ours vs diffusers")
     parser.add_argument("--compare-batch", type=int, default=8, help="batch for ours vs diffusers")
-    parser.add_argument("--compare-samplers", default="Euler,DDIM,DPM++ 2M,Heun", help="samplers for ours vs diffusers")
+    parser.add_argument("--compare-samplers", default="Euler,DDIM,DPM++ 2M,Heun,UniPC",
+                        help="samplers for ours vs diffusers")
     parser.add_argument("--seed", type=int, default=0, help="seed for the shuffled measuring order")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
