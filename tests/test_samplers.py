@@ -286,3 +286,10 @@ def test_mixture_with_cond_picks_the_component(sampler_id):
         out = SAMPLERS[sampler_id].fn(mixture, start(sigmas), sigmas, cond=cond, generator=make_generators(0, 4))
         assert math.isclose(float(out.mean()), target, abs_tol=0.15)
         assert float((out - target).abs().max()) < 0.6
+
+
+def test_the_default_sampler_is_registered_and_deterministic():
+    """`phases` and the demo's reverse strip run the default sampler and need a deterministic one."""
+    from diffuscope.defaults import DEFAULT_SAMPLER
+
+    assert get_sampler(DEFAULT_SAMPLER).deterministic

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from diffuscope.defaults import DEFAULT_GUIDANCE
+from diffuscope.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class DemoConfig:
     prompt: str = "7"  # the prompt of the reverse strip and the phase measures
     sweep_prompt: str = "all"  # the sweep's prompts: "all" spreads the images over every class
     steps: tuple[int, ...] = (10, 25, 50, 100)  # the lesson's step counts
-    samplers: tuple[str, ...] = ("DDIM", "DPM++ 2M")
+    samplers: tuple[str, ...] = ("DDIM", DEFAULT_SAMPLER)
     n: int = 32  # images per sweep cell (and the real-vs-real floor at the same N); small to keep the demo short
     reference_sampler: str = "DPM++ 2M"  # the sweep's convergence reference: cheaper than Heun's 2N - 1 NFE
     # 150 steps: second order, so about (100/150)^2 x 0.0006 = 0.0003 pixel RMSE from its limit (0.0006 measured at
@@ -127,7 +127,7 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
     log("[2/4] reverse process")
     label, prompt, null = resolve_prompt(model, config.prompt)
     rev = reverse_process(model.denoiser, model.denoiser.schedule, label, shape, steps=config.reverse_steps,
-                          sampler="DPM++ 2M",
+                          sampler=DEFAULT_SAMPLER,
                           guidance=config.guidance, seed=config.seed, null_label=null, prompt=prompt, device=device)
     rev_paths = save_reverse(rev, out / "reverse", show=min(8, config.reverse_steps))
     sections.append(Section(f"Reverse process: prompt {prompt!r}, {config.reverse_steps} steps of {rev.sampler}",

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from diffuscope.defaults import DEFAULT_SAMPLER
 from diffuscope.errors import UsageError
 from diffuscope.guidance import CFGDenoiser
 from diffuscope.samplers import CountingDenoiser, get_sampler, initial_noise, make_generators, resolve_seed
@@ -36,7 +37,7 @@ def generate(
     labels: Tensor,
     shape: tuple[int, int, int],
     *,
-    sampler: str = "DPM++ 2M",
+    sampler: str = DEFAULT_SAMPLER,
     steps: int = 25,
     spacing: str | None = None,
     guidance: float = 1.0,

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from diffuscope.defaults import DEFAULT_SAMPLER
 from diffuscope.errors import UsageError
 from diffuscope.samplers import get_sampler, make_generators
 from diffuscope.samplers.base import MAX_SEED
@@ -53,7 +54,7 @@ class Trajectory:
         return Trajectory(self.sigmas, self.x[:, index], self.denoised[:, index], self.final[index], self.sampler)
 
 
-def sample_trajectory(denoiser: Callable, x: Tensor, sigmas: Tensor, *, sampler: str = "DPM++ 2M", cond=None,
+def sample_trajectory(denoiser: Callable, x: Tensor, sigmas: Tensor, *, sampler: str = DEFAULT_SAMPLER, cond=None,
                       generator=None) -> Trajectory:
     """Run a sampler from ``x`` (sigma space, at ``sigmas[0]``) and record every step through its callback."""
     spec = get_sampler(sampler)
@@ -177,7 +178,7 @@ def _finish_seed(seed: int, j: int, count: int) -> int:
 
 
 def commitment_curve(denoiser: Callable, sigmas: Tensor, x_start: Tensor | None = None, *, cond=None,
-                     sampler: str = "DPM++ 2M", finish_sampler: str = "DDPM", points: int = 10, n: int = 64,
+                     sampler: str = DEFAULT_SAMPLER, finish_sampler: str = "DDPM", points: int = 10, n: int = 64,
                      seed: int = 0, classify: Classify = None, batch_size: int = 64,
                      trajectory: Trajectory | None = None, examples: int = 7) -> Commitment:
     """Restart the run at each of ``points`` steps and finish it ``n`` times with fresh noise.
@@ -239,8 +240,8 @@ class Consistency:
 
 
 def step_consistency(denoiser: Callable, schedule: Schedule, noise: Tensor, *, cond=None,
-                     steps: Sequence[int] = (10, 25, 50, 100), sampler: str = "DPM++ 2M", spacing: str | None = None,
-                     classify: Classify = None, batch_size: int = 64) -> Consistency:
+                     steps: Sequence[int] = (10, 25, 50, 100), sampler: str = DEFAULT_SAMPLER,
+                     spacing: str | None = None, classify: Classify = None, batch_size: int = 64) -> Consistency:
     """Sample the unit ``noise`` ([B, C, H, W]; scaled by each grid's first sigma) with every step count."""
     spec = get_sampler(sampler)
     if not spec.deterministic:

@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from diffuscope.defaults import DEFAULT_SAMPLER
 from diffuscope.errors import UsageError
 from diffuscope.phases import Trajectory
 from diffuscope.schedules import Schedule, VPSchedule, forward_chain, q_sample, to_vp
@@ -183,7 +184,7 @@ class ReverseResult:
 
 
 def reverse_process(denoiser: Callable, schedule: Schedule, label: int, shape: tuple[int, int, int], *,
-                    steps: int = 50, sampler: str = "DPM++ 2M", guidance: float = 1.0, seed: int = 0,
+                    steps: int = 50, sampler: str = DEFAULT_SAMPLER, guidance: float = 1.0, seed: int = 0,
                     null_label: int | None = None, spacing: str | None = None, prompt: str = "",
                     device: str | torch.device = "cpu") -> ReverseResult:
     """Generate one image (exactly as ``generate`` does for this seed) and keep every step's state and
@@ -340,9 +341,9 @@ def save_phases(out: str | Path, *, freq=None, commit=None, consist=None, notes:
 
 
 def measure_phases(model, *, prompt: str | None, steps: int = 50, n: int = 64, seed: int = 0,
-                   sampler: str = "DPM++ 2M", finish_sampler: str = "DDPM", points: int = 10, cutoff: float = 0.125,
-                   consistency_steps=(10, 25, 50, 100), guidance: float | None = None, classifier=None,
-                   batch_size: int = 64, device="cpu"):
+                   sampler: str = DEFAULT_SAMPLER, finish_sampler: str = "DDPM", points: int = 10,
+                   cutoff: float = 0.125, consistency_steps=(10, 25, 50, 100), guidance: float | None = None,
+                   classifier=None, batch_size: int = 64, device="cpu"):
     """The three phase measures on a loaded model: (FrequencySplit, Commitment, Consistency, notes).
 
     With a prompt, guidance defaults to 2 (as ``diffuscope sample``); without one, sampling is unconditional and

@@ -8,10 +8,10 @@ import argparse
 import json
 
 from diffuscope.cli import args as types
-from diffuscope.defaults import DEFAULT_GUIDANCE
+from diffuscope.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
 
 DEFAULT_STEPS = "10,25,50,100"
-DEFAULT_SAMPLERS = "DDIM,DPM++ 2M"
+DEFAULT_SAMPLERS = f"DDIM,{DEFAULT_SAMPLER}"
 
 
 def add_parser(sub) -> None:

@@ -19,7 +19,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from diffuscope.defaults import DEFAULT_GUIDANCE
+from diffuscope.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
 from diffuscope.errors import UsageError, choices_error
 
 MAX_STEP_VALUES = 64  # a longer list is almost certainly a typo ("1-1000")
@@ -65,7 +65,7 @@ def metric_spec(key: str) -> MetricSpec:
 @dataclass(frozen=True)
 class SweepConfig:
     steps: tuple[int, ...] = (10, 25, 50, 100)  # sampler steps per column (sorted, unique)
-    samplers: tuple[str, ...] = ("DDIM", "DPM++ 2M")  # display names or ids (rows)
+    samplers: tuple[str, ...] = ("DDIM", DEFAULT_SAMPLER)  # display names or ids (rows)
     prompts: tuple[str, ...] = ()  # class names; "all" = every class; images spread round-robin over them
     seed: int = 0  # image i uses seed + i in every cell: the same initial noise everywhere (-1 = random)
     n: int = 256  # images per cell
