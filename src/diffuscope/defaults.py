@@ -1,6 +1,6 @@
-"""The sampling defaults shared by every command and API: `sample`, `reverse`, `phases`, `sweep`, `demo` and
-`generate` (the training previews take the guidance; their sampler is Heun, 18 steps). The shipped model's quality
-bar (docs/benchmarks.md) is stated for them."""
+"""The sampling defaults shared by the commands `sample`, `reverse`, `phases`, `sweep` and `demo`. The library's
+`generate` and the phase functions take DEFAULT_SAMPLER when none is named; the training previews take the guidance
+(their sampler is Heun, 18 steps). The shipped model's quality bar (docs/benchmarks.md) is stated for them."""
 
 # UniPC (order 2, bh2, Karras grid) over DPM++ 2M: on the shipped model at guidance 1.25 (N=256, same seeds) it is
 # nearer its own converged FD at 10, 15 and 20 steps (15 steps +4.2% vs +12.8%, 20 steps +1.3% vs +4.3%) and
