@@ -112,3 +112,16 @@ def test_sweep_and_demo_default_to_the_shared_guidance():
 
     args = build_parser().parse_args(["sweep", "--model", "mnist", "--prompt", "7", "--out", "x"])
     assert args.guidance == DEFAULT_GUIDANCE == SweepConfig().guidance == DemoConfig().guidance
+
+
+def test_samplers_lists_every_sampler_and_marks_the_default(capsys):
+    from diffuscope.defaults import DEFAULT_SAMPLER
+    from diffuscope.samplers import SAMPLERS, get_sampler
+
+    code, out, _ = run_cli(capsys, "samplers")
+    assert code == 0
+    rows = {line[15:31].strip(): line for line in out.splitlines()[1:-1]}  # keyed by id (fixed columns)
+    assert set(rows) == set(SAMPLERS)
+    default_id = get_sampler(DEFAULT_SAMPLER).id
+    assert [i for i, line in rows.items() if line.endswith("the default")] == [default_id]
+    assert out.splitlines()[-1].startswith(f"defaults: {get_sampler(DEFAULT_SAMPLER).name}, ")

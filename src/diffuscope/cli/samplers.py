@@ -11,10 +11,13 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from diffuscope.samplers import SAMPLERS
+    from diffuscope.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
+    from diffuscope.samplers import SAMPLERS, get_sampler
 
+    default = get_sampler(DEFAULT_SAMPLER)
     print(f"{'name':<14} {'id':<16} {'order':>5}  {'NFE(N=20)':>9}  kind")
     for spec in SAMPLERS.values():
-        kind = "deterministic" if spec.deterministic else "stochastic"
+        kind = ("deterministic" if spec.deterministic else "stochastic") + (", the default" if spec is default else "")
         print(f"{spec.name:<14} {spec.id:<16} {spec.order:>5}  {spec.nfe(20):>9}  {kind}")
+    print(f"defaults: {default.name}, {DEFAULT_STEPS} steps, guidance {DEFAULT_GUIDANCE:g} (docs/samplers.md)")
     return 0
