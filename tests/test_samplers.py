@@ -25,6 +25,7 @@ from diffuscope.samplers import (
     sample_dpmpp_3m_sde,
     sample_euler,
     sample_euler_ancestral,
+    sample_ipndm,
     sample_unipc,
 )
 from diffuscope.schedules import EDMSchedule, ScheduleConfig, logsnr_sigmas, make_grid, make_schedule
@@ -211,6 +212,9 @@ ORDER_CASES = [
     ("dpmpp_3m_sde", {"eta": 0.0, "d2_scale": 2.0}, (16, 32), (12.0, 40.0)),
     ("uni_pc", {}, (64, 128), (7.0, 9.0)),  # UniP-2 (the default) + UniC: third order
     ("uni_pc", {"order": 3}, (64, 128), (10.0, 18.0)),  # UniP-3 + UniC: fourth order
+    ("ipndm", {}, (64, 128), (3.6, 4.4)),  # constant-step coefficients on uneven steps: second order
+    ("ipndm_v", {}, (32, 64), (7.0, 14.0)),  # variable-step Adams-Bashforth-4, Euler start: about third order here
+    ("ipndm_v", {"max_order": 2}, (64, 128), (3.6, 4.4)),
 ]
 
 
@@ -293,3 +297,28 @@ def test_the_default_sampler_is_registered_and_deterministic():
     from diffuscope.defaults import DEFAULT_SAMPLER
 
     assert get_sampler(DEFAULT_SAMPLER).deterministic
+
+
+def test_ipndm_variable_step_weights_integrate_polynomials_exactly():
+    """Variable-step Adams-Bashforth: with k nodes the weights integrate any polynomial of degree < k exactly, and on
+    equal steps they are the classical constant-step coefficients times the step."""
+    from diffuscope.samplers.ipndm import AB_COEFFICIENTS, variable_step_coefficients
+
+    nodes = [2.0, 3.1, 4.7, 7.9]  # newest first, uneven: sampling runs down in sigma, so the history lies above
+    start, end = 2.0, 1.3
+    for k in range(1, 5):
+        for degree in range(k):
+            weights = variable_step_coefficients(nodes[:k], start, end)
+            exact = (end ** (degree + 1) - start ** (degree + 1)) / (degree + 1)
+            assert sum(w * node**degree for w, node in zip(weights, nodes[:k], strict=True)) == pytest.approx(exact)
+        h = -0.5
+        equal = [1.0 - j * h for j in range(k)]  # sigma_i, sigma_i - h, ... (h < 0: sigma decreases)
+        weights = variable_step_coefficients(equal, 1.0, 1.0 + h)
+        assert weights == pytest.approx([h * b for b in AB_COEFFICIENTS[k]])
+
+
+def test_ipndm_rejects_bad_order():
+    sigmas = grid(4)
+    for bad in (0, 5, 2.0, True):
+        with pytest.raises(UsageError, match="max_order"):
+            sample_ipndm(GAUSS, start(sigmas), sigmas, max_order=bad)

