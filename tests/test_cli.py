@@ -125,3 +125,18 @@ def test_samplers_lists_every_sampler_and_marks_the_default(capsys):
     default_id = get_sampler(DEFAULT_SAMPLER).id
     assert [i for i, line in rows.items() if line.endswith("the default")] == [default_id]
     assert out.splitlines()[-1].startswith(f"defaults: {get_sampler(DEFAULT_SAMPLER).name}, ")
+
+
+def test_closed_stdout_ends_quietly():
+    """`diffuscope samplers | head -1`: a reader that goes away early gives exit 141 (128 + SIGPIPE), no traceback."""
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody reads: the first write fails with EPIPE
+    try:
+        proc = subprocess.run([sys.executable, "-m", "diffuscope", "samplers"], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141, proc.stderr
+    assert "Traceback" not in proc.stderr

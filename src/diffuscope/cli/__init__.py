@@ -1,7 +1,8 @@
 """The command line: ``diffuscope <command> ...``. Flags map onto config dataclasses; the work lives elsewhere.
 
 Bad input (``UsageError`` or a bad flag) prints one line, ``diffuscope: error: ...``, and exits with code 2;
-a training run that cannot go on (``TrainingError``: non-finite loss, full disk) prints one line and exits 1.
+a training run that cannot go on (``TrainingError``: non-finite loss, full disk) prints one line and exits 1;
+stdout closed by its reader (``| head``) ends quietly with 141, as Unix tools do.
 """
 
 from __future__ import annotations
@@ -53,3 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("diffuscope: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout closed early (`diffuscope ... | head`): stop quietly, as Unix tools do
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush does not raise again
+        return 141  # 128 + SIGPIPE
