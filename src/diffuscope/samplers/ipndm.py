@@ -1,8 +1,8 @@
 """iPNDM: linear multistep (Adams-Bashforth) on the probability-flow ODE dx/dsigma = (x - D(x, sigma)) / sigma.
 
 Zhang & Chen 2023 (DEIS), "improved PNDM": PNDM's pseudo linear multistep without its Runge-Kutta warm-up, i.e.
-Adams-Bashforth of order 1, 2, 3, 4 as the history of derivatives fills up; one NFE per step. Two forms, as
-ComfyUI's ``ipndm`` and ``ipndm_v`` samplers (which follow Zhou et al. 2024's reference code):
+Adams-Bashforth of order 1, 2, 3, 4 as the history of derivatives fills up; one NFE per step. Two forms, named as
+ComfyUI's ``ipndm`` and ``ipndm_v`` samplers (taken from zju-pi/diff-sampler, Zhou et al. 2024):
 
 - ``sample_ipndm``: the constant-step coefficients (3, -1)/2, (23, -16, 5)/12, (55, -59, 37, -9)/24 applied to the
   uneven sigma steps of the grid as they are. The coefficients assume equal steps, so on a Karras or log-SNR grid
@@ -10,7 +10,8 @@ ComfyUI's ``ipndm`` and ``ipndm_v`` samplers (which follow Zhou et al. 2024's re
   most accurate sampler here on the shipped model (docs/benchmarks.md).
 - ``sample_ipndm_v``: the variable-step Adams-Bashforth coefficients, the integral over [sigma_i, sigma_next] of the
   Lagrange polynomial through the stored derivatives (Hairer, Norsett & Wanner, Solving ODEs I, Sec. III.5): each
-  step is exact for derivatives that are polynomials in sigma of degree < its order, on any grid.
+  step is exact for derivatives that are polynomials in sigma of degree < its order, on any grid (ComfyUI's
+  ``ipndm_v`` writes out variable-step coefficients by hand; its order-2 one, (2 + h_n / h_n-1) / 2, is this one).
 """
 
 from __future__ import annotations
