@@ -162,7 +162,7 @@ def run_ours(timed_unet, factory, sampler_id: str, steps: int, noise: torch.Tens
     scheduler = factory()  # only for its config and timesteps, as a user would take the grid
     scheduler.set_timesteps(steps)
     denoiser = denoiser_from_diffusers(timed_unet, scheduler)
-    sigmas = sigmas_for_timesteps(denoiser.schedule, scheduler.timesteps.unique_consecutive())
+    sigmas = sigmas_for_timesteps(denoiser.schedule, scheduler.timesteps)
     return SAMPLERS[sampler_id].fn(denoiser, noise * float(sigmas[0]), sigmas)
 
 

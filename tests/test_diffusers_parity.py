@@ -101,7 +101,7 @@ def diffusers_loop(unet, scheduler, x, *, keep=None, **step_kwargs):
 
 def ours(fn, unet, scheduler, x, **kw):
     denoiser = denoiser_from_diffusers(unet, scheduler)
-    sigmas = sigmas_for_timesteps(denoiser.schedule, scheduler.timesteps.unique_consecutive())
+    sigmas = sigmas_for_timesteps(denoiser.schedule, scheduler.timesteps)
     seen = []
     out = fn(denoiser, x, sigmas, cond=COND, callback=seen.append, **kw)
     return out, seen, sigmas
@@ -141,6 +141,21 @@ def test_schedule_and_timesteps_match_diffusers():
         euler.set_timesteps(n)
         grid = make_grid(schedule_from_diffusers(euler), n, "trailing").sigmas
         torch.testing.assert_close(grid, euler.sigmas.double(), rtol=1e-6, atol=0)
+
+
+def test_sigmas_for_timesteps_is_the_table_lookup_or_the_interpolation():
+    schedule = schedule_from_diffusers({"num_train_timesteps": 1000})
+    whole = torch.tensor([999.0, 666.0, 333.0, 0.0])  # float timesteps with whole values (Euler, Heun): a lookup
+    expected = torch.cat([schedule.sigma(whole.long()), torch.zeros(1, dtype=torch.float64)])
+    for ts in (whole, whole.long(), whole.unsqueeze(0)):
+        assert torch.equal(sigmas_for_timesteps(schedule, ts), expected)
+    interleaved = torch.tensor([999.0, 666.0, 666.0, 333.0, 333.0, 0.0, 0.0])  # HeunDiscreteScheduler's form
+    assert torch.equal(sigmas_for_timesteps(schedule, interleaved), expected)
+    fractional = torch.tensor([999.0, 500.5, 0.25])
+    got = sigmas_for_timesteps(schedule, fractional)
+    assert torch.equal(got[:-1], schedule.sigma(fractional.double())) and got[-1] == 0
+    clamped = sigmas_for_timesteps(schedule, torch.tensor([1200, -3]))[:2]
+    assert torch.equal(clamped, schedule.sigma(torch.tensor([999, 0])))
 
 
 def test_schedule_is_built_once_per_schedule_config():

@@ -7,6 +7,7 @@ import torch
 
 from diffuscope.errors import UsageError
 from diffuscope.guidance import CFGDenoiser
+from diffuscope.precond import SHARED_SIGMA, shared_sigma_batch
 from diffuscope.reference import GaussianMixtureDenoiser
 from diffuscope.samplers import CountingDenoiser, get_sampler, initial_noise, make_generators
 from diffuscope.schedules import EDMSchedule, make_grid
@@ -74,6 +75,17 @@ def test_per_row_uncond_tensor_and_scalar_sigma(mixture):
     rec = Recorder(mixture)
     out = CFGDenoiser(rec, 3.0, torch.full((4,), NULL))(x, torch.tensor(2.0, dtype=torch.float64), cond)
     assert out.shape == x.shape and len(rec.calls) == 1
+
+
+def test_a_samplers_shared_sigma_stays_shared_for_the_doubled_batch(mixture):
+    """The sampler's shared sigma (precond.shared_sigma_batch) reaches the denoiser as a shared 2B batch, so the
+    preconditioning reads the float without a tensor op; the result equals the per-row sigma path."""
+    x, sigma, cond = _inputs()
+    seen = []
+    guided = CFGDenoiser(lambda x, s, c: seen.append(s) or mixture(x, s, c), 2.0, NULL)
+    out = guided(x, shared_sigma_batch(2.0, 4), cond)
+    assert len(seen[0]) == 8 and getattr(seen[0], SHARED_SIGMA) == 2.0 and seen[0].stride(0) == 0
+    torch.testing.assert_close(out, guided(x, sigma, cond), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("scale", [-0.5, float("nan")])

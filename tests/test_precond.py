@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from diffuscope.errors import UsageError
-from diffuscope.precond import PARAMETRIZATIONS, make_denoiser
+from diffuscope.precond import PARAMETRIZATIONS, SHARED_SIGMA, make_denoiser, shared_sigma_batch
 from diffuscope.reference import GaussianDenoiser
 from diffuscope.samplers.base import sigma_batch
 from diffuscope.schedules import EDMSchedule, ScheduleConfig, make_schedule
@@ -129,7 +129,7 @@ def test_float_coefficients_equal_the_tensor_formula(p):
 
 
 @pytest.mark.parametrize("p", PARAMETRIZATIONS)
-@pytest.mark.parametrize("form", ["batch", "expanded", "0-d", "float"])
+@pytest.mark.parametrize("form", ["batch", "expanded", "0-d", "float", "sampler"])
 def test_shared_sigma_fast_path_equals_the_per_sample_path(p, form):
     sched = _schedule(p)
     d = make_denoiser(p, IdealNet(p, sched), sched).eval()
@@ -138,7 +138,8 @@ def test_shared_sigma_fast_path_equals_the_per_sample_path(p, form):
     f, c = d.raw(x, per_sample_sigma)
     expected = c.c_skip.reshape(-1, 1, 1, 1) * x + c.c_out.reshape(-1, 1, 1, 1) * f
     scalar = torch.tensor(1.7, dtype=torch.float64)
-    sigma = {"batch": per_sample_sigma, "expanded": scalar.expand(3), "0-d": scalar, "float": 1.7}[form]
+    forms = {"batch": per_sample_sigma, "expanded": scalar.expand(3), "0-d": scalar, "float": 1.7}
+    sigma = forms[form] if form in forms else sigma_batch(1.7, x)
     assert torch.allclose(d(x, sigma), expected, rtol=1e-12, atol=1e-12)
     mixed = torch.tensor([1.7, 1.7, 0.3], dtype=torch.float64)  # not shared: the per-sample path
     f, c = d.raw(x, mixed)
@@ -157,3 +158,30 @@ def test_sampler_calls_take_the_shared_sigma_path_in_either_mode(mode, monkeypat
     out = d(x, sigma_batch(1.7, x))
     f, c = expected
     assert torch.allclose(out, c.c_skip.reshape(-1, 1, 1, 1) * x + c.c_out.reshape(-1, 1, 1, 1) * f)
+
+
+def test_shared_sigma_batch_is_cached_read_only_and_mode_aware():
+    """A sampler's sigma batch: one value expanded, carrying the float; the same tensor for the same request; a
+    tensor written in place is rebuilt; one made under inference mode is not handed out outside it."""
+    batch = shared_sigma_batch(1.25, 4)
+    assert batch.shape == (4,) and batch.stride(0) == 0 and batch.dtype == torch.float64
+    assert getattr(batch, SHARED_SIGMA) == 1.25 and batch.tolist() == [1.25] * 4
+    assert shared_sigma_batch(1.25, 4) is batch
+    assert shared_sigma_batch(1.25, 5) is not batch and shared_sigma_batch(1.25, 4, dtype=torch.float32) is not batch
+    one = shared_sigma_batch(0.75, 1)
+    one.mul_(2)  # a one-row batch can be written in place
+    rebuilt = shared_sigma_batch(0.75, 1)
+    assert rebuilt.tolist() == [0.75] and getattr(rebuilt, SHARED_SIGMA) == 0.75
+    with torch.inference_mode():
+        inside = shared_sigma_batch(3.5, 2)
+        assert inside.is_inference()
+    assert not shared_sigma_batch(3.5, 2).is_inference()
+
+
+def test_denoiser_reads_a_shared_sigma_without_indexing_the_tensor(monkeypatch):
+    """The sampler's path: the float comes from the batch's attribute (no tensor op after a network call)."""
+    sched = _schedule("eps")
+    d = make_denoiser("eps", IdealNet("eps", sched), sched)
+    batch = shared_sigma_batch(1.7, 4)
+    monkeypatch.setattr(torch.Tensor, "__getitem__", lambda *a: pytest.fail("sigma tensor indexed"))
+    assert d._shared_sigma(batch) == 1.7

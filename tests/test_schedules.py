@@ -143,6 +143,18 @@ def test_check_sigmas_rejects_bad_grids():
         check_sigmas(torch.tensor([2.0, 1.0]))
     with pytest.raises(ValueError, match="decreasing"):
         check_sigmas(torch.tensor([1.0, 2.0, 0.0]))
+    for bad in ([2.0, 2.0, 0.0], [2.0, float("nan"), 0.0], [float("nan"), 1.0, 0.0]):
+        with pytest.raises(ValueError, match="decreasing"):
+            check_sigmas(torch.tensor(bad))
+    for shape in ((1,), (2, 2), ()):
+        with pytest.raises(ValueError, match="1-D"):
+            check_sigmas(torch.zeros(shape))
+
+
+def test_check_sigmas_returns_the_grid_as_float64_floats():
+    grid = torch.tensor([14.6, 0.1, 0.0], dtype=torch.float32)
+    values = check_sigmas(grid)
+    assert values == grid.double().tolist() and all(type(v) is float for v in values)
 
 
 def test_training_sigma_densities():

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from diffuscope.errors import UsageError
+from diffuscope.precond import SHARED_SIGMA, shared_sigma_batch
 
 
 class CFGDenoiser:
@@ -43,9 +44,14 @@ class CFGDenoiser:
         uncond = self._uncond_like(cond)
         if self.scale == 0:
             return self.denoiser(x, sigma, uncond)
-        sigma = torch.as_tensor(sigma, device=x.device)
-        sigma = sigma.expand(len(x)) if sigma.ndim == 0 else sigma
-        both = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat([cond, uncond]))
+        shared = getattr(sigma, SHARED_SIGMA, None)
+        if shared is not None:  # a sampler's shared sigma stays shared (and cached) for the doubled batch
+            sigma_both = shared_sigma_batch(shared, 2 * len(x), sigma.device, sigma.dtype)
+        else:
+            sigma = torch.as_tensor(sigma, device=x.device)
+            sigma = sigma.expand(len(x)) if sigma.ndim == 0 else sigma
+            sigma_both = torch.cat([sigma, sigma])
+        both = self.denoiser(torch.cat([x, x]), sigma_both, torch.cat([cond, uncond]))
         d_cond, d_uncond = both.chunk(2)
         return d_uncond + (d_cond - d_uncond) * self.scale
 

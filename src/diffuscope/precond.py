@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import lru_cache
 from typing import NamedTuple
 
 import torch
@@ -26,6 +27,31 @@ from diffuscope.errors import choices_error
 from diffuscope.schedules import Schedule, VPSchedule
 
 PARAMETRIZATIONS = ("eps", "x0", "v", "edm")
+
+# A [B] sigma tensor made by ``shared_sigma_batch`` carries its one value as this Python attribute.
+SHARED_SIGMA = "shared_sigma"
+
+
+@lru_cache(maxsize=1024)
+def _cached_sigma_batch(sigma: float, n: int, dtype: torch.dtype, device: torch.device, inference: bool) -> Tensor:
+    batch = torch.full((), sigma, dtype=dtype, device=device).expand(n)
+    setattr(batch, SHARED_SIGMA, sigma)
+    return batch
+
+
+def shared_sigma_batch(sigma: float, n: int, device: torch.device | str = "cpu", dtype=torch.float64) -> Tensor:
+    """The [n] noise-level tensor of a batch that shares ``sigma``: one value expanded (stride 0), carrying the
+    float as attribute ``shared_sigma``, so ``Denoiser`` reads it without a tensor op. Cached per (sigma, n, dtype,
+    device, inference mode): a sampler's grid repeats its sigmas, and right after a network call (cold caches)
+    building the tensor and reading it back cost ~100 us per step, as much as the step's arithmetic
+    (bench/bench_samplers.py, Heun vs diffusers). Read-only: a cached tensor written in place is rebuilt (inference
+    tensors keep no version counter; a batch of n > 1 cannot be written in place at all)."""
+    key = (float(sigma), n, dtype, torch.device(device), torch.is_inference_mode_enabled())
+    batch = _cached_sigma_batch(*key)
+    if not key[-1] and batch._version:  # written in place since it was cached
+        _cached_sigma_batch.cache_clear()
+        batch = _cached_sigma_batch(*key)
+    return batch
 
 
 class Coefficients(NamedTuple):
@@ -60,6 +86,7 @@ class Denoiser(nn.Module):
         super().__init__()
         self.net = net
         self.schedule = schedule
+        self._shared_memo: dict[tuple, Coefficients] = {}
 
     def coefficients(self, sigma: Tensor | float) -> Coefficients:
         """c_skip, c_out, c_in, c_noise for ``sigma``: one formula, evaluated on a float64 tensor [B] or on a
@@ -76,14 +103,33 @@ class Denoiser(nn.Module):
         around a network (the diffusers adapter) starts in training mode and must still take the fast path."""
         if isinstance(sigma, float | int):
             return float(sigma)
+        shared = getattr(sigma, SHARED_SIGMA, None)
+        if shared is not None:  # made by shared_sigma_batch (what samplers pass): no tensor op
+            return shared
         if sigma.device.type != "cpu":
             return None
         if sigma.ndim == 0:
             return float(sigma)
         first = sigma[0]
-        if sigma.stride(0) == 0:  # one value expanded (samplers.base.sigma_batch): shared by construction
+        if sigma.stride(0) == 0:  # one value expanded: shared by construction
             return float(first)
         return float(first) if bool((sigma == first).all()) else None
+
+    def _shared_coefficients(self, sigma: float, x: Tensor) -> Coefficients:
+        """Float c_skip, c_out, c_in and the [B] c_noise tensor for a batch sharing ``sigma``, memoised per (sigma,
+        batch size, dtype, device, inference mode): a sampler's grid repeats its sigmas, and right after a network
+        call (cold caches) computing them cost ~50 us per call (bench/bench_samplers.py, Heun vs diffusers). The
+        coefficients depend on sigma and the denoiser's fixed schedule only; a c_noise written in place is rebuilt."""
+        inference = torch.is_inference_mode_enabled()
+        key = (sigma, len(x), x.dtype, x.device, inference)
+        c = self._shared_memo.get(key)
+        if c is None or (not inference and c.c_noise._version):
+            if len(self._shared_memo) >= 4096:
+                self._shared_memo.clear()
+            c_skip, c_out, c_in, c_noise = self.coefficients(sigma)
+            c_noise = torch.full((len(x),), c_noise, dtype=x.dtype, device=x.device)
+            c = self._shared_memo[key] = Coefficients(c_skip, c_out, c_in, c_noise)
+        return c
 
     def call_net(self, x_in: Tensor, c_noise: Tensor, cond=None) -> Tensor:
         """F(x_in, c_noise, cond): the one place the network is called. An adapter for a network with another
@@ -100,8 +146,8 @@ class Denoiser(nn.Module):
     def forward(self, x: Tensor, sigma: Tensor | float, cond=None) -> Tensor:
         shared = self._shared_sigma(sigma)
         if shared is not None:  # the sampler's case: one sigma for the batch, float coefficients, one fused add
-            c_skip, c_out, c_in, c_noise = self.coefficients(shared)
-            f = self.call_net(x * c_in, torch.full((len(x),), c_noise, dtype=x.dtype, device=x.device), cond)
+            c_skip, c_out, c_in, c_noise = self._shared_coefficients(shared, x)
+            f = self.call_net(x * c_in, c_noise, cond)
             return torch.add(x if c_skip == 1 else x * c_skip, f.to(x.dtype), alpha=c_out)
         f, c = self.raw(x, self._sigma(sigma, x), cond)
         return _column(c.c_skip, x) * x + _column(c.c_out, x) * f.to(x.dtype)

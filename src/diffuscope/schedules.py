@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import math
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import torch
 from torch import Tensor
@@ -79,13 +80,14 @@ class VPSchedule:
     """A discrete-time VP schedule: ``alpha_bar[t]`` for t = 0..T-1 (float64).
 
     ``sigma(t)`` accepts fractional t (log-sigma interpolated between integer steps, as k-diffusion's
-    ``DiscreteSchedule`` does), so a continuous sigma grid can drive a discrete model.
+    ``DiscreteSchedule`` does), so a continuous sigma grid can drive a discrete model. ``log_sigma_list`` holds
+    ``log_sigmas`` as Python floats, for float-only lookups.
     """
 
     alpha_bar: Tensor
     name: str = "linear"
     log_sigmas: Tensor = field(init=False, repr=False)
-    _log_sigma_list: list[float] = field(init=False, repr=False, compare=False)
+    log_sigma_list: list[float] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         ab = self.alpha_bar.to(torch.float64)
@@ -95,7 +97,7 @@ class VPSchedule:
             raise ValueError("alpha_bar must be strictly decreasing")
         object.__setattr__(self, "alpha_bar", ab)
         object.__setattr__(self, "log_sigmas", 0.5 * torch.log((1 - ab) / ab))
-        object.__setattr__(self, "_log_sigma_list", self.log_sigmas.tolist())  # for the float-only inverse
+        object.__setattr__(self, "log_sigma_list", self.log_sigmas.tolist())
 
     is_discrete = True
 
@@ -138,7 +140,7 @@ class VPSchedule:
     def t_from_sigma_float(self, sigma: float) -> float:
         """``t_from_sigma`` for one Python float, without tensors (bisection on the log-sigma table): a sampler
         step needs t(sigma) once, and this costs microseconds instead of a tensor search."""
-        table = self._log_sigma_list
+        table = self.log_sigma_list
         log_sigma = math.log(sigma) if sigma > 0 else -math.inf
         high = min(max(bisect.bisect_left(table, log_sigma), 1), len(table) - 1)
         lo, hi = table[high - 1], table[high]
@@ -330,14 +332,18 @@ def make_grid(schedule: Schedule, steps: int, spacing: str | None = None, *, rho
     return SigmaGrid(torch.cat([sigmas, zero]), spacing)
 
 
-def check_sigmas(sigmas: Tensor) -> None:
-    """A sampler's precondition (ARCHITECTURE.md: 'Sigma grids are data'): strictly decreasing, last = 0."""
+def check_sigmas(sigmas: Tensor) -> list[float]:
+    """A sampler's precondition (ARCHITECTURE.md: 'Sigma grids are data'): strictly decreasing, last = 0. Returns
+    the grid as Python floats (float64), checked in Python: one tensor op instead of seven, which a short run pays
+    right after the previous run's last network call (cold caches; bench/bench_samplers.py)."""
     if sigmas.ndim != 1 or len(sigmas) < 2:
         raise ValueError(f"sigmas must be 1-D with at least 2 entries, got shape {tuple(sigmas.shape)}")
-    if float(sigmas[-1]) != 0.0:
-        raise ValueError(f"the last sigma must be 0, got {float(sigmas[-1])}")
-    if not bool((sigmas[1:] < sigmas[:-1]).all()):
+    values = sigmas.detach().to(torch.float64).cpu().tolist()
+    if values[-1] != 0.0:
+        raise ValueError(f"the last sigma must be 0, got {values[-1]}")
+    if not all(a > b for a, b in pairwise(values)):  # also rejects NaN
         raise ValueError("sigmas must be strictly decreasing")
+    return values
 
 
 # --- training noise-level densities ----------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from diffuscope.errors import UsageError
+from diffuscope.precond import shared_sigma_batch
 from diffuscope.schedules import check_sigmas
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
@@ -116,17 +117,16 @@ def prepare(x: Tensor, sigmas: Tensor) -> list[float]:
     """Validate the grid and return it as Python floats (float64 arithmetic for the step coefficients)."""
     if not isinstance(sigmas, Tensor):
         raise TypeError(f"sigmas must be a tensor, got {type(sigmas).__name__}")
-    check_sigmas(sigmas)
     if not x.is_floating_point():
         raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
-    return sigmas.detach().to(torch.float64).cpu().tolist()
+    return check_sigmas(sigmas)
 
 
 def sigma_batch(sigma: float, x: Tensor) -> Tensor:
     """The [B] noise-level tensor handed to the denoiser (float64, except on devices without it): one value
-    expanded (stride 0), so a denoiser can see in O(1) that the batch shares it."""
+    expanded and cached (``precond.shared_sigma_batch``), so a denoiser reads the shared value without a tensor op."""
     dtype = torch.float32 if x.device.type == "mps" else torch.float64
-    return torch.full((), sigma, dtype=dtype, device=x.device).expand(len(x))
+    return shared_sigma_batch(sigma, len(x), x.device, dtype)
 
 
 def denoise(denoiser: Callable, x: Tensor, sigma: float, cond) -> Tensor:
