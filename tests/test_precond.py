@@ -185,3 +185,20 @@ def test_denoiser_reads_a_shared_sigma_without_indexing_the_tensor(monkeypatch):
     batch = shared_sigma_batch(1.7, 4)
     monkeypatch.setattr(torch.Tensor, "__getitem__", lambda *a: pytest.fail("sigma tensor indexed"))
     assert d._shared_sigma(batch) == 1.7
+
+
+def test_memoised_coefficients_survive_a_network_that_writes_c_noise_in_place():
+    """The shared path memoises c_noise per sigma; a network that writes it in place gets a fresh one next call."""
+    sched = _schedule("eps")
+    seen = []
+
+    def rude_net(x_in, c_noise, cond=None):
+        seen.append(c_noise.tolist())
+        c_noise.add_(100.0)
+        return torch.zeros_like(x_in)
+
+    d = make_denoiser("eps", rude_net, sched)
+    x = torch.randn(2, 1, 3, 3, dtype=torch.float64)
+    first, second = d(x, sigma_batch(1.7, x)), d(x, sigma_batch(1.7, x))
+    assert seen[0] == seen[1] == [pytest.approx(sched.t_from_sigma_float(1.7))] * 2
+    assert torch.equal(first, second)

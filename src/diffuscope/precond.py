@@ -39,18 +39,22 @@ def _cached_sigma_batch(sigma: float, n: int, dtype: torch.dtype, device: torch.
     return batch
 
 
-def shared_sigma_batch(sigma: float, n: int, device: torch.device | str = "cpu", dtype=torch.float64) -> Tensor:
-    """The [n] noise-level tensor of a batch that shares ``sigma``: one value expanded (stride 0), carrying the
-    float as attribute ``shared_sigma``, so ``Denoiser`` reads it without a tensor op. Cached per (sigma, n, dtype,
-    device, inference mode): a sampler's grid repeats its sigmas, and right after a network call (cold caches)
-    building the tensor and reading it back cost ~100 us per step, as much as the step's arithmetic
-    (bench/bench_samplers.py, Heun vs diffusers). Read-only: a cached tensor written in place is rebuilt (inference
-    tensors keep no version counter; a batch of n > 1 cannot be written in place at all)."""
-    key = (float(sigma), n, dtype, torch.device(device), torch.is_inference_mode_enabled())
-    batch = _cached_sigma_batch(*key)
-    if not key[-1] and batch._version:  # written in place since it was cached
+def shared_sigma_batch(sigma: float, n: int, device: torch.device | str = "cpu", dtype=None) -> Tensor:
+    """The [n] noise-level tensor of a batch that shares ``sigma`` (float64, float32 on MPS where float64 is
+    missing): one value expanded (stride 0), carrying the float as attribute ``shared_sigma``, so ``Denoiser``
+    reads it without a tensor op. Cached per (sigma, n, dtype, device, inference mode): a sampler's grid repeats
+    its sigmas, and right after a network call (cold caches) building the tensor and reading it back cost ~100 us
+    per step, as much as the step's arithmetic (bench/bench_samplers.py, Heun vs diffusers). Read-only: a cached
+    tensor written in place is rebuilt (inference tensors keep no version counter; a batch of n > 1 cannot be
+    written in place at all)."""
+    device = device if isinstance(device, torch.device) else torch.device(device)
+    if dtype is None:
+        dtype = torch.float32 if device.type == "mps" else torch.float64
+    inference = torch.is_inference_mode_enabled()
+    batch = _cached_sigma_batch(sigma, n, dtype, device, inference)
+    if not inference and batch._version:  # written in place since it was cached
         _cached_sigma_batch.cache_clear()
-        batch = _cached_sigma_batch(*key)
+        batch = _cached_sigma_batch(sigma, n, dtype, device, inference)
     return batch
 
 
@@ -115,20 +119,18 @@ class Denoiser(nn.Module):
             return float(first)
         return float(first) if bool((sigma == first).all()) else None
 
-    def _shared_coefficients(self, sigma: float, x: Tensor) -> Coefficients:
-        """Float c_skip, c_out, c_in and the [B] c_noise tensor for a batch sharing ``sigma``, memoised per (sigma,
-        batch size, dtype, device, inference mode): a sampler's grid repeats its sigmas, and right after a network
-        call (cold caches) computing them cost ~50 us per call (bench/bench_samplers.py, Heun vs diffusers). The
-        coefficients depend on sigma and the denoiser's fixed schedule only; a c_noise written in place is rebuilt."""
-        inference = torch.is_inference_mode_enabled()
-        key = (sigma, len(x), x.dtype, x.device, inference)
-        c = self._shared_memo.get(key)
-        if c is None or (not inference and c.c_noise._version):
-            if len(self._shared_memo) >= 4096:
-                self._shared_memo.clear()
-            c_skip, c_out, c_in, c_noise = self.coefficients(sigma)
-            c_noise = torch.full((len(x),), c_noise, dtype=x.dtype, device=x.device)
-            c = self._shared_memo[key] = Coefficients(c_skip, c_out, c_in, c_noise)
+    def _memoise_coefficients(self, key: tuple) -> Coefficients:
+        """Float c_skip, c_out, c_in and the [B] c_noise tensor for a batch sharing one sigma, memoised per key =
+        (sigma, batch size, dtype, device, inference mode): a sampler's grid repeats its sigmas, and right after a
+        network call (cold caches) computing them cost ~50 us per call (bench/bench_samplers.py, Heun vs
+        diffusers). They depend on sigma and the denoiser's fixed schedule only; a c_noise written in place is
+        rebuilt (``forward`` checks its version)."""
+        sigma, n, dtype, device, _ = key
+        if len(self._shared_memo) >= 4096:
+            self._shared_memo.clear()
+        c_skip, c_out, c_in, c_noise = self.coefficients(sigma)
+        c_noise = torch.full((n,), c_noise, dtype=dtype, device=device)
+        c = self._shared_memo[key] = Coefficients(c_skip, c_out, c_in, c_noise)
         return c
 
     def call_net(self, x_in: Tensor, c_noise: Tensor, cond=None) -> Tensor:
@@ -144,11 +146,20 @@ class Denoiser(nn.Module):
         return self.call_net(x_in, c.c_noise.to(x.dtype), cond), c
 
     def forward(self, x: Tensor, sigma: Tensor | float, cond=None) -> Tensor:
-        shared = self._shared_sigma(sigma)
-        if shared is not None:  # the sampler's case: one sigma for the batch, float coefficients, one fused add
-            c_skip, c_out, c_in, c_noise = self._shared_coefficients(shared, x)
-            f = self.call_net(x * c_in, c_noise, cond)
-            return torch.add(x if c_skip == 1 else x * c_skip, f.to(x.dtype), alpha=c_out)
+        # The sampler's case, in as few Python frames and tensor ops as possible (each costs microseconds right
+        # after a network call): one sigma for the batch, memoised float coefficients, one fused add.
+        shared = getattr(sigma, SHARED_SIGMA, None)
+        if shared is None:
+            shared = self._shared_sigma(sigma)
+        if shared is not None:
+            inference = torch.is_inference_mode_enabled()
+            key = (shared, len(x), x.dtype, x.device, inference)
+            c = self._shared_memo.get(key)
+            if c is None or (not inference and c.c_noise._version):
+                c = self._memoise_coefficients(key)
+            f = self.call_net(x * c.c_in, c.c_noise, cond)
+            return torch.add(x if c.c_skip == 1 else x * c.c_skip, f if f.dtype == x.dtype else f.to(x.dtype),
+                             alpha=c.c_out)
         f, c = self.raw(x, self._sigma(sigma, x), cond)
         return _column(c.c_skip, x) * x + _column(c.c_out, x) * f.to(x.dtype)
 

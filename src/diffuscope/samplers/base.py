@@ -123,15 +123,14 @@ def prepare(x: Tensor, sigmas: Tensor) -> list[float]:
 
 
 def sigma_batch(sigma: float, x: Tensor) -> Tensor:
-    """The [B] noise-level tensor handed to the denoiser (float64, except on devices without it): one value
-    expanded and cached (``precond.shared_sigma_batch``), so a denoiser reads the shared value without a tensor op."""
-    dtype = torch.float32 if x.device.type == "mps" else torch.float64
-    return shared_sigma_batch(sigma, len(x), x.device, dtype)
+    """The [B] noise-level tensor handed to the denoiser: ``precond.shared_sigma_batch``, one value expanded and
+    cached, so a denoiser reads the shared value without a tensor op."""
+    return shared_sigma_batch(sigma, len(x), x.device)
 
 
 def denoise(denoiser: Callable, x: Tensor, sigma: float, cond) -> Tensor:
-    """One network evaluation D(x, sigma, cond), returned in x's dtype."""
-    denoised = denoiser(x, sigma_batch(sigma, x), cond)
+    """One network evaluation D(x, sigma, cond) at the [B] ``sigma_batch``, returned in x's dtype."""
+    denoised = denoiser(x, shared_sigma_batch(sigma, len(x), x.device), cond)
     return denoised if denoised.dtype == x.dtype else denoised.to(x.dtype)
 
 
