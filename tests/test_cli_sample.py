@@ -31,6 +31,26 @@ def test_sample_writes_pngs_grid_and_reproduces_bit_identically(capsys, tmp_path
     assert np.array_equal(again, np.asarray(Image.open(tmp_path / "a" / "00001-43.png")))
 
 
+def test_guidance_interval_is_recorded_and_reproduced(capsys, tmp_path, tiny_model):
+    common = ["sample", "--model", tiny_model, "--prompt", "3", "--sampler", "Euler", "--steps", "6", "--seed", "5",
+              "--n", "1", "--guidance", "3"]
+    code, out, err = _run(capsys, *common, "--guidance-interval", "0.28,5.42", "--out", tmp_path / "a")
+    assert code == 0, err
+    assert "guidance 3 on (0.28, 5.42]" in out
+    png = tmp_path / "a" / "00000-5.png"
+    code, out, _ = _run(capsys, "info", png)
+    assert "CFG scale: 3, Guidance interval: 0.28-5.42, Seed: 5" in out
+    assert json.loads(_run(capsys, "info", "--json", png)[1])["guidance_interval"] == [0.28, 5.42]
+    code, _, err = _run(capsys, "sample", "--from", png, "--out", tmp_path / "b")
+    assert code == 0, err
+    limited = np.asarray(Image.open(png))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "b" / "00000-5.png")), limited)
+    code, _, err = _run(capsys, *common, "--out", tmp_path / "c")  # guidance everywhere: another image
+    assert code == 0, err
+    assert json.loads(_run(capsys, "info", "--json", tmp_path / "c" / "00000-5.png")[1])["guidance_interval"] is None
+    assert not np.array_equal(np.asarray(Image.open(tmp_path / "c" / "00000-5.png")), limited)
+
+
 def test_batch_size_does_not_change_images(capsys, tmp_path, tiny_model):
     for bs, out in ((1, "x"), (4, "y")):
         code, _, err = _run(capsys, "sample", "--model", tiny_model, "--prompt", "3", "--steps", "4", "--n", "4",
@@ -64,6 +84,8 @@ def test_random_seed_is_reported(capsys, tmp_path, tiny_model):
         (["--sampler", "Euler b"], "unknown sampler 'Euler b'"),
         (["--steps", "0"], "positive integer"),
         (["--guidance", "-1"], "number >= 0"),
+        (["--guidance-interval", "5,1"], "0 <= LO < HI"),
+        (["--guidance-interval", "0.3"], "LO,HI"),
         (["--seed", "abc"], "-1 (random)"),
         (["--prompt", "eleven"], "unknown prompt"),
         (["--spacing", "trailing"], "karras, logsnr"),

@@ -105,3 +105,46 @@ def test_one_call_per_evaluation_while_sampling(mixture, name):
     out = spec.fn(CFGDenoiser(counter, 3.0, NULL), x, sigmas, cond=cond)
     assert counter.nfe == spec.nfe(6) and set(counter.batch_sizes) == {6}
     assert float(out.mean()) > 0.5  # guided towards class 1 (mean +1), away from class 0 (mean -1)
+
+
+def test_interval_guides_inside_and_is_one_conditional_call_outside(mixture):
+    """Kynkaanniemi et al. 2024: guided where lo < sigma <= hi; elsewhere the plain conditional D in one B call."""
+    x, _, cond = _inputs()
+    full = CFGDenoiser(mixture, 3.0, NULL)
+    for sigma, inside in [(0.5, False), (1.0, True), (2.0, True), (3.0, False), (10.0, False)]:
+        rec = Recorder(mixture)
+        limited = CFGDenoiser(rec, 3.0, NULL, interval=(0.5, 2.0))  # sigma = 0.5 is outside, 2.0 inside
+        per_row = torch.full((4,), sigma, dtype=torch.float64)
+        expected = full(x, per_row, cond) if inside else mixture(x, per_row, cond)
+        for s in (shared_sigma_batch(sigma, 4), per_row):
+            torch.testing.assert_close(limited(x, s, cond), expected, rtol=0, atol=0)
+        assert [c[0] for c in rec.calls] == [8 if inside else 4] * 2, sigma
+        zero_d = CFGDenoiser(mixture, 3.0, NULL, interval=(0.5, 2.0))(x, torch.tensor(sigma, dtype=torch.float64), cond)
+        torch.testing.assert_close(zero_d, expected, rtol=0, atol=0)
+
+
+def test_interval_with_mixed_rows_guides_row_by_row(mixture):
+    x, _, cond = _inputs()
+    sigma = torch.tensor([0.3, 1.0, 1.5, 4.0], dtype=torch.float64)
+    out = CFGDenoiser(mixture, 2.5, NULL, interval=(0.5, 2.0))(x, sigma, cond)
+    guided = CFGDenoiser(mixture, 2.5, NULL)(x, sigma, cond)
+    plain = mixture(x, sigma, cond)
+    inside = torch.tensor([False, True, True, False])
+    torch.testing.assert_close(out[inside], guided[inside])
+    torch.testing.assert_close(out[~inside], plain[~inside])
+
+
+@pytest.mark.parametrize("interval", [(2.0, 1.0), (1.0, 1.0), (-0.1, 1.0), (float("nan"), 1.0), (1.0,), "ab"])
+def test_bad_interval_rejected(mixture, interval):
+    with pytest.raises(UsageError, match="guidance interval"):
+        CFGDenoiser(mixture, 2.0, NULL, interval=interval)
+
+
+def test_interval_while_sampling_doubles_the_batch_only_inside(mixture):
+    sigmas = make_grid(EDMSchedule(0.01, 20.0), 8).sigmas
+    counter = CountingDenoiser(mixture)
+    x = initial_noise((3, 1, 3, 3), make_generators(0, 3), sigmas[0])
+    get_sampler("Euler").fn(CFGDenoiser(counter, 3.0, NULL, interval=(0.28, 5.42)), x, sigmas,
+                            cond=torch.tensor([1, 1, 1]))
+    expected = [6 if 0.28 < s <= 5.42 else 3 for s in sigmas[:-1].tolist()]
+    assert counter.batch_sizes == expected and 3 in expected and 6 in expected

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from diffuscope.defaults import DEFAULT_SAMPLER
 from diffuscope.errors import UsageError
-from diffuscope.guidance import CFGDenoiser
+from diffuscope.guidance import CFGDenoiser, check_interval
 from diffuscope.samplers import CountingDenoiser, get_sampler, initial_noise, make_generators, resolve_seed
 from diffuscope.schedules import Schedule, SigmaGrid, make_grid
 
@@ -29,6 +29,7 @@ class Generation:
     seed: int  # the seed actually used (a random one when -1 was asked)
     nfe: int  # measured network evaluations per image batch
     guidance: float
+    guidance_interval: tuple[float, float] | None = None  # guided only where lo < sigma <= hi (None: everywhere)
 
 
 def generate(
@@ -41,6 +42,7 @@ def generate(
     steps: int = 25,
     spacing: str | None = None,
     guidance: float = 1.0,
+    guidance_interval: tuple[float, float] | None = None,
     seed: int = 0,
     null_label: int | None = None,
     batch_size: int = 64,
@@ -52,7 +54,8 @@ def generate(
 ) -> Generation:
     """Generate ``len(labels)`` images of ``shape`` (C, H, W), image i prompted by ``labels[i]``.
 
-    ``guidance`` > 1 needs ``null_label`` (the class index of the empty prompt). ``grid`` overrides ``steps`` and
+    ``guidance`` > 1 needs ``null_label`` (the class index of the empty prompt); ``guidance_interval`` = (sigma_lo,
+    sigma_hi) applies it only where sigma_lo < sigma <= sigma_hi (see guidance.py). ``grid`` overrides ``steps`` and
     ``spacing`` with an explicit sigma grid. ``callback`` receives each batch's StepInfo (see samplers).
     """
     spec = get_sampler(sampler)
@@ -60,13 +63,14 @@ def generate(
         raise UsageError(f"guidance must be >= 0, got {guidance}")
     if batch_size < 1:
         raise UsageError(f"batch size must be a positive integer, got {batch_size}")
+    guidance_interval = check_interval(guidance_interval) if guidance != 1.0 else None  # no guidance: no interval
     seed = resolve_seed(seed)
     grid = grid or make_grid(schedule, steps, spacing)
     labels = torch.as_tensor(labels, dtype=torch.long)
     if guidance != 1.0:
         if null_label is None:
             raise UsageError("this model has no empty prompt (null class): guidance must be 1")
-        model = CFGDenoiser(denoiser, guidance, null_label)
+        model = CFGDenoiser(denoiser, guidance, null_label, guidance_interval)
     else:
         model = denoiser
     counter = CountingDenoiser(model)
@@ -83,7 +87,7 @@ def generate(
                         callback=callback, **(sampler_options or {}))
             nfe = counter.nfe
             out.append(x.float().cpu())
-    return Generation(torch.cat(out), grid, spec.name, seed, nfe, guidance)
+    return Generation(torch.cat(out), grid, spec.name, seed, nfe, guidance, guidance_interval)
 
 
 def image_params(gen: Generation, index: int, *, prompt: str, model_name: str, model_path: str,
@@ -98,6 +102,7 @@ def image_params(gen: Generation, index: int, *, prompt: str, model_name: str, m
         "sampler": gen.sampler,
         "spacing": gen.grid.spacing,
         "guidance": gen.guidance,
+        "guidance_interval": None if gen.guidance_interval is None else list(gen.guidance_interval),
         "seed": gen.seed + index,
         "width": shape[2],
         "height": shape[1],

@@ -7,6 +7,8 @@ Two text chunks (ANCHORS.md, conventions users know):
       Negative prompt: <text>          (omitted when empty)
       Steps: 25, Sampler: DPM++ 2M, CFG scale: 2, Seed: 42, Size: 28x28, Model: mnist
 
+  (with ``Guidance interval: 0.28-5.42`` after the CFG scale when guidance is limited to an interval)
+
   A value containing ``,``, ``:`` or a newline is written with ``json.dumps``.
 - ``diffuscope``: JSON with every parameter (sigma grid included) and a schema version, to reproduce the image.
 """
@@ -31,6 +33,10 @@ def _quote(value: Any) -> str:
     return json.dumps(text) if any(c in text for c in ",:\n") else text
 
 
+def _interval_text(interval) -> str | None:
+    return None if interval is None else f"{interval[0]:g}-{interval[1]:g}"
+
+
 def a1111_text(params: dict[str, Any]) -> str:
     """AUTOMATIC1111's ``parameters`` text from our parameter dict."""
     fields = {
@@ -38,6 +44,7 @@ def a1111_text(params: dict[str, Any]) -> str:
         "Sampler": params["sampler"],
         "Schedule type": params.get("spacing"),
         "CFG scale": f"{params['guidance']:g}",
+        "Guidance interval": _interval_text(params.get("guidance_interval")),
         "Seed": params["seed"],
         "Size": f"{params['width']}x{params['height']}",
         "Model": params.get("model_name"),

@@ -31,3 +31,16 @@ def seed(text: str) -> int:
 
 def non_negative_float(text: str) -> float:
     return _checked(text, float, lambda v: v >= 0, "a number >= 0")
+
+
+def interval(text: str) -> tuple[float, float]:
+    """LO,HI noise levels with 0 <= LO < HI (HI may be inf)."""
+    parts = text.split(",")
+    try:
+        lo, hi = (float(v) for v in parts)
+    except ValueError:
+        lo = hi = None
+    if lo is None or not 0 <= lo < hi:
+        raise argparse.ArgumentTypeError(
+            f"must be two noise levels LO,HI with 0 <= LO < HI, e.g. 0.28,5.42, got {text!r}")
+    return lo, hi

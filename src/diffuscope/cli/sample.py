@@ -22,6 +22,9 @@ def add_parser(sub) -> None:
     p.add_argument("--n", type=types.positive_int, default=None, help="number of images (default 16)")
     p.add_argument("--guidance", type=types.non_negative_float,
                    help=f"classifier-free guidance scale, 1 = off (default {DEFAULT_GUIDANCE:g})")
+    p.add_argument("--guidance-interval", type=types.interval, metavar="LO,HI",
+                   help="apply guidance only where LO < sigma <= HI (Kynkaanniemi et al. 2024; EDM2 uses 0.28,5.42); "
+                        "plain conditional sampling elsewhere (default: everywhere)")
     p.add_argument("--batch-size", type=types.positive_int, default=64)
     p.add_argument("--from", dest="from_image", metavar="IMAGE.png",
                    help="take every parameter from a PNG written by diffuscope (flags still override)")
@@ -58,14 +61,17 @@ def run(args: argparse.Namespace) -> int:
                    steps=args.steps or base.get("steps", DEFAULT_STEPS),
                    spacing=args.spacing or base.get("spacing"),
                    guidance=args.guidance if args.guidance is not None else base.get("guidance", DEFAULT_GUIDANCE),
+                   guidance_interval=(args.guidance_interval if args.guidance_interval is not None
+                                      else base.get("guidance_interval")),
                    seed=args.seed if args.seed is not None else base.get("seed", 0),
                    null_label=u.num_classes, batch_size=args.batch_size, device=device)
     name = model.run_config.get("model_name") or str(model_ref)
     params = [image_params(gen, i, prompt=prompt, model_name=name, model_path=str(model_ref), shape=shape)
               for i in range(n)]
     paths = write_images(gen, args.out, params, grid_scale=max(1, 64 // u.image_size))
+    interval = "" if gen.guidance_interval is None else " on ({:g}, {:g}]".format(*gen.guidance_interval)
     print(f"{n} image(s), prompt {prompt!r}, {gen.sampler}, {gen.grid.steps} steps ({gen.nfe} NFE), "
-          f"guidance {gen.guidance:g}, seed {gen.seed}")
+          f"guidance {gen.guidance:g}{interval}, seed {gen.seed}")
     print(f"sigmas: {', '.join(f'{s:.4g}' for s in gen.grid.sigmas.tolist())}")
     for p in paths:
         print(p)
