@@ -277,3 +277,13 @@ def test_forward_command(tmp_path, capsys):
     assert str(out / "forward.png") in printed and "digits #3" in printed
     with Image.open(out / "forward.png") as im:
         assert im.width == expected_width(5, 88)
+
+
+def test_phases_with_a_prompt_uses_the_default_guidance(untrained_model, tmp_path, capsys):
+    """`phases --prompt` without --guidance guides at DEFAULT_GUIDANCE, as its help and `sample` say."""
+    from diffuscope.defaults import DEFAULT_GUIDANCE
+
+    out = tmp_path / "ph"
+    assert cli_main(["phases", "--model", str(untrained_model), "--prompt", "1", "--steps", "3", "--n", "2",
+                     "--points", "2", "--consistency-steps", "2,3", "--out", str(out), "--device", "cpu"]) == 0
+    assert f"guidance {DEFAULT_GUIDANCE:g}:" in (out / "summary.md").read_text()

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from diffuscope.defaults import DEFAULT_SAMPLER
+from diffuscope.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
 from diffuscope.errors import UsageError
 from diffuscope.phases import Trajectory
 from diffuscope.schedules import Schedule, VPSchedule, forward_chain, q_sample, to_vp
@@ -346,8 +346,8 @@ def measure_phases(model, *, prompt: str | None, steps: int = 50, n: int = 64, s
                    classifier=None, batch_size: int = 64, device="cpu"):
     """The three phase measures on a loaded model: (FrequencySplit, Commitment, Consistency, notes).
 
-    With a prompt, guidance defaults to 2 (as ``diffuscope sample``); without one, sampling is unconditional and
-    the class itself is decided along the way.
+    With a prompt, guidance defaults to DEFAULT_GUIDANCE (as ``diffuscope sample``); without one, sampling is
+    unconditional and the class itself is decided along the way.
     """
     import torch
 
@@ -364,7 +364,7 @@ def measure_phases(model, *, prompt: str | None, steps: int = 50, n: int = 64, s
         if u.num_classes == 0:
             raise UsageError("this model has no classes: leave out --prompt")
         label = class_index(prompt, model.class_names)
-        guidance = 2.0 if guidance is None else guidance
+        guidance = DEFAULT_GUIDANCE if guidance is None else guidance
         if guidance != 1:
             denoiser = CFGDenoiser(denoiser, guidance, u.num_classes)
         notes.append(f"prompt {prompt!r}, guidance {guidance:g}: the prompt fixes the class, so class "
