@@ -211,6 +211,7 @@ def test_bad_config_and_inputs_raise_one_line_usage_errors():
         (SweepConfig(reference_sampler="Euler a"), "deterministic"),
         (SweepConfig(metrics=("fid",)), "unknown metric"),
         (SweepConfig(steps=(25, 10)), "ascending"),
+        (SweepConfig(guidance_interval=(5.0, 1.0)), "guidance interval"),
     ]
     for config, message in bad:
         with pytest.raises(UsageError, match=message):
@@ -281,6 +282,16 @@ def test_cli_sweep_on_a_model_without_classifier(run_cli, tiny_model, tmp_path):
     assert "no classifier" in out and "diffuscope classifier" in out
 
 
+def test_cli_sweep_with_a_guidance_interval_records_it(run_cli, tiny_model, tmp_path):
+    code, _, err = run_cli(*_fast(tiny_model, tmp_path / "s", "--prompt", "7", "--guidance", "2",
+                                    "--guidance-interval", "0.28,5.42"))
+    assert code == 0, err
+    data = json.loads((tmp_path / "s" / "report.json").read_text())
+    assert data["config"]["guidance_interval"] == [0.28, 5.42]
+    assert data["info"]["guidance_interval_used"] == [0.28, 5.42]
+    assert "Guidance: 2 on (0.28, 5.42] (guidance interval)" in (tmp_path / "s" / "report.md").read_text()
+
+
 @pytest.mark.parametrize(("extra", "message"), [
     (("--prompt", "7", "--steps", "10,abc"), "malformed step list"),
     (("--prompt", "7", "--samplers", "DDIM,nope"), "unknown sampler 'nope'"),
@@ -288,6 +299,7 @@ def test_cli_sweep_on_a_model_without_classifier(run_cli, tiny_model, tmp_path):
     (("--prompt", "7", "--metrics", "fd,accuracy"), "diffuscope classifier --data digits"),
     (("--prompt", "eleven",), "unknown prompt"),
     (("--prompt", "7", "--threshold", "3"), "threshold"),
+    (("--prompt", "7", "--guidance-interval", "1"), "LO,HI"),
 ])
 def test_cli_errors_exit_2_with_one_line(run_cli, tiny_model, tmp_path, extra, message):
     argv = ["sweep", "--model", tiny_model, "--n", "4", "--no-progress", "--out", tmp_path / "e", *extra]

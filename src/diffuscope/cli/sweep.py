@@ -34,6 +34,8 @@ def add_parser(sub) -> None:
     p.add_argument("--n", type=types.positive_int, default=256, help="images per cell (default 256)")
     p.add_argument("--guidance", type=types.non_negative_float, default=DEFAULT_GUIDANCE,
                    help=f"classifier-free guidance scale, 1 = off (default {DEFAULT_GUIDANCE:g}, as `sample`)")
+    p.add_argument("--guidance-interval", type=types.interval, metavar="LO,HI",
+                   help="apply guidance only where LO < sigma <= HI, as `sample` (default: everywhere)")
     p.add_argument("--spacing", help="sigma grid: trailing|leading|linspace (discrete models), karras, logsnr "
                                      "(default: the model's)")
     p.add_argument("--reference-sampler", default="Heun",
@@ -62,7 +64,8 @@ def build_config(args: argparse.Namespace):
 
     config = SweepConfig(
         steps=parse_steps(args.steps), samplers=parse_list(args.samplers), prompts=tuple(args.prompt),
-        seed=args.seed, n=args.n, guidance=args.guidance, spacing=args.spacing,
+        seed=args.seed, n=args.n, guidance=args.guidance, guidance_interval=args.guidance_interval,
+        spacing=args.spacing,
         reference_sampler=args.reference_sampler, reference_steps=args.reference_steps,
         metrics=parse_list(args.metrics) if args.metrics else None, threshold=args.threshold,
         batch_size=args.batch_size, grid_rows=args.grid_rows, ci_resamples=args.ci_resamples)

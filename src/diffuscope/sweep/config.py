@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from diffuscope.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
 from diffuscope.errors import UsageError, choices_error
+from diffuscope.guidance import check_interval
 
 MAX_STEP_VALUES = 64  # a longer list is almost certainly a typo ("1-1000")
 STEP_SYNTAX = "e.g. 10,25,50,100 or 5-100 [8] or 10-50 (+10)"
@@ -70,6 +71,7 @@ class SweepConfig:
     seed: int = 0  # image i uses seed + i in every cell: the same initial noise everywhere (-1 = random)
     n: int = 256  # images per cell
     guidance: float = DEFAULT_GUIDANCE  # classifier-free guidance scale (1 = off), as `diffuscope sample`
+    guidance_interval: tuple[float, float] | None = None  # guided only where lo < sigma <= hi (None: everywhere)
     spacing: str | None = None  # sigma grid; None = the model's default (trailing discrete, karras continuous)
     reference_sampler: str = "Heun"  # the convergence reference: deterministic, second order
     reference_steps: int | None = None  # None = max(200, 2 * max(steps)), capped at T for discrete models
@@ -191,6 +193,7 @@ def check_config(config: SweepConfig) -> None:
         raise UsageError(f"threshold must lie in (0, 1), e.g. 0.03 for 3%, got {config.threshold}")
     if not config.guidance >= 0:
         raise UsageError(f"guidance must be >= 0, got {config.guidance}")
+    check_interval(config.guidance_interval)
     if config.reference_steps is not None and config.reference_steps < 1:
         raise UsageError(f"reference steps must be a positive integer, got {config.reference_steps}")
     for name in ("batch_size", "grid_rows"):

@@ -29,6 +29,10 @@ def _with_ci(value, interval) -> str:
     return fmt(value) + (f" [{fmt(interval[0])}, {fmt(interval[1])}]" if interval else "")
 
 
+def _interval(interval) -> str:
+    return "" if not interval else " on ({:g}, {:g}] (guidance interval)".format(*interval)
+
+
 def _setup(result) -> list[str]:
     c, info, ref = result.config, result.info, result.reference
     prompts = ", ".join(map(str, info.get("prompts") or [])) or ("unconditional" if result.labels is None else "-")
@@ -36,7 +40,8 @@ def _setup(result) -> list[str]:
         f"Model: {info.get('model_name', '-')} ({info.get('model_path', 'a denoiser')}, "
         f"step {info.get('model_step', '-')})",
         f"Prompts: {prompts}; n = {c.n} images per cell, image i seeded {result.seed} + i in every cell",
-        f"Guidance: {info.get('guidance_used', c.guidance):g}; spacing: {c.spacing or 'model default'}; "
+        f"Guidance: {info.get('guidance_used', c.guidance):g}{_interval(info.get('guidance_interval_used'))}; "
+        f"spacing: {c.spacing or 'model default'}; "
         f"batch size {c.batch_size}",
         f"Samplers: {', '.join(c.samplers)}; steps: {', '.join(map(str, c.steps))}",
         f"Convergence reference: {ref['sampler']}, {ref['steps']} steps ({fmt(ref.get('nfe'))} NFE, "

@@ -238,10 +238,10 @@ def sweep(model, config: SweepConfig | None = None, *, schedule=None, shape: tup
     total = batches * (ref_spec.nfe(ref_steps) + sum(s.nfe(k) for s in specs for k in config.steps))
     bar = tqdm(total=total, unit="NFE", desc="sweep", disable=not progress, dynamic_ncols=True)
     denoiser = _Ticker(inputs.denoiser, bar)
-    common = {"guidance": config.guidance, "seed": seed, "null_label": inputs.null_label,
-              "batch_size": config.batch_size, "device": device}
+    common = {"guidance": config.guidance, "guidance_interval": config.guidance_interval, "seed": seed,
+              "null_label": inputs.null_label, "batch_size": config.batch_size, "device": device}
     if labels_t is None and config.guidance != 1:
-        common["guidance"] = 1.0  # unconditional: nothing to guide
+        common["guidance"], common["guidance_interval"] = 1.0, None  # unconditional: nothing to guide
     floor = None
     cells: list[Cell] = []
     reference: dict[str, Any] = {"sampler": ref_spec.name, "steps": ref_steps, "grid": ref_grid.describe()}
@@ -273,7 +273,9 @@ def sweep(model, config: SweepConfig | None = None, *, schedule=None, shape: tup
         notes.append(f"interrupted: {len(cells)} of {len(specs) * len(config.steps)} cells finished")
     finally:
         bar.close()
-    info = {**inputs.info, "shape": list(inputs.shape), "guidance_used": common["guidance"]}
+    info = {**inputs.info, "shape": list(inputs.shape), "guidance_used": common["guidance"],
+            "guidance_interval_used": (None if common["guidance"] == 1 or common["guidance_interval"] is None
+                                       else list(common["guidance_interval"]))}
     return SweepResult(config, seed, None if labels_t is None else labels_t.tolist(), groups, cells, floor,
                        reference, compute_knees(cells, config.threshold, meter), notes, info, interrupted,
                        time.perf_counter() - t0, ref_images)
