@@ -202,3 +202,19 @@ def test_memoised_coefficients_survive_a_network_that_writes_c_noise_in_place():
     first, second = d(x, sigma_batch(1.7, x)), d(x, sigma_batch(1.7, x))
     assert seen[0] == seen[1] == [pytest.approx(sched.t_from_sigma_float(1.7))] * 2
     assert torch.equal(first, second)
+
+
+def test_changing_the_schedule_or_sigma_data_clears_the_memoised_coefficients():
+    x = torch.randn(2, 1, 3, 3, dtype=torch.float64)
+    edm = make_denoiser("edm", lambda x_in, c_noise, cond=None: torch.zeros_like(x_in), EDMSchedule())
+    before = edm(x, sigma_batch(0.7, x))
+    edm.sigma_data = 1.0
+    assert torch.allclose(edm(x, sigma_batch(0.7, x)), x / (1 + 0.7**2)) and not torch.allclose(before, x / 1.49)
+    sched, other = _schedule("eps"), make_schedule(ScheduleConfig(kind="cosine"))
+    seen = []
+    eps = make_denoiser("eps", lambda x_in, c_noise, cond=None: seen.append(float(c_noise[0])) or x_in * 0, sched)
+    eps(x, sigma_batch(0.7, x))
+    eps.schedule = other
+    eps(x, sigma_batch(0.7, x))
+    assert seen == [pytest.approx(sched.t_from_sigma_float(0.7)), pytest.approx(other.t_from_sigma_float(0.7))]
+    assert seen[0] != pytest.approx(seen[1])

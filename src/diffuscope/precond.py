@@ -92,6 +92,11 @@ class Denoiser(nn.Module):
         self.schedule = schedule
         self._shared_memo: dict[tuple, Coefficients] = {}
 
+    def __setattr__(self, name: str, value) -> None:
+        if name in ("schedule", "sigma_data") and "_shared_memo" in self.__dict__:
+            self._shared_memo.clear()  # the memoised coefficients depend on these
+        super().__setattr__(name, value)
+
     def coefficients(self, sigma: Tensor | float) -> Coefficients:
         """c_skip, c_out, c_in, c_noise for ``sigma``: one formula, evaluated on a float64 tensor [B] or on a
         Python float (then float-only, a few microseconds: the per-step cost of a sampler)."""
@@ -123,7 +128,7 @@ class Denoiser(nn.Module):
         """Float c_skip, c_out, c_in and the [B] c_noise tensor for a batch sharing one sigma, memoised per key =
         (sigma, batch size, dtype, device, inference mode): a sampler's grid repeats its sigmas, and right after a
         network call (cold caches) computing them cost ~50 us per call (bench/bench_samplers.py, Heun vs
-        diffusers). They depend on sigma and the denoiser's fixed schedule only; a c_noise written in place is
+        diffusers). Setting ``schedule`` (or EDM's ``sigma_data``) clears the memo; a c_noise written in place is
         rebuilt (``forward`` checks its version)."""
         sigma, n, dtype, device, _ = key
         if len(self._shared_memo) >= 4096:
