@@ -181,10 +181,13 @@ def test_shared_sigma_batch_is_cached_read_only_and_mode_aware():
 def test_denoiser_reads_a_shared_sigma_without_indexing_the_tensor(monkeypatch):
     """The sampler's path: the float comes from the batch's attribute (no tensor op after a network call)."""
     sched = _schedule("eps")
-    d = make_denoiser("eps", IdealNet("eps", sched), sched)
+    d = make_denoiser("eps", lambda x_in, c_noise, cond=None: x_in * 0.5, sched)
+    x = torch.randn(4, 1, 3, 3, dtype=torch.float64)
+    expected = d(x, torch.full((4,), 1.7, dtype=torch.float64))
     batch = shared_sigma_batch(1.7, 4)
     monkeypatch.setattr(torch.Tensor, "__getitem__", lambda *a: pytest.fail("sigma tensor indexed"))
-    assert d._shared_sigma(batch) == 1.7
+    monkeypatch.setattr(d, "_shared_sigma", lambda *a: pytest.fail("shared value searched for"))
+    assert torch.equal(d(x, batch), expected)
 
 
 def test_memoised_coefficients_survive_a_network_that_writes_c_noise_in_place():

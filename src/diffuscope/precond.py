@@ -112,9 +112,6 @@ class Denoiser(nn.Module):
         around a network (the diffusers adapter) starts in training mode and must still take the fast path."""
         if isinstance(sigma, float | int):
             return float(sigma)
-        shared = getattr(sigma, SHARED_SIGMA, None)
-        if shared is not None:  # made by shared_sigma_batch (what samplers pass): no tensor op
-            return shared
         if sigma.device.type != "cpu":
             return None
         if sigma.ndim == 0:
@@ -153,7 +150,7 @@ class Denoiser(nn.Module):
     def forward(self, x: Tensor, sigma: Tensor | float, cond=None) -> Tensor:
         # The sampler's case, in as few Python frames and tensor ops as possible (each costs microseconds right
         # after a network call): one sigma for the batch, memoised float coefficients, one fused add.
-        shared = getattr(sigma, SHARED_SIGMA, None)
+        shared = getattr(sigma, SHARED_SIGMA, None)  # made by shared_sigma_batch (what samplers pass)
         if shared is None:
             shared = self._shared_sigma(sigma)
         if shared is not None:
