@@ -287,3 +287,14 @@ def test_phases_with_a_prompt_uses_the_default_guidance(untrained_model, tmp_pat
     assert cli_main(["phases", "--model", str(untrained_model), "--prompt", "1", "--steps", "3", "--n", "2",
                      "--points", "2", "--consistency-steps", "2,3", "--out", str(out), "--device", "cpu"]) == 0
     assert f"guidance {DEFAULT_GUIDANCE:g}:" in (out / "summary.md").read_text()
+
+
+def test_reverse_command_with_a_guidance_interval(untrained_model, tmp_path, capsys):
+    out = tmp_path / "rev"
+    assert cli_main(["reverse", "--model", str(untrained_model), "--prompt", "3", "--steps", "6", "--show", "3",
+                     "--guidance", "2", "--guidance-interval", "0.5,5", "--out", str(out), "--device", "cpu"]) == 0
+    assert "guidance 2 on (0.5, 5], seed 0" in capsys.readouterr().out
+    assert json.loads((out / "reverse.json").read_text())["guidance_interval"] == [0.5, 5.0]
+    _one_line_error(capsys, ["reverse", "--model", str(untrained_model), "--prompt", "3", "--guidance-interval", "5,0",
+                             "--out", str(tmp_path / "bad")], "0 <= LO < HI")
+    assert not (tmp_path / "bad").exists()

@@ -181,12 +181,14 @@ class ReverseResult:
     seed: int
     guidance: float
     nfe: int
+    guidance_interval: tuple[float, float] | None = None  # guided only where lo < sigma <= hi
 
 
 def reverse_process(denoiser: Callable, schedule: Schedule, label: int, shape: tuple[int, int, int], *,
                     steps: int = 50, sampler: str = DEFAULT_SAMPLER, guidance: float = 1.0, seed: int = 0,
                     null_label: int | None = None, spacing: str | None = None, prompt: str = "",
-                    device: str | torch.device = "cpu") -> ReverseResult:
+                    device: str | torch.device = "cpu",
+                    guidance_interval: tuple[float, float] | None = None) -> ReverseResult:
     """Generate one image (exactly as ``generate`` does for this seed) and keep every step's state and
     prediction."""
     from diffuscope.generate import generate
@@ -198,9 +200,11 @@ def reverse_process(denoiser: Callable, schedule: Schedule, label: int, shape: t
         ds.append(info.denoised.detach().float().cpu())
 
     gen = generate(denoiser, schedule, torch.tensor([label]), shape, sampler=sampler, steps=steps, spacing=spacing,
-                   guidance=guidance, seed=seed, null_label=null_label, device=device, callback=record)
+                   guidance=guidance, guidance_interval=guidance_interval, seed=seed, null_label=null_label,
+                   device=device, callback=record)
     traj = Trajectory(gen.grid.sigmas.double().cpu(), torch.stack(xs), torch.stack(ds), gen.images, gen.sampler)
-    return ReverseResult(traj, label, prompt, gen.sampler, gen.grid.steps, gen.seed, gen.guidance, gen.nfe)
+    return ReverseResult(traj, label, prompt, gen.sampler, gen.grid.steps, gen.seed, gen.guidance, gen.nfe,
+                         gen.guidance_interval)
 
 
 def show_indices(steps: int, show: int) -> list[int]:
@@ -224,7 +228,8 @@ def save_reverse(result: ReverseResult, out: str | Path, *, show: int = 8, scale
     den = traj.denoised[:, 0]
     prompt = f"prompt {result.prompt!r}" if result.prompt else f"class {result.label}"
     title = (f"reverse process: {prompt}, {result.sampler}, {result.steps} steps, seed {result.seed}"
-             + (f", guidance {result.guidance:g}" if result.guidance != 1 else ""))
+             + (f", guidance {result.guidance:g}" if result.guidance != 1 else "")
+             + (" on ({:g}, {:g}]".format(*result.guidance_interval) if result.guidance_interval else ""))
     captions = [[f"step {i}", f"sigma {float(sig[i]):.3g}"] for i in idx]
     picture = labelled_strip([x_vp[idx], den[idx]], captions, title=title, scale=scale,
                              row_titles=["x_t, the noisy state (VP scale: x / sqrt(1 + sigma^2))",
@@ -238,7 +243,9 @@ def save_reverse(result: ReverseResult, out: str | Path, *, show: int = 8, scale
     meta = out / "reverse.json"
     meta.write_text(json.dumps({
         "prompt": result.prompt, "label": result.label, "sampler": result.sampler, "steps": result.steps,
-        "seed": result.seed, "guidance": result.guidance, "nfe": result.nfe, "shown_steps": idx,
+        "seed": result.seed, "guidance": result.guidance,
+        "guidance_interval": None if result.guidance_interval is None else list(result.guidance_interval),
+        "nfe": result.nfe, "shown_steps": idx,
         "sigmas": [float(s) for s in sig], "gif_frames": len(frames),
     }, indent=2))
     return [png, gif, meta]

@@ -23,6 +23,8 @@ def add_parser(sub) -> None:
     p.add_argument("--spacing", help="sigma grid: trailing|leading|linspace (discrete models), karras, logsnr")
     p.add_argument("--guidance", type=types.non_negative_float,
                    help=f"classifier-free guidance scale, 1 = off (default {DEFAULT_GUIDANCE:g})")
+    p.add_argument("--guidance-interval", type=types.interval, metavar="LO,HI",
+                   help="apply guidance only where LO < sigma <= HI, as `sample` (default: everywhere)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.set_defaults(run=run)
@@ -58,11 +60,13 @@ def run(args: argparse.Namespace) -> int:
     u = model.config.unet
     result = reverse_process(model.denoiser, model.denoiser.schedule, label, (u.in_channels, u.image_size,
                              u.image_size), steps=args.steps, sampler=args.sampler, guidance=guidance,
-                             seed=args.seed, null_label=null, spacing=args.spacing, prompt=prompt, device=device)
+                             seed=args.seed, null_label=null, spacing=args.spacing, prompt=prompt, device=device,
+                             guidance_interval=args.guidance_interval)
     paths = save_reverse(result, args.out, show=args.show)
     sig = result.trajectory.sigmas
+    interval = " on ({:g}, {:g}]".format(*result.guidance_interval) if result.guidance_interval else ""
     print(f"reverse process: prompt {prompt!r}, {result.sampler}, {result.steps} steps ({result.nfe} NFE), "
-          f"guidance {result.guidance:g}, seed {result.seed}")
+          f"guidance {result.guidance:g}{interval}, seed {result.seed}")
     print(f"sigmas: {', '.join(f'{float(s):.4g}' for s in sig)}")
     print(f"shown steps: {', '.join(str(i) for i in show_indices(result.steps, args.show))}")
     for path in paths:
