@@ -255,6 +255,9 @@ def test_phases_command_with_a_classifier(untrained_model, tmp_path, capsys, mon
     (["phases", "--n", "1"], "--n must be at least 2"),
     (["phases", "--sampler", "Euler a"], "must be deterministic"),
     (["phases", "--consistency-steps", "10,x"], "malformed"),
+    (["phases", "--guidance", "2"], "need --prompt"),
+    (["phases", "--guidance-interval", "0.3,5"], "need --prompt"),
+    (["phases", "--prompt", "3", "--guidance-interval=-1,5"], "0 <= LO < HI"),
 ])
 def test_command_errors_are_one_line(untrained_model, tmp_path, capsys, argv, pattern):
     argv = [*argv, "--out", str(tmp_path / "o")]
@@ -287,6 +290,10 @@ def test_phases_with_a_prompt_uses_the_default_guidance(untrained_model, tmp_pat
     assert cli_main(["phases", "--model", str(untrained_model), "--prompt", "1", "--steps", "3", "--n", "2",
                      "--points", "2", "--consistency-steps", "2,3", "--out", str(out), "--device", "cpu"]) == 0
     assert f"guidance {DEFAULT_GUIDANCE:g}:" in (out / "summary.md").read_text()
+    assert cli_main(["phases", "--model", str(untrained_model), "--prompt", "1", "--steps", "3", "--n", "2",
+                     "--points", "2", "--consistency-steps", "2,3", "--guidance-interval", "0.5,5", "--out",
+                     str(tmp_path / "lim"), "--device", "cpu"]) == 0
+    assert f"guidance {DEFAULT_GUIDANCE:g} on (0.5, 5]:" in (tmp_path / "lim" / "summary.md").read_text()
 
 
 def test_reverse_command_with_a_guidance_interval(untrained_model, tmp_path, capsys):

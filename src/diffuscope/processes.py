@@ -350,17 +350,19 @@ def save_phases(out: str | Path, *, freq=None, commit=None, consist=None, notes:
 def measure_phases(model, *, prompt: str | None, steps: int = 50, n: int = 64, seed: int = 0,
                    sampler: str = DEFAULT_SAMPLER, finish_sampler: str = "DDPM", points: int = 10,
                    cutoff: float = 0.125, consistency_steps=(10, 25, 50, 100), guidance: float | None = None,
-                   classifier=None, batch_size: int = 64, device="cpu"):
+                   classifier=None, batch_size: int = 64, device="cpu",
+                   guidance_interval: tuple[float, float] | None = None):
     """The three phase measures on a loaded model: (FrequencySplit, Commitment, Consistency, notes).
 
     With a prompt, guidance defaults to DEFAULT_GUIDANCE (as ``diffuscope sample``); without one, sampling is
-    unconditional and the class itself is decided along the way.
+    unconditional and the class itself is decided along the way. ``guidance_interval`` = (sigma_lo, sigma_hi)
+    limits guidance to sigma_lo < sigma <= sigma_hi (see guidance.py).
     """
     import torch
 
     from diffuscope.data import class_index
     from diffuscope.errors import UsageError
-    from diffuscope.guidance import CFGDenoiser
+    from diffuscope.guidance import CFGDenoiser, check_interval
     from diffuscope.phases import commitment_curve, frequency_split, sample_trajectory, step_consistency
     from diffuscope.samplers import get_sampler, make_generators, randn
     from diffuscope.schedules import make_grid
@@ -372,14 +374,17 @@ def measure_phases(model, *, prompt: str | None, steps: int = 50, n: int = 64, s
             raise UsageError("this model has no classes: leave out --prompt")
         label = class_index(prompt, model.class_names)
         guidance = DEFAULT_GUIDANCE if guidance is None else guidance
+        interval = check_interval(guidance_interval) if guidance != 1 else None
         if guidance != 1:
-            denoiser = CFGDenoiser(denoiser, guidance, u.num_classes)
-        notes.append(f"prompt {prompt!r}, guidance {guidance:g}: the prompt fixes the class, so class "
+            denoiser = CFGDenoiser(denoiser, guidance, u.num_classes, interval)
+        on = "" if interval is None else " on ({:g}, {:g}]".format(*interval)
+        notes.append(f"prompt {prompt!r}, guidance {guidance:g}{on}: the prompt fixes the class, so class "
                      "agreement is expected to be high throughout; the pixel distance shows when the particular "
                      "image is decided")
     else:
-        if guidance is not None:
-            raise UsageError("--guidance needs --prompt (without one, sampling is unconditional)")
+        if guidance is not None or guidance_interval is not None:
+            raise UsageError("--guidance and --guidance-interval need --prompt (without one, sampling is "
+                             "unconditional)")
         label = u.num_classes  # the null prompt (0 for a model without classes: ignored by the net)
         notes.append("no prompt: unconditional sampling, so the class itself is decided along the way")
     classify, note = find_classify(model.path, classifier, model.class_names)

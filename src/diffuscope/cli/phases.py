@@ -31,6 +31,8 @@ def add_parser(sub) -> None:
                                                                         "10,25,50,100)")
     p.add_argument("--guidance", type=types.non_negative_float,
                    help=f"classifier-free guidance with --prompt, 1 = off (default {DEFAULT_GUIDANCE:g})")
+    p.add_argument("--guidance-interval", type=types.interval, metavar="LO,HI",
+                   help="with --prompt: apply guidance only where LO < sigma <= HI, as `sample` (default: everywhere)")
     p.add_argument("--classifier", metavar="PATH", help="classifier for 'same class' (default: the one "
                                                         "diffuscope.metrics finds for the model, else pixels only)")
     p.add_argument("--batch-size", type=types.positive_int, default=64)
@@ -77,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         model, prompt=args.prompt, steps=args.steps, n=args.n, seed=args.seed, sampler=args.sampler,
         finish_sampler=args.finish_sampler, points=args.points, cutoff=args.cutoff,
         consistency_steps=consistency_steps, guidance=args.guidance, classifier=args.classifier,
-        batch_size=args.batch_size, device=device)
+        batch_size=args.batch_size, device=device, guidance_interval=args.guidance_interval)
     paths, summary = save_phases(args.out, freq=freq, commit=commit, consist=consist, notes=notes)
     print(summary)
     for path in paths:
