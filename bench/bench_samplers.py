@@ -4,6 +4,7 @@
     python bench/bench_samplers.py --part overhead --steps 25
     python bench/bench_samplers.py --part diffusers --compare-steps 10,25 --rounds 2 --threads 1
     python bench/bench_samplers.py --part diffusers --compare-samplers Heun
+    python bench/bench_samplers.py --part diffusers --device cuda       # the same comparison on a GPU
 
 (1) Overhead, every sampler, batch 64, on diffuscope's U-Net (EDM preconditioning): the wall time of an N-step run
 divided by the time spent inside the denoiser D (preconditioning + network) during that run (target <= 1.03), and
@@ -147,7 +148,7 @@ def diffusers_setup(args):
 
 def run_diffusers(timed_unet, factory, steps: int, noise: torch.Tensor) -> torch.Tensor:
     scheduler = factory()
-    scheduler.set_timesteps(steps)
+    scheduler.set_timesteps(steps, device=noise.device)
     x = noise * scheduler.init_noise_sigma
     for t in scheduler.timesteps:
         model_input = scheduler.scale_model_input(x, t)
@@ -172,17 +173,21 @@ class _Output:
 
 
 class TimedUNet(nn.Module):
-    """A diffusers UNet whose forward time is added up; returns an object with ``.sample`` or a tuple."""
+    """A diffusers UNet whose forward time is added up; returns an object with ``.sample`` or a tuple. On CUDA
+    each call is synchronised on both sides of the timer (both loops alike), so the time is the UNet's own."""
 
-    def __init__(self, unet: nn.Module):
+    def __init__(self, unet: nn.Module, sync: Callable[[], None] = lambda: None):
         super().__init__()
         self.unet = unet
+        self.sync = sync
         self.seconds = 0.0
         self.calls = 0
 
     def forward(self, x, t, class_labels=None, return_dict=True):
+        self.sync()
         start = time.perf_counter()
         out = self.unet(x, t, class_labels=class_labels, return_dict=False)[0]
+        self.sync()
         self.seconds += time.perf_counter() - start
         self.calls += 1
         return _Output(out) if return_dict else (out,)
@@ -198,17 +203,21 @@ def bench_vs_diffusers(args) -> None:
     if unknown:
         raise SystemExit(f"unknown --compare-samplers {unknown}; valid: {', '.join(cases)}")
     cases = {name: cases[name] for name in names}
-    timed = TimedUNet(unet)
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    unet = unet.to(device)
+    timed = TimedUNet(unet, sync)
     params = sum(p.numel() for p in unet.parameters())
     steps_list = [int(s) for s in args.compare_steps.split(",")]
     print(
         f"\n(2) ours vs diffusers: UNet2DModel ({params / 1e6:.2f}M params), batch {args.compare_batch}, 32x32, "
-        f"{args.rounds} rounds, interleaved"
+        f"{args.rounds} rounds, interleaved, on {device}"
     )
-    noise = torch.randn(args.compare_batch, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(args.compare_batch, 1, 32, 32, generator=torch.Generator().manual_seed(0)).to(device)
     results: dict[tuple[str, int], dict[str, list[float]]] = {}
     with torch.inference_mode():
-        timed(noise, torch.tensor(500))  # warm-up
+        for _ in range(3):  # warm-up (on CUDA also the kernels' first launches)
+            timed(noise, torch.tensor(500, device=device))
         for _ in range(args.rounds):
             jobs = [(name, steps) for name in cases for steps in steps_list]
             random.shuffle(jobs)
@@ -220,11 +229,13 @@ def bench_vs_diffusers(args) -> None:
                 measured = {}
                 for side in sides:
                     timed.reset()
+                    sync()
                     t = time.perf_counter()
                     if side == "ours":
                         run_ours(timed, factory, sampler_id, steps, noise)
                     else:
                         run_diffusers(timed, factory, steps, noise)
+                    sync()
                     wall = time.perf_counter() - t
                     measured[side] = (wall, timed.seconds, timed.calls)
                 (w_o, net_o, n_o), (w_d, net_d, n_d) = measured["ours"], measured["diffusers"]
@@ -261,6 +272,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compare-samplers", default="Euler,DDIM,DPM++ 2M,Heun,UniPC",
                         help="samplers for ours vs diffusers")
     parser.add_argument("--seed", type=int, default=0, help="seed for the shuffled measuring order")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device for ours vs diffusers")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     random.seed(args.seed)
