@@ -54,7 +54,7 @@ class CFGDenoiser:
 
     def _row_scale(self, sigma: Tensor | float, n: int) -> float | Tensor:
         """The scale per row: ``self.scale`` inside the interval, 1 outside (a float when the rows agree)."""
-        if self.interval is None:
+        if self.interval is None or self.scale == 1:
             return self.scale
         lo, hi = self.interval
         shared = getattr(sigma, SHARED_SIGMA, None)
