@@ -81,6 +81,7 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
     """Run every part of the lesson on ``config.model`` and write ``out/report.html``; returns its path."""
     from diffuscope.checkpoint import load_model
     from diffuscope.cli.reverse import resolve_prompt
+    from diffuscope.device import pick_device
     from diffuscope.processes import (
         forward_process,
         measure_phases,
@@ -91,7 +92,6 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
     )
     from diffuscope.schedules import ScheduleConfig, make_schedule
     from diffuscope.sweep import SweepConfig, sweep, write_reports
-    from diffuscope.training.loop import pick_device
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

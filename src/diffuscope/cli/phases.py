@@ -55,10 +55,10 @@ def parse_steps_list(text: str) -> list[int]:
 
 def run(args: argparse.Namespace) -> int:
     from diffuscope.checkpoint import load_model
+    from diffuscope.device import pick_device
     from diffuscope.errors import UsageError
     from diffuscope.processes import measure_phases, save_phases
     from diffuscope.samplers import get_sampler
-    from diffuscope.training.loop import pick_device
 
     if args.n < 2:
         raise UsageError(f"--n must be at least 2, got {args.n}")

@@ -47,9 +47,9 @@ def resolve_prompt(model, prompt: str | None) -> tuple[int, str, int | None]:
 
 def run(args: argparse.Namespace) -> int:
     from diffuscope.checkpoint import load_model
+    from diffuscope.device import pick_device
     from diffuscope.processes import reverse_process, save_reverse, show_indices
     from diffuscope.samplers import get_sampler
-    from diffuscope.training.loop import pick_device
 
     show_indices(args.steps, args.show)  # reject a bad --show before loading anything
     get_sampler(args.sampler)

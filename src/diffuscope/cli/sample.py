@@ -36,10 +36,10 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from diffuscope.checkpoint import load_model
     from diffuscope.data import class_index
+    from diffuscope.device import pick_device
     from diffuscope.errors import UsageError
     from diffuscope.generate import generate, image_params, write_images
     from diffuscope.pngmeta import read_png_params
-    from diffuscope.training.loop import pick_device
 
     base = {}
     if args.from_image:

@@ -104,9 +104,9 @@ def _dry_run(config, model_ref: str, device) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from diffuscope.device import pick_device
     from diffuscope.sweep import sweep, write_reports
     from diffuscope.sweep.config import metric_spec
-    from diffuscope.training.loop import pick_device
 
     config = build_config(args)
     device = pick_device(args.device)

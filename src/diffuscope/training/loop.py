@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from diffuscope import checkpoint as ckpt_io
 from diffuscope import config as config_io
 from diffuscope.data import ImageDataset, batch_indices, load_dataset
+from diffuscope.device import pick_device
 from diffuscope.errors import UsageError
 from diffuscope.model import ModelConfig, build_denoiser, check_model_config, fit_to_data
 from diffuscope.precond import Denoiser, make_denoiser
@@ -49,14 +50,6 @@ class TrainResult:
     checkpoint: Path
     images_per_s: float
     elapsed_s: float
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for, but torch sees no CUDA device (valid here: auto, cpu)")
-    return torch.device(name)
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
