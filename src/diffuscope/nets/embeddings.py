@@ -1,4 +1,4 @@
-"""Embeddings of the noise level and the class label, mapped to one conditioning vector per sample.
+"""Embeddings of the noise level and the class label (or pooled text), mapped to one conditioning vector per sample.
 
 The network never sees sigma itself but the preconditioned `c_noise` (Karras et al. 2022, Table 1):
 `log(sigma) / 4` for EDM, the timestep 0..999 for a DDPM-trained model (Ho et al. 2020).
@@ -55,7 +55,7 @@ class ConditionEmbedding(nn.Module):
     (Ho & Salimans 2022); `class_labels=None` means every sample is null.
     """
 
-    def __init__(self, noise_embedding: str, dim: int, emb_dim: int, num_classes: int = 0):
+    def __init__(self, noise_embedding: str, dim: int, emb_dim: int, num_classes: int = 0, text_dim: int = 0):
         super().__init__()
         if noise_embedding == "fourier":
             self.noise = FourierEmbedding(dim)
@@ -65,13 +65,16 @@ class ConditionEmbedding(nn.Module):
             raise ValueError(f"unknown noise embedding {noise_embedding!r} (valid: {', '.join(NOISE_EMBEDDINGS)})")
         self.num_classes = num_classes
         self.label = nn.Embedding(num_classes + 1, dim) if num_classes > 0 else None
+        self.pooled = nn.Linear(text_dim, dim) if text_dim > 0 else None  # the prompt's pooled text embedding
         self.linear1 = nn.Linear(dim, emb_dim)
         self.linear2 = nn.Linear(emb_dim, emb_dim)
 
-    def forward(self, c_noise: Tensor, class_labels: Tensor | None = None) -> Tensor:
+    def forward(self, c_noise: Tensor, class_labels: Tensor | None = None, pooled: Tensor | None = None) -> Tensor:
         emb = self.noise(c_noise).to(self.linear1.weight.dtype)
         if self.label is not None:
             if class_labels is None:
                 class_labels = torch.full((c_noise.shape[0],), self.num_classes, device=c_noise.device)
             emb = emb + self.label(class_labels)
+        if self.pooled is not None and pooled is not None:
+            emb = emb + self.pooled(pooled.to(emb.dtype))
         return F.silu(self.linear2(F.silu(self.linear1(emb))))

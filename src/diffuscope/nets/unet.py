@@ -21,7 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from diffuscope.conditioning import ClassCond, TextCond
 from diffuscope.errors import UsageError, choices_error
+from diffuscope.nets.attention import CrossAttention
 from diffuscope.nets.embeddings import NOISE_EMBEDDINGS, ConditionEmbedding
 
 IN_CHANNELS = (1, 3)
@@ -39,6 +41,7 @@ class UNetConfig:
     num_heads: int = 1  # attention heads; must divide the channels of every attention level
     dropout: float = 0.0  # dropout inside residual blocks (Ho et al. 2020 used 0.1 on CIFAR-10)
     num_classes: int = 0  # 0 = unconditional; else labels 0..num_classes-1 and the null label num_classes
+    text_dim: int = 0  # width of text token embeddings (0 = no text): cross-attention at attention_resolutions
     noise_embedding: str = "fourier"  # "fourier" (EDM, continuous c_noise) or "positional" (DDPM timesteps)
 
 
@@ -96,6 +99,10 @@ def check_config(config: UNetConfig) -> None:
         raise UsageError(f"dropout must be in [0, 1), got {c.dropout!r}")
     if not _is_int(c.num_classes) or c.num_classes < 0:
         raise UsageError(f"num_classes must be an integer >= 0 (0 = unconditional), got {c.num_classes!r}")
+    if not _is_int(c.text_dim) or c.text_dim < 0:
+        raise UsageError(f"text_dim must be an integer >= 0 (0 = no text), got {c.text_dim!r}")
+    if c.text_dim and c.num_classes:
+        raise UsageError("a U-Net takes class labels (num_classes) or text (text_dim), not both")
     if c.noise_embedding not in NOISE_EMBEDDINGS:
         raise choices_error("noise embedding", c.noise_embedding, NOISE_EMBEDDINGS)
 
@@ -161,16 +168,23 @@ class SelfAttention(nn.Module):
 
 
 class Block(nn.Module):
-    """A ResBlock, followed by self-attention when this resolution is listed in `attention_resolutions`."""
+    """A ResBlock, followed by self-attention when this resolution is listed in `attention_resolutions`, and then
+    cross-attention to the text tokens for a text model (``text_dim`` > 0)."""
 
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, attention: bool, num_heads: int):
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, attention: bool, num_heads: int,
+                 text_dim: int = 0):
         super().__init__()
         self.res = ResBlock(in_ch, out_ch, emb_dim, dropout)
         self.attn = SelfAttention(out_ch, num_heads) if attention else None
+        self.cross = CrossAttention(out_ch, text_dim, num_heads) if attention and text_dim else None
 
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+    def forward(self, x: Tensor, emb: Tensor, context: TextCond | None = None) -> Tensor:
         h = self.res(x, emb)
-        return self.attn(h) if self.attn is not None else h
+        if self.attn is not None:
+            h = self.attn(h)
+        if self.cross is not None and context is not None:
+            h = self.cross(h, context.tokens, context.mask)
+        return h
 
 
 class Downsample(nn.Module):
@@ -180,7 +194,7 @@ class Downsample(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
 
-    def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, emb: Tensor | None = None, context: TextCond | None = None) -> Tensor:
         return self.conv(x)
 
 
@@ -196,7 +210,7 @@ class Upsample(nn.Module):
 
 
 class UNet(nn.Module):
-    """The raw network F(c_in * x, c_noise, class); a preconditioning wrapper turns it into a denoiser."""
+    """The raw network F(c_in * x, c_noise, cond); a preconditioning wrapper turns it into a denoiser."""
 
     def __init__(self, config: UNetConfig):
         super().__init__()
@@ -204,12 +218,12 @@ class UNet(nn.Module):
         self.config = config
         c = config
         emb_dim = 4 * c.base_channels  # as in ADM and EDM: noise features of width C, MLP of width 4C
-        self.embed = ConditionEmbedding(c.noise_embedding, c.base_channels, emb_dim, c.num_classes)
+        self.embed = ConditionEmbedding(c.noise_embedding, c.base_channels, emb_dim, c.num_classes, c.text_dim)
         self.conv_in = nn.Conv2d(c.in_channels, c.base_channels, 3, padding=1)
 
         def block(in_ch: int, out_ch: int, size: int, attention: bool = True) -> Block:
             attention = attention and size in c.attention_resolutions
-            return Block(in_ch, out_ch, emb_dim, c.dropout, attention, c.num_heads)
+            return Block(in_ch, out_ch, emb_dim, c.dropout, attention, c.num_heads, c.text_dim)
 
         sizes = feature_sizes(c)
         last = len(sizes) - 1
@@ -239,10 +253,10 @@ class UNet(nn.Module):
         self.norm_out = group_norm(ch)
         self.conv_out = zero_init(nn.Conv2d(ch, c.in_channels, 3, padding=1))
 
-    def forward(self, x: Tensor, c_noise: Tensor, class_labels: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, c_noise: Tensor, cond: ClassCond | TextCond | Tensor | None = None) -> Tensor:
         """x [B, C, H, W]; c_noise [B] float, the preconditioned noise level (a 0-d tensor means the whole
-        batch); class_labels [B] int64 in 0..num_classes (num_classes = null), None = all null.
-        Returns [B, C, H, W]."""
+        batch); cond: ``ClassCond`` (or its int64 labels [B] in 0..num_classes, num_classes = null) for a class
+        model, ``TextCond`` for a text model, None = the null condition (no text). Returns [B, C, H, W]."""
         c = self.config
         expected = (c.in_channels, c.image_size, c.image_size)
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
@@ -251,23 +265,37 @@ class UNet(nn.Module):
             c_noise = c_noise.expand(x.shape[0])
         if c_noise.shape != (x.shape[0],):
             raise UsageError(f"c_noise must have shape [B] = [{x.shape[0]}], got {list(c_noise.shape)}")
-        if class_labels is not None:
-            if c.num_classes == 0:
-                raise UsageError("class_labels given to an unconditional UNet (num_classes = 0); pass None")
-            if class_labels.shape != (x.shape[0],):
-                raise UsageError(f"class_labels must have shape [B] = [{x.shape[0]}], got {list(class_labels.shape)}")
-
-        emb = self.embed(c_noise, class_labels)
+        class_labels, text = self._split_cond(cond, x.shape[0])
+        emb = self.embed(c_noise, class_labels, None if text is None else text.pooled)
         h = self.conv_in(x)
         skips = [h]
         for layer in self.encoder:
-            h = layer(h, emb)
+            h = layer(h, emb, text)
             skips.append(h)
         for layer in self.middle:
-            h = layer(h, emb)
+            h = layer(h, emb, text)
         for layer in self.decoder:
             if isinstance(layer, Upsample):
                 h = layer(h)
             else:
-                h = layer(torch.cat([h, skips.pop()], dim=1), emb)
+                h = layer(torch.cat([h, skips.pop()], dim=1), emb, text)
         return self.conv_out(F.silu(self.norm_out(h)))
+
+    def _split_cond(self, cond, batch: int) -> tuple[Tensor | None, TextCond | None]:
+        """(class labels, text) from what the denoiser passes; a condition of the wrong kind is refused."""
+        c = self.config
+        if cond is None:
+            return None, None
+        if isinstance(cond, TextCond):
+            if not c.text_dim:
+                raise UsageError("a text condition given to a U-Net without text (text_dim = 0)")
+            if len(cond) != batch or cond.tokens.shape[-1] != c.text_dim:
+                raise UsageError(f"text condition must be [B={batch}, L, {c.text_dim}], got "
+                                 f"{list(cond.tokens.shape)}")
+            return None, cond
+        labels = cond.labels if isinstance(cond, ClassCond) else cond
+        if c.num_classes == 0:
+            raise UsageError("class labels given to an unconditional U-Net (num_classes = 0); pass None")
+        if labels.shape != (batch,):
+            raise UsageError(f"class labels must have shape [B] = [{batch}], got {list(labels.shape)}")
+        return labels, None
