@@ -24,7 +24,7 @@ class Recorder:
 
     def __call__(self, x, sigma, cond=None):
         assert len(sigma) == len(x)
-        self.calls.append((len(x), None if cond is None else cond.clone()))
+        self.calls.append((len(x), None if cond is None else getattr(cond, "labels", cond).clone()))
         return self.denoiser(x, sigma, cond)
 
 

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from diffuscope import config as config_io
 from diffuscope.errors import UsageError
-from diffuscope.model import ModelConfig, build_denoiser
-from diffuscope.precond import Denoiser
+from diffuscope.model import DiffusionModel, ModelConfig, build_conditioner, build_denoiser
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -209,20 +207,17 @@ def load_weights(module: torch.nn.Module, file: Path) -> None:
     module.load_state_dict(tensors, strict=True)
 
 
-@dataclass
-class LoadedModel:
-    denoiser: Denoiser
-    config: ModelConfig
-    path: Path
-    step: int
-    run_config: dict[str, Any]
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        return self.config.class_names
+LoadedModel = DiffusionModel  # the name of earlier releases
 
 
-def load_model(path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> LoadedModel:
+def model_name(ckpt: Path, run_config: dict[str, Any]) -> str:
+    """The name shown for a model: its run's ``model_name``, else the run folder's (or the checkpoint's) name."""
+    ckpt = Path(ckpt)
+    return run_config.get("model_name") or (ckpt.parent.parent.name if ckpt.parent.name == "checkpoints"
+                                            else ckpt.name)
+
+
+def load_model(path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> DiffusionModel:
     """Load a model for sampling (EMA weights by default) from a checkpoint or run folder, in eval mode."""
     ckpt = resolve_checkpoint(path)
     manifest = read_manifest(ckpt)
@@ -230,7 +225,10 @@ def load_model(path: str | Path, *, ema: bool = True, device: str | torch.device
     denoiser = build_denoiser(config)
     load_weights(denoiser.net, ckpt / ("ema.safetensors" if ema else "model.safetensors"))
     denoiser.eval().requires_grad_(False).to(device)
-    return LoadedModel(denoiser, config, ckpt, int(manifest.get("step", 0)), run)
+    u = config.unet
+    return DiffusionModel(denoiser, build_conditioner(config), (u.in_channels, u.image_size, u.image_size),
+                          name=model_name(ckpt, run), path=ckpt, step=int(manifest.get("step", 0)), config=config,
+                          run_config=run)
 
 
 def load_training_state(ckpt: Path) -> dict[str, Any]:

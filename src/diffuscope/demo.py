@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from diffuscope.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
+from diffuscope.events import Observer
 
 
 @dataclass(frozen=True)
@@ -77,19 +78,15 @@ def knee_summary(result) -> str:
     return "\n".join(lines)
 
 
-def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] = print) -> Path:
-    """Run every part of the lesson on ``config.model`` and write ``out/report.html``; returns its path."""
+def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] = print,
+             on_event: Observer | None = None) -> Path:
+    """Run every part of the lesson on ``config.model`` and write ``out/report.html``; returns its path.
+    ``on_event`` receives the sweep's Progress events (events.py)."""
     from diffuscope.checkpoint import load_model
-    from diffuscope.cli.reverse import resolve_prompt
     from diffuscope.device import pick_device
-    from diffuscope.processes import (
-        forward_process,
-        measure_phases,
-        reverse_process,
-        save_forward,
-        save_phases,
-        save_reverse,
-    )
+    from diffuscope.forward_process import forward_process, save_forward
+    from diffuscope.phases_report import measure_phases, save_phases
+    from diffuscope.reverse_process import reverse_process, save_reverse
     from diffuscope.schedules import ScheduleConfig, make_schedule
     from diffuscope.sweep import SweepConfig, sweep, write_reports
 
@@ -97,9 +94,8 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device(config.device)
     model = load_model(config.model, device=device)
-    u = model.config.unet
-    shape = (u.in_channels, u.image_size, u.image_size)
-    data_name = (model.run_config.get("data") or {}).get("name", "mnist")
+    channels, size, _ = model.image_shape
+    data_name = model.data_name or "mnist"
     sections, t0 = [], time.perf_counter()
     part_s: dict[str, float] = {}  # wall seconds per part, written to demo.json
 
@@ -110,7 +106,7 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
     log("[1/4] forward process")
     from diffuscope.data import load_dataset
 
-    test = load_dataset(data_name, split="test", image_size=u.image_size, channels=u.in_channels)
+    test = load_dataset(data_name, split="test", image_size=size, channels=channels)
     vp = make_schedule(ScheduleConfig(kind="linear"))
     fwd = forward_process(test.images[0], vp, [0, 250, 500, 750, 1000], seed=config.seed,
                           source=f"{data_name} test image 0")
@@ -125,10 +121,11 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
 
     # 2. the reverse process from a real model
     log("[2/4] reverse process")
-    label, prompt, null = resolve_prompt(model, config.prompt)
-    rev = reverse_process(model.denoiser, model.denoiser.schedule, label, shape, steps=config.reverse_steps,
-                          sampler=DEFAULT_SAMPLER,
-                          guidance=config.guidance, seed=config.seed, null_label=null, prompt=prompt, device=device)
+    prompt = config.prompt if model.conditioner.kind != "none" else None
+    guidance = config.guidance if model.conditioner.has_null else 1.0
+    rev = reverse_process(model, prompt, steps=config.reverse_steps, sampler=DEFAULT_SAMPLER, guidance=guidance,
+                          seed=config.seed, device=device)
+    prompt = rev.prompt
     rev_paths = save_reverse(rev, out / "reverse", show=min(8, config.reverse_steps))
     sections.append(Section(f"Reverse process: prompt {prompt!r}, {config.reverse_steps} steps of {rev.sampler}",
                             "Top row: the noisy state x_t; bottom row: the model's predicted clean image.\n"
@@ -139,11 +136,13 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
 
     # 3. the exercise: the same prompt and seed at 10/25/50/100 steps, measured
     log("[3/4] step sweep")
-    sweep_cfg = SweepConfig(prompts=(config.sweep_prompt,), steps=config.steps, samplers=config.samplers,
-                            seed=config.seed, n=config.n, guidance=config.guidance,
+    sweep_prompts = (config.sweep_prompt,) if model.conditioner.kind == "class" else (
+        (config.prompt,) if model.conditioner.kind == "text" else ())
+    sweep_cfg = SweepConfig(prompts=sweep_prompts, steps=config.steps, samplers=config.samplers,
+                            seed=config.seed, n=config.n, guidance=guidance,
                             reference_sampler=config.reference_sampler, reference_steps=config.reference_steps,
                             ci_resamples=50)
-    result = sweep(model, sweep_cfg, device=device, progress=True)
+    result = sweep(model, sweep_cfg, device=device, on_event=on_event)
     sweep_paths = write_reports(result, out / "sweep")
     sections.append(Section("The exercise: same prompts and seeds at " + "/".join(map(str, config.steps))
                             + " steps", knee_summary(result),

@@ -1,41 +1,60 @@
-"""Generation: pure noise -> images for a list of prompts (class labels), with any sampler, grid and guidance.
+"""Generation: pure noise -> images for a batch of conditions (or prompts), with any sampler, grid and guidance.
 
 This is the one place that turns (sampler name, steps, seed, guidance) into images; the CLI, the training preview,
-the sweep and the pictures all call it. Image i uses its own generator seeded ``seed + i`` (ARCHITECTURE.md), so
-an image does not change with the batch size it was generated in.
+the sweep, the page and the pictures all call it. Image i uses its own generator seeded ``seed + i``
+(ARCHITECTURE.md), so an image does not change with the batch size it was generated in. A latent model's samples
+are decoded to pixels here (``decode``): what callers see is always pixel images.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from diffuscope.conditioning import Cond, as_cond
 from diffuscope.defaults import DEFAULT_SAMPLER
 from diffuscope.errors import UsageError
-from diffuscope.guidance import CFGDenoiser, check_interval
+from diffuscope.events import CancelToken, Observer, Progress, report
+from diffuscope.guidance import CFGDenoiser, check_interval, check_scale
 from diffuscope.samplers import CountingDenoiser, get_sampler, initial_noise, make_generators, resolve_seed
 from diffuscope.schedules import Schedule, SigmaGrid, make_grid
 
 
 @dataclass(frozen=True)
 class Generation:
-    images: Tensor  # [N, C, H, W], float32 in about [-1, 1] (not clipped)
+    images: Tensor  # [N, C, H, W] pixel images, float32 in about [-1, 1] (not clipped); decoded for latent models
     grid: SigmaGrid  # the sigmas (and timesteps) actually used
     sampler: str  # display name
     seed: int  # the seed actually used (a random one when -1 was asked)
     nfe: int  # measured network evaluations per image batch
     guidance: float
     guidance_interval: tuple[float, float] | None = None  # guided only where lo < sigma <= hi (None: everywhere)
+    samples: Tensor | None = None  # what the sampler produced (latents for a latent model; None = images)
+
+
+def _step_observer(on_event: Observer | None, cancel: CancelToken | None, callback: Callable | None,
+                   start: int, n: int) -> Callable | None:
+    """The sampler callback: the caller's callback, then a 'generate' Progress event (data: the StepInfo of the
+    batch holding images start..start+len), checking the cancel token at every step."""
+    if on_event is None and cancel is None:
+        return callback
+
+    def step(info) -> None:
+        if callback is not None:
+            callback(info)
+        report(on_event, cancel, Progress("generate", info.i + 1, info.steps, f"images {start + 1}-{n}", info))
+
+    return step
 
 
 def generate(
     denoiser: Callable,
     schedule: Schedule,
-    labels: Tensor,
+    labels: Cond | Tensor | Sequence[int] | None,
     shape: tuple[int, int, int],
     *,
     sampler: str = DEFAULT_SAMPLER,
@@ -44,50 +63,88 @@ def generate(
     guidance: float = 1.0,
     guidance_interval: tuple[float, float] | None = None,
     seed: int = 0,
-    null_label: int | None = None,
+    null_label: Cond | int | None = None,
     batch_size: int = 64,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     callback: Callable | None = None,
     sampler_options: dict | None = None,
     grid: SigmaGrid | None = None,
+    n: int | None = None,
+    decode: Callable[[Tensor], Tensor] | None = None,
+    on_event: Observer | None = None,
+    cancel: CancelToken | None = None,
 ) -> Generation:
-    """Generate ``len(labels)`` images of ``shape`` (C, H, W), image i prompted by ``labels[i]``.
+    """Generate one image of ``shape`` (C, H, W) per row of ``labels``: a ``Cond`` (class labels or text), int
+    class labels (wrapped as ``ClassCond``), or None for an unconditional model (then give ``n``).
 
-    ``guidance`` > 1 needs ``null_label`` (the class index of the empty prompt); ``guidance_interval`` = (sigma_lo,
-    sigma_hi) applies it only where sigma_lo < sigma <= sigma_hi (see guidance.py). ``grid`` overrides ``steps`` and
-    ``spacing`` with an explicit sigma grid. ``callback`` receives each batch's StepInfo (see samplers).
+    ``guidance`` != 1 needs ``null_label``, the null condition (a Cond, or the null class index);
+    ``guidance_interval`` = (sigma_lo, sigma_hi) applies it only where sigma_lo < sigma <= sigma_hi (see
+    guidance.py). ``grid`` overrides ``steps`` and ``spacing`` with an explicit sigma grid. ``callback`` receives
+    each batch's StepInfo (see samplers); ``on_event`` receives Progress events and ``cancel`` stops the work
+    (events.py). ``decode`` maps the samples to pixel images (a latent model's decoder).
     """
     spec = get_sampler(sampler)
-    if guidance < 0:
-        raise UsageError(f"guidance must be >= 0, got {guidance}")
+    guidance = check_scale(guidance)
     if batch_size < 1:
         raise UsageError(f"batch size must be a positive integer, got {batch_size}")
     guidance_interval = check_interval(guidance_interval) if guidance != 1.0 else None  # no guidance: no interval
     seed = resolve_seed(seed)
     grid = grid or make_grid(schedule, steps, spacing)
-    labels = torch.as_tensor(labels, dtype=torch.long)
+    cond = as_cond(labels)
+    if cond is None:
+        if n is None or n < 1:
+            raise UsageError("an unconditional generation needs the number of images n >= 1")
+        if guidance != 1.0:
+            raise UsageError("this model is unconditional: guidance must be 1 (there is no prompt to guide towards)")
+    else:
+        if n is not None and n != len(cond):
+            cond = cond.expand(n)
+        n = len(cond)
     if guidance != 1.0:
         if null_label is None:
-            raise UsageError("this model has no empty prompt (null class): guidance must be 1")
+            raise UsageError("this model has no empty prompt (null condition): guidance must be 1")
         model = CFGDenoiser(denoiser, guidance, null_label, guidance_interval)
     else:
         model = denoiser
     counter = CountingDenoiser(model)
-    generators = make_generators(seed, len(labels))
+    generators = make_generators(seed, n)
     sigmas = grid.sigmas.to(device)
-    out = []
+    samples, images = [], []
     nfe = 0
     with torch.inference_mode():
-        for start in range(0, len(labels), batch_size):
-            end = min(start + batch_size, len(labels))
+        for start in range(0, n, batch_size):
+            end = min(start + batch_size, n)
             x = initial_noise((end - start, *shape), generators[start:end], float(grid.sigmas[0]), dtype, device)
             counter.reset()
-            x = spec.fn(counter, x, sigmas, cond=labels[start:end].to(device), generator=generators[start:end],
-                        callback=callback, **(sampler_options or {}))
+            batch_cond = None if cond is None else cond[start:end].to(device)
+            x = spec.fn(counter, x, sigmas, cond=batch_cond, generator=generators[start:end],
+                        callback=_step_observer(on_event, cancel, callback, start, n), **(sampler_options or {}))
             nfe = counter.nfe
-            out.append(x.float().cpu())
-    return Generation(torch.cat(out), grid, spec.name, seed, nfe, guidance, guidance_interval)
+            samples.append(x.float().cpu())
+            images.append(samples[-1] if decode is None else decode(x).float().cpu())
+    images = torch.cat(images)
+    return Generation(images, grid, spec.name, seed, nfe, guidance, guidance_interval,
+                      None if decode is None else torch.cat(samples))
+
+
+def generate_from_prompts(model, prompts: Sequence[str | None] | None, *, n: int | None = None,
+                          guidance: float = 1.0, device: str | torch.device = "cpu", **options) -> Generation:
+    """Generate with a ``DiffusionModel`` (model.py): prompt i -> condition through the model's conditioner (the
+    one place prompts are read), its null condition for guidance, its sample shape, decoded to pixels. An
+    unconditional model takes ``prompts=None`` and ``n``; a single prompt with ``n`` repeats it."""
+    conditioner = model.conditioner
+    if prompts is None or conditioner.kind == "none":
+        conditioner.encode(list(prompts or []))  # a prompt given to an unconditional model is refused
+        cond, null = None, None
+    else:
+        prompts = list(prompts)
+        if n is not None and len(prompts) == 1:
+            prompts = prompts * n
+        cond = conditioner.encode(prompts)
+        null = conditioner.null(1) if guidance != 1 else None
+    return generate(model.denoiser, model.schedule, cond, model.sample_shape, guidance=guidance, null_label=null,
+                    n=n, device=device, decode=model.decode if model.is_latent else None, **options)
 
 
 def image_params(gen: Generation, index: int, *, prompt: str, model_name: str, model_path: str,

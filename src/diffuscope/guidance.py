@@ -5,7 +5,8 @@
 scale 1 is plain conditional sampling (one call, no unconditional batch); scale 0 is unconditional sampling
 (one call with the null condition). Otherwise the conditional and unconditional halves go through the network in
 ONE batched call. Since the denoiser is affine in the network output for eps/x0/v/EDM preconditioning, guiding
-x0_hat is the same as guiding eps_hat or v_hat.
+x0_hat is the same as guiding eps_hat or v_hat. Conditions are typed (``conditioning.Cond``): guidance batches them
+with ``Cond.cat`` and never looks inside, so class and text models are guided the same way.
 
 A guidance interval (Kynkaanniemi et al. 2024, "Applying Guidance in a Limited Interval Improves Sample and
 Distribution Quality in Diffusion Models", Sec. 3) applies the scale only at noise levels sigma_lo < sigma <=
@@ -14,13 +15,25 @@ sigma_hi and samples plainly conditionally (one call, no unconditional batch) el
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from diffuscope.conditioning import Cond, as_cond
 from diffuscope.errors import UsageError
-from diffuscope.precond import SHARED_SIGMA, shared_sigma_batch
+
+
+def check_scale(scale) -> float:
+    """A guidance scale as a finite float >= 0 (1 = off)."""
+    try:
+        scale = float(scale)
+    except (TypeError, ValueError):
+        raise UsageError(f"guidance scale must be a number >= 0 (1 = off), got {scale!r}") from None
+    if not (math.isfinite(scale) and scale >= 0):  # rejects NaN and inf
+        raise UsageError(f"guidance scale must be a finite number >= 0 (1 = off), got {scale}")
+    return scale
 
 
 def check_interval(interval) -> tuple[float, float] | None:
@@ -38,31 +51,23 @@ def check_interval(interval) -> tuple[float, float] | None:
 
 
 class CFGDenoiser:
-    """Wrap ``denoiser(x, sigma, cond)``; ``uncond`` is the null condition (for the class-conditional nets the
-    null class index ``num_classes``, as an int or an int64 tensor of shape [] or [B]). ``interval`` = (sigma_lo,
-    sigma_hi) guides only where sigma_lo < sigma <= sigma_hi (None: everywhere)."""
+    """Wrap ``denoiser(x, sigma, cond)``; ``uncond`` is the null condition (a ``Cond`` of one row or one row per
+    image; for class models also an int null class index, as before). ``interval`` = (sigma_lo, sigma_hi) guides
+    only where sigma_lo < sigma <= sigma_hi (None: everywhere)."""
 
-    def __init__(self, denoiser: Callable, scale: float, uncond: int | Tensor,
+    def __init__(self, denoiser: Callable, scale: float, uncond: Cond | int | Tensor,
                  interval: tuple[float, float] | None = None):
-        scale = float(scale)
-        if not scale >= 0:  # also rejects NaN
-            raise UsageError(f"guidance scale must be >= 0 (1 = off), got {scale}")
         self.denoiser = denoiser
-        self.scale = scale
-        self.uncond = uncond
+        self.scale = check_scale(scale)
+        self.uncond = as_cond(uncond)
         self.interval = check_interval(interval)
 
-    def _row_scale(self, sigma: Tensor | float, n: int) -> float | Tensor:
-        """The scale per row: ``self.scale`` inside the interval, 1 outside (a float when the rows agree)."""
+    def _row_scale(self, sigma: Tensor, n: int) -> float | Tensor:
+        """The scale per row: ``self.scale`` inside the interval, 1 outside (a float when all rows agree)."""
         if self.interval is None or self.scale == 1:
             return self.scale
         lo, hi = self.interval
-        shared = getattr(sigma, SHARED_SIGMA, None)
-        if shared is None and not isinstance(sigma, Tensor):
-            shared = float(sigma)
-        if shared is not None:
-            return self.scale if lo < shared <= hi else 1.0
-        sigma = sigma.expand(n) if sigma.ndim == 0 else sigma
+        sigma = torch.as_tensor(sigma, dtype=torch.float64).reshape(-1).expand(n)
         inside = (sigma > lo) & (sigma <= hi)
         if bool(inside.all()):
             return self.scale
@@ -70,28 +75,18 @@ class CFGDenoiser:
             return 1.0
         return torch.where(inside, self.scale, 1.0)
 
-    def _uncond_like(self, cond: Tensor) -> Tensor:
-        uncond = torch.as_tensor(self.uncond, dtype=cond.dtype, device=cond.device)
-        return uncond.expand(cond.shape) if uncond.ndim == 0 else uncond
-
     def __call__(self, x: Tensor, sigma: Tensor, cond=None) -> Tensor:
+        cond = as_cond(cond)
         scale = self._row_scale(sigma, len(x)) if cond is not None else 1.0
         if isinstance(scale, float) and scale == 1:
             return self.denoiser(x, sigma, cond)  # unconditional request, guidance off or outside its interval
-        cond = torch.as_tensor(cond, device=x.device)
-        if cond.ndim == 0:
-            cond = cond.expand(len(x))
-        uncond = self._uncond_like(cond)
+        cond = cond.to(x.device).expand(len(x))
+        uncond = self.uncond.to(x.device).expand(len(x))
         if isinstance(scale, float) and scale == 0:
             return self.denoiser(x, sigma, uncond)
-        shared = getattr(sigma, SHARED_SIGMA, None)
-        if shared is not None:  # a sampler's shared sigma stays shared (and cached) for the doubled batch
-            sigma_both = shared_sigma_batch(shared, 2 * len(x), sigma.device, sigma.dtype)
-        else:
-            sigma = torch.as_tensor(sigma, device=x.device)
-            sigma = sigma.expand(len(x)) if sigma.ndim == 0 else sigma
-            sigma_both = torch.cat([sigma, sigma])
-        both = self.denoiser(torch.cat([x, x]), sigma_both, torch.cat([cond, uncond]))
+        sigma = torch.as_tensor(sigma, device=x.device)
+        sigma = sigma.expand(len(x)) if sigma.ndim == 0 else sigma
+        both = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), Cond.cat([cond, uncond]))
         d_cond, d_uncond = both.chunk(2)
         if isinstance(scale, Tensor):  # mixed rows (not a sampler's call): per-row scale
             scale = scale.to(d_cond.dtype).reshape(-1, *([1] * (x.ndim - 1)))
@@ -99,4 +94,4 @@ class CFGDenoiser:
 
     def __repr__(self) -> str:
         interval = "" if self.interval is None else f", interval={self.interval}"
-        return f"CFGDenoiser(scale={self.scale}, uncond={self.uncond!r}{interval})"
+        return f"CFGDenoiser(scale={self.scale}, uncond={type(self.uncond).__name__}{interval})"

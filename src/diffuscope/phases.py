@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from diffuscope.conditioning import as_cond
 from diffuscope.defaults import DEFAULT_SAMPLER
 from diffuscope.errors import UsageError
 from diffuscope.samplers import get_sampler, make_generators
@@ -68,6 +69,11 @@ def sample_trajectory(denoiser: Callable, x: Tensor, sigmas: Tensor, *, sampler:
         final = spec.fn(denoiser, x, sigmas, cond=cond, generator=generator, callback=record)
     return Trajectory(sigmas.detach().double().cpu(), torch.stack(xs), torch.stack(ds), final.detach().float().cpu(),
                       spec.name)
+
+
+def _decode_cpu(decode: Callable[[Tensor], Tensor], x: Tensor, device) -> Tensor:
+    with torch.no_grad():
+        return decode(x.to(device)).float().cpu()
 
 
 def rmse(a: Tensor, b: Tensor) -> Tensor:
@@ -180,12 +186,14 @@ def _finish_seed(seed: int, j: int, count: int) -> int:
 def commitment_curve(denoiser: Callable, sigmas: Tensor, x_start: Tensor | None = None, *, cond=None,
                      sampler: str = DEFAULT_SAMPLER, finish_sampler: str = "DDPM", points: int = 10, n: int = 64,
                      seed: int = 0, classify: Classify = None, batch_size: int = 64,
-                     trajectory: Trajectory | None = None, examples: int = 7) -> Commitment:
+                     trajectory: Trajectory | None = None, examples: int = 7,
+                     decode: Callable[[Tensor], Tensor] | None = None) -> Commitment:
     """Restart the run at each of ``points`` steps and finish it ``n`` times with fresh noise.
 
     The original run goes from ``x_start`` ([B, C, H, W] in sigma space) over ``sigmas`` with ``sampler`` (or is
     given as ``trajectory``). Finishes use ``finish_sampler`` (it must be stochastic) on ``sigmas[k:]``, finish j
-    of point p drawing from its own generator. ``classify(images) -> labels`` decides "same class"."""
+    of point p drawing from its own generator. ``classify(images) -> labels`` decides "same class". ``decode``
+    maps samples to pixel images (a latent model) before they are compared."""
     if n < 2:
         raise UsageError(f"need at least 2 finishes per point (--n), got {n}")
     spec = get_sampler(finish_sampler)
@@ -199,8 +207,10 @@ def commitment_curve(denoiser: Callable, sigmas: Tensor, x_start: Tensor | None 
     dtype = x_start.dtype if x_start is not None else torch.float32
     sig = trajectory.sigmas.to(device)
     b = trajectory.final.shape[0]
-    original = trajectory.final
-    cond_rep = None if cond is None else torch.as_tensor(cond, device=device).expand(b).repeat_interleave(n)
+    decode = decode or (lambda v: v)
+    original = _decode_cpu(decode, trajectory.final, device)
+    cond = as_cond(cond)
+    cond_rep = None if cond is None else cond.to(device).expand(b).repeat_interleave(n)
     orig_cls = None if classify is None else torch.as_tensor(classify(original)).cpu().long().repeat_interleave(n)
     ks = commitment_points(trajectory.steps, points)
     keep, dist, shown = [], [], []
@@ -211,8 +221,8 @@ def commitment_curve(denoiser: Callable, sigmas: Tensor, x_start: Tensor | None 
         with torch.no_grad():
             for a in range(0, len(start), batch_size):
                 c = None if cond_rep is None else cond_rep[a : a + batch_size]
-                outs.append(spec.fn(denoiser, start[a : a + batch_size], sig[k:], cond=c,
-                                    generator=gens[a : a + batch_size]).float().cpu())
+                outs.append(_decode_cpu(decode, spec.fn(denoiser, start[a : a + batch_size], sig[k:], cond=c,
+                                                        generator=gens[a : a + batch_size]), device))
         finishes = torch.cat(outs)
         shown.append(finishes[: min(n, examples)])
         dist.append(float(rmse(finishes, original.repeat_interleave(n, 0)).mean()))
@@ -241,7 +251,8 @@ class Consistency:
 
 def step_consistency(denoiser: Callable, schedule: Schedule, noise: Tensor, *, cond=None,
                      steps: Sequence[int] = (10, 25, 50, 100), sampler: str = DEFAULT_SAMPLER,
-                     spacing: str | None = None, classify: Classify = None, batch_size: int = 64) -> Consistency:
+                     spacing: str | None = None, classify: Classify = None, batch_size: int = 64,
+                     decode: Callable[[Tensor], Tensor] | None = None) -> Consistency:
     """Sample the unit ``noise`` ([B, C, H, W]; scaled by each grid's first sigma) with every step count."""
     spec = get_sampler(sampler)
     if not spec.deterministic:
@@ -250,7 +261,9 @@ def step_consistency(denoiser: Callable, schedule: Schedule, noise: Tensor, *, c
     if len(steps) < 2 or len(set(steps)) != len(steps) or min(steps) < 1:
         raise UsageError(f"need at least 2 different positive step counts, got {steps}")
     steps = sorted(steps)
-    cond_all = None if cond is None else torch.as_tensor(cond, device=noise.device).expand(len(noise))
+    decode = decode or (lambda v: v)
+    cond = as_cond(cond)
+    cond_all = None if cond is None else cond.to(noise.device).expand(len(noise))
     results = []
     for s in steps:
         sigmas = make_grid(schedule, s, spacing).sigmas.to(noise.device)
@@ -259,7 +272,7 @@ def step_consistency(denoiser: Callable, schedule: Schedule, noise: Tensor, *, c
             for a in range(0, len(noise), batch_size):
                 c = None if cond_all is None else cond_all[a : a + batch_size]
                 x = noise[a : a + batch_size] * float(sigmas[0])
-                outs.append(spec.fn(denoiser, x, sigmas, cond=c).float().cpu())
+                outs.append(_decode_cpu(decode, spec.fn(denoiser, x, sigmas, cond=c), noise.device))
         results.append(torch.cat(outs))
     ref = results[-1]
     dist = [float(rmse(r, ref).mean()) for r in results]

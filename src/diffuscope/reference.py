@@ -17,6 +17,8 @@ import math
 import torch
 from torch import Tensor
 
+from diffuscope.conditioning import ClassCond
+
 
 def _sigma_column(sigma: Tensor | float, x: Tensor) -> Tensor:
     sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
@@ -77,6 +79,8 @@ class GaussianMixtureDenoiser:
         var = self.stds.to(torch.float64).to(x.device) ** 2 + _sigma_column(sigma, xf).to(torch.float64) ** 2
         sq_dist = torch.cdist(xf, means) ** 2  # [B, K]
         log_p = self.log_weights.to(x.device) - 0.5 * sq_dist / var - 0.5 * d * var.log()
+        if isinstance(cond, ClassCond):
+            cond = cond.labels
         if cond is not None:
             cond = torch.as_tensor(cond, device=x.device).expand(len(x))
             allowed = (self.classes.to(x.device)[None, :] == cond[:, None]) | (cond[:, None] == self.num_classes)

@@ -34,7 +34,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{out} already exists and is not empty: choose a new --out")
     if args.n < 2:
         raise UsageError(f"--n must be at least 2 for the distribution metrics, got {args.n}")
-    report = run_demo(DemoConfig(model=args.model, prompt=args.prompt, n=args.n, seed=args.seed, device=args.device),
-                      out)
+    from diffuscope.cli.progress import TqdmObserver
+
+    bar = TqdmObserver("sweep", unit="NFE")
+    try:
+        report = run_demo(DemoConfig(model=args.model, prompt=args.prompt, n=args.n, seed=args.seed,
+                                     device=args.device), out, on_event=bar)
+    finally:
+        bar.close()
     print(f"report: {report}")
     return 0

@@ -30,7 +30,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from diffuscope.processes import forward_process, parse_t_list, pick_image, save_forward
+    from diffuscope.forward_process import forward_process, parse_t_list, pick_image, save_forward
     from diffuscope.schedules import ScheduleConfig, make_schedule
 
     schedule = make_schedule(ScheduleConfig(kind=args.schedule, num_timesteps=args.timesteps))

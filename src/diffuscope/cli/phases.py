@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from diffuscope.checkpoint import load_model
     from diffuscope.device import pick_device
     from diffuscope.errors import UsageError
-    from diffuscope.processes import measure_phases, save_phases
+    from diffuscope.phases_report import measure_phases, save_phases
     from diffuscope.samplers import get_sampler
 
     if args.n < 2:

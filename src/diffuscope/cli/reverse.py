@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from diffuscope.cli import args as types
-from diffuscope.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER  # guidance: 1 (off) for a model without classes
+from diffuscope.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER  # guidance: 1 (off) for an unconditional model
 
 
 def add_parser(sub) -> None:
@@ -15,7 +15,7 @@ def add_parser(sub) -> None:
                                    "spaced steps, first and last included), DIR/reverse.gif (every step, both side "
                                    "by side, then the final image) and DIR/reverse.json.")
     p.add_argument("--model", required=True, help="checkpoint folder or run folder")
-    p.add_argument("--prompt", help="a class name, e.g. 7 or seven (required for a class-conditional model)")
+    p.add_argument("--prompt", help="a class name (e.g. 7 or seven) or text; leave out for an unconditional model")
     p.add_argument("--steps", type=types.positive_int, default=50, help="sampler steps (default 50)")
     p.add_argument("--show", type=int, default=8, help="panels in the strip, 2..steps (default 8)")
     p.add_argument("--seed", type=types.seed, default=0, help="-1 = random (reported); default 0")
@@ -30,42 +30,25 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def resolve_prompt(model, prompt: str | None) -> tuple[int, str, int | None]:
-    """(label, prompt, null label) for a loaded model; an unknown or missing prompt raises UsageError."""
-    from diffuscope.data import class_index
-    from diffuscope.errors import UsageError
-
-    k = model.config.unet.num_classes
-    if k == 0:
-        if prompt:
-            raise UsageError("this model has no classes: leave out --prompt")
-        return 0, "", None
-    if prompt is None:
-        raise UsageError(f"--prompt is required for this model (valid: {', '.join(model.class_names)})")
-    return class_index(prompt, model.class_names), prompt, k
-
-
 def run(args: argparse.Namespace) -> int:
     from diffuscope.checkpoint import load_model
     from diffuscope.device import pick_device
-    from diffuscope.processes import reverse_process, save_reverse, show_indices
+    from diffuscope.reverse_process import reverse_process, save_reverse, show_indices
     from diffuscope.samplers import get_sampler
 
     show_indices(args.steps, args.show)  # reject a bad --show before loading anything
     get_sampler(args.sampler)
     device = pick_device(args.device)
     model = load_model(args.model, device=device)
-    label, prompt, null = resolve_prompt(model, args.prompt)
-    guidance = args.guidance if args.guidance is not None else (DEFAULT_GUIDANCE if null is not None else 1.0)
-    u = model.config.unet
-    result = reverse_process(model.denoiser, model.denoiser.schedule, label, (u.in_channels, u.image_size,
-                             u.image_size), steps=args.steps, sampler=args.sampler, guidance=guidance,
-                             seed=args.seed, null_label=null, spacing=args.spacing, prompt=prompt, device=device,
+    guidance = args.guidance if args.guidance is not None else (
+        DEFAULT_GUIDANCE if model.conditioner.has_null else 1.0)
+    result = reverse_process(model, args.prompt, steps=args.steps, sampler=args.sampler, guidance=guidance,
+                             seed=args.seed, spacing=args.spacing, device=device,
                              guidance_interval=args.guidance_interval)
     paths = save_reverse(result, args.out, show=args.show)
     sig = result.trajectory.sigmas
     interval = " on ({:g}, {:g}]".format(*result.guidance_interval) if result.guidance_interval else ""
-    print(f"reverse process: prompt {prompt!r}, {result.sampler}, {result.steps} steps ({result.nfe} NFE), "
+    print(f"reverse process: prompt {result.prompt!r}, {result.sampler}, {result.steps} steps ({result.nfe} NFE), "
           f"guidance {result.guidance:g}{interval}, seed {result.seed}")
     print(f"sigmas: {', '.join(f'{float(s):.4g}' for s in sig)}")
     print(f"shown steps: {', '.join(str(i) for i in show_indices(result.steps, args.show))}")

@@ -13,7 +13,8 @@ def add_parser(sub) -> None:
                        description="Generate images. Each PNG carries AUTOMATIC1111-style 'parameters' text and "
                                    "the full parameters as JSON (see `diffuscope info`).")
     p.add_argument("--model", help="checkpoint folder, run folder, or a built-in model name (mnist)")
-    p.add_argument("--prompt", help="a class name, e.g. 7 or seven")
+    p.add_argument("--prompt", help="a class name (e.g. 7 or seven), or text for a text model; leave out for an "
+                                    "unconditional model")
     p.add_argument("--sampler", help=f"sampler display name or id (default {DEFAULT_SAMPLER!r}); "
                                      "see `diffuscope samplers`")
     p.add_argument("--steps", type=types.positive_int, help=f"sampler steps (default {DEFAULT_STEPS})")
@@ -35,10 +36,9 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from diffuscope.checkpoint import load_model
-    from diffuscope.data import class_index
     from diffuscope.device import pick_device
     from diffuscope.errors import UsageError
-    from diffuscope.generate import generate, image_params, write_images
+    from diffuscope.generate import generate_from_prompts, image_params, write_images
     from diffuscope.pngmeta import read_png_params
 
     base = {}
@@ -47,30 +47,32 @@ def run(args: argparse.Namespace) -> int:
         if not base:
             raise UsageError(f"{args.from_image} has no diffuscope parameters (was it written by diffuscope?)")
     model_ref = args.model or base.get("model_path")
-    prompt = args.prompt or base.get("prompt")
-    if not model_ref or prompt is None:
-        raise UsageError("--model and --prompt are required (or --from IMAGE.png)")
+    if not model_ref:
+        raise UsageError("--model is required (or --from IMAGE.png)")
     device = pick_device(args.device)
     model = load_model(model_ref, device=device)
-    label = class_index(prompt, model.class_names)
+    prompt = args.prompt if args.prompt is not None else (base.get("prompt") or None)
+    if model.conditioner.check(prompt) is None:  # the model's own rule: a class name, any text, or no prompt
+        prompt = None
     n = args.n or (1 if args.from_image else 16)
-    u = model.config.unet
-    shape = (u.in_channels, u.image_size, u.image_size)
-    gen = generate(model.denoiser, model.denoiser.schedule, [label] * n, shape,
-                   sampler=args.sampler or base.get("sampler", DEFAULT_SAMPLER),
-                   steps=args.steps or base.get("steps", DEFAULT_STEPS),
-                   spacing=args.spacing or base.get("spacing"),
-                   guidance=args.guidance if args.guidance is not None else base.get("guidance", DEFAULT_GUIDANCE),
-                   guidance_interval=(args.guidance_interval if args.guidance_interval is not None
-                                      else base.get("guidance_interval")),
-                   seed=args.seed if args.seed is not None else base.get("seed", 0),
-                   null_label=u.num_classes, batch_size=args.batch_size, device=device)
-    name = model.run_config.get("model_name") or str(model_ref)
-    params = [image_params(gen, i, prompt=prompt, model_name=name, model_path=str(model_ref), shape=shape)
-              for i in range(n)]
-    paths = write_images(gen, args.out, params, grid_scale=max(1, 64 // u.image_size))
+    default_guidance = DEFAULT_GUIDANCE if model.conditioner.has_null else 1.0
+    gen = generate_from_prompts(
+        model, None if prompt is None else [prompt], n=n,
+        sampler=args.sampler if args.sampler is not None else base.get("sampler", DEFAULT_SAMPLER),
+        steps=args.steps or base.get("steps", DEFAULT_STEPS),
+        spacing=args.spacing or base.get("spacing"),
+        guidance=args.guidance if args.guidance is not None else base.get("guidance", default_guidance),
+        guidance_interval=(args.guidance_interval if args.guidance_interval is not None
+                           else base.get("guidance_interval")),
+        seed=args.seed if args.seed is not None else base.get("seed", 0),
+        batch_size=args.batch_size, device=device)
+    shape = model.image_shape
+    params = [image_params(gen, i, prompt=prompt or "", model_name=model.name, model_path=str(model_ref),
+                           shape=shape) for i in range(n)]
+    paths = write_images(gen, args.out, params, grid_scale=max(1, 64 // shape[1]))
     interval = "" if gen.guidance_interval is None else " on ({:g}, {:g}]".format(*gen.guidance_interval)
-    print(f"{n} image(s), prompt {prompt!r}, {gen.sampler}, {gen.grid.steps} steps ({gen.nfe} NFE), "
+    shown = "no prompt" if prompt is None else f"prompt {prompt!r}"
+    print(f"{n} image(s), {shown}, {gen.sampler}, {gen.grid.steps} steps ({gen.nfe} NFE), "
           f"guidance {gen.guidance:g}{interval}, seed {gen.seed}")
     print(f"sigmas: {', '.join(f'{s:.4g}' for s in gen.grid.sigmas.tolist())}")
     for p in paths:

@@ -21,9 +21,10 @@ def add_parser(sub) -> None:
                                    "high-NFE reference; report where more steps stop paying off. Ctrl-C writes "
                                    "a partial report of the finished cells (exit 130).")
     p.add_argument("--model", required=True, help="checkpoint folder, run folder, or a built-in model name")
-    p.add_argument("--prompt", action="append", required=True, metavar="PROMPT",
-                   help="a class name; repeat for several, or 'all' (images spread round-robin over the prompts, "
-                        "the same labels in every cell)")
+    p.add_argument("--prompt", action="append", metavar="PROMPT",
+                   help="a class name or text; repeat for several, or 'all' for every class (images spread "
+                        "round-robin over the prompts, the same in every cell); leave out for an unconditional "
+                        "model")
     p.add_argument("--steps", default=DEFAULT_STEPS,
                    help=f"step counts (default {DEFAULT_STEPS}); ranges: 10-15, 10-50 (+10), and 5-100 [8] = 8 "
                         "values spaced geometrically (log), rounded and deduplicated")
@@ -63,7 +64,7 @@ def build_config(args: argparse.Namespace):
     from diffuscope.sweep.config import parse_list
 
     config = SweepConfig(
-        steps=parse_steps(args.steps), samplers=parse_list(args.samplers), prompts=tuple(args.prompt),
+        steps=parse_steps(args.steps), samplers=parse_list(args.samplers), prompts=tuple(args.prompt or ()),
         seed=args.seed, n=args.n, guidance=args.guidance, guidance_interval=args.guidance_interval,
         spacing=args.spacing,
         reference_sampler=args.reference_sampler, reference_steps=args.reference_steps,
@@ -84,7 +85,10 @@ def _dry_run(config, model_ref: str, device) -> int:
     from diffuscope.sweep.config import reference_steps
 
     model = load_model(model_ref, device=device)
-    _, prompts = prompt_labels(config.prompts, model.class_names, config.n)
+    if model.conditioner.kind == "class":
+        _, prompts = prompt_labels(config.prompts, model.class_names, config.n)
+    else:
+        prompts = [p for p in (model.conditioner.check(p) for p in (config.prompts or [None])) if p is not None]
     schedule = model.denoiser.schedule
     T = schedule.num_timesteps if schedule.is_discrete else None
     if T is not None and max(config.steps) > T:
@@ -112,7 +116,13 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     if args.dry_run:
         return _dry_run(config, args.model, device)
-    result = sweep(args.model, config, device=device, progress=not args.no_progress)
+    from diffuscope.cli.progress import TqdmObserver
+
+    bar = TqdmObserver("sweep", unit="NFE", disable=args.no_progress)
+    try:
+        result = sweep(args.model, config, device=device, on_event=bar)
+    finally:
+        bar.close()
     paths = write_reports(result, args.out)
     head = "interrupted: partial sweep" if result.interrupted else "sweep"
     print(f"{head}: {len(result.cells)} cells, n={config.n}, seed {result.seed}, {result.wall_s:.1f} s")

@@ -26,6 +26,8 @@ def add_parser(sub) -> None:
     p.add_argument("--precision", choices=("fp32", "bf16"), help="bf16 autocast (GPUs); default fp32")
     p.add_argument("--sample-every", type=types.non_negative_int, help="steps between preview grids (0 = end only)")
     p.add_argument("--image-size", type=types.positive_int, help="resize the data to this size")
+    p.add_argument("--conditioning", choices=("none", "class"),
+                   help="class: prompts are the data's class names (default); none: an unconditional model")
     p.add_argument("--config", metavar="FILE.toml", help="TOML config ([data], [model], [model.unet], [train]); "
                                                           "flags override it")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: auto (cuda when present)")
@@ -41,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = {
         "data": {"name": args.data, "image_size": args.image_size},
+        "model": {"conditioning": args.conditioning},
         "train": {"max_steps": args.max_steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                   "checkpoint_every": args.checkpoint_every, "sample_every": args.sample_every,
                   "keep_checkpoints": args.keep_checkpoints, "max_bad_batches": args.max_bad_batches,

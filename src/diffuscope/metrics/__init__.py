@@ -35,7 +35,7 @@ from diffuscope.metrics.distances import (
     kernel_distance,
     mmd2_unbiased,
 )
-from diffuscope.metrics.floor import RealSplit, real_floor, split_real
+from diffuscope.metrics.floor import RealSets, RealSplit, real_floor, real_sets, split_real
 from diffuscope.metrics.locate import find_classifier, require_classifier
 from diffuscope.metrics.manifold import Manifold, density_coverage, manifold_metrics, precision_recall
 from diffuscope.metrics.quality import Embedding, QualityReport, compute_metrics, embed, evaluate
@@ -61,6 +61,7 @@ __all__ = [
     "Manifold",
     "PromptAccuracy",
     "QualityReport",
+    "RealSets",
     "RealSplit",
     "accuracy_interval",
     "bootstrap_ci",
@@ -83,6 +84,7 @@ __all__ = [
     "precision_recall",
     "prompt_accuracy",
     "real_floor",
+    "real_sets",
     "require_classifier",
     "save_classifier",
     "split_real",

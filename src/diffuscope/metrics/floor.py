@@ -7,20 +7,26 @@ steps), so a generated set's numbers mean something only next to the floor at th
     report = compute_metrics(generated, prompts, classifier, split.reference.images)
     floor = real_floor(classifier, test, n, seed=0)     # the same reference, the stand-in as "generated"
 
-Both sets come from the held-out (test) split, which the classifier never trained on. Selection is stratified:
-within each class the images are shuffled (seeded), then classes are interleaved, so any prefix is as
-class-balanced as possible. When 2N exceeds the held-out split, pass ``train=`` (the train split): the
-reference is then N held-out images and the stand-in N *train* images ("train vs held-out"). The classifier has
-seen those train images, so the floor's accuracy is then training accuracy (optimistic) and its features sit a
-little closer to the class centres; the floor is still the right order of magnitude. Otherwise N is refused.
+One rule chooses real images, for the quality bar, bench/ and the sweep alike (``real_sets``): only the prompted
+classes count, in the prompts' proportions (FD of generated 7s against all digits would measure the prompt, not the
+sampler). Within each class the held-out images are shuffled (seeded):
+
+    reference  held-out images of the prompted classes: per class as many as it is prompted
+    stand-in   n other real images with exactly the prompted labels, playing the generated set for the
+               real-vs-real floor: more held-out images when enough remain ("held-out vs held-out"), else train
+               images ("train vs held-out"; the classifier has seen them, so the floor's accuracy is then training
+               accuracy, optimistic, and its features sit a little closer to the class centres)
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from diffuscope.data import ImageDataset
 from diffuscope.errors import UsageError
@@ -34,38 +40,77 @@ class RealSplit:
     comparison: str  # "held-out vs held-out" or "train vs held-out"
 
 
-def stratified_order(labels: torch.Tensor, seed: int) -> np.ndarray:
-    """Indices: shuffled within each class (seeded), classes interleaved (rank within class, then random)."""
-    y = labels.cpu().numpy()
+@dataclass(frozen=True)
+class RealSets:
+    reference: Tensor
+    stand_in: Tensor
+    stand_in_labels: Tensor
+    comparison: str
+
+
+def _shuffled_by_class(labels: Tensor, seed: int) -> dict[int, np.ndarray]:
     rng = np.random.default_rng(seed)
-    rank = np.empty(len(y))
-    for c in np.unique(y):
-        members = np.flatnonzero(y == c)
-        rank[rng.permutation(members)] = np.arange(len(members))
-    return np.lexsort((rng.random(len(y)), rank))
+    y = labels.cpu().numpy()
+    return {int(c): rng.permutation(np.flatnonzero(y == c)) for c in np.unique(y)}
 
 
-def _subset(data: ImageDataset, idx: np.ndarray) -> ImageDataset:
+def real_sets(test, labels: Tensor, *, seed: int = 0, train: Callable[[], Any] | None = None,
+              class_names: tuple[str, ...] = ()) -> RealSets:
+    """The reference and stand-in sets for ``labels`` (see the module notes); deterministic in (data, labels,
+    seed). ``test``/``train()`` are data.ImageDataset; train is loaded only when held-out images run short."""
+    want = {int(c): int(k) for c, k in zip(*np.unique(labels.cpu().numpy(), return_counts=True))}
+    held = _shuffled_by_class(test.labels, seed)
+    ref_idx, rest = [], {}
+    for c, k in want.items():
+        pool = held.get(c, np.empty(0, dtype=np.int64))
+        if len(pool) == 0:
+            raise UsageError(f"the held-out split of {test.name!r} has no images of class "
+                             f"{_name(class_names, c)!r}: no reference for it")
+        ref_idx.append(pool[:k])
+        rest[c] = pool[min(k, len(pool)):]
+    reference = test.images[torch.from_numpy(np.concatenate(ref_idx))]
+    if all(len(rest[c]) >= k for c, k in want.items()):
+        idx = np.concatenate([rest[c][:k] for c, k in want.items()])
+        return RealSets(reference, test.images[torch.from_numpy(idx)], test.labels[torch.from_numpy(idx)],
+                        "held-out vs held-out")
+    pool_train = train() if train is not None else None
+    tr = _shuffled_by_class(pool_train.labels, seed + 1) if pool_train is not None else {}
+    short = [c for c, k in want.items() if len(tr.get(c, ())) < k]
+    if short:
+        c = short[0]
+        most = max(len(held.get(c, ())) // 2, len(tr.get(c, ())))
+        raise UsageError(f"n is too large for a real-vs-real floor at the same N: class {_name(class_names, c)!r} "
+                         f"is prompted {want[c]} times but {test.name!r} holds {len(held.get(c, ()))} held-out and "
+                         f"{len(tr.get(c, ()))} train images of it (at most {most} per prompted class); "
+                         f"lower --n or use --metrics convergence")
+    idx = np.concatenate([tr[c][:k] for c, k in want.items()])
     t = torch.from_numpy(idx)
-    return ImageDataset(data.images[t], data.labels[t], data.class_names, data.name)
+    return RealSets(reference, pool_train.images[t], pool_train.labels[t], "train vs held-out")
 
 
-def split_real(test: ImageDataset, n: int, *, seed: int = 0, train: ImageDataset | None = None) -> RealSplit:
-    """Two disjoint real sets of n images (see the module notes); deterministic in (data, n, seed)."""
+def _name(class_names: tuple[str, ...], c: int) -> str:
+    return class_names[c] if c < len(class_names) else str(c)
+
+
+def balanced_labels(num_classes: int, n: int) -> torch.Tensor:
+    """n labels round-robin over the classes: what prompt 'all' asks for."""
+    return torch.arange(n) % num_classes
+
+
+def split_real(test: ImageDataset, n: int, *, seed: int = 0, train: ImageDataset | None = None,
+               labels: torch.Tensor | None = None) -> RealSplit:
+    """Two disjoint real sets of n images for ``labels`` (default: balanced over every class), by the one rule of
+    ``real_sets``; deterministic in (data, labels, seed)."""
     if n < 6:
         raise UsageError(f"the real floor needs n >= 6 images per set (k-NN metrics use k=5), got {n}")
-    order = stratified_order(test.labels, seed)
-    if 2 * n <= len(test):
-        return RealSplit(_subset(test, order[:n]), _subset(test, order[n:2 * n]), "held-out vs held-out")
-    if train is not None and n <= min(len(test), len(train)):
-        if train.class_names != test.class_names or train.images.shape[1:] != test.images.shape[1:]:
-            raise UsageError("train and test splits differ in classes or image shape")
-        stand_in = _subset(train, stratified_order(train.labels, seed + 1)[:n])
-        return RealSplit(_subset(test, order[:n]), stand_in, "train vs held-out")
-    most = len(test) if train is not None else len(test) // 2
-    raise UsageError(f"n={n} is too many for the real floor: {test.name!r} holds {len(test)} held-out images "
-                     f"(at most {len(test) // 2} per set held-out vs held-out, or up to {len(test)} with the "
-                     f"train split as the stand-in); use n <= {most}")
+    labels = balanced_labels(test.num_classes, n) if labels is None else labels
+    if train is not None and (train.class_names != test.class_names or train.images.shape[1:] != test.images.shape[1:]):
+        raise UsageError("train and test splits differ in classes or image shape")
+    sets = real_sets(test, labels, seed=seed, train=None if train is None else (lambda: train),
+                     class_names=test.class_names)
+    return RealSplit(ImageDataset(sets.reference, labels.sort().values,  # the reference is grouped by class
+                                   test.class_names, test.name),
+                     ImageDataset(sets.stand_in, sets.stand_in_labels, test.class_names, test.name), sets.comparison)
 
 
 def real_floor(classifier, test: ImageDataset, n: int, *, seed: int = 0, train: ImageDataset | None = None,

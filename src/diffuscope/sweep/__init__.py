@@ -3,7 +3,7 @@ images and against a high-NFE reference, with the diminishing-returns point per 
 
     from diffuscope.sweep import SweepConfig, parse_steps, sweep, write_reports
     config = SweepConfig(steps=parse_steps("5-100 [8]"), samplers=("DDIM", "DPM++ 2M"), prompts=("7",), n=256)
-    result = sweep("runs/mnist", config, progress=True)       # or any denoiser D(x, sigma, cond) + schedule=, shape=
+    result = sweep("runs/mnist", config, on_event=print)      # or any denoiser D(x, sigma, cond) + schedule=, shape=
     write_reports(result, "out/sweep")                         # grid.png, quality.png, report.{json,md,html}
     result.knees["DDIM"]["fd"].edm_nfe                         # EDM's 3% point; .kneedle_nfe, .plateaued
 
@@ -12,8 +12,9 @@ real sets), measure (one image set's numbers), knee (EDM rule, Kneedle, plateau)
 SweepResult), plots (grid.png, quality.png), report (md/json/html).
 """
 
+from diffuscope.metrics.floor import real_sets
 from diffuscope.sweep.config import METRIC_GROUPS, METRICS, MetricSpec, SweepConfig, check_config, parse_steps
-from diffuscope.sweep.inputs import SweepInputs, model_inputs, prompt_labels, real_sets
+from diffuscope.sweep.inputs import SweepInputs, model_inputs, prompt_labels
 from diffuscope.sweep.knee import Knee, edm_knee, find_knee, kneedle_knee, plateau
 from diffuscope.sweep.report import write_reports
 from diffuscope.sweep.run import Cell, SweepResult, compute_knees, sweep

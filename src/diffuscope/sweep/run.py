@@ -5,8 +5,9 @@
 
 Order of work: the real-vs-real floor, the convergence reference (``reference_steps`` of a deterministic sampler,
 Heun by default, same grid spacing, guidance, prompts and noise), then the cells, sampler by sampler (so an
-interrupted run still holds whole curves). Ctrl-C (KeyboardInterrupt) stops after the finished cells: the result
-comes back with ``interrupted=True`` and is a valid partial result (knees over the cells that exist).
+interrupted run still holds whole curves). Ctrl-C (KeyboardInterrupt) or a cancelled token stops after the finished
+cells: the result comes back with ``interrupted=True`` and is a valid partial result (knees over the cells that
+exist).
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from diffuscope.conditioning import as_cond
 from diffuscope.errors import UsageError
+from diffuscope.events import Cancelled, CancelToken, Observer, Progress, report
+from diffuscope.jsonsafe import json_safe
 from diffuscope.sweep.config import (
     CLASSIFIER_GROUPS,
     DISTRIBUTION_GROUPS,
@@ -35,19 +39,6 @@ from diffuscope.sweep.config import (
 from diffuscope.sweep.inputs import SweepInputs, model_inputs
 from diffuscope.sweep.knee import Knee, find_knee, gap_nfe, with_gap
 from diffuscope.sweep.measure import Meter
-
-
-def _clean(v: Any) -> Any:
-    """JSON-ready: NaN/inf -> None, tuples -> lists, tensors -> lists."""
-    if isinstance(v, float):
-        return v if math.isfinite(v) else None
-    if isinstance(v, Tensor):
-        return _clean(v.tolist())
-    if isinstance(v, dict):
-        return {str(k): _clean(u) for k, u in v.items()}
-    if isinstance(v, tuple | list):
-        return [_clean(u) for u in v]
-    return v
 
 
 @dataclass
@@ -71,7 +62,7 @@ class Cell:
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in asdict(self).items() if k not in ("images", "samples")}
-        return _clean(d)
+        return json_safe(d)
 
 
 @dataclass
@@ -106,7 +97,7 @@ class SweepResult:
         return next((c for c in self.cells if c.sampler == name and c.steps == steps), None)
 
     def to_dict(self) -> dict[str, Any]:
-        return _clean({
+        return json_safe({
             "format": 1, "config": asdict(self.config), "seed": self.seed, "labels": self.labels,
             "metric_groups": list(self.groups), "interrupted": self.interrupted, "wall_s": self.wall_s,
             "info": self.info, "reference": self.reference, "floor": self.floor, "notes": self.notes,
@@ -116,14 +107,17 @@ class SweepResult:
 
 
 class _Ticker:
-    """Advances the progress bar by one per network call (one call = one NFE of one batch; CFG is batched)."""
+    """Reports a 'sweep' Progress event per network call (one call = one NFE of one batch; CFG is batched) and
+    stops at the cancel token."""
 
-    def __init__(self, denoiser: Callable, bar):
-        self.denoiser, self.bar = denoiser, bar
+    def __init__(self, denoiser: Callable, total: int, on_event: Observer | None, cancel: CancelToken | None):
+        self.denoiser, self.total, self.on_event, self.cancel = denoiser, total, on_event, cancel
+        self.done, self.stage = 0, ""
 
     def __call__(self, x, sigma, cond=None):
         out = self.denoiser(x, sigma, cond)
-        self.bar.update(1)
+        self.done += 1
+        report(self.on_event, self.cancel, Progress("sweep", self.done, self.total, self.stage))
         return out
 
 
@@ -180,12 +174,12 @@ def sweep(model, config: SweepConfig | None = None, *, schedule=None, shape: tup
           labels: Tensor | None = None, null_label: int | None = None, features: Callable | None = None,
           classify: Callable | None = None, reference_images: Tensor | None = None,
           floor_images: Tensor | None = None, floor_labels: Tensor | None = None, num_classes: int | None = None,
-          device: str | torch.device = "cpu", progress: bool = False,
-          on_cell: Callable[[Cell], None] | None = None) -> SweepResult:
+          device: str | torch.device = "cpu", on_cell: Callable[[Cell], None] | None = None,
+          on_event: Observer | None = None, cancel: CancelToken | None = None) -> SweepResult:
     """Run the sweep (see the module notes).
 
-    model             a checkpoint/run folder, built-in model name or checkpoint.LoadedModel (then the schedule,
-                      shape, prompts (config.prompts), classifier and real images come from it), or any denoiser
+    model             a checkpoint/run folder, built-in model name or DiffusionModel (then the schedule, shape,
+                      prompts (config.prompts), decoder, evaluator and real images come from it), or any denoiser
                       D(x, sigma, cond) with ``schedule`` and ``shape`` given.
     labels            int64 [n] class per image (default for a model: config.prompts round-robin; for a
                       denoiser: unconditional, i.e. cond = null_label, or 0 without one, for every image)
@@ -193,16 +187,18 @@ def sweep(model, config: SweepConfig | None = None, *, schedule=None, shape: tup
                       (with reference_images) and accuracy (with labels)
     floor_images      n real images disjoint from reference_images (with floor_labels): the real-vs-real floor
     on_cell           called after each finished cell (a KeyboardInterrupt raised there stops the sweep cleanly)
+    on_event, cancel  Progress events (task "sweep", one per network call) and a CancelToken (events.py);
+                      cancelling stops the sweep as Ctrl-C does, with a valid partial result
     """
-    from diffuscope.checkpoint import LoadedModel
     from diffuscope.generate import generate
+    from diffuscope.model import DiffusionModel
     from diffuscope.samplers import get_sampler, resolve_seed
     from diffuscope.schedules import make_grid
 
     config = config or SweepConfig()
     check_config(config)
     t0 = time.perf_counter()
-    if not isinstance(model, str | Path | LoadedModel):
+    if not isinstance(model, str | Path | DiffusionModel):
         if schedule is None or shape is None:
             raise UsageError("a bare denoiser needs schedule= and shape=")
         inputs = SweepInputs(model, schedule, tuple(shape), labels, null_label, (), features, classify,
@@ -224,7 +220,10 @@ def sweep(model, config: SweepConfig | None = None, *, schedule=None, shape: tup
     n, labels_t = config.n, inputs.labels
     if labels_t is not None and len(labels_t) != n:
         raise UsageError(f"{len(labels_t)} labels for n={n} images")
-    gen_labels = labels_t if labels_t is not None else torch.full((n,), inputs.null_label or 0, dtype=torch.long)
+    gen_cond = inputs.cond if inputs.cond is not None else labels_t
+    if gen_cond is None and inputs.null_label is not None:
+        gen_cond = as_cond(inputs.null_label).expand(n)  # unconditional sampling of a conditional model
+    common_n = {"n": n, "decode": inputs.decode}
     ci = config.ci_resamples if n <= config.ci_max_n else 0
     meter = Meter(groups, features=inputs.features, classify=inputs.classify,
                   reference_images=inputs.reference_images, ci_resamples=ci, seed=seed,
@@ -232,15 +231,12 @@ def sweep(model, config: SweepConfig | None = None, *, schedule=None, shape: tup
     f_dim = None if meter.ref_f is None else meter.ref_f.shape[1]
     notes = _notes(config, specs, grids, ref_steps, groups, inputs, f_dim)
 
-    from tqdm.auto import tqdm
-
     batches = math.ceil(n / config.batch_size)
     total = batches * (ref_spec.nfe(ref_steps) + sum(s.nfe(k) for s in specs for k in config.steps))
-    bar = tqdm(total=total, unit="NFE", desc="sweep", disable=not progress, dynamic_ncols=True)
-    denoiser = _Ticker(inputs.denoiser, bar)
+    denoiser = _Ticker(inputs.denoiser, total, on_event, cancel)
     common = {"guidance": config.guidance, "guidance_interval": config.guidance_interval, "seed": seed,
-              "null_label": inputs.null_label, "batch_size": config.batch_size, "device": device}
-    if labels_t is None and config.guidance != 1:
+              "null_label": inputs.null_label, "batch_size": config.batch_size, "device": device, **common_n}
+    if inputs.cond is None and labels_t is None and config.guidance != 1:
         common["guidance"], common["guidance_interval"] = 1.0, None  # unconditional: nothing to guide
     floor = None
     cells: list[Cell] = []
@@ -253,26 +249,24 @@ def sweep(model, config: SweepConfig | None = None, *, schedule=None, shape: tup
             floor = {"comparison": inputs.floor_comparison, "n": len(inputs.floor_images),
                      "n_reference": meter.n_reference, "metrics": m.values, "intervals": m.intervals,
                      "extra": m.extra}
-        bar.set_postfix_str(f"reference {ref_spec.name} {ref_steps} steps")
+        denoiser.stage = f"reference {ref_spec.name} {ref_steps} steps"
         start = time.perf_counter()
-        ref = generate(denoiser, inputs.schedule, gen_labels, inputs.shape, sampler=ref_spec.name,
+        ref = generate(denoiser, inputs.schedule, gen_cond, inputs.shape, sampler=ref_spec.name,
                        grid=ref_grid, **common)
         reference.update(nfe=ref.nfe, wall_s=time.perf_counter() - start)
         meter.set_convergence_reference(ref.images)
         ref_images = ref.images[: config.grid_rows]
         for spec in specs:
             for steps in config.steps:
-                bar.set_postfix_str(f"{spec.name} {steps} steps")
-                run = partial(generate, denoiser, inputs.schedule, gen_labels, inputs.shape, sampler=spec.name,
+                denoiser.stage = f"{spec.name} {steps} steps"
+                run = partial(generate, denoiser, inputs.schedule, gen_cond, inputs.shape, sampler=spec.name,
                               grid=grids[steps], **common)
                 cells.append(_cell(spec, steps, run, meter, labels_t, config.grid_rows))
                 if on_cell is not None:
                     on_cell(cells[-1])
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Cancelled):
         interrupted = True
         notes.append(f"interrupted: {len(cells)} of {len(specs) * len(config.steps)} cells finished")
-    finally:
-        bar.close()
     info = {**inputs.info, "shape": list(inputs.shape), "guidance_used": common["guidance"],
             "guidance_interval_used": (None if common["guidance"] == 1 or common["guidance_interval"] is None
                                        else list(common["guidance_interval"]))}

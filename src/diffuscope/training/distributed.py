@@ -48,9 +48,9 @@ def init_distributed(device: torch.device) -> tuple[Dist, torch.device]:
     return Dist(rank, world, local), device
 
 
-def shard(batch: Tensor, d: Dist) -> Tensor:
-    """This rank's contiguous slice of a global batch."""
-    if not d.enabled:
+def shard(batch, d: Dist):
+    """This rank's contiguous slice of a global batch (a tensor or a Cond; None stays None)."""
+    if not d.enabled or batch is None:
         return batch
     if len(batch) % d.world_size:
         raise UsageError(f"--batch-size {len(batch)} must be divisible by the number of processes ({d.world_size})")

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from diffuscope import checkpoint as ckpt_io
 from diffuscope import config as config_io
+from diffuscope.conditioning import ClassCond, Cond, as_cond
 from diffuscope.data import ImageDataset, batch_indices, load_dataset
 from diffuscope.device import pick_device
 from diffuscope.errors import UsageError
@@ -82,32 +83,61 @@ def ema_decay_at(step: int, decay: float) -> float:
 
 
 def training_batch(
-    data: ImageDataset, images: Tensor, labels: Tensor, denoiser: Denoiser, t: TrainConfig, step: int
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(x0, sigma, noise, cond) for step ``step``: all randomness from ``step_generator(seed, step)``."""
+    data: ImageDataset, images: Tensor, conds: Cond | Tensor | None, denoiser: Denoiser, t: TrainConfig, step: int,
+    null: Cond | None = None,
+) -> tuple[Tensor, Tensor, Tensor, Cond | None]:
+    """(x0, sigma, noise, cond) for step ``step``: all randomness from ``step_generator(seed, step)``. ``conds``
+    holds one condition per image (int labels are class conditions); a dropped row gets ``null`` (default: the null
+    class), so classifier-free guidance can use it (Ho & Salimans 2022)."""
     idx = batch_indices(len(data), t.batch_size, t.seed, step).to(images.device)
     g = step_generator(t.seed, step)
     sigma = sample_training_sigmas(denoiser.schedule, t.batch_size, generator=g, p_mean=t.p_mean, p_std=t.p_std)
     noise = torch.randn((t.batch_size, *images.shape[1:]), generator=g)
     drop = torch.rand(t.batch_size, generator=g) < t.cond_dropout
-    cond = torch.where(drop.to(labels.device), data.num_classes, labels[idx])
+    conds = as_cond(conds)
+    cond = None
+    if conds is not None:
+        null = null if null is not None else ClassCond(torch.tensor([data.num_classes]))
+        cond = conds[idx].where(drop, null)
     dev = images.device
     return images[idx], sigma.to(dev), noise.to(dev), cond
 
 
-def preview(denoiser: Denoiser, model_config: ModelConfig, t: TrainConfig, path: Path, device: torch.device) -> None:
-    """A grid of samples from the EMA model: each class in a column, fixed seeds, so grids are comparable."""
-    from diffuscope.generate import generate
+def preview(denoiser: Denoiser, model_config: ModelConfig, t: TrainConfig, path: Path, device: torch.device,
+            prompts: list[str] | None = None) -> None:
+    """A grid of samples from the EMA model, fixed seeds, so grids are comparable: each class in a column (or the
+    first training prompts of a text model; 16 images of an unconditional one)."""
+    from diffuscope.generate import generate_from_prompts
+    from diffuscope.model import DiffusionModel, build_conditioner
     from diffuscope.viz import save_grid
 
-    k = model_config.unet.num_classes
-    per_class = 4 if k <= 10 else 1
-    labels = torch.arange(min(k, 16)).repeat(per_class)
     u = model_config.unet
-    gen = generate(denoiser, denoiser.schedule, labels, (u.in_channels, u.image_size, u.image_size),
-                   sampler=t.sample_sampler, steps=t.sample_steps, guidance=t.sample_guidance, seed=0,
-                   null_label=k, device=device)
-    save_grid(gen.images, path, nrow=min(k, 16), scale=max(1, 64 // u.image_size))
+    conditioner = build_conditioner(model_config)
+    model = DiffusionModel(denoiser, conditioner, (u.in_channels, u.image_size, u.image_size))
+    names = list(prompts or model_config.class_names)[:16]
+    if conditioner.kind == "none":
+        gen = generate_from_prompts(model, None, n=16, sampler=t.sample_sampler, steps=t.sample_steps, seed=0,
+                                    device=device)
+        save_grid(gen.images, path, nrow=4, scale=max(1, 64 // u.image_size))
+        return
+    per_prompt = 4 if len(names) <= 10 else 1
+    gen = generate_from_prompts(model, [p for _ in range(per_prompt) for p in names], sampler=t.sample_sampler,
+                                steps=t.sample_steps, guidance=t.sample_guidance, seed=0, device=device)
+    save_grid(gen.images, path, nrow=len(names), scale=max(1, 64 // u.image_size))
+
+
+def training_conditions(model_config: ModelConfig, data: ImageDataset, device) -> tuple[Cond | None, Cond | None]:
+    """(one condition per training image, the null condition) for the model's conditioner: class labels, the
+    images' prompts through the text encoder (encoded once: the encoder is frozen), or none."""
+    from diffuscope.model import build_conditioner
+
+    conditioner = build_conditioner(model_config)
+    if conditioner.kind == "none":
+        return None, None
+    if conditioner.kind == "class":
+        return ClassCond(data.labels).to(device), conditioner.null(1).to(device)
+    prompts = [data.class_names[int(k)] for k in data.labels]
+    return conditioner.encode(prompts).to(device), conditioner.null(1).to(device)
 
 
 def train(
@@ -185,7 +215,8 @@ def _train(config: RunConfig, model_config: ModelConfig, data: ImageDataset, run
             print(f"data-parallel: {ddp.world_size} processes, global batch {t.batch_size} "
                   f"({t.batch_size // ddp.world_size} per process), lr {t.lr:g}")
 
-    images, labels = data.images.to(device), data.labels.to(device)
+    images = data.images.to(device)
+    conds, null = training_conditions(model_config, data, device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
     denoiser.train()
     end = min(t.max_steps, stop_at or t.max_steps)
@@ -193,7 +224,7 @@ def _train(config: RunConfig, model_config: ModelConfig, data: ImageDataset, run
     t0 = window_t = time.perf_counter()
     window_n, rate, loss_value, last_ckpt, bad = 0, 0.0, float("nan"), None, 0
     for step in range(start, end):
-        x0, sigma, noise, cond = (shard(v, ddp) for v in training_batch(data, images, labels, denoiser, t, step))
+        x0, sigma, noise, cond = (shard(v, ddp) for v in training_batch(data, images, conds, denoiser, t, step, null))
         with autocast:
             loss = denoiser.loss(x0, sigma, noise, cond, min_snr_gamma=t.min_snr_gamma).mean()
         opt.zero_grad(set_to_none=True)

@@ -1,0 +1,128 @@
+"""The forward process as a picture: x_t of one clean image at chosen t, by the closed form and by the chain.
+
+    fwd = forward_process(x0, schedule, [0, 250, 500, 750, 1000], seed=0)     # closed form and chain, same seed
+    save_forward(fwd, "out/")                                                  # out/forward.png, out/forward.json
+
+t counts forward steps 0..T (0 = the clean image, ``VPSchedule.alpha_bar_after``). The closed form draws one
+noise image from a generator seeded ``seed`` and uses it at every t; the chain runs the T steps with its own
+generator seeded ``seed``, so its noise is the sum of t small draws: the rows agree in distribution, not pixel for
+pixel.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from diffuscope.errors import UsageError
+from diffuscope.schedules import VPSchedule, forward_chain, q_sample
+from diffuscope.viz.strips import labelled_strip, save_png
+
+T_EXAMPLE = "0,250,500,750,1000"
+
+
+def parse_t_list(text: str, num_timesteps: int) -> list[int]:
+    """'0,250,500' -> [0, 250, 500], each in 0..T; empty, malformed or out-of-range lists raise UsageError."""
+    parts = [p.strip() for p in str(text).split(",")]
+    if not any(parts):
+        raise UsageError(f"the t list is empty: give forward steps like {T_EXAMPLE}")
+    try:
+        ts = [int(p) for p in parts]
+    except ValueError:
+        raise UsageError(f"malformed t list {text!r}: expected comma-separated integers like {T_EXAMPLE}") from None
+    for t in ts:
+        if not 0 <= t <= num_timesteps:
+            raise UsageError(f"t={t} is outside 0..{num_timesteps} (0 = clean image, {num_timesteps} = the last "
+                             "forward step)")
+    return ts
+
+
+def pick_image(data: str = "mnist", index: int | None = None, image: str | Path | None = None
+               ) -> tuple[Tensor, str]:
+    """The clean image x_0 [C, H, W]: image ``index`` of a data set (split "all"), or a file that matches the data
+    set's size and channels. Returns it with a short description."""
+    from diffuscope.data import load_dataset
+    from diffuscope.imagefile import load_image_file
+
+    ds = load_dataset(data, split="all")
+    if image is not None:
+        if index is not None:
+            raise UsageError("give --index or --image, not both")
+        return load_image_file(image, size=ds.image_size, channels=ds.channels), str(image)
+    index = 0 if index is None else index
+    if not 0 <= index < len(ds):
+        raise UsageError(f"--index {index} is outside 0..{len(ds) - 1} ({ds.name} has {len(ds)} images)")
+    return ds.images[index], f"{ds.name} #{index} (class {ds.class_names[int(ds.labels[index])]})"
+
+
+@dataclass(frozen=True)
+class ForwardResult:
+    t: list[int]
+    sqrt_alpha_bar: list[float]
+    snr_db: list[float]  # 10 log10(alpha_bar / (1 - alpha_bar)); inf at t = 0
+    closed_form: Tensor  # [len(t), C, H, W] VP-space states
+    chain: Tensor  # [len(t), C, H, W]
+    schedule: str
+    num_timesteps: int
+    seed: int
+    source: str = ""
+
+
+def snr_db(alpha_bar: float) -> float:
+    return math.inf if alpha_bar >= 1 else 10 * math.log10(alpha_bar / (1 - alpha_bar))
+
+
+def forward_process(x0: Tensor, schedule: VPSchedule, t: Sequence[int], *, seed: int = 0, source: str = ""
+                    ) -> ForwardResult:
+    """x_t for each t by the closed form q(x_t | x_0) and by the step-by-step chain, both seeded ``seed``."""
+    if not isinstance(schedule, VPSchedule):
+        raise UsageError(f"the forward process needs a discrete VP schedule (linear, cosine, scaled_linear), "
+                         f"got {schedule.name}")
+    t = list(t)
+    if not t:
+        raise UsageError(f"the t list is empty: give forward steps like {T_EXAMPLE}")
+    abar = [schedule.alpha_bar_after(k) for k in t]  # validates 0..T
+    x0 = x0.to(torch.float64)[None]
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    closed = torch.cat([q_sample(x0, a, noise) for a in abar]).float()
+    states = forward_chain(x0, schedule, t, generator=torch.Generator().manual_seed(seed))
+    chain = torch.cat([states[k] for k in t]).float()
+    return ForwardResult(t, [a**0.5 for a in abar], [snr_db(a) for a in abar], closed, chain, schedule.name,
+                         schedule.num_timesteps, seed, source)
+
+
+def forward_captions(result: ForwardResult) -> list[list[str]]:
+    def db(v: float) -> str:
+        return "SNR inf dB" if math.isinf(v) else f"SNR {v:+.1f} dB"
+
+    def root(v: float) -> str:
+        return f"{v:.3f}" if v >= 0.001 else f"{v:.0e}"
+
+    return [[f"t = {t}", f"sqrt(abar) {root(s)}", db(d)]
+            for t, s, d in zip(result.t, result.sqrt_alpha_bar, result.snr_db)]
+
+
+def save_forward(result: ForwardResult, out: str | Path, *, scale: int | None = None) -> list[Path]:
+    """One PNG, two rows (closed form over chain), captioned with t, sqrt(alpha_bar) and SNR; plus the numbers as
+    JSON. Returns the paths written."""
+    out = Path(out)
+    title = f"forward process: {result.schedule} schedule, T = {result.num_timesteps}, seed {result.seed}"
+    picture = labelled_strip([result.closed_form, result.chain], forward_captions(result), title=title,
+                             row_titles=["closed form: x_t = sqrt(abar) x_0 + sqrt(1 - abar) eps",
+                                         "step by step: x_k = sqrt(1 - beta_k) x_(k-1) + sqrt(beta_k) eps_k"],
+                             scale=scale)
+    png = save_png(picture, out / "forward.png")
+    meta = out / "forward.json"
+    meta.write_text(json.dumps({
+        "source": result.source, "schedule": result.schedule, "num_timesteps": result.num_timesteps,
+        "seed": result.seed, "t": result.t, "sqrt_alpha_bar": result.sqrt_alpha_bar,
+        "snr_db": [None if math.isinf(v) else v for v in result.snr_db],
+        "rows": ["closed form q(x_t | x_0)", "chain q(x_t | x_(t-1)), same seed"],
+    }, indent=2))
+    return [png, meta]
