@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from diffuscope.conditioning import ClassCond, TextCond
 from diffuscope.errors import UsageError
 from diffuscope.guidance import CFGDenoiser
-from diffuscope.precond import SHARED_SIGMA, shared_sigma_batch
 from diffuscope.reference import GaussianMixtureDenoiser
 from diffuscope.samplers import CountingDenoiser, get_sampler, initial_noise, make_generators
 from diffuscope.schedules import EDMSchedule, make_grid
@@ -71,25 +71,47 @@ def test_scale_zero_and_no_cond_are_single_calls(mixture):
 
 
 def test_per_row_uncond_tensor_and_scalar_sigma(mixture):
+    """A per-row null condition and a 0-d sigma: one batched call, and the result is the guidance formula (not the
+    conditional output) row by row."""
     x, _, cond = _inputs()
     rec = Recorder(mixture)
-    out = CFGDenoiser(rec, 3.0, torch.full((4,), NULL))(x, torch.tensor(2.0, dtype=torch.float64), cond)
-    assert out.shape == x.shape and len(rec.calls) == 1
+    sigma = torch.tensor(2.0, dtype=torch.float64)
+    out = CFGDenoiser(rec, 3.0, torch.full((4,), NULL))(x, sigma, cond)
+    assert out.shape == x.shape and len(rec.calls) == 1 and rec.calls[0][0] == 8
+    d_c, d_u = mixture(x, sigma, cond), mixture(x, sigma, torch.full((4,), NULL))
+    torch.testing.assert_close(out, d_u + 3.0 * (d_c - d_u), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(out, d_c)
 
 
-def test_a_samplers_shared_sigma_stays_shared_for_the_doubled_batch(mixture):
-    """The sampler's shared sigma (precond.shared_sigma_batch) reaches the denoiser as a shared 2B batch, so the
-    preconditioning reads the float without a tensor op; the result equals the per-row sigma path."""
+def test_a_cond_of_one_row_is_expanded_and_typed_conds_are_batched_together(mixture):
+    """Guidance never looks inside a condition: ClassCond rows and a one-row null are concatenated with Cond.cat."""
     x, sigma, cond = _inputs()
     seen = []
-    guided = CFGDenoiser(lambda x, s, c: seen.append(s) or mixture(x, s, c), 2.0, NULL)
-    out = guided(x, shared_sigma_batch(2.0, 4), cond)
-    assert len(seen[0]) == 8 and getattr(seen[0], SHARED_SIGMA) == 2.0 and seen[0].stride(0) == 0
-    torch.testing.assert_close(out, guided(x, sigma, cond), rtol=0, atol=0)
+    guided = CFGDenoiser(lambda x, s, c: seen.append(c) or mixture(x, s, c), 2.0, ClassCond(torch.tensor([NULL])))
+    out = guided(x, sigma, ClassCond(cond))
+    assert isinstance(seen[0], ClassCond) and seen[0].labels.tolist() == [0, 1, 1, 0] + [NULL] * 4
+    torch.testing.assert_close(out, CFGDenoiser(mixture, 2.0, NULL)(x, sigma, cond), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("scale", [-0.5, float("nan")])
-def test_negative_scale_rejected(mixture, scale):
+def test_text_conditions_are_guided_like_class_conditions():
+    """A text denoiser's conditional and null halves travel in one call as one TextCond of 2B rows."""
+    tokens = torch.randn(2, 3, 4)
+    cond = TextCond(tokens, torch.ones(2, 3, dtype=torch.bool), tokens.mean(1))
+    null = TextCond(torch.zeros(1, 3, 4), torch.ones(1, 3, dtype=torch.bool), torch.zeros(1, 4))
+    calls = []
+
+    def denoiser(x, sigma, c):  # the prediction moves with the pooled text vector
+        calls.append(len(c))
+        return x * 0 + c.pooled.sum(1).reshape(-1, 1, 1, 1)
+
+    x = torch.zeros(2, 1, 2, 2)
+    out = CFGDenoiser(denoiser, 3.0, null)(x, torch.ones(2, dtype=torch.float64), cond)
+    assert calls == [4]
+    torch.testing.assert_close(out[:, 0, 0, 0], 3.0 * cond.pooled.sum(1))
+
+
+@pytest.mark.parametrize("scale", [-0.5, float("nan"), float("inf"), 1e300 * 1e10, "abc"])
+def test_negative_or_non_finite_scale_rejected(mixture, scale):
     with pytest.raises(UsageError, match="guidance scale"):
         CFGDenoiser(mixture, scale, NULL)
 
@@ -104,7 +126,14 @@ def test_one_call_per_evaluation_while_sampling(mixture, name):
     cond = torch.tensor([1, 1, 1])
     out = spec.fn(CFGDenoiser(counter, 3.0, NULL), x, sigmas, cond=cond)
     assert counter.nfe == spec.nfe(6) and set(counter.batch_sizes) == {6}
-    assert float(out.mean()) > 0.5  # guided towards class 1 (mean +1), away from class 0 (mean -1)
+    null = torch.full((3,), NULL)
+
+    def by_hand(x, sigma, c):  # Ho & Salimans 2022, Eq. 6, two separate calls
+        d_u = mixture(x, sigma, null)
+        return d_u + 3.0 * (mixture(x, sigma, c) - d_u)
+
+    torch.testing.assert_close(out, spec.fn(by_hand, x, sigmas, cond=cond), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(out, spec.fn(mixture, x, sigmas, cond=cond), atol=1e-2)  # guidance did something
 
 
 def test_interval_guides_inside_and_is_one_conditional_call_outside(mixture):
@@ -116,7 +145,7 @@ def test_interval_guides_inside_and_is_one_conditional_call_outside(mixture):
         limited = CFGDenoiser(rec, 3.0, NULL, interval=(0.5, 2.0))  # sigma = 0.5 is outside, 2.0 inside
         per_row = torch.full((4,), sigma, dtype=torch.float64)
         expected = full(x, per_row, cond) if inside else mixture(x, per_row, cond)
-        for s in (shared_sigma_batch(sigma, 4), per_row):
+        for s in (torch.tensor(sigma, dtype=torch.float64).expand(4), per_row):
             torch.testing.assert_close(limited(x, s, cond), expected, rtol=0, atol=0)
         assert [c[0] for c in rec.calls] == [8 if inside else 4] * 2, sigma
         zero_d = CFGDenoiser(mixture, 3.0, NULL, interval=(0.5, 2.0))(x, torch.tensor(sigma, dtype=torch.float64), cond)
