@@ -51,7 +51,8 @@ class Denoiser(nn.Module):
     """D(x, sigma, cond) -> x0_hat around a network ``net(x_in, c_noise, cond)``. Subclasses give the coefficients.
 
     ``sigma`` is a float, a 0-d tensor or one noise level per sample [B]; the coefficients are computed in float64
-    and cast to x's dtype where they meet x."""
+    for every call and cast to x's dtype where they meet x. A denoiser keeps no state besides ``net``, ``schedule``
+    (and EDM's ``sigma_data``): calls from several threads are as safe as the network's own forward."""
 
     parametrization = ""
 

@@ -122,10 +122,8 @@ def prepare(x: Tensor, sigmas: Tensor) -> list[float]:
 
 
 def sigma_batch(sigma: float, x: Tensor) -> Tensor:
-    """The [B] noise-level tensor handed to the denoiser: ``sigma`` for every image of x (float64; float32 on MPS,
-    which has no float64)."""
-    dtype = torch.float32 if x.device.type == "mps" else torch.float64
-    return torch.full((len(x),), sigma, dtype=dtype, device=x.device)
+    """The [B] noise-level tensor handed to the denoiser: ``sigma`` (float64) for every image of x."""
+    return torch.full((len(x),), sigma, dtype=torch.float64, device=x.device)
 
 
 def denoise(denoiser: Callable, x: Tensor, sigma: float, cond) -> Tensor:
