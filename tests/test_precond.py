@@ -81,8 +81,9 @@ def test_loss_is_zero_for_the_ideal_network_on_its_own_noise(p):
 @pytest.mark.parametrize("p", PARAMETRIZATIONS)
 def test_min_snr_weighting(p):
     """Hang et al. 2023 weight the x0-space error by min(SNR, gamma). In each network's own target space that is
-    their Eq. 7-9: eps min(SNR, gamma) / SNR, x0 min(SNR, gamma), v min(SNR, gamma) / (SNR + 1); EDM's target
-    space is the x0 error over c_out^2."""
+    the weight they give per prediction type: eps min(SNR, gamma) / SNR, x0 min(SNR, gamma), v min(SNR, gamma) /
+    (SNR + 1); EDM's target-space error is the x0 error over c_out^2. (A weight hard-coded for one parametrisation
+    fails the others here.)"""
     sched = _schedule(p)
     net = IdealNet(p, sched)
     d = make_denoiser(p, net, sched)
