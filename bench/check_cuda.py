@@ -2,8 +2,8 @@
 
     python bench/check_cuda.py            # needs a CUDA device; exits 1 if a check fails, 2 if there is no device
 
-Checks (each prints one line): the cached shared-sigma batch lives on the device and carries its value; the
-denoiser's memoised c_noise is on the device; every sampler's images on CUDA match the CPU's within `TOL` (mean
+Checks (each prints one line): the samplers' sigma batch lives on the device; the denoiser runs there and keeps
+x's dtype; every sampler's images on CUDA match the CPU's within `TOL` (mean
 absolute difference in [-1, 1] units: the two devices' convolutions round differently, and TF32 is left as PyTorch
 sets it); guidance on an interval with per-row sigmas (the tensor path) matches the same on CPU; then the time of
 one generation on each device, for information.
@@ -19,7 +19,7 @@ import torch
 from diffuscope.checkpoint import load_model
 from diffuscope.generate import generate
 from diffuscope.guidance import CFGDenoiser
-from diffuscope.precond import SHARED_SIGMA, shared_sigma_batch
+from diffuscope.samplers.base import sigma_batch
 
 TOL = 2e-3
 SAMPLERS = ("iPNDM", "Heun", "DPM++ 2M", "UniPC", "Euler a", "DDPM")
@@ -37,19 +37,17 @@ def main() -> int:
         if not ok:
             failed.append(name)
 
-    batch = shared_sigma_batch(1.5, 8, "cuda")
-    check("shared sigma batch", batch.device.type == "cuda" and getattr(batch, SHARED_SIGMA) == 1.5
-          and shared_sigma_batch(1.5, 8, torch.device("cuda")) is batch and batch.dtype == torch.float64,
-          f"{batch.device}, {batch.dtype}, value {getattr(batch, SHARED_SIGMA)}")
+    batch = sigma_batch(1.5, torch.zeros(8, device="cuda"))
+    check("sampler sigma batch", batch.device.type == "cuda" and batch.dtype == torch.float64
+          and batch.tolist() == [1.5] * 8, f"{batch.device}, {batch.dtype}, values {batch.unique().tolist()}")
 
     cpu, gpu = load_model("mnist"), load_model("mnist", device="cuda")
     u = cpu.config.unet
     shape, labels = (u.in_channels, u.image_size, u.image_size), torch.arange(10).repeat(7)[:64]
     with torch.inference_mode():
         x = torch.randn(4, *shape, device="cuda")
-        gpu.denoiser(x, shared_sigma_batch(2.0, 4, "cuda"), torch.arange(4, device="cuda"))
-        memo = list(gpu.denoiser._shared_memo.values())
-    check("memoised c_noise", len(memo) == 1 and memo[0].c_noise.device.type == "cuda", f"{len(memo)} entry")
+        out = gpu.denoiser(x, sigma_batch(2.0, x), torch.arange(4, device="cuda"))
+    check("denoiser on the GPU", out.device.type == "cuda" and out.dtype == x.dtype, f"{out.device}, {out.dtype}")
 
     for sampler in SAMPLERS:
         for interval in (None, (0.28, 5.42)):

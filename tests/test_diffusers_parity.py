@@ -158,10 +158,10 @@ def test_sigmas_for_timesteps_is_the_table_lookup_or_the_interpolation():
     assert torch.equal(clamped, schedule.sigma(torch.tensor([999, 0])))
 
 
-def test_schedule_is_built_once_per_schedule_config():
+def test_schedule_depends_on_the_betas_only():
     a = schedule_from_diffusers(diffusers.EulerDiscreteScheduler(beta_schedule="scaled_linear"))
     b = schedule_from_diffusers(diffusers.DDIMScheduler(beta_schedule="scaled_linear", timestep_spacing="leading"))
-    assert a is b  # same betas: the same schedule, whatever the scheduler class or its step spacing
+    assert torch.equal(a.alpha_bar, b.alpha_bar)  # same betas: the same schedule, whatever the scheduler class
     others = [
         schedule_from_diffusers({"num_train_timesteps": 1000}),
         schedule_from_diffusers({"num_train_timesteps": 500}),
@@ -169,7 +169,7 @@ def test_schedule_is_built_once_per_schedule_config():
         schedule_from_diffusers({"num_train_timesteps": 4, "trained_betas": [0.1, 0.2, 0.3, 0.4]}),
         schedule_from_diffusers({"num_train_timesteps": 4, "trained_betas": [0.1, 0.2, 0.3, 0.5]}),
     ]
-    assert len({id(s) for s in [a, *others]}) == 6
+    assert len({tuple(s.alpha_bar.tolist()) for s in [a, *others]}) == 6
     torch.testing.assert_close(others[4].betas, torch.tensor([0.1, 0.2, 0.3, 0.5], dtype=torch.float64))
     # a zero-terminal-SNR schedule comes out the same from DDPM (alpha_bar[-1] = 0) and Euler (2^-24)
     euler_zsnr = schedule_from_diffusers(diffusers.EulerDiscreteScheduler(rescale_betas_zero_snr=True))

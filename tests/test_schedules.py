@@ -45,10 +45,8 @@ def test_monotone_and_round_trip(kind, zsnr):
     assert torch.allclose(s.t_from_sigma(s.sigma(frac)), frac, atol=1e-6)
     assert torch.allclose(s.snr(t), 1 / sig**2)
     assert torch.allclose(s.alpha_bar_at(t), s.alpha_bar)
-    # the float-only inverse (samplers' per-step path) equals the tensor one, out-of-range sigmas clamped alike
-    probe = torch.cat([sig[::97], s.sigma(frac), torch.tensor([1e-5, 1e5], dtype=torch.float64)])
-    floats = [s.t_from_sigma_float(v) for v in probe.tolist()]
-    assert torch.allclose(torch.tensor(floats, dtype=torch.float64), s.t_from_sigma(probe), rtol=0, atol=1e-9)
+    # sigmas outside the schedule's range map to its ends
+    assert s.t_from_sigma(torch.tensor([1e-5, 1e5], dtype=torch.float64)).tolist() == [0, 999]
 
 
 def test_zero_terminal_snr_makes_last_step_nearly_pure_noise():

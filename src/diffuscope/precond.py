@@ -15,9 +15,7 @@ and EDM's lambda(sigma) weighting all fall out of this one line (EDM, Eq. 8).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from functools import lru_cache
 from typing import NamedTuple
 
 import torch
@@ -28,61 +26,33 @@ from diffuscope.schedules import Schedule, VPSchedule
 
 PARAMETRIZATIONS = ("eps", "x0", "v", "edm")
 
-# A [B] sigma tensor made by ``shared_sigma_batch`` carries its one value as this Python attribute.
-SHARED_SIGMA = "shared_sigma"
-
-
-@lru_cache(maxsize=1024)
-def _cached_sigma_batch(sigma: float, n: int, dtype: torch.dtype, device: torch.device, inference: bool) -> Tensor:
-    batch = torch.full((), sigma, dtype=dtype, device=device).expand(n)
-    setattr(batch, SHARED_SIGMA, sigma)
-    return batch
-
-
-def shared_sigma_batch(sigma: float, n: int, device: torch.device | str = "cpu", dtype=None) -> Tensor:
-    """The [n] noise-level tensor of a batch that shares ``sigma`` (float64, float32 on MPS where float64 is
-    missing): one value expanded (stride 0), carrying the float as attribute ``shared_sigma``, so ``Denoiser``
-    reads it without a tensor op. Cached per (sigma, n, dtype, device, inference mode): a sampler's grid repeats
-    its sigmas, and right after a network call (cold caches) building the tensor and reading it back cost ~100 us
-    per step, as much as the step's arithmetic (bench/bench_samplers.py, Heun vs diffusers). Read-only: a cached
-    tensor written in place is rebuilt (inference tensors keep no version counter; a batch of n > 1 cannot be
-    written in place at all)."""
-    device = device if isinstance(device, torch.device) else torch.device(device)
-    if dtype is None:
-        dtype = torch.float32 if device.type == "mps" else torch.float64
-    inference = torch.is_inference_mode_enabled()
-    batch = _cached_sigma_batch(sigma, n, dtype, device, inference)
-    if not inference and batch._version:  # written in place since it was cached
-        _cached_sigma_batch.cache_clear()
-        batch = _cached_sigma_batch(sigma, n, dtype, device, inference)
-    return batch
-
 
 class Coefficients(NamedTuple):
-    """Tensors [B] (float64) for a tensor sigma, Python floats for a float sigma (the sampler's case)."""
+    """EDM Eq. 7's coefficients at each noise level of a batch: float64 tensors [B]."""
 
-    c_skip: Tensor | float
-    c_out: Tensor | float
-    c_in: Tensor | float
-    c_noise: Tensor | float
+    c_skip: Tensor
+    c_out: Tensor
+    c_in: Tensor
+    c_noise: Tensor
 
 
 def _column(v: Tensor, x: Tensor) -> Tensor:
+    """A [B] tensor as [B, 1, 1, ...] in x's dtype, to scale each sample of x."""
     return v.to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
 
 
-def _log(sigma: Tensor | float) -> Tensor | float:
-    if isinstance(sigma, Tensor):
-        return sigma.log()
-    return math.log(sigma) if sigma > 0 else -math.inf
-
-
-def _full_like(sigma: Tensor | float, value: float) -> Tensor | float:
-    return torch.full_like(sigma, value) if isinstance(sigma, Tensor) else value
+def _sigma_batch(sigma: Tensor | float, x: Tensor) -> Tensor:
+    """The noise level of each sample of x as a float64 tensor [B] (a float or 0-d tensor is shared by all)."""
+    sigma = torch.as_tensor(sigma, dtype=torch.float64, device=x.device)
+    return sigma.expand(len(x)) if sigma.ndim == 0 else sigma
 
 
 class Denoiser(nn.Module):
-    """D(x, sigma, cond) -> x0_hat around a network ``net(x_in, c_noise, cond)``. Subclasses give the coefficients."""
+    """D(x, sigma, cond) -> x0_hat around a network ``net(x_in, c_noise, cond)``. Subclasses give the coefficients.
+
+    ``sigma`` is a float, a 0-d tensor or one noise level per sample [B]; the coefficients are computed in float64
+    for every call and cast to x's dtype where they meet x. A denoiser keeps no state besides ``net``, ``schedule``
+    (and EDM's ``sigma_data``): calls from several threads are as safe as the network's own forward."""
 
     parametrization = ""
 
@@ -90,79 +60,24 @@ class Denoiser(nn.Module):
         super().__init__()
         self.net = net
         self.schedule = schedule
-        self._shared_memo: dict[tuple, Coefficients] = {}
 
-    def __setattr__(self, name: str, value) -> None:
-        if name in ("schedule", "sigma_data") and "_shared_memo" in self.__dict__:
-            self._shared_memo.clear()  # the memoised coefficients depend on these
-        super().__setattr__(name, value)
-
-    def coefficients(self, sigma: Tensor | float) -> Coefficients:
-        """c_skip, c_out, c_in, c_noise for ``sigma``: one formula, evaluated on a float64 tensor [B] or on a
-        Python float (then float-only, a few microseconds: the per-step cost of a sampler)."""
+    def coefficients(self, sigma: Tensor) -> Coefficients:
+        """c_skip, c_out, c_in, c_noise for the noise levels ``sigma`` (float64 [B])."""
         raise NotImplementedError
-
-    def _sigma(self, sigma: Tensor | float, x: Tensor) -> Tensor:
-        sigma = torch.as_tensor(sigma, dtype=torch.float64, device=x.device)
-        return sigma.expand(len(x)) if sigma.ndim == 0 else sigma.to(torch.float64)
-
-    def _shared_sigma(self, sigma: Tensor | float) -> float | None:
-        """The one noise level of a batch that shares it (what samplers pass), or None (mixed sigmas, or a
-        non-CPU device, where the check would cost a device sync). Independent of train/eval mode: a wrapper built
-        around a network (the diffusers adapter) starts in training mode and must still take the fast path."""
-        if isinstance(sigma, float | int):
-            return float(sigma)
-        if sigma.device.type != "cpu":
-            return None
-        if sigma.ndim == 0:
-            return float(sigma)
-        first = sigma[0]
-        if sigma.stride(0) == 0:  # one value expanded: shared by construction
-            return float(first)
-        return float(first) if bool((sigma == first).all()) else None
-
-    def _memoise_coefficients(self, key: tuple) -> Coefficients:
-        """Float c_skip, c_out, c_in and the [B] c_noise tensor for a batch sharing one sigma, memoised per key =
-        (sigma, batch size, dtype, device, inference mode): a sampler's grid repeats its sigmas, and right after a
-        network call (cold caches) computing them cost ~50 us per call (bench/bench_samplers.py, Heun vs
-        diffusers). Setting ``schedule`` (or EDM's ``sigma_data``) clears the memo; a c_noise written in place is
-        rebuilt (``forward`` checks its version)."""
-        sigma, n, dtype, device, _ = key
-        if len(self._shared_memo) >= 4096:
-            self._shared_memo.clear()
-        c_skip, c_out, c_in, c_noise = self.coefficients(sigma)
-        c_noise = torch.full((n,), c_noise, dtype=dtype, device=device)
-        c = self._shared_memo[key] = Coefficients(c_skip, c_out, c_in, c_noise)
-        return c
 
     def call_net(self, x_in: Tensor, c_noise: Tensor, cond=None) -> Tensor:
         """F(x_in, c_noise, cond): the one place the network is called. An adapter for a network with another
-        signature overrides this (one Python frame per call, instead of a wrapper module's two)."""
+        signature overrides this."""
         return self.net(x_in, c_noise, cond)
 
-    def raw(self, x: Tensor, sigma: Tensor, cond=None) -> tuple[Tensor, Coefficients]:
-        """The raw network output F and the coefficients used (float64 coefficients, cast at use)."""
-        sigma = self._sigma(sigma, x)
-        c = self.coefficients(sigma)
-        x_in = _column(c.c_in, x) * x
-        return self.call_net(x_in, c.c_noise.to(x.dtype), cond), c
+    def raw(self, x: Tensor, sigma: Tensor | float, cond=None) -> tuple[Tensor, Coefficients]:
+        """The raw network output F(c_in x, c_noise, cond) and the coefficients used."""
+        c = self.coefficients(_sigma_batch(sigma, x))
+        return self.call_net(_column(c.c_in, x) * x, c.c_noise.to(x.dtype), cond), c
 
     def forward(self, x: Tensor, sigma: Tensor | float, cond=None) -> Tensor:
-        # The sampler's case, in as few Python frames and tensor ops as possible (each costs microseconds right
-        # after a network call): one sigma for the batch, memoised float coefficients, one fused add.
-        shared = getattr(sigma, SHARED_SIGMA, None)  # made by shared_sigma_batch (what samplers pass)
-        if shared is None:
-            shared = self._shared_sigma(sigma)
-        if shared is not None:
-            inference = torch.is_inference_mode_enabled()
-            key = (shared, len(x), x.dtype, x.device, inference)
-            c = self._shared_memo.get(key)
-            if c is None or (not inference and c.c_noise._version):
-                c = self._memoise_coefficients(key)
-            f = self.call_net(x * c.c_in, c.c_noise, cond)
-            return torch.add(x if c.c_skip == 1 else x * c.c_skip, f if f.dtype == x.dtype else f.to(x.dtype),
-                             alpha=c.c_out)
-        f, c = self.raw(x, self._sigma(sigma, x), cond)
+        """EDM Eq. 7: D(x, sigma) = c_skip x + c_out F(c_in x, c_noise)."""
+        f, c = self.raw(x, sigma, cond)
         return _column(c.c_skip, x) * x + _column(c.c_out, x) * f.to(x.dtype)
 
     def loss(
@@ -170,10 +85,11 @@ class Denoiser(nn.Module):
     ) -> Tensor:
         """Per-sample training loss [B] at noise levels ``sigma`` [B].
 
-        Default: the parametrisation's own objective, mean((F - F_target)^2). With ``min_snr_gamma`` the x0-space
-        error is weighted by min(SNR, gamma) instead (Hang et al. 2023, Eq. 7; SNR = 1 / sigma^2).
+        Default: the parametrisation's own objective, mean((F - F_target)^2) (EDM Eq. 8). With ``min_snr_gamma`` the
+        x0-space error, i.e. the target-space error times c_out^2, is weighted by min(SNR, gamma) instead (Hang et
+        al. 2023, Eq. 7; SNR = 1 / sigma^2).
         """
-        sigma = self._sigma(sigma, x0)
+        sigma = _sigma_batch(sigma, x0)
         x = x0 + _column(sigma, x0) * noise
         f, c = self.raw(x, sigma, cond)
         target = (x0 - _column(c.c_skip, x0) * x) / _column(c.c_out, x0)
@@ -185,35 +101,34 @@ class Denoiser(nn.Module):
 
 
 class _VPDenoiser(Denoiser):
-    """Shared by eps/x0/v: the network sees x_vp = x / sqrt(1 + sigma^2) at timestep t(sigma)."""
+    """The discrete-time VP models (eps/x0/v): the network sees x / sqrt(1 + sigma^2) at timestep t(sigma)
+    (EDM Table 1, 'VP' column, with c_noise the model's own timestep)."""
 
     schedule: VPSchedule
 
-    def _vp_inputs(self, sigma: Tensor | float) -> tuple[Tensor | float, Tensor | float]:
-        c_in = (sigma**2 + 1) ** -0.5
-        if isinstance(sigma, Tensor):
-            return c_in, self.schedule.t_from_sigma(sigma.cpu()).to(sigma.device)
-        return c_in, self.schedule.t_from_sigma_float(sigma)
+    def _vp_inputs(self, sigma: Tensor) -> tuple[Tensor, Tensor]:
+        """c_in = 1 / sqrt(sigma^2 + 1) and c_noise = t(sigma), the schedule's fractional timestep."""
+        return (sigma**2 + 1) ** -0.5, self.schedule.t_from_sigma(sigma.cpu()).to(sigma.device)
 
 
 class EpsDenoiser(_VPDenoiser):
-    """eps-prediction (Ho et al. 2020): x0_hat = x - sigma * eps_hat (EDM Table 1, 'VP' column)."""
+    """eps-prediction (Ho et al. 2020): x0_hat = x - sigma eps_hat (EDM Table 1, 'VP' column)."""
 
     parametrization = "eps"
 
-    def coefficients(self, sigma: Tensor | float) -> Coefficients:
+    def coefficients(self, sigma: Tensor) -> Coefficients:
         c_in, c_noise = self._vp_inputs(sigma)
-        return Coefficients(_full_like(sigma, 1.0), -sigma, c_in, c_noise)
+        return Coefficients(torch.ones_like(sigma), -sigma, c_in, c_noise)
 
 
 class X0Denoiser(_VPDenoiser):
-    """x0-prediction: the network output is the clean image."""
+    """x0-prediction: the network output is the clean image (c_skip = 0, c_out = 1)."""
 
     parametrization = "x0"
 
-    def coefficients(self, sigma: Tensor | float) -> Coefficients:
+    def coefficients(self, sigma: Tensor) -> Coefficients:
         c_in, c_noise = self._vp_inputs(sigma)
-        return Coefficients(_full_like(sigma, 0.0), _full_like(sigma, 1.0), c_in, c_noise)
+        return Coefficients(torch.zeros_like(sigma), torch.ones_like(sigma), c_in, c_noise)
 
 
 class VDenoiser(_VPDenoiser):
@@ -222,14 +137,14 @@ class VDenoiser(_VPDenoiser):
 
     parametrization = "v"
 
-    def coefficients(self, sigma: Tensor | float) -> Coefficients:
+    def coefficients(self, sigma: Tensor) -> Coefficients:
         c_in, c_noise = self._vp_inputs(sigma)
         return Coefficients(1 / (sigma**2 + 1), -sigma * c_in, c_in, c_noise)
 
 
 class EDMDenoiser(Denoiser):
     """Karras et al. 2022, Table 1 ('ours'): c_skip = sd^2 / (sigma^2 + sd^2), c_out = sigma sd / sqrt(sigma^2 + sd^2),
-    c_in = 1 / sqrt(sigma^2 + sd^2), c_noise = ln(sigma) / 4."""
+    c_in = 1 / sqrt(sigma^2 + sd^2), c_noise = ln(sigma) / 4, with sd = sigma_data."""
 
     parametrization = "edm"
 
@@ -237,10 +152,10 @@ class EDMDenoiser(Denoiser):
         super().__init__(net, schedule)
         self.sigma_data = sigma_data
 
-    def coefficients(self, sigma: Tensor | float) -> Coefficients:
-        sd2 = self.sigma_data**2
-        norm = (sigma**2 + sd2) ** 0.5
-        return Coefficients(sd2 / norm**2, sigma * self.sigma_data / norm, 1 / norm, _log(sigma) / 4)
+    def coefficients(self, sigma: Tensor) -> Coefficients:
+        sd = self.sigma_data
+        norm = (sigma**2 + sd**2).sqrt()
+        return Coefficients(sd**2 / norm**2, sigma * sd / norm, 1 / norm, sigma.log() / 4)
 
 
 def make_denoiser(

@@ -10,7 +10,6 @@ The forward process ("forward is fixed, simple math") is here in both forms: the
 
 from __future__ import annotations
 
-import bisect
 import math
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -80,14 +79,12 @@ class VPSchedule:
     """A discrete-time VP schedule: ``alpha_bar[t]`` for t = 0..T-1 (float64).
 
     ``sigma(t)`` accepts fractional t (log-sigma interpolated between integer steps, as k-diffusion's
-    ``DiscreteSchedule`` does), so a continuous sigma grid can drive a discrete model. ``log_sigma_list`` holds
-    ``log_sigmas`` as Python floats, for float-only lookups.
+    ``DiscreteSchedule`` does), so a continuous sigma grid can drive a discrete model.
     """
 
     alpha_bar: Tensor
     name: str = "linear"
     log_sigmas: Tensor = field(init=False, repr=False)
-    log_sigma_list: list[float] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         ab = self.alpha_bar.to(torch.float64)
@@ -97,7 +94,6 @@ class VPSchedule:
             raise ValueError("alpha_bar must be strictly decreasing")
         object.__setattr__(self, "alpha_bar", ab)
         object.__setattr__(self, "log_sigmas", 0.5 * torch.log((1 - ab) / ab))
-        object.__setattr__(self, "log_sigma_list", self.log_sigmas.tolist())
 
     is_discrete = True
 
@@ -136,15 +132,6 @@ class VPSchedule:
         lo, hi = self.log_sigmas[low], self.log_sigmas[high]
         w = ((log_sigma - lo) / (hi - lo)).clamp(0, 1)
         return low + w
-
-    def t_from_sigma_float(self, sigma: float) -> float:
-        """``t_from_sigma`` for one Python float, without tensors (bisection on the log-sigma table): a sampler
-        step needs t(sigma) once, and this costs microseconds instead of a tensor search."""
-        table = self.log_sigma_list
-        log_sigma = math.log(sigma) if sigma > 0 else -math.inf
-        high = min(max(bisect.bisect_left(table, log_sigma), 1), len(table) - 1)
-        lo, hi = table[high - 1], table[high]
-        return (high - 1) + min(max((log_sigma - lo) / (hi - lo), 0.0), 1.0)
 
     def alpha_bar_at(self, t: Tensor | float) -> Tensor:
         return 1 / (1 + self.sigma(t) ** 2)
@@ -334,8 +321,7 @@ def make_grid(schedule: Schedule, steps: int, spacing: str | None = None, *, rho
 
 def check_sigmas(sigmas: Tensor) -> list[float]:
     """A sampler's precondition (ARCHITECTURE.md: 'Sigma grids are data'): strictly decreasing, last = 0. Returns
-    the grid as Python floats (float64), checked in Python: one tensor op instead of seven, which a short run pays
-    right after the previous run's last network call (cold caches; bench/bench_samplers.py)."""
+    the grid as Python floats (float64), for the samplers' per-step scalar arithmetic."""
     if sigmas.ndim != 1 or len(sigmas) < 2:
         raise ValueError(f"sigmas must be 1-D with at least 2 entries, got shape {tuple(sigmas.shape)}")
     values = sigmas.detach().to(torch.float64).cpu().tolist()

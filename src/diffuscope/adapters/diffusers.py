@@ -10,7 +10,6 @@ diffusers is imported inside the functions: diffuscope imports without it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import torch
@@ -22,9 +21,8 @@ from diffuscope.schedules import ZERO_SNR_ALPHA_BAR, VPSchedule
 
 
 class _DiffusersNet:
-    """Calls a ``UNet2DModel`` as the network F: the timestep is c_noise, the class labels cond. A UNet that also
-    predicts the variance (2C output channels) is cut to its first C channels. The UNet is the denoiser's ``net``
-    itself (no wrapper module: one Python frame less per network call, see bench_samplers.py)."""
+    """Calls a ``UNet2DModel`` (the denoiser's ``net``) as the network F: the timestep is c_noise, the class labels
+    cond. A UNet that also predicts the variance (2C output channels) is cut to its first C channels."""
 
     def call_net(self, x_in: Tensor, c_noise: Tensor, cond=None) -> Tensor:
         out = self.net(x_in, c_noise, class_labels=cond, return_dict=False)[0]
@@ -57,39 +55,9 @@ def _config(scheduler_or_config) -> Mapping:
     return config
 
 
-# What determines a diffusers scheduler's alphas_cumprod: equal values give the same VPSchedule, which is then
-# built once (building one costs ~0.1 ms: a 10-step run pays that per run otherwise, see bench_samplers.py).
-_SCHEDULE_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas",
-                  "rescale_betas_zero_snr")
-_SCHEDULE_CACHE: dict[tuple, VPSchedule] = {}
-_SCHEDULE_CACHE_SIZE = 32
-
-
-def _schedule_key(config: Mapping) -> tuple:
-    values = []
-    for name in _SCHEDULE_KEYS:
-        value = config.get(name)
-        if value is not None and not isinstance(value, (bool, int, float, str)):
-            value = tuple(float(v) for v in torch.as_tensor(value, dtype=torch.float64).reshape(-1).tolist())
-        values.append(value)
-    return tuple(values)
-
-
 def schedule_from_diffusers(scheduler_or_config) -> VPSchedule:
     """The VPSchedule of a diffusers scheduler (or config): alpha_bar = its ``alphas_cumprod`` (betas, trained
-    betas and the zero-terminal-SNR rescale computed by diffusers' DDPMScheduler, in its float32). Cached per
-    schedule-defining config values."""
-    key = _schedule_key(_config(scheduler_or_config))
-    schedule = _SCHEDULE_CACHE.get(key)
-    if schedule is None:
-        schedule = _build_schedule(scheduler_or_config)
-        if len(_SCHEDULE_CACHE) >= _SCHEDULE_CACHE_SIZE:
-            _SCHEDULE_CACHE.pop(next(iter(_SCHEDULE_CACHE)))
-        _SCHEDULE_CACHE[key] = schedule
-    return schedule
-
-
-def _build_schedule(scheduler_or_config) -> VPSchedule:
+    betas and the zero-terminal-SNR rescale computed by diffusers' DDPMScheduler, in its float32)."""
     from diffusers import DDPMScheduler
 
     alpha_bar = getattr(scheduler_or_config, "alphas_cumprod", None)
@@ -117,13 +85,7 @@ def denoiser_from_diffusers(unet: nn.Module, scheduler_or_config) -> Denoiser:
 def sigmas_for_timesteps(schedule: VPSchedule, timesteps: Tensor) -> Tensor:
     """The sigma grid (float64, final 0 appended) that visits a diffusers scheduler's ``timesteps``. Consecutive
     repeats (the interleaved grids of second-order schedulers: Heun's [t0, t1, t1, t2, t2, ...]) are visited once."""
-    ts = torch.as_tensor(timesteps)
-    values = (ts if ts.ndim == 1 else ts.reshape(-1)).tolist()
-    values = [t for i, t in enumerate(values) if i == 0 or t != values[i - 1]]
-    if all(float(t).is_integer() for t in values):  # most schedulers' grids: sigma(t) is a table lookup
-        last = schedule.num_timesteps - 1
-        log_sigmas = [schedule.log_sigma_list[min(max(int(t), 0), last)] for t in values]
-        # One tensor op for the whole grid (a run pays this once: ~10 us instead of ~40): exp(-inf) = 0 is the end.
-        return torch.tensor([*log_sigmas, -math.inf], dtype=torch.float64).exp()
-    ts = torch.tensor(values, dtype=torch.float64)
-    return torch.cat([schedule.sigma(ts), torch.zeros(1, dtype=torch.float64)])
+    ts = torch.as_tensor(timesteps).reshape(-1).tolist()
+    ts = [t for i, t in enumerate(ts) if i == 0 or t != ts[i - 1]]
+    sigmas = schedule.sigma(torch.tensor(ts, dtype=torch.float64))  # whole timesteps: exactly the table's values
+    return torch.cat([sigmas, torch.zeros(1, dtype=torch.float64)])

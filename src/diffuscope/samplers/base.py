@@ -15,7 +15,6 @@ import torch
 from torch import Tensor
 
 from diffuscope.errors import UsageError
-from diffuscope.precond import shared_sigma_batch
 from diffuscope.schedules import check_sigmas
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
@@ -123,15 +122,13 @@ def prepare(x: Tensor, sigmas: Tensor) -> list[float]:
 
 
 def sigma_batch(sigma: float, x: Tensor) -> Tensor:
-    """The [B] noise-level tensor handed to the denoiser: ``precond.shared_sigma_batch``, one value expanded and
-    cached, so a denoiser reads the shared value without a tensor op."""
-    return shared_sigma_batch(sigma, len(x), x.device)
+    """The [B] noise-level tensor handed to the denoiser: ``sigma`` (float64) for every image of x."""
+    return torch.full((len(x),), sigma, dtype=torch.float64, device=x.device)
 
 
 def denoise(denoiser: Callable, x: Tensor, sigma: float, cond) -> Tensor:
     """One network evaluation D(x, sigma, cond) at the [B] ``sigma_batch``, returned in x's dtype."""
-    denoised = denoiser(x, shared_sigma_batch(sigma, len(x), x.device), cond)
-    return denoised if denoised.dtype == x.dtype else denoised.to(x.dtype)
+    return denoiser(x, sigma_batch(sigma, x), cond).to(x.dtype)
 
 
 def to_d(x: Tensor, sigma: float, denoised: Tensor) -> Tensor:

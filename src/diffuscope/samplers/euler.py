@@ -42,9 +42,7 @@ def sample_euler(
     sig = prepare(x, sigmas)
     steps = len(sig) - 1
     for i in range(steps):
-        sigma_hat = sig[i]
-        if s_churn > 0:  # the call is skipped without churn (one Python frame less per step)
-            x, sigma_hat = churn(x, sigma_hat, steps, generator, s_churn, s_tmin, s_tmax, s_noise)
+        x, sigma_hat = churn(x, sig[i], steps, generator, s_churn, s_tmin, s_tmax, s_noise)
         denoised = denoise(denoiser, x, sigma_hat, cond)
         if callback is not None:
             callback(StepInfo(i, sig[i], sig[i + 1], x, denoised, steps))
@@ -98,9 +96,7 @@ def sample_heun(
     sig = prepare(x, sigmas)
     steps = len(sig) - 1
     for i in range(steps):
-        sigma_hat = sig[i]
-        if s_churn > 0:  # the call is skipped without churn (one Python frame less per step)
-            x, sigma_hat = churn(x, sigma_hat, steps, generator, s_churn, s_tmin, s_tmax, s_noise)
+        x, sigma_hat = churn(x, sig[i], steps, generator, s_churn, s_tmin, s_tmax, s_noise)
         denoised = denoise(denoiser, x, sigma_hat, cond)
         if callback is not None:
             callback(StepInfo(i, sig[i], sig[i + 1], x, denoised, steps))
