@@ -322,3 +322,95 @@ def test_ipndm_rejects_bad_order():
     for bad in (0, 5, 2.0, True):
         with pytest.raises(UsageError, match="max_order"):
             sample_ipndm(GAUSS, start(sigmas), sigmas, max_order=bad)
+
+
+# --- s_churn (Karras et al. 2022, Algorithm 2, lines 4-6), checked step by step -------------------------------------
+
+
+def _churn_reference(x, sigmas, seed, s_churn, s_noise, heun):
+    """Algorithm 2 with churn on the first step only (s_tmin = sigmas[0]), written out from the paper: gamma =
+    min(S_churn / N, sqrt(2) - 1), sigma_hat = sigma (1 + gamma), x_hat = x + sqrt(sigma_hat^2 - sigma^2) S_noise eps,
+    then one Euler (or Heun) step from sigma_hat to sigma_1, then the step to 0 lands on D(x_1, sigma_1)."""
+    n = len(sigmas) - 1
+    sigma, sigma_1 = float(sigmas[0]), float(sigmas[1])
+    gamma = min(s_churn / n, 2**0.5 - 1)
+    sigma_hat = sigma * (1 + gamma)
+    eps = torch.stack([torch.randn(x.shape[1:], generator=g) for g in make_generators(seed, len(x))]).to(x.dtype)
+    x_hat = x + eps * (s_noise * math.sqrt(sigma_hat**2 - sigma**2))
+    d = (x_hat - GAUSS(x_hat, sigma_hat)) / sigma_hat
+    x_1 = x_hat + (sigma_1 - sigma_hat) * d
+    if heun:
+        d_2 = (x_1 - GAUSS(x_1, sigma_1)) / sigma_1
+        x_1 = x_hat + (sigma_1 - sigma_hat) * (d + d_2) / 2
+    return GAUSS(x_1, sigma_1)
+
+
+@pytest.mark.parametrize("sampler_id", ["euler", "heun"])
+@pytest.mark.parametrize(("s_churn", "s_noise"), [(0.3, 1.0), (0.3, 0.7), (80.0, 1.0)])  # 80: gamma capped
+def test_churn_adds_the_algorithm_2_noise(sampler_id, s_churn, s_noise):
+    sigmas = torch.tensor([4.0, 1.5, 0.0], dtype=torch.float64)
+    x = start(sigmas, dtype=torch.float64)
+    out = run(sampler_id, x, sigmas, seed=7, s_churn=s_churn, s_noise=s_noise, s_tmin=4.0)
+    expected = _churn_reference(x, sigmas, 7, s_churn, s_noise, heun=sampler_id == "heun")
+    torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
+    # the noise is the generator's: another seed, another result; no churn, no dependence on the seed
+    assert (run(sampler_id, x, sigmas, seed=8, s_churn=s_churn, s_tmin=4.0) - out).abs().max() > 1e-3
+    assert torch.equal(run(sampler_id, x, sigmas, seed=7), run(sampler_id, x, sigmas, seed=8))
+
+
+@pytest.mark.parametrize("sampler_id", ["euler", "heun"])
+def test_churn_respects_s_tmin_s_tmax(sampler_id):
+    """Churn applies only where s_tmin <= sigma <= s_tmax: outside that window the run is the plain ODE one."""
+    sigmas = torch.tensor([4.0, 1.5, 0.0], dtype=torch.float64)
+    x = start(sigmas, dtype=torch.float64)
+    plain = run(sampler_id, x, sigmas, seed=7)
+    for window in ({"s_tmin": 4.5}, {"s_tmin": 1.6, "s_tmax": 3.9}, {"s_tmin": 1.0, "s_tmax": 1.4}):
+        assert torch.equal(run(sampler_id, x, sigmas, seed=7, s_churn=0.5, **window), plain), window
+    for window in ({"s_tmin": 4.0}, {"s_tmax": 4.0}, {"s_tmin": 1.5, "s_tmax": 1.5}):  # boundaries included
+        assert not torch.equal(run(sampler_id, x, sigmas, seed=7, s_churn=0.5, **window), plain), window
+
+
+# --- iPNDM (the default sampler) against an independent implementation ----------------------------------------------
+
+
+def _ipndm_reference(denoiser, x, sigmas, max_order=4):
+    """iPNDM as Zhang & Chen 2023 (DEIS, "iPNDM") and ComfyUI's ``sample_ipndm`` write it: a buffer of past
+    derivatives d = (x - D) / sigma and the explicit Adams-Bashforth formulas for equal steps, order 1..4 as the
+    buffer fills; the step to sigma = 0 returns D. Returns the final x and the state before every step."""
+    buffer, states = [], []  # buffer: past derivatives, oldest first
+    for i in range(len(sigmas) - 1):
+        t_cur, t_next = float(sigmas[i]), float(sigmas[i + 1])
+        states.append(x)
+        denoised = denoiser(x, t_cur)
+        d_cur = (x - denoised) / t_cur
+        order = min(max_order, i + 1)
+        if t_next == 0:
+            return denoised, states
+        if order == 1:
+            x = x + (t_next - t_cur) * d_cur
+        elif order == 2:
+            x = x + (t_next - t_cur) * (3 * d_cur - buffer[-1]) / 2
+        elif order == 3:
+            x = x + (t_next - t_cur) * (23 * d_cur - 16 * buffer[-1] + 5 * buffer[-2]) / 12
+        else:
+            x = x + (t_next - t_cur) * (55 * d_cur - 59 * buffer[-1] + 37 * buffer[-2] - 9 * buffer[-3]) / 24
+        buffer = [*buffer, d_cur][-(max_order - 1):] if max_order > 1 else []
+    return x, states
+
+
+@pytest.mark.parametrize("max_order", [1, 2, 3, 4])
+@pytest.mark.parametrize("steps", [1, 2, 3, 4, 7, 12])
+def test_ipndm_matches_an_independent_implementation(max_order, steps):
+    """Every state of the run, on the Gaussian and on a two-component mixture (a nonlinear denoiser, so the
+    derivatives in the history are not all proportional to each other)."""
+    sigmas = grid(steps)
+    x = start(sigmas, dtype=torch.float64)
+    means = torch.stack([torch.full((1, 4, 4), -1.0), torch.full((1, 4, 4), 1.5)]).double()
+    for denoiser in (GAUSS, GaussianMixtureDenoiser(means, 0.3)):
+        seen = []
+        out = sample_ipndm(denoiser, x, sigmas, max_order=max_order, callback=seen.append)
+        expected, states = _ipndm_reference(denoiser, x, sigmas, max_order)
+        torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
+        assert len(seen) == len(states) == steps
+        for info, state in zip(seen, states, strict=True):
+            torch.testing.assert_close(info.x, state, rtol=1e-10, atol=1e-10)
