@@ -64,6 +64,9 @@ def test_unknown_sampler_lists_valid_names():
         get_sampler("eulr")
     for spec in SAMPLERS.values():
         assert spec.name in str(err.value) and spec.id in str(err.value)
+    for bad in (None, 3):  # not a string: the same one-line error, not an AttributeError
+        with pytest.raises(UsageError, match="unknown sampler"):
+            get_sampler(bad)
 
 
 # --- seeds and noise -----------------------------------------------------------------------------------------
