@@ -215,6 +215,7 @@ ORDER_CASES = [
     ("dpmpp_3m_sde", {"eta": 0.0, "d2_scale": 2.0}, (16, 32), (12.0, 40.0)),
     ("uni_pc", {}, (64, 128), (7.0, 9.0)),  # UniP-2 (the default) + UniC: third order
     ("uni_pc", {"order": 3}, (64, 128), (10.0, 18.0)),  # UniP-3 + UniC: fourth order
+    ("uni_pc", {"variant": "bh1"}, (64, 128), (7.0, 9.0)),
     ("ipndm", {}, (64, 128), (3.6, 4.4)),  # constant-step coefficients on uneven steps: second order
     ("ipndm_v", {}, (32, 64), (7.0, 14.0)),  # variable-step Adams-Bashforth-4, Euler start: about third order here
     ("ipndm_v", {"max_order": 2}, (64, 128), (3.6, 4.4)),
@@ -249,6 +250,20 @@ def test_ddim_eta0_equals_euler_and_ddpm_equals_euler_ancestral():
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     c = sample_ddim(GAUSS, x, sigmas, generator=make_generators(4, 4), eta=1.0)
     torch.testing.assert_close(a, c)
+
+
+def test_unipc_variants_differ_by_b_of_h():
+    """B(h) = h (bh1) or e^h - 1 (bh2) in the data-prediction form's exponent -h (Zhao et al. 2023, Sec. 3.2):
+    two different solvers of the same order (the bh1 case of test_observed_order)."""
+    from diffuscope.samplers.unipc import unipc_rhos
+
+    for h in (0.1, 0.7):
+        assert unipc_rhos(h, [-1.0, 1.0], 2, "bh1", corrector=True)[0] == pytest.approx(-h, rel=1e-12)
+        assert unipc_rhos(h, [-1.0, 1.0], 2, "bh2", corrector=True)[0] == pytest.approx(math.expm1(-h), rel=1e-12)
+    sigmas = grid(8)
+    x = start(sigmas, dtype=torch.float64)
+    bh1, bh2 = (sample_unipc(GAUSS, x, sigmas, variant=v) for v in ("bh1", "bh2"))
+    assert float((bh1 - bh2).abs().max()) > 1e-6
 
 
 def test_unipc_rejects_bad_options():
