@@ -94,6 +94,31 @@ def test_noise_per_image_and_dtype():
     assert torch.equal(x64.float(), x32) and torch.equal(x32[2:3], single)
     with pytest.raises(UsageError, match="3 generators for a batch of 4"):
         noise_like(torch.zeros(4, 2), make_generators(0, 3))
+    for dtype in (torch.float32, torch.float64):  # in x's dtype, the same numbers either way
+        noise = noise_like(torch.zeros(4, 1, 3, 3, dtype=dtype), make_generators(3, 4))
+        assert noise.dtype == dtype and torch.equal(noise.float(), x32 / 2.0)
+
+
+def test_to_d_and_euler_step_are_the_pf_ode_formulas():
+    """d = (x - D) / sigma (Karras et al. 2022, Eq. 3); an Euler step x + (sigma_next - sigma) d."""
+    from diffuscope.samplers import euler_step, to_d
+
+    x, denoised = torch.randn(2, 3, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64)
+    torch.testing.assert_close(to_d(x, 2.5, denoised), (x - denoised) / 2.5, rtol=1e-15, atol=0)
+    torch.testing.assert_close(euler_step(x, denoised, 2.5, 0.7), x + (0.7 - 2.5) * (x - denoised) / 2.5)
+
+
+def test_counting_denoiser_passes_everything_through():
+    means = torch.stack([torch.full((1, 2, 2), -2.0), torch.full((1, 2, 2), 2.0)])
+    mixture = GaussianMixtureDenoiser(means, 0.1)
+    counter = CountingDenoiser(mixture)
+    x, sigma = torch.zeros(3, 1, 2, 2), torch.full((3,), 1.0)
+    cond = torch.tensor([0, 1, 0])
+    assert torch.equal(counter(x, sigma, cond), mixture(x, sigma, cond))
+    assert not torch.equal(counter(x, sigma, cond), counter(x, sigma, None))  # cond matters here
+    assert counter.nfe == 3 and counter.batch_sizes == [3, 3, 3]
+    counter.reset()
+    assert counter.nfe == 0 and counter.batch_sizes == []
 
 
 def test_step_info_is_frozen():
