@@ -18,6 +18,7 @@ from diffuscope.schedules import (
     make_schedule,
     q_sample,
     sample_training_sigmas,
+    scaled_linear_betas,
     to_vp,
 )
 
@@ -237,3 +238,34 @@ def test_training_sigmas_come_from_the_generator():
     a = sample_training_sigmas(EDMSchedule(), 8, generator=torch.Generator().manual_seed(1))
     torch.manual_seed(1)
     assert torch.equal(a, sample_training_sigmas(EDMSchedule(), 8, generator=torch.Generator().manual_seed(1)))
+
+
+def test_scaled_linear_is_stable_diffusions_schedule():
+    """betas = linspace(sqrt(0.00085), sqrt(0.012), 1000)^2 in float64."""
+    expected = [(0.00085**0.5 + i / 999 * (0.012**0.5 - 0.00085**0.5)) ** 2 for i in range(1000)]
+    got = scaled_linear_betas()
+    assert got.dtype == torch.float64 and got.tolist() == pytest.approx(expected, rel=1e-12)
+
+
+def test_t_from_sigma_float_of_zero_is_t_zero():
+    s = make_schedule(ScheduleConfig(kind="linear"))
+    assert s.t_from_sigma_float(0.0) == 0.0 == float(s.t_from_sigma(torch.tensor(1e-300, dtype=torch.float64)))
+
+
+def test_grid_description_is_what_was_used():
+    s = make_schedule(ScheduleConfig(kind="linear"))
+    grid = make_grid(s, 3, "trailing")
+    assert grid.describe() == {"spacing": "trailing", "sigmas": [round(float(v), 6) for v in grid.sigmas],
+                               "timesteps": [999, 666, 332]}
+    assert grid.describe()["sigmas"][0] != float(grid.sigmas[0])  # rounded to 6 decimals, not left as is
+    assert make_grid(EDMSchedule(), 2).describe() == {"spacing": "karras", "sigmas": [80.0, 0.002, 0.0]}
+
+
+def test_discrete_timesteps_closed_forms():
+    # leading: arange(n) * (T // n) + offset, reversed (T // n, not T / n, when n does not divide T)
+    assert discrete_timesteps(1000, 7, "leading").tolist() == [853, 711, 569, 427, 285, 143, 1]
+    assert discrete_timesteps(10, 10, "leading").tolist() == [9, 9, 8, 7, 6, 5, 4, 3, 2, 1]  # clamped at T - 1
+    assert discrete_timesteps(1000, 7, "trailing").tolist() == [999, 856, 713, 570, 428, 285, 142]
+    assert discrete_timesteps(1000, 7, "linspace").tolist() == [999, 832, 666, 500, 333, 166, 0]
+    with pytest.raises(UsageError, match=r"unknown timestep spacing 'karras'.*trailing, leading, linspace"):
+        discrete_timesteps(1000, 7, "karras")
