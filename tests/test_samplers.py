@@ -277,6 +277,33 @@ def test_ddim_eta0_equals_euler_and_ddpm_equals_euler_ancestral():
     torch.testing.assert_close(a, c)
 
 
+def test_ancestral_step_is_ddim_eq_16():
+    """sigma_up = DDIM's sigma_t(eta) (Song et al. 2021, Eq. 16) in VP terms, divided by sqrt(alpha_bar_next) to be
+    in sigma space; sigma_down^2 + sigma_up^2 = sigma_next^2; capped at sigma_next; eta = 0 or sigma_next = 0:
+    no noise."""
+    from diffuscope.samplers import ancestral_step
+
+    for sigma, sigma_next, eta in ((2.0, 1.0, 1.0), (5.0, 3.0, 0.5), (0.8, 0.1, 1.0), (1.5, 1.0, 0.3)):
+        a, a_next = 1 / (1 + sigma**2), 1 / (1 + sigma_next**2)
+        sigma_t = eta * math.sqrt((1 - a_next) / (1 - a)) * math.sqrt(1 - a / a_next)
+        down, up = ancestral_step(sigma, sigma_next, eta)
+        assert up == pytest.approx(sigma_t / math.sqrt(a_next), rel=1e-12)
+        assert down == pytest.approx(math.sqrt(sigma_next**2 - up**2), rel=1e-12)
+    assert ancestral_step(2.0, 1.0) == ancestral_step(2.0, 1.0, 1.0)  # eta = 1 (DDPM) by default
+    assert ancestral_step(2.0, 1.0, 0.0) == (1.0, 0.0) and ancestral_step(2.0, 0.0, 1.0) == (0.0, 0.0)
+    assert ancestral_step(2.0, 1.0, 10.0) == (0.0, 1.0)  # capped: all of sigma_next is fresh noise
+    with pytest.raises(UsageError, match=r"eta must be >= 0, got -0\.5"):
+        ancestral_step(2.0, 1.0, -0.5)
+
+
+def test_ddpm_passes_s_noise():
+    sigmas = grid(6)
+    x = start(sigmas)
+    a = sample_ddpm(GAUSS, x, sigmas, generator=make_generators(4, 4), s_noise=0.5)
+    b = sample_ddim(GAUSS, x, sigmas, generator=make_generators(4, 4), eta=1.0, s_noise=0.5)
+    assert torch.equal(a, b) and not torch.equal(a, sample_ddpm(GAUSS, x, sigmas, generator=make_generators(4, 4)))
+
+
 def test_unipc_variants_differ_by_b_of_h():
     """B(h) = h (bh1) or e^h - 1 (bh2) in the data-prediction form's exponent -h (Zhao et al. 2023, Sec. 3.2):
     two different solvers of the same order (the bh1 case of test_observed_order)."""
