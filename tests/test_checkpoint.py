@@ -6,6 +6,7 @@ import torch
 
 from diffuscope.checkpoint import (
     clean_stale_temp,
+    export_model,
     list_checkpoints,
     load_model,
     resolve_checkpoint,
@@ -121,3 +122,41 @@ def test_not_a_model(tmp_path):
         load_model(tmp_path / "empty")
     with pytest.raises(UsageError, match="not found"):
         load_model(tmp_path / "missing")
+
+
+def test_export_model_round_trip(tmp_path):
+    """The exported copy (EMA weights + config + a fresh manifest) loads as a model with the same outputs, at the
+    source's step; a classifier travels beside it; a non-empty destination is refused and left as it was."""
+    d, path = _save(tmp_path / "run", step=7)
+    classifier = tmp_path / "clf"
+    classifier.mkdir()
+    (classifier / "classifier.safetensors").write_bytes(b"weights")
+    (classifier / "classifier.json").write_text("{}")
+    dest = export_model(tmp_path / "run", tmp_path / "export", classifier=classifier)
+    assert sorted(p.name for p in dest.iterdir()) == [
+        "classifier.json", "classifier.safetensors", "config.json", "ema.safetensors", "manifest.json"]
+    manifest = json.loads((dest / "manifest.json").read_text())
+    assert manifest["step"] == 7 and manifest["source"] == str(path)
+    assert manifest["files"] == {p.name: p.stat().st_size for p in dest.iterdir() if p.name != "manifest.json"}
+    exported, original = load_model(dest), load_model(path)
+    assert exported.step == 7 and exported.config == original.config
+    x = torch.randn(4, 1, 8, 8)
+    sigma = torch.tensor([0.1, 1.0, 5.0, 50.0])
+    cond = torch.tensor([0, 3, 7, 10])
+    with torch.no_grad():
+        assert torch.equal(exported.denoiser(x, sigma, cond), original.denoiser(x, sigma, cond))
+        d.eval()
+        assert torch.equal(exported.denoiser(x, sigma, cond), d(x, sigma, cond))  # _save's EMA = the model
+
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "keep.txt").write_text("mine")
+    with pytest.raises(UsageError, match="not empty"):
+        export_model(path, occupied)
+    assert [p.name for p in occupied.iterdir()] == ["keep.txt"] and (occupied / "keep.txt").read_text() == "mine"
+    with pytest.raises(UsageError, match="not empty"):
+        export_model(path, dest)  # a second export onto the first one
+    assert json.loads((dest / "manifest.json").read_text()) == manifest
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert load_model(export_model(path, empty)).step == 7  # an existing empty folder is fine

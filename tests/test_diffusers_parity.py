@@ -43,8 +43,10 @@ from diffuscope.samplers import (  # noqa: E402
     sample_ddim,
     sample_ddpm,
     sample_dpmpp_2m,
+    sample_dpmpp_2m_sde,
     sample_dpmpp_3m_sde,
     sample_euler,
+    sample_euler_ancestral,
     sample_heun,
     sample_unipc,
 )
@@ -198,6 +200,19 @@ def test_euler(unet, noise, prediction_type, spacing):
 
 
 @pytest.mark.parametrize("prediction_type", PREDICTIONS)
+@pytest.mark.parametrize(("spacing", "steps"), [("trailing", 8), ("leading", 5), ("trailing", 1)])
+def test_euler_ancestral_with_shared_noise(unet, noise, prediction_type, spacing, steps):
+    """Euler a draws one noise tensor per step from the generator, as diffusers' EulerAncestralDiscreteScheduler
+    does: with one generator seeded the same, the trajectories agree step by step."""
+    sch = diffusers.EulerAncestralDiscreteScheduler(prediction_type=prediction_type, timestep_spacing=spacing)
+    sch.set_timesteps(steps)
+    x = noise * sch.init_noise_sigma
+    out, seen, _ = ours(sample_euler_ancestral, unet, sch, x, generator=torch.Generator().manual_seed(5))
+    final, states = diffusers_loop(unet, sch, x, generator=torch.Generator().manual_seed(5))
+    check(out, seen, final, states, vp=False)
+
+
+@pytest.mark.parametrize("prediction_type", PREDICTIONS)
 def test_heun(unet, noise, prediction_type):
     sch = diffusers.HeunDiscreteScheduler(prediction_type=prediction_type, timestep_spacing="trailing")
     sch.set_timesteps(6)
@@ -270,6 +285,27 @@ def test_dpmpp_2m(unet, noise, prediction_type, steps):
     out, seen, sigmas = ours(sample_dpmpp_2m, unet, sch, x)
     torch.testing.assert_close(sigmas, sch.sigmas.double(), rtol=1e-6, atol=0)
     final, states = diffusers_loop(unet, sch, noise)
+    check(out, seen, final, states, vp=True)
+
+
+@pytest.mark.parametrize("prediction_type", PREDICTIONS)
+@pytest.mark.parametrize(("solver_type", "steps"), [("midpoint", 8), ("heun", 8), ("midpoint", 2), ("midpoint", 20)])
+def test_dpmpp_2m_sde_with_shared_noise(unet, noise, prediction_type, solver_type, steps):
+    """DPM++ 2M SDE = diffusers' ``algorithm_type="sde-dpmsolver++"``: one noise tensor per step from the generator
+    (diffusers draws one on the last step too, after ours stop), so one generator seeded the same gives the same
+    trajectory."""
+    sch = diffusers.DPMSolverMultistepScheduler(
+        prediction_type=prediction_type,
+        algorithm_type="sde-dpmsolver++",
+        solver_order=2,
+        solver_type=solver_type,
+        final_sigmas_type="zero",
+    )
+    sch.set_timesteps(steps)
+    x = noise * float(sch.sigmas[0] ** 2 + 1) ** 0.5
+    out, seen, _ = ours(sample_dpmpp_2m_sde, unet, sch, x, solver_type=solver_type,
+                        generator=torch.Generator().manual_seed(9))
+    final, states = diffusers_loop(unet, sch, noise, generator=torch.Generator().manual_seed(9))
     check(out, seen, final, states, vp=True)
 
 

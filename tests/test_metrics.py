@@ -207,6 +207,30 @@ def test_convergence_pixel_and_feature_rmse(random_classifier):
         convergence(off[:3], ref)
 
 
+# --- FD on classifier features -------------------------------------------------------------------------------
+
+def _fd_closed_form(x: torch.Tensor, y: torch.Tensor) -> float:
+    """||mu_x - mu_y||^2 + Tr(S_x) + Tr(S_y) - 2 sum_i sqrt(lambda_i(S_x S_y)), in float64 torch (independent of
+    the scipy code under test; S_x S_y is similar to a PSD matrix, so its eigenvalues are real and >= 0)."""
+    x, y = x.double(), y.double()
+    sx, sy = torch.cov(x.T), torch.cov(y.T)
+    root = torch.linalg.eigvals(sx @ sy).real.clamp(min=0).sqrt().sum()
+    return float((x.mean(0) - y.mean(0)).square().sum() + sx.trace() + sy.trace() - 2 * root)
+
+
+def test_fd_grows_as_the_squared_shift_of_a_feature_set(random_classifier, digits_test):
+    """Shifting every feature vector by delta leaves the covariance and moves the mean: FD = ||delta||^2 exactly,
+    on the classifier's own features of real digits; evaluate() reports it."""
+    features, _ = random_classifier.embed(digits_test.images[:200])
+    base = evaluate(features, features, n_resamples=0).fd
+    assert abs(base) < 1e-6
+    direction = torch.randn(features.shape[1], generator=torch.Generator().manual_seed(0))
+    for scale in (0.1, 0.5, 2.0):
+        delta = direction * scale
+        fd = evaluate(features + delta, features, n_resamples=0).fd
+        assert fd == pytest.approx(float(delta.double().square().sum()), rel=1e-3)
+
+
 # --- the report and the real floor ----------------------------------------------------------------------------
 
 def test_split_real_is_disjoint_balanced_and_refuses_too_many(digits_test):
@@ -228,11 +252,19 @@ def test_split_real_is_disjoint_balanced_and_refuses_too_many(digits_test):
 def test_real_floor_and_report(random_classifier, digits_test):
     floor = real_floor(random_classifier, digits_test, 60, seed=1, n_resamples=20)
     assert floor.comparison == "held-out vs held-out" and floor.n_generated == floor.n_reference == 60
-    assert floor.fd > 0 and floor.fd_ci[0] <= floor.fd <= floor.fd_ci[1]
-    assert 0 <= floor.accuracy <= 1 and len(floor.per_class_accuracy) == 10
+    # the floor is the report of the split's stand-in against its reference: FD from the closed form on their
+    # features, accuracy = the classifier's accuracy on the stand-in's true labels, per class as well
+    split = split_real(digits_test, 60, seed=1)
+    stand_in, stand_in_logits = random_classifier.embed(split.stand_in.images)
+    reference, _ = random_classifier.embed(split.reference.images)
+    assert floor.fd == pytest.approx(_fd_closed_form(stand_in, reference), rel=1e-4)
+    assert floor.fd_ci[0] <= floor.fd <= floor.fd_ci[1]
+    correct = stand_in_logits.argmax(1) == split.stand_in.labels
+    assert floor.accuracy == pytest.approx(float(correct.float().mean()))
+    per_class = [float(correct[split.stand_in.labels == c].float().mean()) for c in range(10)]
+    assert floor.per_class_accuracy == pytest.approx(per_class)
     json.dumps(floor.to_dict(), allow_nan=False)
     # the generated set = the reference itself: zero distance, perfect precision / recall / coverage
-    split = split_real(digits_test, 60, seed=1)
     ref = embed(random_classifier, split.reference.images)
     same = compute_metrics(split.reference.images, None, random_classifier, ref, n_resamples=0)
     assert abs(same.fd) < 1e-6 and same.precision == same.recall == same.coverage == 1.0

@@ -138,11 +138,39 @@ def test_attention_path():
     assert (with_attention - without).abs().max() > 1e-4
 
 
-def test_count_parameters_and_default_size():
-    net = UNet(UNetConfig(num_classes=10))
-    assert count_parameters(net) == sum(p.numel() for p in net.parameters())
-    assert 1_000_000 < count_parameters(net) < 3_000_000
-    assert count_parameters(UNet(TINY)) < count_parameters(net)
+def _conv(i: int, o: int, k: int) -> int:
+    return i * o * k * k + o
+
+
+def _linear(i: int, o: int) -> int:
+    return i * o + o
+
+
+def _res(i: int, o: int, emb: int) -> int:
+    """GroupNorm(i), conv 3x3, AdaGN Linear(emb -> 2 o), GroupNorm(o), conv 3x3, 1x1 skip when i != o."""
+    return 2 * i + _conv(i, o, 3) + _linear(emb, 2 * o) + 2 * o + _conv(o, o, 3) + (_conv(i, o, 1) if i != o else 0)
+
+
+def _attention(c: int) -> int:
+    return 2 * c + _conv(c, 3 * c, 1) + _conv(c, c, 1)  # GroupNorm, qkv 1x1, output projection 1x1
+
+
+def test_parameter_count_of_a_small_unet_by_hand():
+    """The ADM layout written out for base 8, channel_mult (1, 2), one block per level, 16x16, 1 channel, 3 classes,
+    attention at 8x8 (emb width 4 * 8 = 32). Skips: conv_in 8, level-0 block 8, downsample 8, level-1 block 16."""
+    config = dataclasses.replace(TINY, num_classes=3, attention_resolutions=(8,))
+    c, e = 8, 32
+    embed = (3 + 1) * c + _linear(c, e) + _linear(e, e)  # label table with the null class, 2-layer MLP
+    encoder = _res(c, c, e) + _conv(c, c, 3) + _res(c, 2 * c, e) + _attention(2 * c)
+    middle = _res(2 * c, 2 * c, e) + _attention(2 * c) + _res(2 * c, 2 * c, e)
+    decoder = (_res(4 * c, 2 * c, e) + _attention(2 * c) + _res(3 * c, 2 * c, e) + _attention(2 * c)  # 8x8
+               + _conv(2 * c, 2 * c, 3)  # upsample
+               + _res(3 * c, c, e) + _res(2 * c, c, e))  # 16x16
+    total = embed + _conv(1, c, 3) + encoder + middle + decoder + 2 * c + _conv(c, 1, 3)
+    assert total == 48_433
+    assert count_parameters(UNet(config)) == total
+    # unconditional: no label table; the Fourier frequencies are a buffer, not a parameter
+    assert count_parameters(UNet(dataclasses.replace(config, num_classes=0))) == total - 4 * c
 
 
 def test_fourier_frequencies_are_saved_with_the_weights():

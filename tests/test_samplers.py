@@ -64,6 +64,9 @@ def test_unknown_sampler_lists_valid_names():
         get_sampler("eulr")
     for spec in SAMPLERS.values():
         assert spec.name in str(err.value) and spec.id in str(err.value)
+    for bad in (None, 3):  # not a string: the same one-line error, not an AttributeError
+        with pytest.raises(UsageError, match="unknown sampler"):
+            get_sampler(bad)
 
 
 # --- seeds and noise -----------------------------------------------------------------------------------------
@@ -91,6 +94,31 @@ def test_noise_per_image_and_dtype():
     assert torch.equal(x64.float(), x32) and torch.equal(x32[2:3], single)
     with pytest.raises(UsageError, match="3 generators for a batch of 4"):
         noise_like(torch.zeros(4, 2), make_generators(0, 3))
+    for dtype in (torch.float32, torch.float64):  # in x's dtype, the same numbers either way
+        noise = noise_like(torch.zeros(4, 1, 3, 3, dtype=dtype), make_generators(3, 4))
+        assert noise.dtype == dtype and torch.equal(noise.float(), x32 / 2.0)
+
+
+def test_to_d_and_euler_step_are_the_pf_ode_formulas():
+    """d = (x - D) / sigma (Karras et al. 2022, Eq. 3); an Euler step x + (sigma_next - sigma) d."""
+    from diffuscope.samplers import euler_step, to_d
+
+    x, denoised = torch.randn(2, 3, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64)
+    torch.testing.assert_close(to_d(x, 2.5, denoised), (x - denoised) / 2.5, rtol=1e-15, atol=0)
+    torch.testing.assert_close(euler_step(x, denoised, 2.5, 0.7), x + (0.7 - 2.5) * (x - denoised) / 2.5)
+
+
+def test_counting_denoiser_passes_everything_through():
+    means = torch.stack([torch.full((1, 2, 2), -2.0), torch.full((1, 2, 2), 2.0)])
+    mixture = GaussianMixtureDenoiser(means, 0.1)
+    counter = CountingDenoiser(mixture)
+    x, sigma = torch.zeros(3, 1, 2, 2), torch.full((3,), 1.0)
+    cond = torch.tensor([0, 1, 0])
+    assert torch.equal(counter(x, sigma, cond), mixture(x, sigma, cond))
+    assert not torch.equal(counter(x, sigma, cond), counter(x, sigma, None))  # cond matters here
+    assert counter.nfe == 3 and counter.batch_sizes == [3, 3, 3]
+    counter.reset()
+    assert counter.nfe == 0 and counter.batch_sizes == []
 
 
 def test_step_info_is_frozen():
@@ -212,6 +240,7 @@ ORDER_CASES = [
     ("dpmpp_3m_sde", {"eta": 0.0, "d2_scale": 2.0}, (16, 32), (12.0, 40.0)),
     ("uni_pc", {}, (64, 128), (7.0, 9.0)),  # UniP-2 (the default) + UniC: third order
     ("uni_pc", {"order": 3}, (64, 128), (10.0, 18.0)),  # UniP-3 + UniC: fourth order
+    ("uni_pc", {"variant": "bh1"}, (64, 128), (7.0, 9.0)),
     ("ipndm", {}, (64, 128), (3.6, 4.4)),  # constant-step coefficients on uneven steps: second order
     ("ipndm_v", {}, (32, 64), (7.0, 14.0)),  # variable-step Adams-Bashforth-4, Euler start: about third order here
     ("ipndm_v", {"max_order": 2}, (64, 128), (3.6, 4.4)),
@@ -246,6 +275,47 @@ def test_ddim_eta0_equals_euler_and_ddpm_equals_euler_ancestral():
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     c = sample_ddim(GAUSS, x, sigmas, generator=make_generators(4, 4), eta=1.0)
     torch.testing.assert_close(a, c)
+
+
+def test_ancestral_step_is_ddim_eq_16():
+    """sigma_up = DDIM's sigma_t(eta) (Song et al. 2021, Eq. 16) in VP terms, divided by sqrt(alpha_bar_next) to be
+    in sigma space; sigma_down^2 + sigma_up^2 = sigma_next^2; capped at sigma_next; eta = 0 or sigma_next = 0:
+    no noise."""
+    from diffuscope.samplers import ancestral_step
+
+    for sigma, sigma_next, eta in ((2.0, 1.0, 1.0), (5.0, 3.0, 0.5), (0.8, 0.1, 1.0), (1.5, 1.0, 0.3)):
+        a, a_next = 1 / (1 + sigma**2), 1 / (1 + sigma_next**2)
+        sigma_t = eta * math.sqrt((1 - a_next) / (1 - a)) * math.sqrt(1 - a / a_next)
+        down, up = ancestral_step(sigma, sigma_next, eta)
+        assert up == pytest.approx(sigma_t / math.sqrt(a_next), rel=1e-12)
+        assert down == pytest.approx(math.sqrt(sigma_next**2 - up**2), rel=1e-12)
+    assert ancestral_step(2.0, 1.0) == ancestral_step(2.0, 1.0, 1.0)  # eta = 1 (DDPM) by default
+    assert ancestral_step(2.0, 1.0, 0.0) == (1.0, 0.0) and ancestral_step(2.0, 0.0, 1.0) == (0.0, 0.0)
+    assert ancestral_step(2.0, 1.0, 10.0) == (0.0, 1.0)  # capped: all of sigma_next is fresh noise
+    with pytest.raises(UsageError, match=r"eta must be >= 0, got -0\.5"):
+        ancestral_step(2.0, 1.0, -0.5)
+
+
+def test_ddpm_passes_s_noise():
+    sigmas = grid(6)
+    x = start(sigmas)
+    a = sample_ddpm(GAUSS, x, sigmas, generator=make_generators(4, 4), s_noise=0.5)
+    b = sample_ddim(GAUSS, x, sigmas, generator=make_generators(4, 4), eta=1.0, s_noise=0.5)
+    assert torch.equal(a, b) and not torch.equal(a, sample_ddpm(GAUSS, x, sigmas, generator=make_generators(4, 4)))
+
+
+def test_unipc_variants_differ_by_b_of_h():
+    """B(h) = h (bh1) or e^h - 1 (bh2) in the data-prediction form's exponent -h (Zhao et al. 2023, Sec. 3.2):
+    two different solvers of the same order (the bh1 case of test_observed_order)."""
+    from diffuscope.samplers.unipc import unipc_rhos
+
+    for h in (0.1, 0.7):
+        assert unipc_rhos(h, [-1.0, 1.0], 2, "bh1", corrector=True)[0] == pytest.approx(-h, rel=1e-12)
+        assert unipc_rhos(h, [-1.0, 1.0], 2, "bh2", corrector=True)[0] == pytest.approx(math.expm1(-h), rel=1e-12)
+    sigmas = grid(8)
+    x = start(sigmas, dtype=torch.float64)
+    bh1, bh2 = (sample_unipc(GAUSS, x, sigmas, variant=v) for v in ("bh1", "bh2"))
+    assert float((bh1 - bh2).abs().max()) > 1e-6
 
 
 def test_unipc_rejects_bad_options():
@@ -322,3 +392,95 @@ def test_ipndm_rejects_bad_order():
     for bad in (0, 5, 2.0, True):
         with pytest.raises(UsageError, match="max_order"):
             sample_ipndm(GAUSS, start(sigmas), sigmas, max_order=bad)
+
+
+# --- s_churn (Karras et al. 2022, Algorithm 2, lines 4-6), checked step by step -------------------------------------
+
+
+def _churn_reference(x, sigmas, seed, s_churn, s_noise, heun):
+    """Algorithm 2 with churn on the first step only (s_tmin = sigmas[0]), written out from the paper: gamma =
+    min(S_churn / N, sqrt(2) - 1), sigma_hat = sigma (1 + gamma), x_hat = x + sqrt(sigma_hat^2 - sigma^2) S_noise eps,
+    then one Euler (or Heun) step from sigma_hat to sigma_1, then the step to 0 lands on D(x_1, sigma_1)."""
+    n = len(sigmas) - 1
+    sigma, sigma_1 = float(sigmas[0]), float(sigmas[1])
+    gamma = min(s_churn / n, 2**0.5 - 1)
+    sigma_hat = sigma * (1 + gamma)
+    eps = torch.stack([torch.randn(x.shape[1:], generator=g) for g in make_generators(seed, len(x))]).to(x.dtype)
+    x_hat = x + eps * (s_noise * math.sqrt(sigma_hat**2 - sigma**2))
+    d = (x_hat - GAUSS(x_hat, sigma_hat)) / sigma_hat
+    x_1 = x_hat + (sigma_1 - sigma_hat) * d
+    if heun:
+        d_2 = (x_1 - GAUSS(x_1, sigma_1)) / sigma_1
+        x_1 = x_hat + (sigma_1 - sigma_hat) * (d + d_2) / 2
+    return GAUSS(x_1, sigma_1)
+
+
+@pytest.mark.parametrize("sampler_id", ["euler", "heun"])
+@pytest.mark.parametrize(("s_churn", "s_noise"), [(0.3, 1.0), (0.3, 0.7), (80.0, 1.0)])  # 80: gamma capped
+def test_churn_adds_the_algorithm_2_noise(sampler_id, s_churn, s_noise):
+    sigmas = torch.tensor([4.0, 1.5, 0.0], dtype=torch.float64)
+    x = start(sigmas, dtype=torch.float64)
+    out = run(sampler_id, x, sigmas, seed=7, s_churn=s_churn, s_noise=s_noise, s_tmin=4.0)
+    expected = _churn_reference(x, sigmas, 7, s_churn, s_noise, heun=sampler_id == "heun")
+    torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
+    # the noise is the generator's: another seed, another result; no churn, no dependence on the seed
+    assert (run(sampler_id, x, sigmas, seed=8, s_churn=s_churn, s_tmin=4.0) - out).abs().max() > 1e-3
+    assert torch.equal(run(sampler_id, x, sigmas, seed=7), run(sampler_id, x, sigmas, seed=8))
+
+
+@pytest.mark.parametrize("sampler_id", ["euler", "heun"])
+def test_churn_respects_s_tmin_s_tmax(sampler_id):
+    """Churn applies only where s_tmin <= sigma <= s_tmax: outside that window the run is the plain ODE one."""
+    sigmas = torch.tensor([4.0, 1.5, 0.0], dtype=torch.float64)
+    x = start(sigmas, dtype=torch.float64)
+    plain = run(sampler_id, x, sigmas, seed=7)
+    for window in ({"s_tmin": 4.5}, {"s_tmin": 1.6, "s_tmax": 3.9}, {"s_tmin": 1.0, "s_tmax": 1.4}):
+        assert torch.equal(run(sampler_id, x, sigmas, seed=7, s_churn=0.5, **window), plain), window
+    for window in ({"s_tmin": 4.0}, {"s_tmax": 4.0}, {"s_tmin": 1.5, "s_tmax": 1.5}):  # boundaries included
+        assert not torch.equal(run(sampler_id, x, sigmas, seed=7, s_churn=0.5, **window), plain), window
+
+
+# --- iPNDM (the default sampler) against an independent implementation ----------------------------------------------
+
+
+def _ipndm_reference(denoiser, x, sigmas, max_order=4):
+    """iPNDM as Zhang & Chen 2023 (DEIS, "iPNDM") and ComfyUI's ``sample_ipndm`` write it: a buffer of past
+    derivatives d = (x - D) / sigma and the explicit Adams-Bashforth formulas for equal steps, order 1..4 as the
+    buffer fills; the step to sigma = 0 returns D. Returns the final x and the state before every step."""
+    buffer, states = [], []  # buffer: past derivatives, oldest first
+    for i in range(len(sigmas) - 1):
+        t_cur, t_next = float(sigmas[i]), float(sigmas[i + 1])
+        states.append(x)
+        denoised = denoiser(x, t_cur)
+        d_cur = (x - denoised) / t_cur
+        order = min(max_order, i + 1)
+        if t_next == 0:
+            return denoised, states
+        if order == 1:
+            x = x + (t_next - t_cur) * d_cur
+        elif order == 2:
+            x = x + (t_next - t_cur) * (3 * d_cur - buffer[-1]) / 2
+        elif order == 3:
+            x = x + (t_next - t_cur) * (23 * d_cur - 16 * buffer[-1] + 5 * buffer[-2]) / 12
+        else:
+            x = x + (t_next - t_cur) * (55 * d_cur - 59 * buffer[-1] + 37 * buffer[-2] - 9 * buffer[-3]) / 24
+        buffer = [*buffer, d_cur][-(max_order - 1):] if max_order > 1 else []
+    return x, states
+
+
+@pytest.mark.parametrize("max_order", [1, 2, 3, 4])
+@pytest.mark.parametrize("steps", [1, 2, 3, 4, 7, 12])
+def test_ipndm_matches_an_independent_implementation(max_order, steps):
+    """Every state of the run, on the Gaussian and on a two-component mixture (a nonlinear denoiser, so the
+    derivatives in the history are not all proportional to each other)."""
+    sigmas = grid(steps)
+    x = start(sigmas, dtype=torch.float64)
+    means = torch.stack([torch.full((1, 4, 4), -1.0), torch.full((1, 4, 4), 1.5)]).double()
+    for denoiser in (GAUSS, GaussianMixtureDenoiser(means, 0.3)):
+        seen = []
+        out = sample_ipndm(denoiser, x, sigmas, max_order=max_order, callback=seen.append)
+        expected, states = _ipndm_reference(denoiser, x, sigmas, max_order)
+        torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
+        assert len(seen) == len(states) == steps
+        for info, state in zip(seen, states, strict=True):
+            torch.testing.assert_close(info.x, state, rtol=1e-10, atol=1e-10)

@@ -7,14 +7,18 @@ from diffuscope.errors import UsageError
 from diffuscope.schedules import (
     EDMSchedule,
     ScheduleConfig,
+    add_noise,
     check_sigmas,
+    cosine_betas,
     discrete_timesteps,
     forward_chain,
     karras_sigmas,
+    logsnr_sigmas,
     make_grid,
     make_schedule,
     q_sample,
     sample_training_sigmas,
+    scaled_linear_betas,
     to_vp,
 )
 
@@ -172,3 +176,94 @@ def test_integer_timesteps_are_a_lookup_equal_to_the_interpolated_path():
     t = torch.tensor([0, 1, 17, 500, 998, 999])
     assert torch.equal(sched.sigma(t), sched.sigma(t.to(torch.float64)))
     assert torch.equal(sched.sigma(torch.tensor([-3, 5000])), sched.sigma(torch.tensor([0.0, 999.0])))  # clamped
+
+
+# --- closed forms, written out from the papers (each kills a mutant that the tests above let through) ------------
+
+
+def test_cosine_schedule_is_nichol_dhariwal_eq_17():
+    """alpha_bar(t) = f(t) / f(0), f(t) = cos((t/T + s) / (1 + s) * pi/2)^2, s = 0.008, betas clipped at 0.999;
+    diffusers' convention: alpha_bar[i] is alpha_bar((i + 1) / T)."""
+    T, s = 1000, 0.008
+
+    def f(u):
+        return math.cos((u + s) / (1 + s) * math.pi / 2) ** 2
+
+    alpha_bar = torch.cumprod(1 - cosine_betas(T), 0)
+    expected = torch.tensor([f((i + 1) / T) / f(0) for i in range(T)], dtype=torch.float64)
+    unclipped = 990  # the last betas hit the 0.999 clip near t = T
+    torch.testing.assert_close(alpha_bar[:unclipped], expected[:unclipped], rtol=1e-9, atol=1e-12)
+    assert float(cosine_betas(T).max()) == 0.999
+    assert make_schedule(ScheduleConfig(kind="cosine")).alpha_bar.tolist() == alpha_bar.tolist()
+
+
+def test_edm_snr_add_noise_and_to_vp_in_float64():
+    sigma = torch.tensor([0.002, 0.5, 3.0, 80.0], dtype=torch.float64)
+    assert EDMSchedule().snr(sigma).tolist() == (1 / sigma**2).tolist()
+    assert EDMSchedule().snr(0.1).dtype == torch.float64 and float(EDMSchedule().snr(0.1)) == 1 / 0.1**2
+    x0, noise = torch.randn(4, 1, 2, 2, dtype=torch.float64), torch.randn(4, 1, 2, 2, dtype=torch.float64)
+    assert torch.equal(add_noise(x0, sigma, noise), x0 + sigma.reshape(4, 1, 1, 1) * noise)
+    x = torch.randn(2, 3, dtype=torch.float64)
+    exact = x / math.sqrt(1 + 0.1**2)  # a Python float sigma is taken in float64, not float32
+    assert torch.equal(to_vp(x, 0.1), exact)
+
+
+def test_karras_and_logsnr_grids_in_float64_closed_form():
+    """Karras et al. 2022, Eq. 5 and uniform log sigma, in float64 (one step: sigma_max alone)."""
+    n, lo, hi, rho = 7, 0.002, 80.0, 7.0
+    karras = [(hi ** (1 / rho) + i / (n - 1) * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho for i in range(n)]
+    got = karras_sigmas(n, lo, hi, rho)
+    assert got.dtype == torch.float64 and got.tolist() == pytest.approx(karras, rel=1e-14)
+    log_uniform = [math.exp(math.log(hi) + i / (n - 1) * (math.log(lo) - math.log(hi))) for i in range(n)]
+    got = logsnr_sigmas(n, lo, hi)
+    assert got.dtype == torch.float64 and got.tolist() == pytest.approx(log_uniform, rel=1e-14)
+    for one in (karras_sigmas(1, lo, hi), logsnr_sigmas(1, lo, hi)):
+        assert one.dtype == torch.float64 and one.tolist() == [pytest.approx(hi, rel=1e-15)]
+
+
+def test_training_sigmas_come_from_the_generator():
+    """Seeded: log sigma = P_mean + P_std * randn(generator) exactly (EDM); t = randint(0, T, generator) (VP),
+    so t = 0 occurs; the global RNG plays no part."""
+    edm = sample_training_sigmas(EDMSchedule(), 64, generator=torch.Generator().manual_seed(3), p_mean=-0.5,
+                                 p_std=1.5)
+    expected = (-0.5 + 1.5 * torch.randn(64, generator=torch.Generator().manual_seed(3), dtype=torch.float64)).exp()
+    torch.testing.assert_close(edm, expected, rtol=1e-15, atol=0)
+    vp_schedule = make_schedule(ScheduleConfig(kind="linear", num_timesteps=4))
+    t = torch.randint(0, 4, (256,), generator=torch.Generator().manual_seed(5))
+    vp = sample_training_sigmas(vp_schedule, 256, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(vp, vp_schedule.sigma(t)) and bool((t == 0).any())
+    torch.manual_seed(0)
+    a = sample_training_sigmas(EDMSchedule(), 8, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(1)
+    assert torch.equal(a, sample_training_sigmas(EDMSchedule(), 8, generator=torch.Generator().manual_seed(1)))
+
+
+def test_scaled_linear_is_stable_diffusions_schedule():
+    """betas = linspace(sqrt(0.00085), sqrt(0.012), 1000)^2 in float64."""
+    expected = [(0.00085**0.5 + i / 999 * (0.012**0.5 - 0.00085**0.5)) ** 2 for i in range(1000)]
+    got = scaled_linear_betas()
+    assert got.dtype == torch.float64 and got.tolist() == pytest.approx(expected, rel=1e-12)
+
+
+def test_t_from_sigma_float_of_zero_is_t_zero():
+    s = make_schedule(ScheduleConfig(kind="linear"))
+    assert s.t_from_sigma_float(0.0) == 0.0 == float(s.t_from_sigma(torch.tensor(1e-300, dtype=torch.float64)))
+
+
+def test_grid_description_is_what_was_used():
+    s = make_schedule(ScheduleConfig(kind="linear"))
+    grid = make_grid(s, 3, "trailing")
+    assert grid.describe() == {"spacing": "trailing", "sigmas": [round(float(v), 6) for v in grid.sigmas],
+                               "timesteps": [999, 666, 332]}
+    assert grid.describe()["sigmas"][0] != float(grid.sigmas[0])  # rounded to 6 decimals, not left as is
+    assert make_grid(EDMSchedule(), 2).describe() == {"spacing": "karras", "sigmas": [80.0, 0.002, 0.0]}
+
+
+def test_discrete_timesteps_closed_forms():
+    # leading: arange(n) * (T // n) + offset, reversed (T // n, not T / n, when n does not divide T)
+    assert discrete_timesteps(1000, 7, "leading").tolist() == [853, 711, 569, 427, 285, 143, 1]
+    assert discrete_timesteps(10, 10, "leading").tolist() == [9, 9, 8, 7, 6, 5, 4, 3, 2, 1]  # clamped at T - 1
+    assert discrete_timesteps(1000, 7, "trailing").tolist() == [999, 856, 713, 570, 428, 285, 142]
+    assert discrete_timesteps(1000, 7, "linspace").tolist() == [999, 832, 666, 500, 333, 166, 0]
+    with pytest.raises(UsageError, match=r"unknown timestep spacing 'karras'.*trailing, leading, linspace"):
+        discrete_timesteps(1000, 7, "karras")

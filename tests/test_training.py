@@ -1,4 +1,5 @@
 import csv
+import math
 from dataclasses import replace
 
 import pytest
@@ -97,3 +98,27 @@ def test_default_warmup_is_a_tenth_of_the_run_at_most_200(max_steps, flag, expec
     assert config.train.warmup_steps == expected
     t = replace(config.train, warmup_steps=flag)  # a TrainConfig built in code resolves the same way
     assert lr_factor(expected - 1, t) == pytest.approx(1.0) and lr_factor(0, t) == pytest.approx(1 / expected)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_bf16_training_on_cpu(tmp_path):
+    """precision bf16 (autocast) runs on the CPU: finite losses, float32 finite weights that differ from the fp32
+    run's (autocast really engaged) yet stay close to them, and a checkpoint that loads and samples."""
+    fp32 = train(tiny_config(max_steps=3, log_every=1, batch_size=16), tmp_path / "fp32", progress=False)
+    bf16 = train(tiny_config(max_steps=3, log_every=1, batch_size=16, precision="bf16"), tmp_path / "bf16",
+                 progress=False)
+    losses = [float(r["loss"]) for r in csv.DictReader((bf16.run_dir / "metrics.csv").open())]
+    assert len(losses) == 3 and all(math.isfinite(v) for v in losses)
+    a = load_model(bf16.run_dir, ema=False).denoiser.net.state_dict()
+    b = load_model(fp32.run_dir, ema=False).denoiser.net.state_dict()
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in a.values())
+    diff = max(float((a[k] - b[k]).abs().max()) for k in a)
+    scale = max(float(b[k].abs().max()) for k in b)
+    assert 0 < diff < 0.05 * scale, (diff, scale)
+    model = load_model(bf16.run_dir)
+    u = model.config.unet
+    from diffuscope.generate import generate
+
+    images = generate(model.denoiser, model.denoiser.schedule, torch.arange(4), (u.in_channels, u.image_size,
+                      u.image_size), steps=4, seed=0).images
+    assert torch.isfinite(images).all()

@@ -1,6 +1,7 @@
 """Training never loses work: kill -9 and resume bit-identically, full disk, non-finite loss, pruning."""
 
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -116,19 +117,25 @@ def test_bad_batches_can_be_skipped(tmp_path, monkeypatch):
     assert all(torch.isfinite(p).all() for p in model.denoiser.net.parameters())
 
 
-def test_cli_reports_training_errors_in_one_line(tmp_path, toml):
+def test_cli_refuses_non_safetensors_weights_in_one_line(tmp_path, toml):
+    """A complete checkpoint (manifest and sizes right) whose weights are a pickle: resuming refuses to unpickle
+    it, in one line, exit 2; nothing of the run is changed."""
     run = tmp_path / "r"
-    run.mkdir()
-    (run / "checkpoints").mkdir()
-    # a checkpoint folder with weights that are not safetensors: refused, one line
-    bad = run / "checkpoints" / "step-0000002"
-    bad.mkdir()
-    (bad / "config.json").write_text("{}")
-    (bad / "manifest.json").write_text('{"step": 2, "files": {}}')
+    train(tiny_config(max_steps=2), run, progress=False)
+    ckpt = run / "checkpoints" / "step-0000002"
+    torch.save({"w": torch.zeros(3)}, ckpt / "model.safetensors")  # what a pickled .ckpt renamed looks like
+    manifest = json.loads((ckpt / "manifest.json").read_text())
+    manifest["files"]["model.safetensors"] = (ckpt / "model.safetensors").stat().st_size
+    (ckpt / "manifest.json").write_text(json.dumps(manifest))
+    before = {p.name: p.read_bytes() for p in ckpt.iterdir()}
     proc = subprocess.run(_cli(run, "--config", str(toml), "--max-steps", "4", "--resume", "latest"),
                           capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2
-    assert len(proc.stderr.strip().splitlines()) == 1 and "diffuscope: error:" in proc.stderr
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("diffuscope: error:"), lines
+    assert "model.safetensors is a pickle/zip file, not safetensors: refusing to unpickle it" in lines[0]
+    assert {p.name: p.read_bytes() for p in ckpt.iterdir()} == before
+    assert [p.name for p in list_checkpoints(run / "checkpoints")] == ["step-0000002"]
 
 
 def test_two_processes_match_one_process(tmp_path, toml):
