@@ -17,8 +17,10 @@ from torch import Tensor
 from diffuscope.defaults import DEFAULT_SAMPLER
 from diffuscope.errors import UsageError
 from diffuscope.guidance import CFGDenoiser, check_interval
+from diffuscope.limits import check_request
 from diffuscope.samplers import CountingDenoiser, get_sampler, initial_noise, make_generators, resolve_seed
 from diffuscope.schedules import Schedule, SigmaGrid, make_grid
+from diffuscope.validate import check_finite
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ def generate(
     ``spacing`` with an explicit sigma grid. ``callback`` receives each batch's StepInfo (see samplers).
     """
     spec = get_sampler(sampler)
+    check_request(guidance, len(labels), shape, steps if grid is None else grid.steps, batch_size)
     if guidance < 0:
         raise UsageError(f"guidance must be >= 0, got {guidance}")
     if batch_size < 1:
@@ -86,6 +89,7 @@ def generate(
             x = spec.fn(counter, x, sigmas, cond=labels[start:end].to(device), generator=generators[start:end],
                         callback=callback, **(sampler_options or {}))
             nfe = counter.nfe
+            check_finite(x, f"the denoiser returned NaN/inf (images {start}..{end - 1}): nothing was written")
             out.append(x.float().cpu())
     return Generation(torch.cat(out), grid, spec.name, seed, nfe, guidance, guidance_interval)
 

@@ -1,0 +1,148 @@
+"""Where commands write: one rule for every ``--out``, the exclusive run lock, and file-system errors as one line.
+
+The rule: a command writes into a new or empty folder, which it marks as its own (``.diffuscope-output``, JSON
+with the command's name). A non-empty folder is refused, except a folder marked by the same command when that
+command only ever adds files with fresh names (``sample``: numbered images): nothing already written is replaced.
+A ``--out`` that names a file, or sits on a read-only or full file system, is a one-line error naming the path.
+
+A run folder is owned by one training process at a time: an ``fcntl.flock`` on ``RUN_DIR/.lock`` taken before the
+folder is checked or written (not a check followed by a write), held until the process ends or releases it.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+
+from diffuscope.errors import UsageError
+
+MARKER = ".diffuscope-output"
+LOCK = ".lock"
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EFBIG})
+APPENDING = frozenset({"sample"})  # commands whose every file gets a fresh name
+
+
+def os_error_line(e: OSError, path: str | Path | None = None) -> str:
+    """'cannot write PATH: No space left on device' for any OSError."""
+    where = path or e.filename or "a file"
+    reason = e.strerror or str(e) or type(e).__name__
+    verb = "cannot write" if e.errno in _WRITE_ERRNOS else "file error on"
+    return f"{verb} {where}: {reason}"
+
+
+def _read_marker(folder: Path) -> str | None:
+    try:
+        data = json.loads((folder / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return data.get("command") if isinstance(data, dict) and isinstance(data.get("command"), str) else None
+
+
+def _visible(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if p.name not in (MARKER, LOCK)]
+
+
+def prepare_out(out: str | Path, command: str) -> Path:
+    """Check and create ``--out`` for ``command`` under the rule above; return it as a Path."""
+    if not str(out).strip():
+        raise UsageError("--out must not be empty")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder: give a new or empty folder")
+    if out.is_dir():
+        try:
+            content = _visible(out)
+        except OSError as e:
+            raise UsageError(os_error_line(e, out)) from None
+        owner = _read_marker(out)
+        if content and not (owner == command and command in APPENDING):
+            held = f"holds the output of `{owner}`" if owner else "is not empty"
+            raise UsageError(f"--out {out} {held}: choose a new or empty folder (nothing already written is "
+                             "overwritten)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if _read_marker(out) != command:
+            tmp = out / f"{MARKER}.tmp-{os.getpid()}"
+            tmp.write_text(json.dumps({"command": command, "format": 1}) + "\n")
+            os.replace(tmp, out / MARKER)
+    except FileExistsError:
+        raise UsageError(f"--out {out}: a part of the path is a file, not a folder") from None
+    except NotADirectoryError:
+        raise UsageError(f"--out {out}: a part of the path is a file, not a folder") from None
+    except OSError as e:
+        raise UsageError(os_error_line(e, out)) from None
+    return out
+
+
+# --- the run lock --------------------------------------------------------------------------------------------------
+
+
+class RunLock:
+    """An exclusive, non-blocking ``flock`` on RUN_DIR/.lock; released on ``release()`` or when the process ends
+    (the kernel drops it, so a killed run never leaves a stale lock)."""
+
+    def __init__(self, run_dir: str | Path):
+        import fcntl
+
+        self.path = Path(run_dir) / LOCK
+        try:
+            Path(run_dir).mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except (FileExistsError, NotADirectoryError):
+            raise UsageError(f"run folder {run_dir}: a part of the path is a file, not a folder") from None
+        except OSError as e:
+            raise UsageError(os_error_line(e, run_dir)) from None
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(self.fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
+                raise UsageError(f"run folder {run_dir} is in use by another training process{self._holder()}: "
+                                 "wait for it to finish or choose another --out") from None
+            raise UsageError(os_error_line(e, self.path)) from None
+        try:  # who holds it, for the message above (informative only: the flock is the lock)
+            os.ftruncate(self.fd, 0)
+            os.write(self.fd, f"{os.getpid()}\n".encode())
+        except OSError:
+            pass
+
+    def _holder(self) -> str:
+        try:
+            pid = self.path.read_text().strip()
+        except OSError:
+            return ""
+        return f" (pid {pid})" if pid.isdigit() else ""
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor drops the flock
+            self.fd = None
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def is_run_folder(path: str | Path) -> bool:
+    """A folder `train` wrote: RUN_DIR/config.json and RUN_DIR/checkpoints/."""
+    path = Path(path)
+    return (path / "config.json").is_file() and (path / "checkpoints").is_dir()
+
+
+def check_train_out(run_dir: str | Path, resume: str | None) -> None:
+    """`train --out`: new or empty (the lock file aside) for a fresh run; a run folder for ``--resume latest``."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--out {run_dir} is a file, not a folder: give a new folder for the run")
+    content = _visible(run_dir) if run_dir.is_dir() else []
+    if resume is None and content:
+        raise UsageError(f"run folder {run_dir} already exists and is not empty: choose a new --out or pass --resume")
+    if resume == "latest" and content and not is_run_folder(run_dir):
+        raise UsageError(f"--resume latest: {run_dir} is not a run folder (no config.json and checkpoints/): "
+                         "refusing to write into it")
+    if resume not in (None, "latest") and content and not is_run_folder(run_dir):
+        raise UsageError(f"--resume: --out {run_dir} is neither empty nor a run folder: refusing to write into it")
