@@ -1,8 +1,8 @@
 """Where commands write: one rule for every ``--out``, the exclusive run lock, and file-system errors as one line.
 
-The rule: a command writes into a new or empty folder, which it marks as its own (``.diffuscope-output``, JSON
-with the command's name). A non-empty folder is refused, except a folder marked by the same command when that
-command only ever adds files with fresh names (``sample``: numbered images): nothing already written is replaced.
+The rule: a command writes into a new or empty folder. A non-empty folder is refused, except one holding only files
+that the same command names afresh on every run (``sample``: numbered images and grids), to which it adds: nothing
+already written is replaced.
 A ``--out`` that names a file, or sits on a read-only or full file system, is a one-line error naming the path.
 
 A run folder is owned by one training process at a time: an ``fcntl.flock`` on ``RUN_DIR/.lock`` taken before the
@@ -12,16 +12,14 @@ folder is checked or written (not a check followed by a write), held until the p
 from __future__ import annotations
 
 import errno
-import json
 import os
+import re
 from pathlib import Path
 
 from diffuscope.errors import UsageError
 
-MARKER = ".diffuscope-output"
 LOCK = ".lock"
 _WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EFBIG})
-APPENDING = frozenset({"sample"})  # commands whose every file gets a fresh name
 
 
 def os_error_line(e: OSError, path: str | Path | None = None) -> str:
@@ -32,16 +30,18 @@ def os_error_line(e: OSError, path: str | Path | None = None) -> str:
     return f"{verb} {where}: {reason}"
 
 
-def _read_marker(folder: Path) -> str | None:
-    try:
-        data = json.loads((folder / MARKER).read_text())
-    except (OSError, ValueError):
-        return None
-    return data.get("command") if isinstance(data, dict) and isinstance(data.get("command"), str) else None
+# What `sample` names its files (generate.write_images): numbered images and grids, never reused.
+_OWN_FILES = {"sample": re.compile(r"^(\d{5}-\d+|grid(-\d{5})?)\.png$")}
 
 
 def _visible(folder: Path) -> list[Path]:
-    return [p for p in folder.iterdir() if p.name not in (MARKER, LOCK)]
+    return [p for p in folder.iterdir() if p.name != LOCK]
+
+
+def is_own_output(folder: Path, command: str) -> bool:
+    """Whether every file in ``folder`` is one ``command`` writes with a fresh name (only ``sample`` does)."""
+    pattern = _OWN_FILES.get(command)
+    return pattern is not None and all(p.is_file() and pattern.match(p.name) for p in _visible(folder))
 
 
 def prepare_out(out: str | Path, command: str) -> Path:
@@ -56,20 +56,16 @@ def prepare_out(out: str | Path, command: str) -> Path:
             content = _visible(out)
         except OSError as e:
             raise UsageError(os_error_line(e, out)) from None
-        owner = _read_marker(out)
-        if content and not (owner == command and command in APPENDING):
-            held = f"holds the output of `{owner}`" if owner else "is not empty"
-            raise UsageError(f"--out {out} {held}: choose a new or empty folder (nothing already written is "
-                             "overwritten)")
+        if content and not is_own_output(out, command):
+            own = f" (nor only earlier `{command}` images)" if command in _OWN_FILES else ""
+            raise UsageError(f"--out {out} is not empty{own}: choose a new or empty folder (nothing already "
+                             "written is overwritten)")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        if _read_marker(out) != command:
-            tmp = out / f"{MARKER}.tmp-{os.getpid()}"
-            tmp.write_text(json.dumps({"command": command, "format": 1}) + "\n")
-            os.replace(tmp, out / MARKER)
-    except FileExistsError:
-        raise UsageError(f"--out {out}: a part of the path is a file, not a folder") from None
-    except NotADirectoryError:
+        probe = out / f".diffuscope-probe-{os.getpid()}"  # a read-only or full file system fails here, up front
+        probe.write_bytes(b"")
+        probe.unlink()
+    except (FileExistsError, NotADirectoryError):
         raise UsageError(f"--out {out}: a part of the path is a file, not a folder") from None
     except OSError as e:
         raise UsageError(os_error_line(e, out)) from None
