@@ -79,24 +79,24 @@ def sigkill_resume(work: Path, toml: Path, wait_for: int, label: str) -> bool:
 
 def simultaneous(work: Path, toml: Path) -> bool:
     run = work / "race"
-    cmds = [train_cmd(run, toml, "--max-steps", "40", "--checkpoint-every", "20", "--seed", str(s)) for s in (1, 2)]
+    cmds = [train_cmd(run, toml, "--max-steps", "12", "--checkpoint-every", "6", "--seed", str(s)) for s in (1, 2)]
     procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in cmds]
     outs = [p.communicate() for p in procs]
     codes = sorted(p.returncode for p in procs)
     refused = [e for (_, e), p in zip(outs, procs) if p.returncode == 2]
     rows = (run / "metrics.csv").read_text().count("\n") - 1
-    ok = codes == [0, 2] and len(refused) == 1 and one_line(refused[0]) and rows == 40
+    ok = codes == [0, 2] and len(refused) == 1 and one_line(refused[0]) and rows == 12
     return report("two trainings into one run folder in the same instant", ok,
                   f"exit codes {codes}; refusal: {refused[0].strip() if refused else '-'}; metrics rows {rows}")
 
 
 def resume_while_training(work: Path, toml: Path) -> bool:
     run = work / "busy"
-    proc = subprocess.Popen(train_cmd(run, toml, "--max-steps", "60", "--checkpoint-every", "5"),
+    proc = subprocess.Popen(train_cmd(run, toml, "--max-steps", "16", "--checkpoint-every", "2"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while proc.poll() is None and not list_checkpoints(run / "checkpoints"):
         time.sleep(0.01)
-    r = subprocess.run(train_cmd(run, toml, "--max-steps", "60", "--resume", "latest"), capture_output=True, text=True)
+    r = subprocess.run(train_cmd(run, toml, "--max-steps", "16", "--resume", "latest"), capture_output=True, text=True)
     proc.wait()
     ok = r.returncode == 2 and one_line(r.stderr) and "in use" in r.stderr and proc.returncode == 0
     return report("--resume latest while the run is training", ok, f"exit {r.returncode}: {r.stderr.strip()}")
@@ -172,7 +172,7 @@ def main() -> int:
     p.add_argument("--tmpfs", type=Path)
     p.add_argument("--only", help="comma-separated: kill,race,busy,sweep,disk")
     args = p.parse_args()
-    args.work.mkdir(parents=True, exist_ok=False)
+    args.work.mkdir(parents=True, exist_ok=True)
     toml = args.work / "tiny.toml"
     toml.write_text(TINY_TOML)
     only = set((args.only or "kill,race,busy,sweep,disk").split(","))

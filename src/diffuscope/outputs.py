@@ -45,7 +45,7 @@ def is_own_output(folder: Path, command: str) -> bool:
 
 
 def prepare_out(out: str | Path, command: str) -> Path:
-    """Check and create ``--out`` for ``command`` under the rule above; return it as a Path."""
+    """Check ``--out`` for ``command`` under the rule above, creating nothing; return it as a Path."""
     if not str(out).strip():
         raise UsageError("--out must not be empty")
     out = Path(out)
@@ -60,16 +60,28 @@ def prepare_out(out: str | Path, command: str) -> Path:
             own = f" (nor only earlier `{command}` images)" if command in _OWN_FILES else ""
             raise UsageError(f"--out {out} is not empty{own}: choose a new or empty folder (nothing already "
                              "written is overwritten)")
+    check_writable(out)
+    return out
+
+
+def check_writable(out: Path) -> None:
+    """Up front, without creating anything (a failed command leaves no empty folder behind): the nearest existing
+    folder of ``out`` must be a folder, writable, on a writable file system with free space."""
+    ancestor = out
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UsageError(f"--out {out}: {ancestor} is a file, not a folder")
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".diffuscope-probe-{os.getpid()}"  # a read-only or full file system fails here, up front
-        probe.write_bytes(b"")
-        probe.unlink()
-    except (FileExistsError, NotADirectoryError):
-        raise UsageError(f"--out {out}: a part of the path is a file, not a folder") from None
+        fs = os.statvfs(ancestor)
     except OSError as e:
         raise UsageError(os_error_line(e, out)) from None
-    return out
+    if fs.f_flag & os.ST_RDONLY:
+        raise UsageError(f"cannot write {out}: Read-only file system")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write {out}: Permission denied")
+    if (fs.f_bavail == 0 and os.geteuid() != 0) or fs.f_bfree == 0:
+        raise UsageError(f"cannot write {out}: No space left on device")
 
 
 # --- the run lock --------------------------------------------------------------------------------------------------

@@ -37,8 +37,18 @@ def float_range(lo: float, hi: float, name: str, *, lo_open: bool = False):
 BIG = 10_000_000  # step counts and intervals of a training run
 positive_int = int_range(1, BIG, "positive_int")
 non_negative_int = int_range(0, BIG, "non_negative_int")
-seed = _typed(lambda t: -1 if str(t).strip() == "-1" else validate.integer(t, "seed (-1 = random)", 0, 2**32 - 1),
-              "seed")
+
+
+def _seed(text: str) -> int:
+    if str(text).strip() == "-1":
+        return -1
+    try:
+        return validate.integer(text, "", 0, 2**32 - 1)
+    except UsageError:
+        raise UsageError(f"must be -1 (random) or an integer in 0..4294967295, got {validate.quote(text)}") from None
+
+
+seed = _typed(_seed, "seed")
 steps = int_range(1, limits.MAX_STEPS, "steps")
 count = int_range(1, limits.MAX_N, "count")
 batch_size = int_range(1, limits.MAX_BATCH_SIZE, "batch_size")

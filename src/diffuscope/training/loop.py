@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -259,6 +260,7 @@ def _save(ckpt_dir: Path, step: int, net, ema_net, model_config: ModelConfig, re
     try:
         return ckpt_io.save_checkpoint(ckpt_dir, step, model=net, ema=ema_net, model_config=model_config,
                                        run_config=config_io.to_dict(resolved), state=state)
-    except OSError as e:
+    except (OSError, SafetensorError) as e:  # safetensors reports a full disk as SafetensorError
         kept = f"the previous checkpoint {previous[-1]} is intact" if previous else "no earlier checkpoint exists"
-        raise TrainingError(f"could not save the checkpoint of step {step} ({e.strerror or e}); {kept}") from None
+        reason = getattr(e, "strerror", None) or str(e).splitlines()[0][:160]
+        raise TrainingError(f"could not save the checkpoint of step {step} to {ckpt_dir} ({reason}); {kept}") from None
