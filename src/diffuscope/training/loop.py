@@ -263,4 +263,4 @@ def _save(ckpt_dir: Path, step: int, net, ema_net, model_config: ModelConfig, re
     except (OSError, SafetensorError) as e:  # safetensors reports a full disk as SafetensorError
         kept = f"the previous checkpoint {previous[-1]} is intact" if previous else "no earlier checkpoint exists"
         reason = getattr(e, "strerror", None) or str(e).splitlines()[0][:160]
-        raise TrainingError(f"could not save the checkpoint of step {step} to {ckpt_dir} ({reason}); {kept}") from None
+        raise TrainingError(f"could not save the checkpoint of step {step} ({reason}) to {ckpt_dir}; {kept}") from None
