@@ -107,9 +107,7 @@ def ctrl_c_sweep(work: Path) -> bool:
     proc = subprocess.Popen([*PY, "sweep", "--model", "mnist", "--prompt", "all", "--steps", "2,3,4,5,6,8,10,12",
                              "--samplers", "Euler,Heun,DDIM", "--n", "16", "--metrics", "convergence", "--out",
                              str(out), "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    while proc.poll() is None and not out.is_dir():
-        time.sleep(0.05)
-    time.sleep(8)
+    time.sleep(60)  # --out is created with the first file written; interrupt mid-grid (slow machines: raise this)
     proc.send_signal(signal.SIGINT)
     so, _ = proc.communicate()
     files = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
