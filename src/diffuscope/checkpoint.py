@@ -8,6 +8,7 @@ under a temporary name and renamed into place (ANCHORS.md: reliability practices
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -20,11 +21,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from diffuscope import config as config_io
+from diffuscope import limits, validate
 from diffuscope.errors import UsageError
 from diffuscope.model import DiffusionModel, ModelConfig, build_conditioner, build_denoiser
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+# 1: {"files": {name: size}}; 2: {"files": {name: {"size", "sha256"}}}, verified on every load (docs/limits.md).
+FORMAT_VERSION = 2
+HASH_CHUNK = 1024 * 1024
 TMP_PREFIX = ".tmp-"
 
 
@@ -80,6 +84,9 @@ def save_checkpoint(
 ) -> Path:
     """Write ``run_checkpoints/step-NNNNNNN`` atomically and return its path. ``model``/``ema`` are the nets."""
     run_checkpoints = Path(run_checkpoints)
+    for label, module in (("model", model), ("ema", ema)):  # never write weights that cannot be used
+        for k, v in module.state_dict().items():
+            validate.check_finite(v, f"refusing to save step {step}: {label} weights {k} are not finite")
     run_checkpoints.mkdir(parents=True, exist_ok=True)
     final = run_checkpoints / checkpoint_name(step)
     tmp = Path(tempfile.mkdtemp(dir=run_checkpoints, prefix=TMP_PREFIX + checkpoint_name(step) + "-"))
@@ -93,7 +100,7 @@ def save_checkpoint(
         files = sorted(p.name for p in tmp.iterdir())
         for name in files:
             _fsync_file(tmp / name)
-        manifest = {"format": FORMAT_VERSION, "step": step, "files": {n: (tmp / n).stat().st_size for n in files}}
+        manifest = {"format": FORMAT_VERSION, "step": step, "files": file_entries(tmp, files)}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
         _fsync_file(tmp / MANIFEST)
         _fsync_dir(tmp)
@@ -161,24 +168,90 @@ def resolve_checkpoint(path: str | Path) -> Path:
     raise UsageError(f"{path} is not a model: expected a checkpoint folder (step-NNNNNNN) or a run folder with one")
 
 
-def read_manifest(ckpt: Path) -> dict[str, Any]:
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file, streamed in 1 MiB chunks (constant memory)."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_entries(folder: Path, names) -> dict[str, dict[str, Any]]:
+    """The manifest's ``files`` table: size and sha256 of each named file of ``folder``."""
+    return {n: {"size": (Path(folder) / n).stat().st_size, "sha256": sha256_file(Path(folder) / n)}
+            for n in sorted(names)}
+
+
+def parse_manifest_file(ckpt: Path) -> validate.Manifest:
+    """The manifest of a checkpoint folder, typed (validate.parse_manifest), without checking the files."""
+    path = Path(ckpt) / MANIFEST
     try:
-        manifest = json.loads((Path(ckpt) / MANIFEST).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise UsageError(f"checkpoint {ckpt} has an unreadable {MANIFEST}: {e}") from None
-    for name, size in manifest.get("files", {}).items():
+        if path.stat().st_size > 1024 * 1024:
+            raise UsageError(f"{path} is larger than 1 MiB: not a diffuscope manifest")
+        raw = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UsageError(f"checkpoint {ckpt} has an unreadable {MANIFEST}: {validate.one_line(str(e), 120)}") from None
+    return validate.parse_manifest(raw, str(path))
+
+
+def read_manifest(ckpt: Path, *, required: tuple[str, ...] = ("config.json", "ema.safetensors")) -> dict[str, Any]:
+    """Check a checkpoint against its manifest: the ``required`` files are listed, every listed file has its
+    recorded size and sha256 (streamed). A format-1 manifest (sizes only) is refused with the command that
+    upgrades it. Returns the manifest as a dict (``step``, ``files``, ``format``)."""
+    manifest = parse_manifest_file(ckpt)
+    where = Path(ckpt) / MANIFEST
+    if manifest.format < 2:
+        raise UsageError(f"checkpoint {ckpt} has a format-1 manifest (file sizes only, no sha256): if you trust its "
+                         f"files, upgrade it with `python scripts/remanifest.py {ckpt}`")
+    missing = [n for n in required if n not in manifest.files]
+    if missing:
+        raise UsageError(f"{where} does not list {', '.join(missing)}: the checkpoint cannot be verified")
+    for name, entry in manifest.files.items():
         f = Path(ckpt) / name
-        if not f.is_file() or f.stat().st_size != size:
-            raise UsageError(f"checkpoint file {f} is missing or truncated (expected {size} bytes)")
-    return manifest
+        if not f.is_file() or f.stat().st_size != entry.size:
+            raise UsageError(f"checkpoint file {f} is missing or truncated (expected {entry.size} bytes)")
+    for name, entry in manifest.files.items():
+        if sha256_file(Path(ckpt) / name) != entry.sha256:
+            raise UsageError(f"checkpoint file {Path(ckpt) / name} does not match the sha256 in its manifest: "
+                             "it is corrupt or was changed after it was written")
+    return {"format": manifest.format, "step": manifest.step, "source": manifest.source,
+            "files": {n: {"size": e.size, "sha256": e.sha256} for n, e in manifest.files.items()}}
+
+
+def remanifest(ckpt: str | Path) -> Path:
+    """Upgrade a checkpoint's format-1 manifest (sizes only) to format 2 (sizes + sha256), trusting the files as
+    they are now; the files themselves are not touched. Sizes must still match the old manifest."""
+    ckpt = Path(ckpt)
+    manifest = parse_manifest_file(ckpt)
+    for name, entry in manifest.files.items():
+        f = ckpt / name
+        if not f.is_file() or f.stat().st_size != entry.size:
+            raise UsageError(f"checkpoint file {f} is missing or truncated (expected {entry.size} bytes): "
+                             "not re-manifesting a damaged checkpoint")
+    raw = json.loads((ckpt / MANIFEST).read_text())
+    raw["format"] = FORMAT_VERSION
+    raw["files"] = file_entries(ckpt, manifest.files)
+    write_json_atomic(ckpt / MANIFEST, raw)
+    return ckpt / MANIFEST
 
 
 def load_config(ckpt: Path) -> tuple[ModelConfig, dict[str, Any]]:
+    """The checkpoint's config.json, typed and bounded (limits.check_model) before any network is built."""
+    path = Path(ckpt) / "config.json"
     try:
-        raw = json.loads((Path(ckpt) / "config.json").read_text())
-        return config_io.from_dict(ModelConfig, raw["model"], "model"), raw.get("run", {})
-    except (OSError, json.JSONDecodeError, KeyError) as e:
-        raise UsageError(f"checkpoint {ckpt} has an unreadable config.json: {e}") from None
+        if path.stat().st_size > config_io.MAX_CONFIG_BYTES:
+            raise UsageError(f"{path} is larger than {config_io.MAX_CONFIG_BYTES} bytes")
+        raw = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UsageError(f"checkpoint {ckpt} has an unreadable config.json: {validate.one_line(str(e), 120)}") from None
+    with validate.in_file(path):
+        validate.expect(raw, dict, str(path), "the root")
+        validate.expect(raw.get("model"), dict, str(path), "model")
+        run = validate.expect(raw.get("run", {}), dict, str(path), "run")
+        config = config_io.from_dict(ModelConfig, raw["model"], "model")
+        limits.check_model(config)
+    return config, run
 
 
 def load_weights(module: torch.nn.Module, file: Path) -> None:
@@ -190,20 +263,25 @@ def load_weights(module: torch.nn.Module, file: Path) -> None:
         head = f.read(2)
     if head[:1] == b"\x80" or head == b"PK":
         raise UsageError(f"{file} is a pickle/zip file, not safetensors: refusing to unpickle it")
+    expected = module.state_dict()
+    header = limits.read_safetensors_header(file)  # names, shapes and offsets checked before anything is mapped
+    missing, unexpected = sorted(set(expected) - set(header)), sorted(set(header) - set(expected))
+    if missing or unexpected:
+        raise UsageError(
+            f"{file} does not match the model config (missing {missing[:3]}, unexpected "
+            f"{[validate.quote(u, 40) for u in unexpected[:3]]})"
+        )
+    for k, (_, shape) in header.items():
+        if shape != tuple(expected[k].shape):
+            raise UsageError(f"{file} does not match the model config: {k} has shape {shape}, "
+                             f"config expects {tuple(expected[k].shape)}")
     try:
         tensors = load_file(str(file))
     except (SafetensorError, OSError, ValueError) as e:
-        raise UsageError(f"{file} is not a valid safetensors file ({str(e).splitlines()[0]})") from None
-    expected = module.state_dict()
-    missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise UsageError(
-            f"{file} does not match the model config (missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
+        raise UsageError(f"{file} is not a valid safetensors file ({validate.one_line(str(e), 120)})") from None
     for k, v in tensors.items():
-        if v.shape != expected[k].shape:
-            raise UsageError(f"{file} does not match the model config: {k} has shape {tuple(v.shape)}, "
-                             f"config expects {tuple(expected[k].shape)}")
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise UsageError(f"{file}: tensor {k} holds NaN or inf values: refusing non-finite weights")
     module.load_state_dict(tensors, strict=True)
 
 
@@ -233,17 +311,27 @@ def load_model(path: str | Path, *, ema: bool = True, device: str | torch.device
 
 def load_training_state(ckpt: Path) -> dict[str, Any]:
     """The optimizer/RNG/step state, with torch.load(weights_only=True): no code can run from it."""
+    path = Path(ckpt) / "state.pt"
     try:
-        return torch.load(Path(ckpt) / "state.pt", map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a corrupt or pickled-object file
-        raise UsageError(f"cannot load training state {Path(ckpt) / 'state.pt'}: {str(e).splitlines()[0]}") from None
+        raise UsageError(f"cannot load training state {path}: {validate.one_line(str(e), 120)}") from None
+    validate.expect(state, dict, str(path), "the training state")
+    for key, kind in (("optimizer", dict), ("lr_schedule", dict), ("rng_cpu", torch.Tensor), ("step", int)):
+        if key not in state:
+            raise UsageError(f"{path}: the training state has no {key!r}: it cannot be resumed")
+        validate.expect(state[key], kind, str(path), key)
+    validate.int_in(state["step"], str(path), "step", 0, 2**62)
+    if "elapsed_s" in state:
+        validate.finite_number(state["elapsed_s"], str(path), "elapsed_s", 0, 1e12)
+    return state
 
 
 def export_model(source: str | Path, dest: str | Path, *, classifier: str | Path | None = None) -> Path:
     """An inference-only copy of a checkpoint (EMA weights + config, a fresh manifest), optionally with its metrics
     classifier beside it: the layout of a built-in model (``src/diffuscope/models/NAME``)."""
     ckpt = resolve_checkpoint(source)
-    read_manifest(ckpt)
+    step = read_manifest(ckpt)["step"]
     dest = Path(dest)
     if dest.exists() and any(dest.iterdir()):
         raise UsageError(f"{dest} already exists and is not empty: refusing to overwrite it")
@@ -255,8 +343,6 @@ def export_model(source: str | Path, dest: str | Path, *, classifier: str | Path
         for name in ("classifier.safetensors", "classifier.json"):
             shutil.copyfile(Path(classifier) / name, dest / name)
             files.append(name)
-    step = int(json.loads((ckpt / MANIFEST).read_text()).get("step", 0))
-    manifest = {"format": FORMAT_VERSION, "step": step, "source": str(ckpt),
-                "files": {n: (dest / n).stat().st_size for n in sorted(files)}}
+    manifest = {"format": FORMAT_VERSION, "step": step, "source": str(ckpt), "files": file_entries(dest, files)}
     write_json_atomic(dest / MANIFEST, manifest)
     return dest

@@ -8,26 +8,33 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+from diffuscope import validate
 from diffuscope.errors import UsageError
 
 T = TypeVar("T")
+MAX_CONFIG_BYTES = 1024 * 1024  # a config file (ours are ~2 KB)
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"config file not found: {path}")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise UsageError(f"config file {path} is larger than {MAX_CONFIG_BYTES} bytes")
     try:
         with path.open("rb") as f:
             return tomllib.load(f)
-    except tomllib.TOMLDecodeError as e:
-        raise UsageError(f"config file {path} is not valid TOML: {e}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise UsageError(f"config file {path} is not valid TOML: {validate.one_line(str(e), 160)}") from None
+    except OSError as e:
+        raise UsageError(f"cannot read config file {path}: {e.strerror or e}") from None
 
 
 def _is_dataclass_type(tp: Any) -> bool:
@@ -39,7 +46,7 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if _is_dataclass_type(tp):
         if not isinstance(value, dict):
-            raise UsageError(f"config {where} must be a table, got {value!r}")
+            raise UsageError(f"config {where} must be a table, got {validate.quote(value)}")
         return from_dict(tp, value, where)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -53,39 +60,47 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
                 return _coerce(arg, value, where)
             except UsageError as e:
                 errors.append(str(e))
-        raise UsageError(errors[0] if errors else f"config {where}: bad value {value!r}")
+        raise UsageError(errors[0] if errors else f"config {where}: bad value {validate.quote(value)}")
     if origin is tuple:
         if not isinstance(value, list | tuple):
-            raise UsageError(f"config {where} must be a list, got {value!r}")
+            raise UsageError(f"config {where} must be a list, got {validate.quote(value)}")
         (elem,) = typing.get_args(tp)[:1]
         return tuple(_coerce(elem, v, where) for v in value)
     if origin is typing.Literal:
         if value not in typing.get_args(tp):
             valid = ", ".join(repr(a) for a in typing.get_args(tp))
-            raise UsageError(f"config {where} = {value!r} is not one of: {valid}")
+            raise UsageError(f"config {where} = {validate.quote(value)} is not one of: {valid}")
         return value
     if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise UsageError(f"config {where} must be a finite number, got {value}")
         return float(value)
-    if tp in (int, str, bool) and type(value) is not tp:
-        raise UsageError(f"config {where} must be {tp.__name__}, got {value!r}")
+    if tp in (int, str, bool, float) and type(value) is not tp:
+        kind = {int: "an integer", str: "a string", bool: "true or false", float: "a number"}[tp]
+        raise UsageError(f"config {where} must be {kind}, got {validate.quote(value)}")
     return value
 
 
 def from_dict(cls: type[T], mapping: dict[str, Any], where: str = "") -> T:
-    """Build a (possibly nested) frozen dataclass from a mapping; unknown keys are an error."""
+    """Build a (possibly nested) frozen dataclass from a mapping; unknown keys, wrong types and values outside
+    ``validate.RANGES`` are errors."""
+    if not isinstance(mapping, dict):
+        raise UsageError(f"config {where or 'root'} must be a table (JSON object), got {validate.quote(mapping)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(mapping) - set(fields))
     if unknown:
         prefix = f"[{where}] " if where else ""
         raise UsageError(
-            f"unknown config key {prefix}{unknown[0]!r} (valid: {', '.join(sorted(fields))})"
+            f"unknown config key {prefix}{validate.quote(unknown[0])} (valid: {', '.join(sorted(fields))})"
         )
     kwargs = {}
     for name, value in mapping.items():
         sub = f"{where}.{name}" if where else name
         kwargs[name] = _coerce(hints[name], value, sub)
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    validate.check_ranges(obj, where, recursive=False)  # nested dataclasses were checked when they were built
+    return obj
 
 
 def merge(base: Any, overrides: dict[str, Any]) -> Any:

@@ -7,4 +7,8 @@ class UsageError(ValueError):
 
 def choices_error(what: str, value: object, valid) -> UsageError:
     """`unknown sampler 'foo' (valid: a, b, c)`."""
-    return UsageError(f"unknown {what} {value!r} (valid: {', '.join(str(v) for v in valid)})")
+    from diffuscope.validate import quote
+
+    valid = [str(v) for v in valid]
+    shown = ", ".join(valid[:30]) + (f", ... ({len(valid)} in all)" if len(valid) > 30 else "")
+    return UsageError(f"unknown {what} {quote(value)} (valid: {shown})")

@@ -20,8 +20,10 @@ from diffuscope.defaults import DEFAULT_SAMPLER
 from diffuscope.errors import UsageError
 from diffuscope.events import CancelToken, Observer, Progress, report
 from diffuscope.guidance import CFGDenoiser, check_interval, check_scale
+from diffuscope.limits import check_request
 from diffuscope.samplers import CountingDenoiser, get_sampler, initial_noise, make_generators, resolve_seed
 from diffuscope.schedules import Schedule, SigmaGrid, make_grid
+from diffuscope.validate import check_finite
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ def generate(
         if n is not None and n != len(cond):
             cond = cond.expand(n)
         n = len(cond)
+    check_request(guidance, n, shape, grid.steps, batch_size)
     if guidance != 1.0:
         if null_label is None:
             raise UsageError("this model has no empty prompt (null condition): guidance must be 1")
@@ -121,6 +124,7 @@ def generate(
             x = spec.fn(counter, x, sigmas, cond=batch_cond, generator=generators[start:end],
                         callback=_step_observer(on_event, cancel, callback, start, n), **(sampler_options or {}))
             nfe = counter.nfe
+            check_finite(x, f"the denoiser returned NaN/inf (images {start}..{end - 1}): nothing was written")
             samples.append(x.float().cpu())
             images.append(samples[-1] if decode is None else decode(x).float().cpu())
     images = torch.cat(images)

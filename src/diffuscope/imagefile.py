@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
 from diffuscope.errors import UsageError
@@ -22,10 +21,11 @@ def load_image_file(path: str | Path, *, size: int, channels: int) -> Tensor:
     (mode L for 1, RGB for 3): nothing is resized or converted silently."""
     from PIL import UnidentifiedImageError
 
+    from diffuscope import limits
+
     expected = _describe(channels, size)
     try:
-        with Image.open(path) as im:
-            im.load()
+        with limits.open_image(path) as im:  # bounded pixels and text chunks, decoder errors in one line
             mode, (w, h) = im.mode, im.size
             pixels = torch.from_numpy(np.asarray(im, dtype=np.float32).copy())
     except FileNotFoundError:

@@ -16,11 +16,14 @@ Two text chunks (ANCHORS.md, conventions users know):
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, PngImagePlugin
 
+from diffuscope import limits, validate
 from diffuscope.errors import UsageError
 
 SCHEMA_VERSION = 1
@@ -90,27 +93,35 @@ def save_png(image: Image.Image, path: str | Path, params: dict[str, Any]) -> Pa
     info = PngImagePlugin.PngInfo()
     info.add_text(A1111_KEY, a1111_text(params))
     info.add_text(JSON_KEY, json.dumps({"schema": SCHEMA_VERSION, **params}, sort_keys=True))
-    image.save(path, pnginfo=info)
+    # Written whole under a temporary name, then linked into place: a full disk leaves no half PNG, and a file
+    # that appeared meanwhile is never replaced (os.link fails on an existing name).
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".png")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            image.save(f, format="PNG", pnginfo=info)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise UsageError(f"{path} already exists: refusing to overwrite it") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
     return path
 
 
 def read_png_params(path: str | Path) -> tuple[str | None, dict[str, Any] | None]:
     """(parameters text, diffuscope JSON) of a PNG; either may be None."""
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"image not found: {path}")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            text = dict(getattr(im, "text", {}) or {})
-    except OSError as e:
-        raise UsageError(f"cannot read image {path}: {e}") from None
+    with limits.open_image(path) as im:  # bounded pixels, file size and text chunks (limits.py)
+        text = dict(getattr(im, "text", {}) or {})
+    for key in (A1111_KEY, JSON_KEY):
+        if key in text and len(text[key]) > limits.MAX_TEXT_CHUNK:
+            raise UsageError(f"{path}: its '{key}' chunk has {len(text[key]):,} characters, more than the limit "
+                             f"of {limits.MAX_TEXT_CHUNK:,} (diffuscope writes about 2,000)")
     params = None
     if JSON_KEY in text:
         try:
-            params = json.loads(text[JSON_KEY])
-        except json.JSONDecodeError:
-            raise UsageError(f"{path} has a corrupt '{JSON_KEY}' chunk") from None
-        if params.get("schema", 0) > SCHEMA_VERSION:
-            raise UsageError(f"{path} was written by a newer diffuscope (schema {params['schema']})")
+            raw = json.loads(text[JSON_KEY])
+        except (json.JSONDecodeError, RecursionError):
+            raise UsageError(f"{path} has a corrupt '{JSON_KEY}' chunk (not JSON)") from None
+        params = validate.parse_png_params(raw, str(path), SCHEMA_VERSION)
     return text.get(A1111_KEY), params

@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from diffuscope.errors import UsageError
+from diffuscope.validate import one_line
 
 COMMANDS = ("demo", "train", "sample", "info", "samplers", "sweep", "classifier", "forward", "reverse", "phases")
 
@@ -42,20 +43,43 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return int(args.run(args) or 0)
     except UsageError as e:
-        print(f"diffuscope: error: {e}", file=sys.stderr)
+        print(f"diffuscope: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except RuntimeError as e:
         from diffuscope.training.loop import TrainingError
+        from diffuscope.validate import NonFiniteError
 
-        if not isinstance(e, TrainingError):
+        if not isinstance(e, TrainingError | NonFiniteError):
             raise
-        print(f"diffuscope: error: {e}", file=sys.stderr)
+        print(f"diffuscope: error: {one_line(str(e))}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("diffuscope: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:  # stdout closed early (`diffuscope ... | head`): stop quietly, as Unix tools do
         import os
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush does not raise again
         return 141  # 128 + SIGPIPE
+    except OSError as e:  # a read-only or full file system, met after the up-front checks: one line, not a traceback
+        from diffuscope.outputs import os_error_line
+
+        print(f"diffuscope: error: {one_line(os_error_line(e))}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("diffuscope: error: out of memory (ask for fewer images, steps or a smaller batch)", file=sys.stderr)
+        return 1
+    except Exception as e:
+        if not _is_write_error(e):
+            raise
+        print(f"diffuscope: error: {one_line(str(e), 200)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("diffuscope: interrupted", file=sys.stderr)
+        return 130
+
+
+def _is_write_error(e: Exception) -> bool:
+    """safetensors reports a failed write (a full disk) as SafetensorError, a plain Exception."""
+    try:
+        from safetensors import SafetensorError
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(e, SafetensorError)

@@ -1,46 +1,62 @@
-"""Argument types shared by the commands: each rejects bad values with a message naming the valid ones."""
+"""Argument types shared by the commands: each rejects bad values with a message naming the valid range.
+
+Every number has a documented range (diffuscope.limits, docs/limits.md) and must be finite; every name must be
+non-empty. The checks themselves live in ``diffuscope.validate`` so files and flags obey the same rules.
+"""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
 
+from diffuscope import limits, validate
+from diffuscope.errors import UsageError
 
-def _checked(text: str, convert: Callable[[str], float], ok: Callable[[float], bool], valid: str):
+
+def _typed(check: Callable[[str], object], type_name: str):
+    """An argparse ``type`` from a validate check: UsageError -> ArgumentTypeError (argparse adds the flag)."""
+
+    def parse(text: str):
+        try:
+            return check(text)
+        except UsageError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parse.__name__ = type_name
+    return parse
+
+
+def int_range(lo: int, hi: int, name: str):
+    return _typed(lambda t: validate.integer(t, "", lo, hi), name)
+
+
+def float_range(lo: float, hi: float, name: str, *, lo_open: bool = False):
+    return _typed(lambda t: validate.number(t, "", lo, hi, lo_open=lo_open), name)
+
+
+BIG = 10_000_000  # step counts and intervals of a training run
+positive_int = int_range(1, BIG, "positive_int")
+non_negative_int = int_range(0, BIG, "non_negative_int")
+
+
+def _seed(text: str) -> int:
+    if str(text).strip() == "-1":
+        return -1
     try:
-        value = convert(text)
-    except ValueError:
-        value = None
-    if value is None or not ok(value):
-        raise argparse.ArgumentTypeError(f"must be {valid}, got {text!r}")
-    return value
+        return validate.integer(text, "", 0, 2**32 - 1)
+    except UsageError:
+        raise UsageError(f"must be -1 (random) or an integer in 0..4294967295, got {validate.quote(text)}") from None
 
 
-def positive_int(text: str) -> int:
-    return _checked(text, int, lambda v: v >= 1, "a positive integer")
-
-
-def non_negative_int(text: str) -> int:
-    return _checked(text, int, lambda v: v >= 0, "an integer >= 0")
-
-
-def seed(text: str) -> int:
-    return _checked(text, int, lambda v: v == -1 or 0 <= v <= 2**32 - 1,
-                    "-1 (random) or an integer in 0..4294967295")
-
-
-def non_negative_float(text: str) -> float:
-    return _checked(text, float, lambda v: v >= 0, "a number >= 0")
-
-
-def interval(text: str) -> tuple[float, float]:
-    """LO,HI noise levels with 0 <= LO < HI (HI may be inf)."""
-    parts = text.split(",")
-    try:
-        lo, hi = (float(v) for v in parts)
-    except ValueError:
-        lo = hi = None
-    if lo is None or not 0 <= lo < hi:
-        raise argparse.ArgumentTypeError(
-            f"must be two noise levels LO,HI with 0 <= LO < HI, e.g. 0.28,5.42, got {text!r}")
-    return lo, hi
+seed = _typed(_seed, "seed")
+steps = int_range(1, limits.MAX_STEPS, "steps")
+count = int_range(1, limits.MAX_N, "count")
+batch_size = int_range(1, limits.MAX_BATCH_SIZE, "batch_size")
+image_size = int_range(limits.MIN_IMAGE_SIZE, limits.MAX_IMAGE_SIZE, "image_size")
+timesteps = int_range(1, limits.MAX_TIMESTEPS, "timesteps")
+non_negative_float = float_range(0.0, 1e12, "non_negative_float")
+guidance = float_range(0.0, limits.MAX_GUIDANCE, "guidance")
+learning_rate = float_range(0.0, 1.0, "learning_rate", lo_open=True)
+fraction = float_range(0.0, 1.0, "fraction")
+name = _typed(validate.name, "name")
+interval = _typed(validate.interval, "interval")

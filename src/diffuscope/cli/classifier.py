@@ -13,13 +13,15 @@ def add_parser(sub) -> None:
                                    "the held-out TEST split. Its penultimate features are the space in which FD, KID "
                                    "and precision/recall are measured. Writes DIR/classifier.safetensors and "
                                    "DIR/classifier.json; by convention DIR = RUN_DIR/classifier.")
-    p.add_argument("--data", required=True, help="digits | mnist | PATH (the data set the model was trained on)")
+    p.add_argument("--data", required=True, type=types.name,
+                   help="digits | mnist | PATH (the data set the model was trained on)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder, e.g. RUN_DIR/classifier")
-    p.add_argument("--epochs", type=types.positive_int, help="passes over the train split (default: about "
+    p.add_argument("--epochs", type=types.int_range(1, 10_000, "epochs"),
+                   help="passes over the train split (default: about "
                                                                "24,000 images seen, 5..30 epochs)")
     p.add_argument("--seed", type=types.non_negative_int, default=0, help="initialisation and data-order seed "
                                                                           "(default: 0)")
-    p.add_argument("--image-size", type=types.positive_int, help="resize the data to the model's image size "
+    p.add_argument("--image-size", type=types.image_size, help="resize the data to the model's image size "
                                                                  "(8..64; default: native)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
@@ -27,7 +29,9 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from diffuscope.metrics import train_classifier
+    from diffuscope.outputs import prepare_out
 
+    args.out = prepare_out(args.out, "classifier")
     info = train_classifier(args.data, args.out, image_size=args.image_size, epochs=args.epochs, seed=args.seed,
                             progress=not args.quiet)
     worst = min(range(info.num_classes), key=lambda c: info.per_class_accuracy[c]

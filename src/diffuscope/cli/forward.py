@@ -15,14 +15,17 @@ def add_parser(sub) -> None:
                                    "schedule. Writes DIR/forward.png: row 1 the closed form q(x_t|x_0), row 2 the "
                                    "step-by-step chain q(x_t|x_(t-1)), same seed, each panel captioned with t, "
                                    "sqrt(alpha_bar) and SNR in dB; and DIR/forward.json with the numbers.")
-    p.add_argument("--data", default="mnist", help="digits | mnist | PATH: the data set (default mnist)")
+    p.add_argument("--data", default="mnist", type=types.name,
+                   help="digits | mnist | PATH: the data set (default mnist)")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--index", type=types.non_negative_int, help="image number in the data set (default 0)")
-    src.add_argument("--image", metavar="FILE", help="a PNG/JPEG of the data set's size and channels instead")
+    src.add_argument("--index", type=types.int_range(0, 2**40, "index"),
+                     help="image number in the data set (default 0)")
+    src.add_argument("--image", metavar="FILE", type=types.name,
+                     help="a PNG/JPEG of the data set's size and channels instead")
     p.add_argument("--t", default="0,250,500,750,1000", help="forward steps, comma-separated, each in 0..T "
                                                             "(default 0,250,500,750,1000)")
     p.add_argument("--schedule", default="linear", choices=VP_SCHEDULES, help="VP noise schedule (default linear)")
-    p.add_argument("--timesteps", type=types.positive_int, default=1000, help="T, the number of forward steps "
+    p.add_argument("--timesteps", type=types.timesteps, default=1000, help="T, the number of forward steps "
                                                                               "(default 1000)")
     p.add_argument("--seed", type=types.non_negative_int, default=0, help="noise seed for both rows (default 0)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
@@ -31,9 +34,11 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from diffuscope.forward_process import forward_process, parse_t_list, pick_image, save_forward
+    from diffuscope.outputs import prepare_out
     from diffuscope.schedules import ScheduleConfig, make_schedule
 
     schedule = make_schedule(ScheduleConfig(kind=args.schedule, num_timesteps=args.timesteps))
+    args.out = prepare_out(args.out, "forward")
     t = parse_t_list(args.t, schedule.num_timesteps)
     x0, source = pick_image(args.data, args.index, args.image)
     result = forward_process(x0, schedule, t, seed=args.seed, source=source)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from diffuscope import limits, validate
 from diffuscope.cli import args as types
 from diffuscope.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER  # guidance only with --prompt
 
@@ -14,28 +15,34 @@ def add_parser(sub) -> None:
                                    "a model. Writes DIR/frequency.png, commitment.png, commitment_samples.png, "
                                    "consistency.png, consistency_samples.png, phases.json and summary.md "
                                    "(also printed).")
-    p.add_argument("--model", required=True, help="checkpoint folder or run folder")
-    p.add_argument("--prompt", help="a class name, e.g. 7; omit to sample unconditionally (the null prompt), "
+    p.add_argument("--model", required=True, type=types.name, help="checkpoint folder or run folder")
+    p.add_argument("--prompt", type=types.name,
+                   help="a class name, e.g. 7; omit to sample unconditionally (the null prompt), "
                                     "where the class itself is still to be decided")
-    p.add_argument("--steps", type=types.positive_int, default=50, help="sampler steps (default 50)")
-    p.add_argument("--n", type=int, default=64, help="images for the frequency split and consistency, and "
+    p.add_argument("--steps", type=types.steps, default=50, help="sampler steps (default 50)")
+    p.add_argument("--n", type=types.int_range(-2**31, limits.MAX_N, "int"), default=64,
+                   help="images for the frequency split and consistency, and "
                                                      "finishes per commitment point (>= 2, default 64)")
     p.add_argument("--seed", type=types.non_negative_int, default=0, help="image i uses seed + i (default 0)")
-    p.add_argument("--sampler", default=DEFAULT_SAMPLER, help=f"deterministic sampler (default {DEFAULT_SAMPLER!r})")
-    p.add_argument("--finish-sampler", default="DDPM", help="stochastic sampler finishing the restarts "
+    p.add_argument("--sampler", default=DEFAULT_SAMPLER, type=types.name,
+                   help=f"deterministic sampler (default {DEFAULT_SAMPLER!r})")
+    p.add_argument("--finish-sampler", default="DDPM", type=types.name,
+                   help="stochastic sampler finishing the restarts "
                                                             "(default DDPM)")
-    p.add_argument("--points", type=types.positive_int, default=10, help="commitment points (default 10)")
-    p.add_argument("--cutoff", type=float, default=0.125, help="coarse/fine split, cycles per pixel "
+    p.add_argument("--points", type=types.int_range(1, 1000, "points"), default=10,
+                   help="commitment points (default 10)")
+    p.add_argument("--cutoff", type=types.float_range(-1e12, 1e12, "cutoff"), default=0.125,
+                   help="coarse/fine split, cycles per pixel "
                                                                "(default 0.125: a period of 8 pixels)")
     p.add_argument("--consistency-steps", default="10,25,50,100", help="step counts compared (default "
                                                                         "10,25,50,100)")
-    p.add_argument("--guidance", type=types.non_negative_float,
+    p.add_argument("--guidance", type=types.guidance,
                    help=f"classifier-free guidance with --prompt, 1 = off (default {DEFAULT_GUIDANCE:g})")
     p.add_argument("--guidance-interval", type=types.interval, metavar="LO,HI",
                    help="with --prompt: apply guidance only where LO < sigma <= HI, as `sample` (default: everywhere)")
     p.add_argument("--classifier", metavar="PATH", help="classifier for 'same class' (default: the one "
                                                         "diffuscope.metrics finds for the model, else pixels only)")
-    p.add_argument("--batch-size", type=types.positive_int, default=64)
+    p.add_argument("--batch-size", type=types.batch_size, default=64)
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.set_defaults(run=run)
@@ -47,9 +54,13 @@ def parse_steps_list(text: str) -> list[int]:
     try:
         steps = [int(p) for p in str(text).split(",")]
     except ValueError:
-        raise UsageError(f"malformed step list {text!r}: expected comma-separated integers like 10,25,50,100") from None
+        raise UsageError(f"malformed step list {validate.quote(text)}: expected comma-separated integers like "
+                         "10,25,50,100") from None
+    if len(steps) > 100 or max(steps) > limits.MAX_STEPS:
+        raise UsageError(f"--consistency-steps allows at most 100 step counts of at most {limits.MAX_STEPS} each")
     if len(steps) < 2 or min(steps) < 1 or len(set(steps)) != len(steps):
-        raise UsageError(f"--consistency-steps needs at least 2 different positive step counts, got {text!r}")
+        raise UsageError(f"--consistency-steps needs at least 2 different positive step counts, got "
+                         f"{validate.quote(text)}")
     return sorted(steps)
 
 
@@ -73,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
     if args.points < 2:
         raise UsageError(f"--points must be at least 2 (the first and the last step), got {args.points}")
     consistency_steps = parse_steps_list(args.consistency_steps)
+    from diffuscope.outputs import prepare_out
+
+    args.out = prepare_out(args.out, "phases")
     device = pick_device(args.device)
     model = load_model(args.model, device=device)
     freq, commit, consist, notes = measure_phases(

@@ -14,14 +14,18 @@ def add_parser(sub) -> None:
                                    "noisy state x_t in VP scale, row 2: the predicted clean image, at --show evenly "
                                    "spaced steps, first and last included), DIR/reverse.gif (every step, both side "
                                    "by side, then the final image) and DIR/reverse.json.")
-    p.add_argument("--model", required=True, help="checkpoint folder or run folder")
-    p.add_argument("--prompt", help="a class name (e.g. 7 or seven) or text; leave out for an unconditional model")
-    p.add_argument("--steps", type=types.positive_int, default=50, help="sampler steps (default 50)")
-    p.add_argument("--show", type=int, default=8, help="panels in the strip, 2..steps (default 8)")
+    p.add_argument("--model", required=True, type=types.name, help="checkpoint folder or run folder")
+    p.add_argument("--prompt", type=types.name,
+                   help="a class name (e.g. 7 or seven) or text; leave out for an unconditional model")
+    p.add_argument("--steps", type=types.steps, default=50, help="sampler steps (default 50)")
+    p.add_argument("--show", type=types.int_range(-2**31, 2**31, "int"), default=8,
+                   help="panels in the strip, 2..steps (default 8)")
     p.add_argument("--seed", type=types.seed, default=0, help="-1 = random (reported); default 0")
-    p.add_argument("--sampler", default=DEFAULT_SAMPLER, help=f"sampler name or id (default {DEFAULT_SAMPLER!r})")
-    p.add_argument("--spacing", help="sigma grid: trailing|leading|linspace (discrete models), karras, logsnr")
-    p.add_argument("--guidance", type=types.non_negative_float,
+    p.add_argument("--sampler", default=DEFAULT_SAMPLER, type=types.name,
+                   help=f"sampler name or id (default {DEFAULT_SAMPLER!r})")
+    p.add_argument("--spacing", type=types.name,
+                   help="sigma grid: trailing|leading|linspace (discrete models), karras, logsnr")
+    p.add_argument("--guidance", type=types.guidance,
                    help=f"classifier-free guidance scale, 1 = off (default {DEFAULT_GUIDANCE:g})")
     p.add_argument("--guidance-interval", type=types.interval, metavar="LO,HI",
                    help="apply guidance only where LO < sigma <= HI, as `sample` (default: everywhere)")
@@ -33,11 +37,13 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from diffuscope.checkpoint import load_model
     from diffuscope.device import pick_device
+    from diffuscope.outputs import prepare_out
     from diffuscope.reverse_process import reverse_process, save_reverse, show_indices
     from diffuscope.samplers import get_sampler
 
     show_indices(args.steps, args.show)  # reject a bad --show before loading anything
     get_sampler(args.sampler)
+    args.out = prepare_out(args.out, "reverse")
     device = pick_device(args.device)
     model = load_model(args.model, device=device)
     guidance = args.guidance if args.guidance is not None else (

@@ -12,21 +12,22 @@ def add_parser(sub) -> None:
     p = sub.add_parser("sample", help="generate images for a prompt with any sampler and step count",
                        description="Generate images. Each PNG carries AUTOMATIC1111-style 'parameters' text and "
                                    "the full parameters as JSON (see `diffuscope info`).")
-    p.add_argument("--model", help="checkpoint folder, run folder, or a built-in model name (mnist)")
-    p.add_argument("--prompt", help="a class name (e.g. 7 or seven), or text for a text model; leave out for an "
-                                    "unconditional model")
-    p.add_argument("--sampler", help=f"sampler display name or id (default {DEFAULT_SAMPLER!r}); "
+    p.add_argument("--model", type=types.name, help="checkpoint folder, run folder, or a built-in model name (mnist)")
+    p.add_argument("--prompt", type=types.name, help="a class name (e.g. 7 or seven), or text for a text model; "
+                                                     "leave out for an unconditional model")
+    p.add_argument("--sampler", type=types.name, help=f"sampler display name or id (default {DEFAULT_SAMPLER!r}); "
                                      "see `diffuscope samplers`")
-    p.add_argument("--steps", type=types.positive_int, help=f"sampler steps (default {DEFAULT_STEPS})")
-    p.add_argument("--spacing", help="sigma grid: trailing|leading|linspace (discrete models), karras, logsnr")
+    p.add_argument("--steps", type=types.steps, help=f"sampler steps (default {DEFAULT_STEPS})")
+    p.add_argument("--spacing", type=types.name,
+                   help="sigma grid: trailing|leading|linspace (discrete models), karras, logsnr")
     p.add_argument("--seed", type=types.seed, help="-1 = random (reported); image i uses seed + i (default 0)")
-    p.add_argument("--n", type=types.positive_int, default=None, help="number of images (default 16)")
-    p.add_argument("--guidance", type=types.non_negative_float,
+    p.add_argument("--n", type=types.count, default=None, help="number of images (default 16)")
+    p.add_argument("--guidance", type=types.guidance,
                    help=f"classifier-free guidance scale, 1 = off (default {DEFAULT_GUIDANCE:g})")
     p.add_argument("--guidance-interval", type=types.interval, metavar="LO,HI",
                    help="apply guidance only where LO < sigma <= HI (Kynkaanniemi et al. 2024; EDM2 uses 0.28,5.42); "
                         "plain conditional sampling elsewhere (default: everywhere)")
-    p.add_argument("--batch-size", type=types.positive_int, default=64)
+    p.add_argument("--batch-size", type=types.batch_size, default=64)
     p.add_argument("--from", dest="from_image", metavar="IMAGE.png",
                    help="take every parameter from a PNG written by diffuscope (flags still override)")
     p.add_argument("--out", required=True, metavar="DIR")
@@ -39,8 +40,10 @@ def run(args: argparse.Namespace) -> int:
     from diffuscope.device import pick_device
     from diffuscope.errors import UsageError
     from diffuscope.generate import generate_from_prompts, image_params, write_images
+    from diffuscope.outputs import prepare_out
     from diffuscope.pngmeta import read_png_params
 
+    args.out = prepare_out(args.out, "sample")  # the --out rule (outputs.py): new, empty or our earlier images
     base = {}
     if args.from_image:
         _, base = read_png_params(args.from_image)

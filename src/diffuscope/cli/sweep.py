@@ -20,8 +20,9 @@ def add_parser(sub) -> None:
                                    "step count; measure each cell against held-out real images and against a "
                                    "high-NFE reference; report where more steps stop paying off. Ctrl-C writes "
                                    "a partial report of the finished cells (exit 130).")
-    p.add_argument("--model", required=True, help="checkpoint folder, run folder, or a built-in model name")
-    p.add_argument("--prompt", action="append", metavar="PROMPT",
+    p.add_argument("--model", required=True, type=types.name,
+                   help="checkpoint folder, run folder, or a built-in model name")
+    p.add_argument("--prompt", action="append", type=types.name, metavar="PROMPT",
                    help="a class name or text; repeat for several, or 'all' for every class (images spread "
                         "round-robin over the prompts, the same in every cell); leave out for an unconditional "
                         "model")
@@ -32,25 +33,27 @@ def add_parser(sub) -> None:
                    help=f"comma-separated sampler names or ids (default {DEFAULT_SAMPLERS!r}); stochastic ones are "
                         "allowed and flagged; see `diffuscope samplers`")
     p.add_argument("--seed", type=types.seed, default=0, help="image i uses seed + i in every cell (-1 = random)")
-    p.add_argument("--n", type=types.positive_int, default=256, help="images per cell (default 256)")
-    p.add_argument("--guidance", type=types.non_negative_float, default=DEFAULT_GUIDANCE,
+    p.add_argument("--n", type=types.count, default=256, help="images per cell (default 256)")
+    p.add_argument("--guidance", type=types.guidance, default=DEFAULT_GUIDANCE,
                    help=f"classifier-free guidance scale, 1 = off (default {DEFAULT_GUIDANCE:g}, as `sample`)")
     p.add_argument("--guidance-interval", type=types.interval, metavar="LO,HI",
                    help="apply guidance only where LO < sigma <= HI, as `sample` (default: everywhere)")
-    p.add_argument("--spacing", help="sigma grid: trailing|leading|linspace (discrete models), karras, logsnr "
+    p.add_argument("--spacing", type=types.name,
+                   help="sigma grid: trailing|leading|linspace (discrete models), karras, logsnr "
                                      "(default: the model's)")
-    p.add_argument("--reference-sampler", default="Heun",
+    p.add_argument("--reference-sampler", default="Heun", type=types.name,
                    help="deterministic sampler of the convergence reference (default Heun)")
-    p.add_argument("--reference-steps", type=types.positive_int,
+    p.add_argument("--reference-steps", type=types.steps,
                    help="steps of the convergence reference (default max(200, 2 x the largest step count), at "
                         "most T for discrete models)")
     p.add_argument("--metrics", help="comma-separated: fd,kid,pr,accuracy,convergence (default: all when the "
                                      "model has a classifier, else convergence)")
-    p.add_argument("--threshold", type=float, default=0.03,
+    p.add_argument("--threshold", type=types.fraction, default=0.03,
                    help="diminishing returns: the fewest NFE within this fraction of the best value (EDM's 3%%)")
-    p.add_argument("--batch-size", type=types.positive_int, default=64)
-    p.add_argument("--grid-rows", type=types.positive_int, default=4, help="images per sampler in grid.png")
-    p.add_argument("--ci-resamples", type=types.non_negative_int, default=200,
+    p.add_argument("--batch-size", type=types.batch_size, default=64)
+    p.add_argument("--grid-rows", type=types.int_range(1, 64, "grid_rows"), default=4,
+                   help="images per sampler in grid.png")
+    p.add_argument("--ci-resamples", type=types.int_range(0, 100_000, "ci_resamples"), default=200,
                    help="bootstrap resamples for the 95%% intervals (0 = none; none above n=2000)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--out", required=True, metavar="DIR")
@@ -117,7 +120,9 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(config, args.model, device)
     from diffuscope.cli.progress import TqdmObserver
+    from diffuscope.outputs import prepare_out
 
+    args.out = prepare_out(args.out, "sweep")
     bar = TqdmObserver("sweep", unit="NFE", disable=args.no_progress)
     try:
         result = sweep(args.model, config, device=device, on_event=bar)

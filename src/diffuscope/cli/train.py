@@ -11,13 +11,14 @@ def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a model on digits, mnist or a folder of images",
                        description="Train a class(prompt)-conditioned diffusion model. Writes RUN_DIR/config.json, "
                                    "metrics.csv, samples/ and checkpoints/step-NNNNNNN/.")
-    p.add_argument("--data", help="digits | mnist | PATH (a folder of PNG/JPEG images, sub-folders = classes, "
+    p.add_argument("--data", type=types.name,
+                   help="digits | mnist | PATH (a folder of PNG/JPEG images, sub-folders = classes, "
                                   "or MNIST IDX files); default: mnist, or [data].name of --config")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (must be new or empty unless --resume)")
     p.add_argument("--max-steps", type=types.positive_int, help="optimizer steps")
-    p.add_argument("--batch-size", type=types.positive_int, help="global batch size")
-    p.add_argument("--lr", type=float, help="peak learning rate")
-    p.add_argument("--seed", type=types.non_negative_int, help="training seed (data order, noise)")
+    p.add_argument("--batch-size", type=types.batch_size, help="global batch size")
+    p.add_argument("--lr", type=types.learning_rate, help="peak learning rate")
+    p.add_argument("--seed", type=types.int_range(0, 2**32 - 1, "seed"), help="training seed (data order, noise)")
     p.add_argument("--checkpoint-every", type=types.non_negative_int, help="steps between checkpoints")
     p.add_argument("--keep-checkpoints", type=types.non_negative_int, metavar="K",
                    help="keep only the newest K checkpoints (0 = all)")
@@ -25,13 +26,15 @@ def add_parser(sub) -> None:
                    help="skip up to N batches with a non-finite loss or gradient before stopping (default 0)")
     p.add_argument("--precision", choices=("fp32", "bf16"), help="bf16 autocast (GPUs); default fp32")
     p.add_argument("--sample-every", type=types.non_negative_int, help="steps between preview grids (0 = end only)")
-    p.add_argument("--image-size", type=types.positive_int, help="resize the data to this size")
+    p.add_argument("--image-size", type=types.image_size, help="resize the data to this size")
     p.add_argument("--conditioning", choices=("none", "class"),
                    help="class: prompts are the data's class names (default); none: an unconditional model")
-    p.add_argument("--config", metavar="FILE.toml", help="TOML config ([data], [model], [model.unet], [train]); "
+    p.add_argument("--config", metavar="FILE.toml", type=types.name,
+                   help="TOML config ([data], [model], [model.unet], [train]); "
                                                           "flags override it")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: auto (cuda when present)")
-    p.add_argument("--resume", metavar="latest|CHECKPOINT", help="continue from the newest checkpoint of RUN_DIR "
+    p.add_argument("--resume", metavar="latest|CHECKPOINT", type=types.name,
+                   help="continue from the newest checkpoint of RUN_DIR "
                                                                  "('latest') or from a checkpoint folder")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

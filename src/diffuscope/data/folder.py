@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from diffuscope import limits, validate
 from diffuscope.data.dataset import ImageDataset, from_uint8
 from diffuscope.data.split import held_out_mask, select, tenth
 from diffuscope.errors import UsageError
@@ -59,12 +60,7 @@ def _scan(folder: Path, flat_name: str) -> dict[str, list[Path]]:
 
 
 def _open(path: Path) -> Image.Image:
-    try:
-        img = Image.open(path)
-        img.load()
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise UsageError(f"cannot read image {path}: {e}") from None
-    return img
+    return limits.open_image(path)  # bounded pixels, file size and text chunks; decoder errors are one line
 
 
 def _convert(img: Image.Image, mode: str) -> Image.Image:
@@ -90,6 +86,8 @@ def _fit(img: Image.Image, size: int) -> np.ndarray:
 def _load(files: list[Path], size: int, channels: int) -> np.ndarray:
     """uint8 [N, H, W] (grayscale) or [N, 3, H, W] (RGB)."""
     mode = "L" if channels == 1 else "RGB"
+    limits.check_memory(f"{len(files):,} images of {size}x{size}x{channels}",
+                        limits.images_bytes(len(files), (channels, size, size), copies=2, itemsize=4))
     pixels = np.stack([_fit(_convert(_open(f), mode), size) for f in files])
     return pixels.transpose(0, 3, 1, 2) if channels == 3 else pixels
 
@@ -99,8 +97,8 @@ def _all_gray(files: list[Path]) -> bool:
         try:
             with Image.open(f) as img:
                 mode = img.mode
-        except (OSError, ValueError, Image.DecompressionBombError) as e:
-            raise UsageError(f"cannot read image {f}: {e}") from None
+        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
+            raise UsageError(f"cannot read image {f}: {validate.one_line(str(e), 120)}") from None
         if mode not in GRAY_MODES:
             return False
     return True

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from diffuscope import limits
 from diffuscope.data.dataset import ImageDataset, fit_size, from_uint8, set_channels
 from diffuscope.errors import UsageError
 
@@ -36,23 +37,34 @@ def read_idx(path: str | Path) -> np.ndarray:
     """The array stored in an IDX file (plain or gzip); a malformed file raises UsageError naming it."""
     path = Path(path)
     try:
-        data = path.read_bytes()
-        if data[:2] == b"\x1f\x8b":
-            data = gzip.decompress(data)
+        with path.open("rb") as f:
+            gz = f.read(2) == b"\x1f\x8b"
+        # Streamed: the header is read first and the declared size bounded before the data is read, so neither a
+        # header claiming 2^31 x 2^31 images nor a gzip bomb can allocate more than that bound.
+        with (gzip.open(path, "rb") if gz else path.open("rb")) as f:
+            head = f.read(4)
+            if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in IDX_TYPES or head[3] == 0:
+                raise UsageError(f"{path} is not an IDX file (bad magic number {head[:4].hex() or 'empty'})")
+            dtype, ndim = IDX_TYPES[head[2]], head[3]
+            raw_dims = f.read(4 * ndim)
+            if len(raw_dims) < 4 * ndim:
+                raise UsageError(f"{path} is not a valid IDX file (header cut short)")
+            dims = struct.unpack(f">{ndim}I", raw_dims)
+            expected = dtype.itemsize
+            for d in dims:
+                expected *= d
+            if expected > limits.MAX_IDX_BYTES:
+                raise UsageError(f"{path} declares dimensions {dims} = {limits.human_bytes(expected)} of data, more "
+                                 f"than the limit of {limits.human_bytes(limits.MAX_IDX_BYTES)}")
+            limits.check_memory(f"IDX file {path} ({dims})", 2 * expected)
+            data = f.read(expected + 1)
     except (OSError, EOFError, zlib.error) as e:
         raise UsageError(f"cannot read IDX file {path}: {e}") from None
-    if len(data) < 4 or data[:2] != b"\0\0" or data[2] not in IDX_TYPES or data[3] == 0:
-        raise UsageError(f"{path} is not an IDX file (bad magic number {data[:4].hex() or 'empty'})")
-    dtype, ndim = IDX_TYPES[data[2]], data[3]
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise UsageError(f"{path} is not a valid IDX file (header cut short)")
-    dims = struct.unpack(f">{ndim}I", data[4:header])
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    if len(data) - header != expected:
+    if len(data) != expected:
+        found = f"{len(data)}" if len(data) <= expected else "more"
         raise UsageError(f"{path} is not a valid IDX file: dimensions {dims} need {expected} bytes of data, "
-                         f"found {len(data) - header}")
-    return np.frombuffer(data, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+                         f"found {found}")
+    return np.frombuffer(data, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
 
 
 def write_idx(path: str | Path, array: np.ndarray) -> None:

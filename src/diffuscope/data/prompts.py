@@ -47,4 +47,6 @@ def class_index(prompt: str, class_names: Sequence[str]) -> int:
     shown = ", ".join(valid[:MAX_LISTED])
     if len(valid) > MAX_LISTED:
         shown += f", ... ({len(valid) - MAX_LISTED} more)"
-    raise UsageError(f"unknown prompt {prompt!r} (valid: {shown})")
+    from diffuscope.validate import quote
+
+    raise UsageError(f"unknown prompt {quote(prompt)} (valid: {shown})")

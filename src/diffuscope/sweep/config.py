@@ -19,6 +19,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from diffuscope import limits, validate
 from diffuscope.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
 from diffuscope.errors import UsageError, choices_error
 from diffuscope.guidance import check_interval
@@ -93,7 +94,7 @@ def parse_steps(text: str | int | tuple | list) -> tuple[int, ...]:
             values.update(parse_steps(v))
         return _check_values(sorted(values), str(text))
     if not isinstance(text, str) or not text.strip():
-        raise UsageError(f"malformed step list {text!r}: {STEP_SYNTAX}")
+        raise UsageError(f"malformed step list {validate.quote(text)}: {STEP_SYNTAX}")
     values: set[int] = set()
     for part in text.split(","):
         values.update(_parse_part(part.strip(), text))
@@ -114,8 +115,12 @@ def _parse_part(part: str, whole: str) -> list[int]:
         if m:
             break
     else:
-        raise UsageError(f"malformed step list {whole!r} (at {part!r}): {STEP_SYNTAX}")
+        raise UsageError(f"malformed step list {validate.quote(whole)} (at {validate.quote(part)}): {STEP_SYNTAX}")
     lo, hi = int(m.group(1)), int(m.group(2))
+    # bounded before any list is built
+    if hi > limits.MAX_STEPS or (m.re.groups >= 3 and int(m.group(3)) > limits.MAX_STEPS):
+        raise UsageError(f"step range {validate.quote(part)} goes past the limit of {limits.MAX_STEPS} steps "
+                         "(docs/limits.md)")
     if lo < 1 or lo > hi:
         raise UsageError(f"step range {part!r} must go from a positive start up to its end")
     if pattern is _RANGE:
@@ -137,9 +142,11 @@ def _parse_part(part: str, whole: str) -> list[int]:
 
 def _check_values(values: list[int], text: str) -> tuple[int, ...]:
     if not values:
-        raise UsageError(f"malformed step list {text!r}: {STEP_SYNTAX}")
+        raise UsageError(f"malformed step list {validate.quote(text)}: {STEP_SYNTAX}")
     if values[0] < 1:
         raise UsageError(f"steps must be positive integers, got {values[0]} in {text!r}")
+    if values[-1] > limits.MAX_STEPS:
+        raise UsageError(f"{values[-1]} steps is more than the limit of {limits.MAX_STEPS} (docs/limits.md)")
     if len(values) > MAX_STEP_VALUES:
         raise UsageError(f"{len(values)} step counts in {text!r} (at most {MAX_STEP_VALUES})")
     return tuple(values)
@@ -191,8 +198,12 @@ def check_config(config: SweepConfig) -> None:
         raise UsageError(f"n={config.n}: precision/recall (k={PR_K} nearest neighbours) need n >= {PR_K + 1}")
     if not 0 < config.threshold < 1:
         raise UsageError(f"threshold must lie in (0, 1), e.g. 0.03 for 3%, got {config.threshold}")
-    if not config.guidance >= 0:
-        raise UsageError(f"guidance must be >= 0, got {config.guidance}")
+    if not 0 <= config.guidance <= limits.MAX_GUIDANCE:  # also refuses NaN and inf
+        raise UsageError(f"guidance must be a finite number in [0, {limits.MAX_GUIDANCE:g}], got {config.guidance}")
+    limits.check_range("n", config.n, 1, limits.MAX_N)
+    limits.check_range("batch size", config.batch_size, 1, limits.MAX_BATCH_SIZE)
+    if config.reference_steps is not None:
+        limits.check_range("reference steps", config.reference_steps, 1, limits.MAX_STEPS)
     check_interval(config.guidance_interval)
     if config.reference_steps is not None and config.reference_steps < 1:
         raise UsageError(f"reference steps must be a positive integer, got {config.reference_steps}")

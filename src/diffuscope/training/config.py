@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from diffuscope import config as config_io
+from diffuscope import validate
 from diffuscope.defaults import DEFAULT_GUIDANCE
 from diffuscope.errors import UsageError
 from diffuscope.model import ModelConfig
@@ -120,14 +121,22 @@ def check_run_config(config: RunConfig) -> None:
 def resolve(data_name: str | None, toml_path: str | Path | None, overrides: dict[str, dict[str, Any]]) -> RunConfig:
     """preset(data) <- TOML file <- flags (``overrides`` = {"data": {...}, "train": {...}}, None = not given)."""
     file_cfg = config_io.load_toml(toml_path) if toml_path else {}
-    name = data_name or file_cfg.get("data", {}).get("name") or DataConfig.name
-    base = config_io.to_dict(preset(name))
-    merged = _deep_merge(base, file_cfg)
-    merged = _deep_merge(merged, {k: {n: v for n, v in d.items() if v is not None} for k, d in overrides.items()})
-    merged["data"]["name"] = name
-    config = config_io.from_dict(RunConfig, merged)
-    config = replace(config, train=replace(config.train, warmup_steps=warmup_steps(config.train)))
-    check_run_config(config)
+    with validate.in_file(toml_path or "--config"):
+        for section in ("data", "model", "train"):  # tables, before anything reads inside them
+            if section in file_cfg and not isinstance(file_cfg[section], dict):
+                raise UsageError(f"[{section}] must be a table, got {validate.quote(file_cfg[section])}")
+        file_name = file_cfg.get("data", {}).get("name")
+        if file_name is not None:
+            validate.name(file_name, "[data] name") if isinstance(file_name, str) else \
+                validate.expect(file_name, str, "[data]", "name")
+        name = data_name or file_name or DataConfig.name
+        base = config_io.to_dict(preset(name))
+        merged = _deep_merge(base, file_cfg)
+        merged = _deep_merge(merged, {k: {n: v for n, v in d.items() if v is not None} for k, d in overrides.items()})
+        merged["data"]["name"] = name
+        config = config_io.from_dict(RunConfig, merged)
+        config = replace(config, train=replace(config.train, warmup_steps=warmup_steps(config.train)))
+        check_run_config(config)
     return config
 
 

@@ -13,11 +13,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from diffuscope import checkpoint as ckpt_io
 from diffuscope import config as config_io
+from diffuscope import limits
 from diffuscope.conditioning import ClassCond, Cond, as_cond
 from diffuscope.data import ImageDataset, batch_indices, load_dataset
 from diffuscope.device import pick_device
@@ -36,7 +38,7 @@ from diffuscope.training.distributed import (
     shard,
     shutdown,
 )
-from diffuscope.training.rundir import MetricsLog, check_run_dir, find_resume, prune_checkpoints
+from diffuscope.training.rundir import MetricsLog, check_run_dir, find_resume, prune_checkpoints, run_lock
 
 
 class TrainingError(RuntimeError):
@@ -164,10 +166,12 @@ def train(
     model_config = fit_to_data(config.model, image_size=data.image_size, channels=data.channels,
                                class_names=data.class_names)
     check_model_config(model_config)
+    limits.check_model(model_config)
     check_run_dir(run_dir, resume)
     ddp, device = init_distributed(pick_device(t.device))
     try:
-        return _train(config, model_config, data, run_dir, ddp, device, resume, progress, stop_at)
+        with run_lock(run_dir, resume, enabled=ddp.is_main):  # the exclusive lock, then the check again
+            return _train(config, model_config, data, run_dir, ddp, device, resume, progress, stop_at)
     finally:
         shutdown(ddp)
 
@@ -196,7 +200,7 @@ def _train(config: RunConfig, model_config: ModelConfig, data: ImageDataset, run
     start, elapsed_before = 0, 0.0  # training seconds of the run so far (carried across resumes)
     source = find_resume(run_dir, resume) if resume else None
     if source is not None:
-        ckpt_io.read_manifest(source)
+        ckpt_io.read_manifest(source, required=("config.json", "model.safetensors", "ema.safetensors", "state.pt"))
         ckpt_io.load_weights(denoiser.net, source / "model.safetensors")
         ckpt_io.load_weights(ema_net, source / "ema.safetensors")
         state = ckpt_io.load_training_state(source)
@@ -287,6 +291,7 @@ def _save(ckpt_dir: Path, step: int, net, ema_net, model_config: ModelConfig, re
     try:
         return ckpt_io.save_checkpoint(ckpt_dir, step, model=net, ema=ema_net, model_config=model_config,
                                        run_config=config_io.to_dict(resolved), state=state)
-    except OSError as e:
+    except (OSError, SafetensorError) as e:  # safetensors reports a full disk as SafetensorError
         kept = f"the previous checkpoint {previous[-1]} is intact" if previous else "no earlier checkpoint exists"
-        raise TrainingError(f"could not save the checkpoint of step {step} ({e.strerror or e}); {kept}") from None
+        reason = getattr(e, "strerror", None) or str(e).splitlines()[0][:160]
+        raise TrainingError(f"could not save the checkpoint of step {step} ({reason}) to {ckpt_dir}; {kept}") from None

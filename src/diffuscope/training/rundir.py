@@ -3,20 +3,36 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from diffuscope import checkpoint as ckpt_io
+from diffuscope import outputs
 from diffuscope.errors import UsageError
 
 METRICS_FIELDS = ("step", "loss", "lr", "grad_norm", "images_per_s", "elapsed_s")
 
 
 def check_run_dir(run_dir: Path, resume: str | None) -> None:
-    """Refuse to overwrite: an existing non-empty RUN_DIR needs --resume."""
-    if resume is None and run_dir.exists() and any(run_dir.iterdir()):
-        raise UsageError(f"run folder {run_dir} already exists and is not empty: choose a new --out or pass --resume")
+    """Refuse to overwrite: an existing non-empty RUN_DIR needs --resume, and --resume needs a run folder."""
+    if resume is not None and not resume.strip():
+        raise UsageError("--resume must be 'latest' or a checkpoint folder, got ''")
+    outputs.check_train_out(run_dir, resume)
     if resume is not None and resume != "latest":
         ckpt_io.resolve_checkpoint(resume)
+
+
+@contextmanager
+def run_lock(run_dir: Path, resume: str | None, *, enabled: bool = True) -> Iterator[None]:
+    """Hold RUN_DIR's exclusive lock for the whole run and check the folder again once it is held: of two runs
+    started into one folder in the same instant, the second is refused (outputs.RunLock)."""
+    if not enabled:
+        yield
+        return
+    with outputs.RunLock(run_dir):
+        check_run_dir(run_dir, resume)
+        yield
 
 
 def find_resume(run_dir: Path, resume: str) -> Path | None:
