@@ -188,9 +188,9 @@ def reverse_process(denoiser: Callable, schedule: Schedule, label: int, shape: t
                     steps: int = 50, sampler: str = DEFAULT_SAMPLER, guidance: float = 1.0, seed: int = 0,
                     null_label: int | None = None, spacing: str | None = None, prompt: str = "",
                     device: str | torch.device = "cpu",
-                    guidance_interval: tuple[float, float] | None = None) -> ReverseResult:
+                    guidance_interval: tuple[float, float] | None = None, grid=None) -> ReverseResult:
     """Generate one image (exactly as ``generate`` does for this seed) and keep every step's state and
-    prediction."""
+    prediction. ``grid`` (a SigmaGrid, e.g. a tuned one) overrides ``steps`` and ``spacing``."""
     from diffuscope.generate import generate
 
     xs, ds = [], []
@@ -201,7 +201,7 @@ def reverse_process(denoiser: Callable, schedule: Schedule, label: int, shape: t
 
     gen = generate(denoiser, schedule, torch.tensor([label]), shape, sampler=sampler, steps=steps, spacing=spacing,
                    guidance=guidance, guidance_interval=guidance_interval, seed=seed, null_label=null_label,
-                   device=device, callback=record)
+                   device=device, callback=record, grid=grid)
     traj = Trajectory(gen.grid.sigmas.double().cpu(), torch.stack(xs), torch.stack(ds), gen.images, gen.sampler)
     return ReverseResult(traj, label, prompt, gen.sampler, gen.grid.steps, gen.seed, gen.guidance, gen.nfe,
                          gen.guidance_interval)

@@ -20,7 +20,8 @@ def add_parser(sub) -> None:
     p.add_argument("--show", type=int, default=8, help="panels in the strip, 2..steps (default 8)")
     p.add_argument("--seed", type=types.seed, default=0, help="-1 = random (reported); default 0")
     p.add_argument("--sampler", default=DEFAULT_SAMPLER, help=f"sampler name or id (default {DEFAULT_SAMPLER!r})")
-    p.add_argument("--spacing", help="sigma grid: trailing|leading|linspace (discrete models), karras, logsnr")
+    p.add_argument("--spacing", help="sigma grid: trailing|leading|linspace (discrete models), karras, logsnr, "
+                                     "tuned (`diffuscope tune-steps`)")
     p.add_argument("--guidance", type=types.non_negative_float,
                    help=f"classifier-free guidance scale, 1 = off (default {DEFAULT_GUIDANCE:g})")
     p.add_argument("--guidance-interval", type=types.interval, metavar="LO,HI",
@@ -50,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from diffuscope.device import pick_device
     from diffuscope.processes import reverse_process, save_reverse, show_indices
     from diffuscope.samplers import get_sampler
+    from diffuscope.tuned_grids import grid_for_sample
 
     show_indices(args.steps, args.show)  # reject a bad --show before loading anything
     get_sampler(args.sampler)
@@ -61,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     result = reverse_process(model.denoiser, model.denoiser.schedule, label, (u.in_channels, u.image_size,
                              u.image_size), steps=args.steps, sampler=args.sampler, guidance=guidance,
                              seed=args.seed, null_label=null, spacing=args.spacing, prompt=prompt, device=device,
-                             guidance_interval=args.guidance_interval)
+                             guidance_interval=args.guidance_interval,
+                             grid=grid_for_sample(model.path, args.sampler, args.steps, args.spacing))  # tuned only
     paths = save_reverse(result, args.out, show=args.show)
     sig = result.trajectory.sigmas
     interval = " on ({:g}, {:g}]".format(*result.guidance_interval) if result.guidance_interval else ""

@@ -17,7 +17,8 @@ def add_parser(sub) -> None:
     p.add_argument("--sampler", help=f"sampler display name or id (default {DEFAULT_SAMPLER!r}); "
                                      "see `diffuscope samplers`")
     p.add_argument("--steps", type=types.positive_int, help=f"sampler steps (default {DEFAULT_STEPS})")
-    p.add_argument("--spacing", help="sigma grid: trailing|leading|linspace (discrete models), karras, logsnr")
+    p.add_argument("--spacing", help="sigma grid: trailing|leading|linspace (discrete models), karras, logsnr, "
+                                     "tuned (the model's grid for the sampler, from `diffuscope tune-steps`)")
     p.add_argument("--seed", type=types.seed, help="-1 = random (reported); image i uses seed + i (default 0)")
     p.add_argument("--n", type=types.positive_int, default=None, help="number of images (default 16)")
     p.add_argument("--guidance", type=types.non_negative_float,
@@ -40,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from diffuscope.errors import UsageError
     from diffuscope.generate import generate, image_params, write_images
     from diffuscope.pngmeta import read_png_params
+    from diffuscope.tuned_grids import grid_for_sample
 
     base = {}
     if args.from_image:
@@ -56,10 +58,11 @@ def run(args: argparse.Namespace) -> int:
     n = args.n or (1 if args.from_image else 16)
     u = model.config.unet
     shape = (u.in_channels, u.image_size, u.image_size)
+    sampler = args.sampler or base.get("sampler", DEFAULT_SAMPLER)
+    steps, spacing = args.steps or base.get("steps", DEFAULT_STEPS), args.spacing or base.get("spacing")
+    grid = grid_for_sample(model.path, sampler, steps, spacing, base)  # None unless --spacing tuned
     gen = generate(model.denoiser, model.denoiser.schedule, [label] * n, shape,
-                   sampler=args.sampler or base.get("sampler", DEFAULT_SAMPLER),
-                   steps=args.steps or base.get("steps", DEFAULT_STEPS),
-                   spacing=args.spacing or base.get("spacing"),
+                   sampler=sampler, steps=steps, spacing=spacing, grid=grid,
                    guidance=args.guidance if args.guidance is not None else base.get("guidance", DEFAULT_GUIDANCE),
                    guidance_interval=(args.guidance_interval if args.guidance_interval is not None
                                       else base.get("guidance_interval")),
