@@ -157,3 +157,19 @@ def test_sweep_rows_side_by_side_and_missing_step_counts(tmp_path):
     with pytest.raises(UsageError, match="different names"):
         tuned_grids.split_spacings("karras,karras")
     assert tuned_grids.reference_spacing("karras,tuned") is None and tuned_grids.reference_spacing("logsnr") == "logsnr"
+
+
+def test_the_shipped_model_ships_tuned_grids_for_the_default_sampler():
+    """`--spacing tuned` works out of the box on the shipped model: its folder's tuned_grids.json (listed in its
+    manifest) holds iPNDM grids from its sigma_max at the tuned step counts."""
+    from diffuscope.checkpoint import load_config, read_manifest, resolve_checkpoint
+    from diffuscope.defaults import DEFAULT_SAMPLER
+
+    ckpt = resolve_checkpoint("mnist")
+    assert tuned_grids.TUNED_FILE in read_manifest(ckpt)["files"]
+    table = tuned_grids.tuned_table(ckpt, DEFAULT_SAMPLER)
+    assert sorted(table) == [5, 8, 10, 12, 15]
+    sigma_max = load_config(ckpt)[0].schedule.sigma_max
+    for steps in table:
+        grid = tuned_grids.grid_for(ckpt, None, steps, "tuned", DEFAULT_SAMPLER)
+        assert grid.steps == steps and float(grid.sigmas[0]) == sigma_max

@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
               "calibration_mse": {str(k): g.calibration_mse for k, g in sorted(found.items())},
               "wall_s": {"teacher": round(t_teacher, 1), "search": round(t_search, 1)},
               "threads": torch.get_num_threads(), "device": str(device), "evaluation": evaluation,
-              "model_path": str(model.path), "model_step": model.step}
+              "model": str(args.model), "model_step": model.step}
     doc = tuned_grids.empty()
     doc["grids"][spec.id] = {str(k): g.sigmas for k, g in sorted(found.items())}
     doc["tuning"][spec.id] = [record]
