@@ -42,9 +42,10 @@ class ReverseResult:
 def reverse_process(model, prompt: str | None = None, *, steps: int = 50, sampler: str = DEFAULT_SAMPLER,
                     guidance: float = 1.0, seed: int = 0, spacing: str | None = None,
                     device: str | torch.device = "cpu", guidance_interval: tuple[float, float] | None = None,
-                    on_event=None, cancel=None) -> ReverseResult:
+                    on_event=None, cancel=None, grid=None) -> ReverseResult:
     """Generate one image with a ``DiffusionModel`` (exactly as ``generate_from_prompts`` does for this seed) and
-    keep every step's state and prediction, decoded to pixels for a latent model."""
+    keep every step's state and prediction, decoded to pixels for a latent model. ``grid`` (a SigmaGrid, e.g. a
+    tuned one) overrides ``steps`` and ``spacing``."""
     from diffuscope.generate import generate_from_prompts
 
     xs, ds = [], []
@@ -56,7 +57,7 @@ def reverse_process(model, prompt: str | None = None, *, steps: int = 50, sample
     prompt = model.conditioner.check(prompt)
     gen = generate_from_prompts(model, None if prompt is None else [prompt], n=1, sampler=sampler, steps=steps,
                                 spacing=spacing, guidance=guidance, guidance_interval=guidance_interval, seed=seed,
-                                device=device, callback=record, on_event=on_event, cancel=cancel)
+                                device=device, callback=record, on_event=on_event, cancel=cancel, grid=grid)
     sigmas = gen.grid.sigmas.double().cpu()
     x, denoised = torch.stack(xs), torch.stack(ds)
     if model.is_latent:  # decode the VP-scaled state and the predicted clean latent, step by step

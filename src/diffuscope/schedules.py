@@ -11,6 +11,7 @@ The forward process ("forward is fixed, simple math") is here in both forms: the
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 
@@ -20,7 +21,8 @@ from torch import Tensor
 from diffuscope.errors import UsageError, choices_error
 
 SCHEDULES = ("linear", "cosine", "scaled_linear", "edm")
-GRIDS = ("trailing", "leading", "linspace", "karras", "logsnr")
+GRIDS = ("trailing", "leading", "linspace", "karras", "logsnr", "tuned")
+TUNED = "tuned"  # a grid searched per model and sampler (tuning.py), stored with the model (tuned_grids.py)
 DISCRETE_GRIDS = ("trailing", "leading", "linspace")
 # diffusers sets the last alpha_bar of a zero-terminal-SNR schedule to this, so that sigma_max stays finite.
 ZERO_SNR_ALPHA_BAR = 2.0**-24
@@ -299,13 +301,18 @@ def logsnr_sigmas(steps: int, sigma_min: float, sigma_max: float) -> Tensor:
     return torch.linspace(math.log(sigma_max), math.log(sigma_min), steps, dtype=torch.float64).exp()
 
 
-def make_grid(schedule: Schedule, steps: int, spacing: str | None = None, *, rho: float = 7.0) -> SigmaGrid:
-    """The sigma grid for ``steps`` sampler steps. Default spacing: trailing for discrete, karras for continuous."""
+def make_grid(schedule: Schedule, steps: int, spacing: str | None = None, *, rho: float = 7.0,
+              tuned: Mapping[int, Sequence[float]] | None = None) -> SigmaGrid:
+    """The sigma grid for ``steps`` sampler steps. Default spacing: trailing for discrete, karras for continuous.
+    Spacing "tuned" takes the grid from ``tuned`` ({steps: sigmas ending at 0}, one sampler's tuned grids:
+    ``tuned_grids.tuned_table``)."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise UsageError(f"steps must be a positive integer, got {steps!r}")
     spacing = spacing or ("trailing" if schedule.is_discrete else "karras")
     if spacing not in GRIDS:
         raise choices_error("grid spacing", spacing, GRIDS)
+    if spacing == TUNED:
+        return tuned_sigma_grid(tuned, steps)
     zero = torch.zeros(1, dtype=torch.float64)
     if spacing in DISCRETE_GRIDS:
         if not schedule.is_discrete:
@@ -317,6 +324,18 @@ def make_grid(schedule: Schedule, steps: int, spacing: str | None = None, *, rho
     else:
         sigmas = logsnr_sigmas(steps, schedule.sigma_min, schedule.sigma_max)
     return SigmaGrid(torch.cat([sigmas, zero]), spacing)
+
+
+def tuned_sigma_grid(tuned: Mapping[int, Sequence[float]] | None, steps: int) -> SigmaGrid:
+    """The grid ``tuned[steps]`` (exact sigmas ending at 0) as a SigmaGrid with spacing "tuned"."""
+    if not tuned:
+        raise UsageError("spacing 'tuned' needs grids tuned for this model and sampler: run `diffuscope "
+                         "tune-steps --model M --sampler S --steps ... --out DIR --install`")
+    if steps not in tuned:
+        raise UsageError(f"no tuned grid for {steps} steps (tuned: {', '.join(map(str, sorted(tuned)))})")
+    sigmas = torch.tensor([float(s) for s in tuned[steps]], dtype=torch.float64)
+    check_sigmas(sigmas)
+    return SigmaGrid(sigmas, TUNED)
 
 
 def check_sigmas(sigmas: Tensor) -> list[float]:

@@ -13,7 +13,8 @@ import sys
 from diffuscope.errors import UsageError
 from diffuscope.validate import one_line
 
-COMMANDS = ("demo", "train", "sample", "info", "samplers", "sweep", "classifier", "forward", "reverse", "phases")
+COMMANDS = ("demo", "train", "sample", "info", "samplers", "sweep", "classifier", "forward", "reverse", "phases",
+            "tune_steps", "invert")  # module names; tune_steps registers `tune-steps`
 
 
 class _Parser(argparse.ArgumentParser):

@@ -24,7 +24,8 @@ def add_parser(sub) -> None:
     p.add_argument("--sampler", default=DEFAULT_SAMPLER, type=types.name,
                    help=f"sampler name or id (default {DEFAULT_SAMPLER!r})")
     p.add_argument("--spacing", type=types.name,
-                   help="sigma grid: trailing|leading|linspace (discrete models), karras, logsnr")
+                   help="sigma grid: trailing|leading|linspace (discrete models), karras, logsnr, "
+                        "tuned (`diffuscope tune-steps`)")
     p.add_argument("--guidance", type=types.guidance,
                    help=f"classifier-free guidance scale, 1 = off (default {DEFAULT_GUIDANCE:g})")
     p.add_argument("--guidance-interval", type=types.interval, metavar="LO,HI",
@@ -40,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from diffuscope.outputs import prepare_out
     from diffuscope.reverse_process import reverse_process, save_reverse, show_indices
     from diffuscope.samplers import get_sampler
+    from diffuscope.tuned_grids import grid_for_sample
 
     show_indices(args.steps, args.show)  # reject a bad --show before loading anything
     get_sampler(args.sampler)
@@ -50,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         DEFAULT_GUIDANCE if model.conditioner.has_null else 1.0)
     result = reverse_process(model, args.prompt, steps=args.steps, sampler=args.sampler, guidance=guidance,
                              seed=args.seed, spacing=args.spacing, device=device,
-                             guidance_interval=args.guidance_interval)
+                             guidance_interval=args.guidance_interval,
+                             grid=grid_for_sample(model.path, args.sampler, args.steps, args.spacing))  # tuned only
     paths = save_reverse(result, args.out, show=args.show)
     sig = result.trajectory.sigmas
     interval = " on ({:g}, {:g}]".format(*result.guidance_interval) if result.guidance_interval else ""

@@ -19,7 +19,8 @@ def add_parser(sub) -> None:
                                      "see `diffuscope samplers`")
     p.add_argument("--steps", type=types.steps, help=f"sampler steps (default {DEFAULT_STEPS})")
     p.add_argument("--spacing", type=types.name,
-                   help="sigma grid: trailing|leading|linspace (discrete models), karras, logsnr")
+                   help="sigma grid: trailing|leading|linspace (discrete models), karras, logsnr, "
+                        "tuned (the model's grid for the sampler, from `diffuscope tune-steps`)")
     p.add_argument("--seed", type=types.seed, help="-1 = random (reported); image i uses seed + i (default 0)")
     p.add_argument("--n", type=types.count, default=None, help="number of images (default 16)")
     p.add_argument("--guidance", type=types.guidance,
@@ -42,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from diffuscope.generate import generate_from_prompts, image_params, write_images
     from diffuscope.outputs import prepare_out
     from diffuscope.pngmeta import read_png_params
+    from diffuscope.tuned_grids import grid_for_sample
 
     args.out = prepare_out(args.out, "sample")  # the --out rule (outputs.py): new, empty or our earlier images
     base = {}
@@ -59,11 +61,11 @@ def run(args: argparse.Namespace) -> int:
         prompt = None
     n = args.n or (1 if args.from_image else 16)
     default_guidance = DEFAULT_GUIDANCE if model.conditioner.has_null else 1.0
+    sampler = args.sampler if args.sampler is not None else base.get("sampler", DEFAULT_SAMPLER)
+    steps, spacing = args.steps or base.get("steps", DEFAULT_STEPS), args.spacing or base.get("spacing")
+    grid = grid_for_sample(model.path, sampler, steps, spacing, base)  # None unless --spacing tuned
     gen = generate_from_prompts(
-        model, None if prompt is None else [prompt], n=n,
-        sampler=args.sampler if args.sampler is not None else base.get("sampler", DEFAULT_SAMPLER),
-        steps=args.steps or base.get("steps", DEFAULT_STEPS),
-        spacing=args.spacing or base.get("spacing"),
+        model, None if prompt is None else [prompt], n=n, sampler=sampler, steps=steps, spacing=spacing, grid=grid,
         guidance=args.guidance if args.guidance is not None else base.get("guidance", default_guidance),
         guidance_interval=(args.guidance_interval if args.guidance_interval is not None
                            else base.get("guidance_interval")),

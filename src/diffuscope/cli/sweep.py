@@ -39,8 +39,9 @@ def add_parser(sub) -> None:
     p.add_argument("--guidance-interval", type=types.interval, metavar="LO,HI",
                    help="apply guidance only where LO < sigma <= HI, as `sample` (default: everywhere)")
     p.add_argument("--spacing", type=types.name,
-                   help="sigma grid: trailing|leading|linspace (discrete models), karras, logsnr "
-                                     "(default: the model's)")
+                   help="sigma grid: trailing|leading|linspace (discrete models), karras, logsnr, "
+                        "tuned (the model's tuned grids, `diffuscope tune-steps`); several, e.g. "
+                        "karras,tuned, side by side (default: the model's)")
     p.add_argument("--reference-sampler", default="Heun", type=types.name,
                    help="deterministic sampler of the convergence reference (default Heun)")
     p.add_argument("--reference-steps", type=types.steps,
@@ -83,9 +84,9 @@ def _dry_run(config, model_ref: str, device) -> int:
     from diffuscope.checkpoint import load_model
     from diffuscope.errors import UsageError
     from diffuscope.samplers import get_sampler
-    from diffuscope.schedules import make_grid
     from diffuscope.sweep import prompt_labels
     from diffuscope.sweep.config import reference_steps
+    from diffuscope.tuned_grids import sweep_rows
 
     model = load_model(model_ref, device=device)
     if model.conditioner.kind == "class":
@@ -100,10 +101,14 @@ def _dry_run(config, model_ref: str, device) -> int:
     print(f"prompts: {', '.join(prompts)} (round-robin over {config.n} images)")
     ref_steps = reference_steps(config, T)
     total = get_sampler(config.reference_sampler).nfe(ref_steps)
-    for steps in config.steps:
-        grid = make_grid(schedule, steps, config.spacing)
-        print(f"steps {steps} ({grid.spacing}): sigmas {', '.join(f'{s:.4g}' for s in grid.sigmas.tolist())}")
-    total += sum(get_sampler(s).nfe(k) for s in config.samplers for k in config.steps)
+    rows, notes = sweep_rows(model.path, schedule, config.samplers, config.steps, config.spacing)  # tuned grids
+    for label, _, per in rows:
+        for steps, grid in per.items():
+            print(f"{label}, steps {steps} ({grid.spacing}): sigmas "
+                  f"{', '.join(f'{s:.4g}' for s in grid.sigmas.tolist())}")
+    for note in notes:
+        print(f"note: {note}")
+    total += sum(spec.nfe(k) for _, spec, per in rows for k in per)
     batches = -(-config.n // config.batch_size)
     print(f"reference: {get_sampler(config.reference_sampler).name} {ref_steps} steps; "
           f"total {total} NFE x {batches} batch(es) of up to {config.batch_size} images")

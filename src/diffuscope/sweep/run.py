@@ -91,9 +91,10 @@ class SweepResult:
         return [m.key for m in METRICS if m.key in present]
 
     def cell(self, sampler: str, steps: int) -> Cell | None:
+        """The cell of a sampler (any of its names) or of a row label such as "iPNDM (tuned)"."""
         from diffuscope.samplers import get_sampler
 
-        name = get_sampler(sampler).name
+        name = sampler if any(c.sampler == sampler for c in self.cells) else get_sampler(sampler).name
         return next((c for c in self.cells if c.sampler == name and c.steps == steps), None)
 
     def to_dict(self) -> dict[str, Any]:
@@ -194,6 +195,7 @@ def sweep(model, config: SweepConfig | None = None, *, schedule=None, shape: tup
     from diffuscope.model import DiffusionModel
     from diffuscope.samplers import get_sampler, resolve_seed
     from diffuscope.schedules import make_grid
+    from diffuscope.tuned_grids import reference_spacing, sweep_rows
 
     config = config or SweepConfig()
     check_config(config)
@@ -214,8 +216,11 @@ def sweep(model, config: SweepConfig | None = None, *, schedule=None, shape: tup
     if T is not None and max(config.steps) > T:
         raise UsageError(f"steps {max(config.steps)} > T={T}: this discrete-time model has only {T} timesteps")
     ref_steps = reference_steps(config, T)
-    grids = {s: make_grid(inputs.schedule, s, config.spacing) for s in config.steps}
-    ref_grid = make_grid(inputs.schedule, ref_steps, config.spacing)
+    # one row per sampler and spacing (`--spacing karras,tuned` side by side; tuned grids from the model folder)
+    rows, grid_notes = sweep_rows(inputs.info.get("model_path"), inputs.schedule, config.samplers, config.steps,
+                                  config.spacing)
+    grids = {(label, k): g for label, _, per in rows for k, g in per.items()}
+    ref_grid = make_grid(inputs.schedule, ref_steps, reference_spacing(config.spacing))
 
     n, labels_t = config.n, inputs.labels
     if labels_t is not None and len(labels_t) != n:
@@ -229,10 +234,10 @@ def sweep(model, config: SweepConfig | None = None, *, schedule=None, shape: tup
                   reference_images=inputs.reference_images, ci_resamples=ci, seed=seed,
                   num_classes=num_classes or (len(inputs.class_names) or None))
     f_dim = None if meter.ref_f is None else meter.ref_f.shape[1]
-    notes = _notes(config, specs, grids, ref_steps, groups, inputs, f_dim)
+    notes = _notes(config, specs, grids, ref_steps, groups, inputs, f_dim) + grid_notes
 
     batches = math.ceil(n / config.batch_size)
-    total = batches * (ref_spec.nfe(ref_steps) + sum(s.nfe(k) for s in specs for k in config.steps))
+    total = batches * (ref_spec.nfe(ref_steps) + sum(s.nfe(k) for _, s, per in rows for k in per))
     denoiser = _Ticker(inputs.denoiser, total, on_event, cancel)
     common = {"guidance": config.guidance, "guidance_interval": config.guidance_interval, "seed": seed,
               "null_label": inputs.null_label, "batch_size": config.batch_size, "device": device, **common_n}
@@ -256,17 +261,17 @@ def sweep(model, config: SweepConfig | None = None, *, schedule=None, shape: tup
         reference.update(nfe=ref.nfe, wall_s=time.perf_counter() - start)
         meter.set_convergence_reference(ref.images)
         ref_images = ref.images[: config.grid_rows]
-        for spec in specs:
-            for steps in config.steps:
-                denoiser.stage = f"{spec.name} {steps} steps"
+        for label, spec, per in rows:
+            for steps in per:
+                denoiser.stage = f"{label} {steps} steps"
                 run = partial(generate, denoiser, inputs.schedule, gen_cond, inputs.shape, sampler=spec.name,
-                              grid=grids[steps], **common)
-                cells.append(_cell(spec, steps, run, meter, labels_t, config.grid_rows))
+                              grid=per[steps], **common)
+                cells.append(_cell(spec, steps, run, meter, labels_t, config.grid_rows, label))
                 if on_cell is not None:
                     on_cell(cells[-1])
     except (KeyboardInterrupt, Cancelled):
         interrupted = True
-        notes.append(f"interrupted: {len(cells)} of {len(specs) * len(config.steps)} cells finished")
+        notes.append(f"interrupted: {len(cells)} of {sum(len(per) for _, _, per in rows)} cells finished")
     info = {**inputs.info, "shape": list(inputs.shape), "guidance_used": common["guidance"],
             "guidance_interval_used": (None if common["guidance"] == 1 or common["guidance_interval"] is None
                                        else list(common["guidance_interval"]))}
@@ -275,14 +280,16 @@ def sweep(model, config: SweepConfig | None = None, *, schedule=None, shape: tup
                        time.perf_counter() - t0, ref_images)
 
 
-def _cell(spec, steps: int, run: Callable, meter: Meter, labels: Tensor | None, grid_rows: int) -> Cell:
-    """Generate one cell (``run()`` -> Generation), time it and measure it."""
+def _cell(spec, steps: int, run: Callable, meter: Meter, labels: Tensor | None, grid_rows: int,
+          label: str | None = None) -> Cell:
+    """Generate one cell (``run()`` -> Generation), time it and measure it; ``label`` names its row (default the
+    sampler's name)."""
     start = time.perf_counter()
     gen = run()
     wall = time.perf_counter() - start
     start = time.perf_counter()
     m = meter.measure(gen.images, labels)
-    return Cell(spec.name, spec.id, spec.deterministic, steps, gen.nfe, spec.nfe(steps), wall,
+    return Cell(label or spec.name, spec.id, spec.deterministic, steps, gen.nfe, spec.nfe(steps), wall,
                 time.perf_counter() - start, gen.grid.describe(), m.values, m.intervals, m.extra,
                 gen.images[:grid_rows].clone(), m.samples)
 

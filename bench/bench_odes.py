@@ -1,0 +1,117 @@
+"""The ODE both ways on a shipped (or any) model: tuned grids against the default grid, and inversion round trips.
+
+    python bench/bench_odes.py --part tuned  [--model mnist] [--n 64] [--reference-steps 100]
+    python bench/bench_odes.py --part invert [--model mnist] [--n 200] [--steps 10,25,50,100] [--samplers iPNDM]
+
+tuned:  for every grid in the model's tuned_grids.json, the mean per-image RMSE (grey levels) to a high-NFE
+        reference (the default sampler on the default grid) from the same noise, seeds 0..n-1 (disjoint from the
+        calibration seeds of `diffuscope tune-steps`), default grid vs tuned grid, side by side in one run, at the
+        default guidance. (The FD targets are measured by `diffuscope sweep --spacing tuned`, docs/benchmarks.md.)
+invert: n held-out real images (the model's data set, test split, the first n), each inverted with its true class
+        and guidance 1, regenerated on the same grid; the fraction within one grey level RMSE, the median and the
+        90th percentile RMSE, per sampler and step count.
+
+Prints a table and writes JSON with --json FILE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from diffuscope import tuned_grids, tuning
+from diffuscope.checkpoint import load_model
+from diffuscope.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
+from diffuscope.guidance import CFGDenoiser
+from diffuscope.inversion import round_trip
+from diffuscope.samplers import get_sampler, make_generators, randn
+from diffuscope.schedules import make_grid
+
+
+def part_tuned(model, args) -> list[dict]:
+    u = model.config.unet
+    shape = (u.in_channels, u.image_size, u.image_size)
+    schedule = model.denoiser.schedule
+    denoiser = CFGDenoiser(model.denoiser, args.guidance, u.num_classes) if args.guidance != 1 else model.denoiser
+    labels = torch.arange(args.n) % u.num_classes
+    noise = randn((args.n, *shape), make_generators(0, args.n))
+    t0 = time.perf_counter()
+    ref = tuning.solve(denoiser, noise, make_grid(schedule, args.reference_steps).sigmas, sampler=DEFAULT_SAMPLER,
+                       cond=labels, batch_size=args.batch_size)
+    print(f"reference: {DEFAULT_SAMPLER} {args.reference_steps} steps, {args.n} images, "
+          f"{time.perf_counter() - t0:.0f} s")
+    rows = []
+    for sampler_id, table in tuned_grids.load_tuned(model.path)["grids"].items():
+        name = get_sampler(sampler_id).name
+        for steps in sorted(table, key=int):
+            k = int(steps)
+            row = {"sampler": name, "steps": k}
+            for label, sigmas in (("default", make_grid(schedule, k).sigmas),
+                                  ("tuned", torch.tensor(table[steps], dtype=torch.float64))):
+                images = tuning.solve(denoiser, noise, sigmas, sampler=name, cond=labels, batch_size=args.batch_size)
+                row[label] = float(tuning.rmse_per_image(images, ref).mean()) * 127.5
+            row["change"] = row["tuned"] / row["default"] - 1
+            rows.append(row)
+            print(f"{name:10s} {k:4d} steps: RMSE {row['default']:6.2f} (default grid) -> {row['tuned']:6.2f} "
+                  f"(tuned) grey levels, {row['change']:+.0%}", flush=True)
+    return rows
+
+
+def part_invert(model, args) -> list[dict]:
+    from diffuscope.data import load_dataset
+
+    u = model.config.unet
+    data = (model.run_config.get("data") or {}).get("name") or "mnist"
+    test = load_dataset(data, split="test", image_size=u.image_size, channels=u.in_channels)
+    images, labels = test.images[: args.n], test.labels[: args.n]
+    schedule = model.denoiser.schedule
+    rows = []
+    for sampler in args.samplers.split(","):
+        for steps in (int(s) for s in args.steps.split(",")):
+            t0 = time.perf_counter()
+            rt = round_trip(model.denoiser, images, make_grid(schedule, steps).sigmas, sampler=sampler, cond=labels,
+                            batch_size=args.batch_size)
+            grey = rt.rmse_grey
+            row = {"sampler": get_sampler(sampler).name, "steps": steps, "n": len(images),
+                   "within_one_grey_level": float((grey <= 1).float().mean()),
+                   "median_grey_levels": float(grey.median()), "p90_grey_levels": float(grey.quantile(0.9)),
+                   "max_grey_levels": float(grey.max()), "noise_std": float(rt.noise.std()),
+                   "wall_s": round(time.perf_counter() - t0, 1)}
+            rows.append(row)
+            print(f"{row['sampler']:10s} {steps:4d} steps: {row['within_one_grey_level']:.1%} within one grey level; "
+                  f"median {row['median_grey_levels']:.2f}, p90 {row['p90_grey_levels']:.2f}, max "
+                  f"{row['max_grey_levels']:.2f} grey levels; noise std {row['noise_std']:.3f}; "
+                  f"{row['wall_s']:.0f} s", flush=True)
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--part", choices=("tuned", "invert"), required=True)
+    p.add_argument("--model", default="mnist")
+    p.add_argument("--n", type=int, default=None, help="images (default 64 tuned, 200 invert)")
+    p.add_argument("--reference-steps", type=int, default=100)
+    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help="tuned part only")
+    p.add_argument("--steps", default="10,25,50,100", help="invert part")
+    p.add_argument("--samplers", default=DEFAULT_SAMPLER, help="invert part, comma-separated")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    p.add_argument("--json", help="write the rows to this file")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.n = args.n or (64 if args.part == "tuned" else 200)
+    model = load_model(args.model)
+    t0 = time.perf_counter()
+    rows = part_tuned(model, args) if args.part == "tuned" else part_invert(model, args)
+    print(f"total {time.perf_counter() - t0:.0f} s, {torch.get_num_threads()} thread(s)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "rows": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""``diffuscope tune-steps``: search, per step count, the sigma grid that brings a sampler closest to a high-NFE
+teacher from the same noise (dynamic programming, tuning.py), evaluate it against the model's default grid on other
+seeds, and store it (``--install``) with the model so that ``--spacing tuned`` uses it."""
+
+from __future__ import annotations
+
+import argparse
+
+from diffuscope.cli import args as types
+from diffuscope.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
+
+DEFAULT_STEPS = "5,8,10,12,15"
+CALIBRATION_SEED = 1_000_000  # far from the seeds users and the sweep start at (0): calibration and evaluation differ
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("tune-steps", help="tune the sigma grid per step count for one model and sampler",
+                       description="Dynamic programming over a fine grid against a high-NFE teacher from the same "
+                                   "noise (GITS, Chen et al. 2024; OSS, Pei et al. 2025). Writes tuned_grids.json "
+                                   "and a report to --out; --install adds the grids to the model's folder, where "
+                                   "`--spacing tuned` finds them.")
+    p.add_argument("--model", required=True, help="checkpoint folder, run folder, or a built-in model name")
+    p.add_argument("--steps", default=DEFAULT_STEPS, help=f"step counts to tune (default {DEFAULT_STEPS})")
+    p.add_argument("--sampler", default=DEFAULT_SAMPLER, help=f"the sampler to tune (default {DEFAULT_SAMPLER!r})")
+    p.add_argument("--prompt", action="append", metavar="PROMPT",
+                   help="a class name; repeat for several (default: all classes, round-robin)")
+    p.add_argument("--seeds", type=types.positive_int, default=32, help="calibration images (default 32)")
+    p.add_argument("--seed", type=types.non_negative_int, default=CALIBRATION_SEED,
+                   help=f"calibration image i uses seed + i (default {CALIBRATION_SEED})")
+    p.add_argument("--eval-seeds", type=types.non_negative_int, default=64,
+                   help="evaluation images, disjoint from the calibration ones (default 64; 0 = no evaluation)")
+    p.add_argument("--eval-seed", type=types.non_negative_int, default=0,
+                   help="evaluation image i uses eval-seed + i (default 0, as `sample` and `sweep`)")
+    p.add_argument("--teacher", default=DEFAULT_SAMPLER, help=f"deterministic teacher (default {DEFAULT_SAMPLER!r})")
+    p.add_argument("--fine-steps", type=types.positive_int, default=100,
+                   help="the teacher's steps on the model's default grid: the candidate sigmas (default 100)")
+    p.add_argument("--reference-steps", type=types.positive_int, default=200,
+                   help="steps of the evaluation reference (the teacher on the default grid; default 200)")
+    p.add_argument("--refine-rounds", type=types.non_negative_int, default=1,
+                   help="rounds of coordinate descent on the final error after the search (default 1; 0 = none)")
+    p.add_argument("--guidance", type=types.non_negative_float, default=DEFAULT_GUIDANCE,
+                   help=f"classifier-free guidance during tuning and evaluation (default {DEFAULT_GUIDANCE:g})")
+    p.add_argument("--guidance-interval", type=types.interval, metavar="LO,HI")
+    p.add_argument("--batch-size", type=types.positive_int, default=256, help="images per network call")
+    p.add_argument("--install", action="store_true",
+                   help="also add the grids to the model folder's tuned_grids.json (an existing different grid "
+                        "for the same sampler and steps is never replaced)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import time
+    from pathlib import Path
+
+    import torch
+
+    from diffuscope import tuned_grids, tuning
+    from diffuscope.checkpoint import load_model, write_json_atomic
+    from diffuscope.device import pick_device
+    from diffuscope.errors import UsageError
+    from diffuscope.guidance import CFGDenoiser, check_interval
+    from diffuscope.samplers import get_sampler, make_generators, randn
+    from diffuscope.schedules import make_grid
+    from diffuscope.sweep import parse_steps, prompt_labels
+
+    spec, teacher = get_sampler(args.sampler), get_sampler(args.teacher)
+    tuning.stepper(spec.name)
+    steps = parse_steps(args.steps)
+    cal = range(args.seed, args.seed + args.seeds)
+    ev = range(args.eval_seed, args.eval_seed + args.eval_seeds)
+    if args.eval_seeds and max(cal.start, ev.start) < min(cal.stop, ev.stop):
+        raise UsageError(f"calibration seeds {cal.start}..{cal.stop - 1} and evaluation seeds {ev.start}.."
+                         f"{ev.stop - 1} overlap: they must be disjoint")
+    if max(steps) > args.fine_steps:
+        raise UsageError(f"--fine-steps {args.fine_steps} must be >= the largest step count {max(steps)}")
+    out = Path(args.out)
+    if (out / tuned_grids.TUNED_FILE).exists():
+        raise UsageError(f"{out / tuned_grids.TUNED_FILE} exists: choose a new --out (nothing is overwritten)")
+    device = pick_device(args.device)
+    model = load_model(args.model, device=device)
+    u = model.config.unet
+    shape = (u.in_channels, u.image_size, u.image_size)
+    schedule = model.denoiser.schedule
+    denoiser = model.denoiser
+    interval = check_interval(args.guidance_interval) if args.guidance != 1 else None
+    if args.guidance != 1:
+        denoiser = CFGDenoiser(denoiser, args.guidance, u.num_classes, interval)
+    prompts = tuple(args.prompt or ("all",))
+
+    def batch(seeds: range):
+        labels, _ = prompt_labels(prompts, model.class_names, len(seeds))
+        noise = randn((len(seeds), *shape), make_generators(seeds.start, len(seeds))).to(device)
+        return noise, labels.to(device)
+
+    fine = make_grid(schedule, args.fine_steps)
+    noise, labels = batch(cal)
+    t0 = time.perf_counter()
+    states = tuning.teacher_states(denoiser, noise, fine.sigmas, cond=labels, teacher=teacher.name,
+                                   batch_size=args.batch_size)
+    t_teacher = time.perf_counter() - t0
+    found = tuning.search_grids(denoiser, noise, fine.sigmas, steps, sampler=spec.name, cond=labels,
+                                states=states, batch_size=args.batch_size,
+                                progress=lambda k, n: print(f"level {k}/{n}, {time.perf_counter() - t0:.0f} s",
+                                                            flush=True))
+    if args.refine_rounds:
+        found = {k: tuning.refine_grid(denoiser, noise, fine.sigmas, g, states[-1].to(device), sampler=spec.name,
+                                       cond=labels, rounds=args.refine_rounds) for k, g in found.items()}
+    # stored (and evaluated) as a PNG records them: rounded to 6 decimals (tuned_grids.py)
+    found = {k: tuning.TunedGrid(k, tuned_grids.round_sigmas(g.sigmas), g.calibration_mse) for k, g in found.items()}
+    t_search = time.perf_counter() - t0 - t_teacher
+    rows = []
+    evaluation = None
+    if args.eval_seeds:
+        t1 = time.perf_counter()
+        e_noise, e_labels = batch(ev)
+        ref = tuning.solve(denoiser, e_noise, make_grid(schedule, args.reference_steps).sigmas,
+                           sampler=teacher.name, cond=e_labels, batch_size=args.batch_size)
+        for k, g in sorted(found.items()):
+            default = make_grid(schedule, k)
+            errs = {}
+            for name, sigmas in ((default.spacing, default.sigmas), ("tuned", torch.tensor(g.sigmas))):
+                images = tuning.solve(denoiser, e_noise, sigmas.to(torch.float64), sampler=spec.name, cond=e_labels,
+                                      batch_size=args.batch_size)
+                errs[name] = float(tuning.rmse_per_image(images, ref).mean()) * 127.5
+            rows.append({"steps": k, f"rmse_{default.spacing}": errs[default.spacing], "rmse_tuned": errs["tuned"],
+                         "change": errs["tuned"] / errs[default.spacing] - 1})
+        evaluation = {"seeds": [ev.start, ev.stop - 1], "reference": f"{teacher.name} {args.reference_steps} steps",
+                      "rmse_unit": "grey levels (mean over images of the per-image RMSE, x 127.5)", "rows": rows,
+                      "wall_s": round(time.perf_counter() - t1, 1)}
+    record = {"sampler": spec.name, "teacher": f"{teacher.name} {args.fine_steps} steps ({fine.spacing})",
+              "refine_rounds": args.refine_rounds,
+              "guidance": args.guidance, "guidance_interval": None if interval is None else list(interval),
+              "prompts": list(prompts), "calibration_seeds": [cal.start, cal.stop - 1],
+              "calibration_mse": {str(k): g.calibration_mse for k, g in sorted(found.items())},
+              "wall_s": {"teacher": round(t_teacher, 1), "search": round(t_search, 1)},
+              "threads": torch.get_num_threads(), "device": str(device), "evaluation": evaluation,
+              "model": str(args.model), "model_step": model.step}
+    doc = tuned_grids.empty()
+    doc["grids"][spec.id] = {str(k): g.sigmas for k, g in sorted(found.items())}
+    doc["tuning"][spec.id] = [record]
+    tuned_grids.check_tuned(doc)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / tuned_grids.TUNED_FILE, doc)
+    print(f"tuned {spec.name} against {record['teacher']} on {args.seeds} calibration images: teacher "
+          f"{t_teacher:.1f} s, search {t_search:.1f} s")
+    for k, g in sorted(found.items()):
+        row = next((r for r in rows if r["steps"] == k), None)
+        ev_text = "" if row is None else (f"; RMSE to the reference {row[f'rmse_{make_grid(schedule, k).spacing}']:.2f}"
+                                          f" -> {row['rmse_tuned']:.2f} grey levels ({row['change']:+.0%})")
+        print(f"{k} steps: {', '.join(f'{s:.4g}' for s in g.sigmas)}{ev_text}")
+    if args.install:
+        target = Path(model.path) / tuned_grids.TUNED_FILE
+        merged = tuned_grids.merge_tuned(tuned_grids.load_tuned(model.path), doc)
+        write_json_atomic(target, merged)
+        print(f"installed: {target}")
+    print(out / tuned_grids.TUNED_FILE)
+    print(json.dumps(evaluation) if evaluation else "no evaluation (--eval-seeds 0)")
+    return 0

@@ -1,0 +1,126 @@
+"""`diffuscope tune-steps` -> `--spacing tuned` in `sample` (and `--from`) and `sweep`; `diffuscope invert`."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from diffuscope.cli import main
+from diffuscope.pngmeta import read_png_params
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def tuned_model(tiny_model, tmp_path_factory):
+    """A copy of the tiny model with Euler grids tuned at 2 and 3 steps, installed in its checkpoint folder."""
+    from diffuscope.checkpoint import resolve_checkpoint
+
+    run = shutil.copytree(tiny_model, tmp_path_factory.mktemp("tuned") / "run")
+    out = tmp_path_factory.mktemp("tuned") / "t"
+    code = main([str(a) for a in ("tune-steps", "--model", run, "--steps", "2,3", "--sampler", "Euler", "--prompt",
+                                  "7", "--seeds", "2", "--eval-seeds", "2", "--fine-steps", "8",
+                                  "--reference-steps", "12", "--install", "--out", out)])
+    assert code == 0
+    return run, out, resolve_checkpoint(run)
+
+
+def test_tune_steps_writes_and_installs_grids(tuned_model):
+    _, out, ckpt = tuned_model
+    doc = json.loads((out / "tuned_grids.json").read_text())
+    assert json.loads((ckpt / "tuned_grids.json").read_text())["grids"] == doc["grids"]
+    grids = doc["grids"]["euler"]
+    assert sorted(grids) == ["2", "3"] and all(len(v) == int(k) + 1 and v[-1] == 0 for k, v in grids.items())
+    record = doc["tuning"]["euler"][0]
+    assert record["calibration_seeds"] == [1_000_000, 1_000_001] and record["evaluation"]["seeds"] == [0, 1]
+    assert {r["steps"] for r in record["evaluation"]["rows"]} == {2, 3}
+
+
+def test_tune_steps_never_overwrites_and_rejects_bad_input(tuned_model, capsys):
+    run, out, _ = tuned_model
+    base = ("tune-steps", "--model", run, "--steps", "2", "--sampler", "Euler", "--seeds", "2", "--fine-steps", "4")
+    code, _, err = _run(capsys, *base, "--out", out)
+    assert code == 2 and "exists" in err and len(err.strip().splitlines()) == 1
+    code, _, err = _run(capsys, *base, "--eval-seed", "1000001", "--out", out / "x")
+    assert code == 2 and "overlap" in err
+    code, _, err = _run(capsys, *base[:-4], "--sampler", "Heun", "--out", out / "y")
+    assert code == 2 and "no one-step form" in err
+    code, _, err = _run(capsys, *base[:-2], "--fine-steps", "1", "--out", out / "z")
+    assert code == 2 and "--fine-steps 1" in err
+
+
+def test_sample_with_tuned_spacing_records_the_grid_and_reproduces_it(tuned_model, capsys, tmp_path):
+    run, _, ckpt = tuned_model
+    sigmas = json.loads((ckpt / "tuned_grids.json").read_text())["grids"]["euler"]["3"]
+    code, _, err = _run(capsys, "sample", "--model", run, "--prompt", "7", "--sampler", "Euler", "--steps",
+                              "3", "--spacing", "tuned", "--n", "1", "--out", tmp_path / "a")
+    assert code == 0, err
+    png = tmp_path / "a" / "00000-0.png"
+    _, params = read_png_params(png)
+    assert params["grid"]["sigmas"] == sigmas and params["spacing"] == "tuned"
+    code, info, _ = _run(capsys, "info", png)
+    assert "Schedule type: tuned" in info
+    code, _, err = _run(capsys, "sample", "--from", png, "--out", tmp_path / "b")
+    assert code == 0, err
+    again = np.asarray(Image.open(tmp_path / "b" / "00000-0.png"))
+    assert np.array_equal(again, np.asarray(Image.open(png)))
+    code, _, err = _run(capsys, "sample", "--model", run, "--prompt", "7", "--sampler", "Euler", "--steps", "4",
+                        "--spacing", "tuned", "--out", tmp_path / "c")
+    assert code == 2 and "no tuned grid for 4 steps (tuned: 2, 3)" in err
+    code, _, err = _run(capsys, "sample", "--model", run, "--prompt", "7", "--steps", "3", "--spacing", "tuned",
+                        "--out", tmp_path / "d")
+    assert code == 2 and "no grids tuned for iPNDM" in err
+
+
+def test_sweep_compares_karras_and_tuned_side_by_side(tuned_model, capsys, tmp_path):
+    run, _, ckpt = tuned_model
+    code, _, err = _run(capsys, "sweep", "--model", run, "--prompt", "7", "--steps", "2,3,5", "--samplers", "Euler",
+                        "--spacing", "karras,tuned", "--n", "2", "--reference-steps", "8", "--no-progress",
+                        "--out", tmp_path / "s")
+    assert code == 0, err
+    data = json.loads((tmp_path / "s" / "report.json").read_text())
+    cells = [(c["sampler"], c["steps"], c["grid"]["spacing"]) for c in data["cells"]]
+    assert cells == [("Euler (karras)", 2, "karras"), ("Euler (karras)", 3, "karras"), ("Euler (karras)", 5, "karras"),
+                     ("Euler (tuned)", 2, "tuned"), ("Euler (tuned)", 3, "tuned")]
+    tuned = json.loads((ckpt / "tuned_grids.json").read_text())["grids"]["euler"]
+    assert data["cells"][3]["grid"]["sigmas"] == tuned["2"]
+    assert data["reference"]["grid"]["spacing"] == "karras"
+    assert any("no tuned grid at 5 steps" in n for n in data["notes"])
+    assert set(data["knees"]) == {"Euler (karras)", "Euler (tuned)"}
+
+
+def test_invert_round_trip_and_edit(tiny_model, capsys, tmp_path):
+    img = Image.fromarray((np.arange(64, dtype=np.uint8).reshape(8, 8) * 4), "L")
+    img.save(tmp_path / "x.png")
+    code, printed, err = _run(capsys, "invert", "--model", tiny_model, "--image", tmp_path / "x.png", "--prompt", "3",
+                              "--steps", "6", "--sampler", "Euler", "--out", tmp_path / "o")
+    assert code == 0, err
+    report = json.loads((tmp_path / "o" / "invert.json").read_text())
+    assert report["nfe"] == 11 and report["steps"] == 6 and report["rmse_grey_levels"] >= 0
+    assert abs(report["rmse"] * 127.5 - report["rmse_grey_levels"]) < 1e-4
+    from safetensors.torch import load_file
+
+    noise = load_file(str(tmp_path / "o" / "noise.safetensors"))["noise"]
+    assert noise.shape == (1, 1, 8, 8)
+    for name in ("original.png", "noise.png", "regenerated.png", "side_by_side.png"):
+        assert (tmp_path / "o" / name).is_file()
+    code, printed, err = _run(capsys, "invert", "--model", tiny_model, "--image", tmp_path / "x.png", "--prompt", "3",
+                              "--regen-prompt", "8", "--steps", "6", "--sampler", "Euler", "--out", tmp_path / "e")
+    assert code == 0 and "regenerated as '8'" in printed
+    code, _, err = _run(capsys, "invert", "--model", tiny_model, "--image", tmp_path / "x.png", "--prompt", "3",
+                        "--steps", "6", "--out", tmp_path / "o")
+    assert code == 2 and "nothing is overwritten" in err
+    code, _, err = _run(capsys, "invert", "--model", tiny_model, "--image", tmp_path / "nope.png", "--prompt", "3",
+                        "--out", tmp_path / "n")
+    assert code == 2 and "cannot read image" in err
+    code, _, err = _run(capsys, "invert", "--model", tiny_model, "--image", tmp_path / "x.png", "--prompt", "3",
+                        "--sampler", "Heun", "--out", tmp_path / "h")
+    assert code == 2 and "no one-step form" in err

@@ -1,0 +1,83 @@
+"""Inversion on the exact Gaussian denoiser: the ODE run upwards reaches its closed-form solution, and inversion
+then generation is the identity up to the discretisation error, which shrinks at the sampler's order."""
+
+import math
+from itertools import pairwise
+
+import pytest
+import torch
+
+from diffuscope.errors import UsageError
+from diffuscope.inversion import GREY_LEVEL, invert, regenerate, round_trip
+from diffuscope.reference import GaussianDenoiser
+from diffuscope.schedules import karras_sigmas
+
+MU, S = 0.3, 0.5
+
+
+def _grid(steps, smin=0.002, smax=20.0):
+    return torch.cat([karras_sigmas(steps, smin, smax), torch.zeros(1, dtype=torch.float64)])
+
+
+def _images(n=6):
+    g = torch.Generator().manual_seed(0)
+    return MU + S * torch.randn((n, 1, 5, 5), generator=g, dtype=torch.float64)
+
+
+def _errors(sampler, steps_list):
+    d = GaussianDenoiser(MU, S)
+    images = _images()
+    inv, rt = [], []
+    for steps in steps_list:
+        grid = _grid(steps)
+        x = invert(d, images, grid, sampler=sampler)
+        exact = d.ode_solution(images, float(grid[-2]), float(grid[0]))
+        inv.append(float((x - exact).abs().max()))
+        rt.append(float(round_trip(d, images, grid, sampler=sampler).rmse.max()))
+    return inv, rt
+
+
+@pytest.mark.parametrize("sampler, order", [("Euler", 1), ("DDIM", 1), ("iPNDM", 2), ("DPM++ 2M", 2)])
+def test_inversion_converges_at_the_sampler_order(sampler, order):
+    """The inverted state's error to the exact ODE solution at sigma_max falls 2^order-fold per doubling; the round
+    trip's error falls too, down to the floor of taking the image as the state at sigma_min (~1e-5 here)."""
+    inv, rt = _errors(sampler, [16, 32, 64])
+    ratios = [a / b for a, b in pairwise(inv)]
+    assert all(2 ** order * 0.75 < r < 2 ** order * 1.5 for r in ratios), (inv, ratios)
+    assert rt[0] > rt[1] > rt[2] and rt[2] < (0.04 if order == 1 else 2e-4), rt
+
+
+def test_ipndm_round_trip_is_within_a_grey_level_where_euler_is_not():
+    d = GaussianDenoiser(MU, S)
+    images = _images()
+    grid = _grid(25)
+    assert float(round_trip(d, images, grid, sampler="Euler").rmse_grey.max()) > 1
+    assert float(round_trip(d, images, grid, sampler="iPNDM").rmse_grey.max()) < 1
+    assert math.isclose(GREY_LEVEL * 127.5, 1.0)
+
+
+def test_inverted_noise_is_standard_normal_for_data_from_the_model():
+    """Images drawn from the model's own distribution invert to noise of std ~1 (and the real distribution of
+    noise * sigma_max + ODE transport: x - mu scales by sqrt(s^2 + sigma_max^2) / sqrt(s^2 + sigma_min^2))."""
+    d = GaussianDenoiser(MU, S)
+    images = MU + S * torch.randn((200, 1, 8, 8), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    noise = round_trip(d, images, _grid(30), sampler="iPNDM").noise
+    assert abs(float(noise.std()) - 1.0) < 0.02 and abs(float(noise.mean())) < 0.05
+
+
+def test_encode_decode_wrap_the_round_trip_and_batches_do_not_matter():
+    d = GaussianDenoiser(MU, S)
+    images = _images(5)
+    grid = _grid(10)
+    plain = round_trip(d, images, grid, sampler="iPNDM", batch_size=2)
+    assert torch.allclose(plain.images, round_trip(d, images, grid, sampler="iPNDM", batch_size=5).images)
+    wrapped = round_trip(d, images, grid, sampler="iPNDM", encode=lambda x: x * 2 - MU,
+                         decode=lambda z: (z + MU) / 2)
+    assert wrapped.images.shape == images.shape
+    x = invert(d, images, grid, sampler="iPNDM")
+    assert torch.allclose(regenerate(d, x, grid, sampler="iPNDM"), plain.images)
+
+
+def test_samplers_without_an_upward_step_are_refused():
+    with pytest.raises(UsageError, match=r"no one-step form.*valid: Euler, DDIM"):
+        invert(GaussianDenoiser(MU, S), _images(), _grid(5), sampler="Heun")
