@@ -67,9 +67,15 @@ class Cond:
     def repeat_interleave(self, n: int) -> Cond:
         return self._map(lambda t: t.repeat_interleave(n, 0))
 
+    def aligned(self, conds: Sequence[Cond]) -> Sequence[Cond]:
+        """``conds`` made batchable with each other (a kind with variable-length fields pads them)."""
+        return conds
+
     def where(self, mask: Tensor, other: Cond) -> Cond:
         """Row i from ``other`` where mask[i], else from self (training's condition dropout)."""
-        other = other.expand(len(self))
+        me, other = self.aligned([self, other.expand(len(self))])
+        if me is not self:
+            return me.where(mask, other)
 
         def pick(name: str) -> Tensor:
             a, b = getattr(self, name), getattr(other, name)
@@ -83,6 +89,7 @@ class Cond:
         first = conds[0]
         if any(type(c) is not type(first) for c in conds):
             raise TypeError("cannot concatenate conditions of different kinds")
+        conds = first.aligned(conds)
         names = [f.name for f in dataclasses.fields(first)]
         return type(first)(**{n: torch.cat([getattr(c, n) for c in conds]) for n in names})
 
@@ -97,6 +104,19 @@ class TextCond(Cond):
     tokens: Tensor  # [B, L, D] token embeddings (the last hidden state of the text encoder)
     mask: Tensor  # [B, L] bool, True for real tokens
     pooled: Tensor  # [B, D] one vector per prompt
+
+    def padded(self, length: int) -> TextCond:
+        """The same prompts padded to ``length`` tokens (zero tokens, mask False): prompts of different lengths
+        batch together, and padding is invisible to masked attention."""
+        extra = length - self.tokens.shape[1]
+        if extra <= 0:
+            return self
+        tokens = torch.nn.functional.pad(self.tokens, (0, 0, 0, extra))
+        return TextCond(tokens, torch.nn.functional.pad(self.mask, (0, extra), value=False), self.pooled)
+
+    def aligned(self, conds: Sequence[Cond]) -> Sequence[Cond]:
+        length = max(c.tokens.shape[1] for c in conds)
+        return [c.padded(length) for c in conds]
 
 
 def as_cond(cond: Any) -> Cond | None:
