@@ -19,6 +19,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from diffuscope.conditioning import Cond
 from diffuscope.errors import UsageError
 from diffuscope.precond import SHARED_SIGMA, shared_sigma_batch
 
@@ -78,10 +79,13 @@ class CFGDenoiser:
         scale = self._row_scale(sigma, len(x)) if cond is not None else 1.0
         if isinstance(scale, float) and scale == 1:
             return self.denoiser(x, sigma, cond)  # unconditional request, guidance off or outside its interval
-        cond = torch.as_tensor(cond, device=x.device)
-        if cond.ndim == 0:
-            cond = cond.expand(len(x))
-        uncond = self._uncond_like(cond)
+        if isinstance(cond, Cond):  # a typed condition (text): batched by its own cat/expand
+            cond, uncond = cond.expand(len(x)), self.uncond.expand(len(x))
+        else:
+            cond = torch.as_tensor(cond, device=x.device)
+            if cond.ndim == 0:
+                cond = cond.expand(len(x))
+            uncond = self._uncond_like(cond)
         if isinstance(scale, float) and scale == 0:
             return self.denoiser(x, sigma, uncond)
         shared = getattr(sigma, SHARED_SIGMA, None)
@@ -91,7 +95,8 @@ class CFGDenoiser:
             sigma = torch.as_tensor(sigma, device=x.device)
             sigma = sigma.expand(len(x)) if sigma.ndim == 0 else sigma
             sigma_both = torch.cat([sigma, sigma])
-        both = self.denoiser(torch.cat([x, x]), sigma_both, torch.cat([cond, uncond]))
+        both_cond = Cond.cat([cond, uncond]) if isinstance(cond, Cond) else torch.cat([cond, uncond])
+        both = self.denoiser(torch.cat([x, x]), sigma_both, both_cond)
         d_cond, d_uncond = both.chunk(2)
         if isinstance(scale, Tensor):  # mixed rows (not a sampler's call): per-row scale
             scale = scale.to(d_cond.dtype).reshape(-1, *([1] * (x.ndim - 1)))
