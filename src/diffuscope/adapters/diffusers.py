@@ -32,8 +32,11 @@ class _DiffusersNet:
     see bench_samplers.py)."""
 
     net_dtype: torch.dtype | None = None  # set for a UNet whose weights are not float32
+    round_timesteps = False  # the UNet sees round(t), as diffusers' DPM-Solver/UniPC/DEIS Karras grids give it
 
     def call_net(self, x_in: Tensor, c_noise: Tensor, cond=None) -> Tensor:
+        if self.round_timesteps:
+            c_noise = c_noise.round()
         if self.net_dtype is not None:
             x_in = x_in.to(self.net_dtype)
         if isinstance(cond, TextCond):

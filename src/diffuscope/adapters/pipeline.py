@@ -160,9 +160,24 @@ def load_scheduler_config(path: Path, index: dict) -> dict:
     return config
 
 
+# Schedulers whose Karras grid rounds the timesteps handed to the UNet while stepping with the exact Karras sigmas
+# (diffusers 0.42; DPMSolverMultistep not for squaredcos_cap_v2); Euler and Heun keep fractional timesteps.
+ROUNDING_SCHEDULERS = ("DPMSolverMultistepScheduler", "DPMSolverSinglestepScheduler", "UniPCMultistepScheduler",
+                       "DEISMultistepScheduler")
+
+
+def rounds_timesteps(config: dict) -> bool:
+    """Whether the folder's scheduler feeds its UNet rounded timesteps on its default grid."""
+    name = config.get("_class_name")
+    if name not in ROUNDING_SCHEDULERS or not (config.get("use_karras_sigmas") or config.get("use_lu_lambdas")):
+        return False
+    return not (name == "DPMSolverMultistepScheduler" and config.get("beta_schedule") == "squaredcos_cap_v2")
+
+
 def denoiser_from_pipeline(unet: nn.Module, config: dict, *, net_dtype: torch.dtype = torch.float32):
     """The denoiser of a pipeline's UNet under its scheduler config, with the config's default grid (spacing,
-    ``steps_offset``; Karras sigmas with ``use_karras_sigmas``) attached to its schedule."""
+    ``steps_offset``; Karras sigmas with ``use_karras_sigmas``) attached to its schedule; the UNet sees rounded
+    timesteps where the folder's scheduler rounds them (``rounds_timesteps``)."""
     prediction_type = config.get("prediction_type", "epsilon")
     if prediction_type not in PREDICTION_TYPES:
         raise choices_error("diffusers prediction_type", prediction_type, PREDICTION_TYPES)
@@ -174,6 +189,7 @@ def denoiser_from_pipeline(unet: nn.Module, config: dict, *, net_dtype: torch.dt
     denoiser = PREDICTION_TYPES[prediction_type](unet, schedule)
     if net_dtype != torch.float32:
         denoiser.net_dtype = net_dtype
+    denoiser.round_timesteps = rounds_timesteps(config)
     return denoiser.eval().requires_grad_(False)
 
 
