@@ -224,6 +224,10 @@ class LoadedModel:
 
 def load_model(path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> LoadedModel:
     """Load a model for sampling (EMA weights by default) from a checkpoint or run folder, in eval mode."""
+    if (Path(path) / "model_index.json").is_file():  # a diffusers pipeline folder (issue 21)
+        from diffuscope.adapters.pipeline import load_pipeline_model
+
+        return load_pipeline_model(path, device=device)
     ckpt = resolve_checkpoint(path)
     manifest = read_manifest(ckpt)
     config, run = load_config(ckpt)
