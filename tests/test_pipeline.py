@@ -14,6 +14,7 @@ diffusers = pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
 from diffuscope.adapters.pipeline import load_pipeline_model  # noqa: E402
+from diffuscope.adapters.vae import fit_latent_rgb  # noqa: E402
 from diffuscope.checkpoint import load_model  # noqa: E402
 from diffuscope.conditioning import ClassCond, TextCond  # noqa: E402
 from diffuscope.errors import UsageError  # noqa: E402
@@ -132,15 +133,29 @@ def test_vae_codec_scales_like_the_pipeline(sd, sd_pipe):
     assert torch.equal(sd.encode(images), sd.encode(images))
 
 
-def test_latent_preview_is_a_fitted_linear_map(sd):
-    """On held-out latents the linear preview explains part of the pooled decode; an unfitted map (zero weights,
-    the mean colour) explains none of it."""
-    latents = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(11))
+def test_latent_preview_fit_recovers_a_linear_decoder():
+    """``fit_latent_rgb`` on a decoder that IS linear per latent pixel (then f x f up-sampled) finds its map."""
+    weight, bias = torch.randn(3, 4, generator=torch.Generator().manual_seed(1)), torch.tensor([0.1, -0.2, 0.3])
+
+    def decode(z):
+        rgb = torch.einsum("oc,bchw->bohw", weight, z) + bias.reshape(1, 3, 1, 1)
+        return torch.nn.functional.interpolate(rgb, scale_factor=2, mode="nearest")
+
+    w, b = fit_latent_rgb(decode, 4, 2)
+    torch.testing.assert_close(w, weight, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(b, bias, rtol=1e-4, atol=1e-4)
+
+
+def test_latent_preview_of_the_pipeline_vae(sd):
+    """Shapes, range, and on held-out latents a smaller error to the pooled decode than the mean colour's (a random
+    VAE is far from linear: docs/diffusers.md gives the fraction of variance it leaves)."""
+    latents = torch.randn(8, 4, 8, 8, generator=torch.Generator().manual_seed(11))
     preview = sd.codec.preview(latents, upscale=False)
-    assert preview.shape == (4, 3, 8, 8) and sd.codec.preview(latents).shape == (4, 3, 16, 16)
+    assert preview.shape == (8, 3, 8, 8) and sd.codec.preview(latents).shape == (8, 3, 16, 16)
+    assert preview.abs().max() <= 1
     target = torch.nn.functional.avg_pool2d(sd.decode(latents), sd.codec.factor)
     residual = ((preview - target) ** 2).mean() / ((target - target.mean((0, 2, 3), keepdim=True)) ** 2).mean()
-    assert residual < 0.9, float(residual)
+    assert residual < 1, float(residual)
 
 
 def test_half_precision_runs_and_stays_close(sd_folder, sd):
