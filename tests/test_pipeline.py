@@ -18,7 +18,8 @@ from diffuscope.adapters.vae import fit_latent_rgb  # noqa: E402
 from diffuscope.checkpoint import load_model  # noqa: E402
 from diffuscope.conditioning import ClassCond, TextCond  # noqa: E402
 from diffuscope.errors import UsageError  # noqa: E402
-from diffuscope.samplers import sample_ddim  # noqa: E402
+from diffuscope.guidance import CFGDenoiser  # noqa: E402
+from diffuscope.samplers import SAMPLERS, initial_noise, make_generators, sample_ddim  # noqa: E402
 from diffuscope.schedules import make_grid  # noqa: E402
 from tiny_pipelines import MAX_TOKENS, save_ddpm_pipeline, save_text_pipeline  # noqa: E402
 
@@ -105,6 +106,18 @@ def test_text_pipeline_model(sd, sd_folder):
     assert sd.conditioner.kind == "text" and sd.name == "tiny-sd"
     assert sd.schedule.default_spacing == "leading" and sd.schedule.steps_offset == 1
     assert sd.run_config["pipeline"] == "StableDiffusionPipeline"
+
+
+@pytest.mark.parametrize("spec", list(SAMPLERS.values()), ids=list(SAMPLERS))
+def test_every_sampler_runs_guided_on_the_text_pipeline(sd, spec):
+    grid = make_grid(sd.schedule, 3)
+    generators = make_generators(0, 2)
+    x = initial_noise((2, *sd.sample_shape), generators, float(grid.sigmas[0]))
+    guided = CFGDenoiser(sd.denoiser, 2.0, sd.conditioner.null(1))
+    with torch.no_grad():
+        out = spec.fn(guided, x, grid.sigmas, cond=sd.conditioner.encode(["a red cat", "a dog"]),
+                      generator=generators)
+    assert out.shape == x.shape and torch.isfinite(out).all()
 
 
 def test_text_conditioner_is_the_pipelines_prompt_encoding(sd, sd_pipe):
