@@ -297,6 +297,10 @@ def model_name(ckpt: Path, run_config: dict[str, Any]) -> str:
 
 def load_model(path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> DiffusionModel:
     """Load a model for sampling (EMA weights by default) from a checkpoint or run folder, in eval mode."""
+    if (Path(path) / "model_index.json").is_file():  # a diffusers pipeline folder (issue 21)
+        from diffuscope.adapters.pipeline import load_pipeline_model
+
+        return load_pipeline_model(path, device=device)
     ckpt = resolve_checkpoint(path)
     manifest = read_manifest(ckpt)
     config, run = load_config(ckpt)

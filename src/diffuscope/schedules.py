@@ -86,6 +86,10 @@ class VPSchedule:
 
     alpha_bar: Tensor
     name: str = "linear"
+    # The grid "N steps" means by default (a diffusers folder's timestep_spacing / use_karras_sigmas and
+    # steps_offset); None: trailing (Lin et al. 2024).
+    default_spacing: str | None = None
+    steps_offset: int = 1
     log_sigmas: Tensor = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -308,7 +312,8 @@ def make_grid(schedule: Schedule, steps: int, spacing: str | None = None, *, rho
     ``tuned_grids.tuned_table``)."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise UsageError(f"steps must be a positive integer, got {steps!r}")
-    spacing = spacing or ("trailing" if schedule.is_discrete else "karras")
+    default = getattr(schedule, "default_spacing", None) or ("trailing" if schedule.is_discrete else "karras")
+    spacing = spacing or default
     if spacing not in GRIDS:
         raise choices_error("grid spacing", spacing, GRIDS)
     if spacing == TUNED:
@@ -317,7 +322,7 @@ def make_grid(schedule: Schedule, steps: int, spacing: str | None = None, *, rho
     if spacing in DISCRETE_GRIDS:
         if not schedule.is_discrete:
             raise UsageError(f"spacing {spacing!r} needs a discrete-time model (valid here: karras, logsnr)")
-        ts = discrete_timesteps(schedule.num_timesteps, steps, spacing)
+        ts = discrete_timesteps(schedule.num_timesteps, steps, spacing, schedule.steps_offset)
         return SigmaGrid(torch.cat([schedule.sigma(ts), zero]), spacing, ts)
     if spacing == "karras":
         sigmas = karras_sigmas(steps, schedule.sigma_min, schedule.sigma_max, rho)

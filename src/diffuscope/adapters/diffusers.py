@@ -15,17 +15,36 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
+from diffuscope.conditioning import ClassCond, TextCond
 from diffuscope.errors import UsageError, choices_error
 from diffuscope.precond import Denoiser, EpsDenoiser, VDenoiser, X0Denoiser
 from diffuscope.schedules import ZERO_SNR_ALPHA_BAR, VPSchedule
 
 
 class _DiffusersNet:
-    """Calls a ``UNet2DModel`` (the denoiser's ``net``) as the network F: the timestep is c_noise, the class labels
-    cond. A UNet that also predicts the variance (2C output channels) is cut to its first C channels."""
+    """Calls a diffusers UNet as the network F: the timestep is c_noise; a ``TextCond``'s token embeddings go in as
+    ``encoder_hidden_states`` (a ``UNet2DConditionModel``, as StableDiffusionPipeline calls it: without the mask,
+    the padding tokens are attended as in training), class labels (a ``ClassCond`` or an int tensor) as
+    ``class_labels`` (a ``UNet2DModel``). A half-precision UNet (``net_dtype``) gets its inputs cast and its output
+    comes back in float32. A UNet that also predicts the variance (2C output channels) is cut to its first C
+    channels. The UNet is the denoiser's ``net`` itself (no wrapper module: one Python frame less per network call,
+    see bench_samplers.py)."""
+
+    net_dtype: torch.dtype | None = None  # set for a UNet whose weights are not float32
+    round_timesteps = False  # the UNet sees round(t), as diffusers' DPM-Solver/UniPC/DEIS Karras grids give it
 
     def call_net(self, x_in: Tensor, c_noise: Tensor, cond=None) -> Tensor:
-        out = self.net(x_in, c_noise, class_labels=cond, return_dict=False)[0]
+        if self.round_timesteps:
+            c_noise = c_noise.round()
+        if self.net_dtype is not None:
+            x_in = x_in.to(self.net_dtype)
+        if isinstance(cond, TextCond):
+            tokens = cond.tokens if self.net_dtype is None else cond.tokens.to(self.net_dtype)
+            out = self.net(x_in, c_noise, tokens, return_dict=False)[0]
+        else:
+            labels = cond.labels if isinstance(cond, ClassCond) else cond
+            out = self.net(x_in, c_noise, class_labels=labels, return_dict=False)[0]
+        out = out if self.net_dtype is None else out.float()
         return out[:, : x_in.shape[1]] if out.shape[1] == 2 * x_in.shape[1] else out
 
 
