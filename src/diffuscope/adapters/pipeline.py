@@ -30,12 +30,8 @@ from torch import nn
 from diffuscope.adapters.diffusers import PREDICTION_TYPES, schedule_from_diffusers
 from diffuscope.conditioning import ClassConditioner, Conditioner, NoConditioner
 from diffuscope.errors import UsageError, choices_error
+from diffuscope.model import DiffusionModel
 from diffuscope.schedules import DISCRETE_GRIDS
-
-try:
-    from diffuscope.model import DiffusionModel
-except ImportError:  # until issue 17's DiffusionModel lands: a stand-in with the same fields
-    from diffuscope.adapters._model_standin import DiffusionModel
 
 PIPELINE_INDEX = "model_index.json"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
