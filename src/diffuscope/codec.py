@@ -34,6 +34,7 @@ class AutoencoderCodec(nn.Module):
         self.autoencoder = autoencoder.eval().requires_grad_(False)
         self.scale_factor = float(scale_factor)
         self.path = path
+        super().train(False)
 
     @property
     def config(self) -> AutoencoderConfig:
