@@ -26,7 +26,7 @@ from diffuscope.schedules import ScheduleConfig
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: str = "mnist"  # digits | mnist | emoji | a folder of images or MNIST IDX files
+    name: str = "mnist"  # digits | mnist | a folder of images or MNIST IDX files
     image_size: int | None = None  # None = the data set's native size (folders: 32)
     channels: int | None = None  # None = native (folders: 1 if all images are grayscale, else 3)
 
