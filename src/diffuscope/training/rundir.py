@@ -57,17 +57,18 @@ def prune_checkpoints(ckpt_dir: Path, keep: int) -> list[Path]:
 class MetricsLog:
     """RUN_DIR/metrics.csv; on resume, rows after the resumed step are dropped so the file matches the weights."""
 
-    def __init__(self, path: Path, start_step: int):
+    def __init__(self, path: Path, start_step: int, fields: tuple[str, ...] = METRICS_FIELDS):
         self.path = path
+        self.fields = fields
         rows = []
         if start_step and path.is_file():
             with path.open() as f:
                 rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start_step]
         with path.open("w", newline="") as f:
-            w = csv.DictWriter(f, METRICS_FIELDS)
+            w = csv.DictWriter(f, self.fields)
             w.writeheader()
             w.writerows(rows)
 
     def write(self, row: dict) -> None:
         with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, METRICS_FIELDS).writerow(row)
+            csv.DictWriter(f, self.fields).writerow(row)

