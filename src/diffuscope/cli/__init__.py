@@ -12,7 +12,8 @@ import sys
 
 from diffuscope.errors import UsageError
 
-COMMANDS = ("demo", "train", "sample", "info", "samplers", "sweep", "classifier", "forward", "reverse", "phases")
+COMMANDS = ("demo", "train", "sample", "info", "samplers", "sweep", "classifier", "forward", "reverse", "phases",
+            "serve")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -20,6 +20,10 @@ def positive_int(text: str) -> int:
     return _checked(text, int, lambda v: v >= 1, "a positive integer")
 
 
+def port(text: str) -> int:
+    return _checked(text, int, lambda v: 1 <= v <= 65535, "a TCP port in 1..65535")
+
+
 def non_negative_int(text: str) -> int:
     return _checked(text, int, lambda v: v >= 0, "an integer >= 0")
 
