@@ -208,3 +208,27 @@ def test_small_exercise_fills_cells_and_answers(client):
     cell_file = next(e["file"] for e in evs if e["type"] == "cell")
     _, params = read_png_params(client.app.state.out_dir / job / cell_file)
     assert params["steps"] == 2 and params["sampler"] == "DDIM" and params["prompt"] == "3"
+
+
+def test_a_job_nobody_watches_any_more_is_cancelled(client, monkeypatch):
+    import time
+
+    import diffuscope.web.app as web_app
+
+    monkeypatch.setattr(web_app, "DISCONNECT_GRACE_S", 0.2)
+    job = post(client, "/api/generate", {"steps": 1000, "sampler": "Euler", "preview_every": 0}).json()["job"]
+    with client.stream("GET", f"/api/jobs/{job}/events") as r:
+        next(line for line in r.iter_lines() if line.startswith("data: "))  # the client goes away after one step
+    deadline = time.monotonic() + 30
+    while client.get(f"/api/jobs/{job}").json()["state"] != "cancelled":
+        assert time.monotonic() < deadline, "the job went on without a subscriber"
+        time.sleep(0.05)
+
+
+def test_cli_serve_refuses_bad_flags_in_one_line(capsys):
+    from diffuscope.cli import main
+
+    assert main(["serve", "--port", "70000"]) == 2
+    assert main(["serve", "--model", "mnist", "--model", "mnist", "--port", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "1..65535" in err[0] and "share a name" in err[1]
