@@ -232,3 +232,14 @@ def test_cli_serve_refuses_bad_flags_in_one_line(capsys):
     assert main(["serve", "--model", "mnist", "--model", "mnist", "--port", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "1..65535" in err[0] and "share a name" in err[1]
+
+
+def test_phases_give_a_verdict_per_claim(client):
+    r = post(client, "/api/phases", {"prompt": "", "steps": 6, "n": 2})
+    done = events(client, r.json()["job"])[-1]
+    assert done["type"] == "done", done
+    claims = [v[0] for v in done["verdicts"]]
+    assert claims[:3] == ["composition is decided early", "structure forms in the middle", "detail comes late"]
+    assert all(v[2] in ("holds", "not seen on this model") for v in done["verdicts"])
+    assert "frequency.png" in done["plots"]
+    assert client.get(f"/api/files/{r.json()['job']}/frequency.png").status_code == 200
