@@ -27,6 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
+from diffuscope.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
 from diffuscope.errors import UsageError
 from diffuscope.web import lesson
 from diffuscope.web.jobs import QueueFull, Worker
@@ -54,10 +55,10 @@ def _origin_host(origin: str) -> str | None:
 class GenerateBody(BaseModel):
     model: str = ""
     prompt: str = ""
-    sampler: str = "iPNDM"
+    sampler: str = DEFAULT_SAMPLER
     steps: int = 25
     seed: int = Field(0, ge=0, le=2**32 - 1)
-    guidance: float = 1.0
+    guidance: float = DEFAULT_GUIDANCE  # a model without classes refuses anything but 1
     guidance_interval: tuple[float, float] | None = None
     preview_every: int = 1
 
