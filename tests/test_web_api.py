@@ -243,3 +243,18 @@ def test_phases_give_a_verdict_per_claim(client):
     assert all(v[2] in ("holds", "not seen on this model") for v in done["verdicts"])
     assert "frequency.png" in done["plots"]
     assert client.get(f"/api/files/{r.json()['job']}/frequency.png").status_code == 200
+
+
+def test_the_worker_survives_a_failing_job():
+    worker = Worker(queue_size=2)
+    try:
+        bad = worker.submit("x", lambda job: 1 / 0)
+        good = worker.submit("x", lambda job: {"type": "done", "id": job.id})
+        for job in (bad, good):
+            while not job.finished:
+                job.events_since(len(job.events), 1.0)
+        assert bad.state == "error"
+        assert bad.events[-1] == {"type": "error", "message": "ZeroDivisionError: division by zero"}
+        assert good.state == "done" and good.events[-1] == {"type": "done", "id": good.id}
+    finally:
+        worker.close()
