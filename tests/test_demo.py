@@ -17,6 +17,9 @@ def test_demo_writes_one_report_with_every_part(tmp_path, tiny_model):
         assert title in page
     assert page.count("data:image/png;base64,") >= 6 and "data:image/gif;base64," in page
     assert "knee (EDM 3%)" in page
+    # the report leads with the answers: one sentence per sampler before any metric table
+    assert page.index("The answers") < page.index("Forward process")
+    assert page.count("DDIM: ") >= 1 and "composition is decided early" in page
     for part in ("forward/forward.png", "reverse/reverse.gif", "sweep/report.json", "phases/summary.md"):
         assert (tmp_path / "demo" / part).is_file(), part
     timing = json.loads((tmp_path / "demo" / "demo.json").read_text())

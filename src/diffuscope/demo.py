@@ -160,6 +160,11 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
                             [p for p in phase_paths if p.suffix == ".png"]))
 
     lap("phases")
+    from diffuscope.sweep.answer import exercise_answers
+    from diffuscope.verdicts import verdict_lines
+
+    sections.insert(0, Section("The answers (numbers below)", "\n".join(
+        [*exercise_answers(result).values(), "", *verdict_lines(freq, commit)])))
     elapsed = time.perf_counter() - t0
     (out / "demo.json").write_text(json.dumps({"model": str(model.path), "elapsed_s": round(elapsed, 1),
                                                "part_s": {k: round(v, 1) for k, v in part_s.items()},

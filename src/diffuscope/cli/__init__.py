@@ -14,7 +14,7 @@ from diffuscope.errors import UsageError
 from diffuscope.validate import one_line
 
 COMMANDS = ("demo", "train", "sample", "info", "samplers", "sweep", "classifier", "forward", "reverse", "phases",
-            "tune_steps", "invert", "autoencoder")  # module names; tune_steps registers `tune-steps`
+            "tune_steps", "invert", "autoencoder", "serve")  # module names; tune_steps registers `tune-steps`
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,0 +1,323 @@
+"""The page's calls into the library: the same functions the CLI calls (load_model, forward_process, generate,
+sweep, measure_phases), run on the worker thread, reporting through ``emit`` and stopping at a CancelToken.
+
+Every job writes what the CLI would write into its own folder ``out/<job id>/`` (PNG files carry the same
+AUTOMATIC1111 ``parameters`` and JSON chunks as ``diffuscope sample``), so nothing is lost when the page closes.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from diffuscope.errors import UsageError
+from diffuscope.events import CancelToken
+
+Emit = Callable[[dict], None]
+MAX_STEPS = 1000  # per generation (a discrete model allows at most its T)
+MAX_EXERCISE_N = 64  # images per exercise cell
+MAX_EXERCISE_CELLS = 32  # samplers x step counts
+MAX_EXERCISE_IMAGE_NFE = 200_000  # n x total NFE: about 10 minutes of a small CPU model
+FORWARD_STRIDE = 10  # the forward slider's resolution in t (T/100 frames for T = 1000)
+
+
+def data_url(image: torch.Tensor, *, vp_sigma: float | None = None) -> str:
+    """[C, H, W] in [-1, 1] -> a PNG data URL (with ``vp_sigma``: shown in VP scale x / sqrt(1 + sigma^2))."""
+    from diffuscope.viz import to_pil
+
+    if vp_sigma is not None:
+        image = image / math.sqrt(1 + vp_sigma**2)
+    buf = io.BytesIO()
+    to_pil(image).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+@dataclass
+class ModelEntry:
+    """A model the page offers: its name on the page, what was passed to --model, and the loaded model."""
+
+    name: str
+    ref: str
+    model: Any  # checkpoint.LoadedModel (diffuscope.model.DiffusionModel after issue 17)
+    data: str  # the data set its real images come from
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        u = self.model.config.unet
+        return (u.in_channels, u.image_size, u.image_size)
+
+    @property
+    def null_label(self) -> int | None:
+        k = self.model.config.unet.num_classes
+        return k if k > 0 else None
+
+    def describe(self) -> dict:
+        from diffuscope.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
+        from diffuscope.samplers import SAMPLERS
+
+        schedule = self.model.denoiser.schedule
+        return {"name": self.name, "class_names": list(self.model.class_names), "shape": list(self.shape),
+                "discrete": bool(schedule.is_discrete), "schedule": schedule.name,
+                "max_steps": min(MAX_STEPS, schedule.num_timesteps) if schedule.is_discrete else MAX_STEPS,
+                "samplers": [{"name": s.name, "id": s.id} for s in SAMPLERS.values()],
+                "default_sampler": DEFAULT_SAMPLER,
+                "default_guidance": DEFAULT_GUIDANCE if self.null_label is not None else 1.0}
+
+    def label(self, prompt: str | None) -> int:
+        """The class of ``prompt`` (the null class, or 0 for a model without classes, when empty)."""
+        from diffuscope.data import class_index
+
+        if not prompt:
+            return self.null_label or 0
+        if self.null_label is None:
+            raise UsageError(f"model {self.name} has no classes: leave the prompt empty")
+        return class_index(prompt, self.model.class_names)
+
+
+def load_entry(ref: str, device: str | torch.device = "cpu") -> ModelEntry:
+    from diffuscope.checkpoint import load_model
+
+    model = load_model(ref, device=device)
+    data = (model.run_config.get("data") or {}).get("name") or "mnist"
+    name = model.run_config.get("model_name") or str(ref)
+    return ModelEntry(name, str(ref), model, data)
+
+
+class _Checked:
+    """The denoiser, checking the cancel token before each network evaluation: a cancelled job stops within one
+    NFE even inside a sweep or a phase measure, which have no per-step hook of their own."""
+
+    def __init__(self, denoiser, token: CancelToken):
+        self.denoiser, self.token = denoiser, token
+        self.schedule = denoiser.schedule
+
+    def __call__(self, x, sigma, cond=None):
+        self.token.check()
+        return self.denoiser(x, sigma, cond)
+
+
+def _checked_model(entry: ModelEntry, token: CancelToken):
+    return replace(entry.model, denoiser=_Checked(entry.model.denoiser, token))
+
+
+# --- 1. forward process ----------------------------------------------------------------------------------------
+
+
+def forward_frames(entry: ModelEntry, *, index: int, seed: int) -> dict:
+    """Every FORWARD_STRIDE-th t of the forward process of real test image ``index``: closed form and chain."""
+    from diffuscope.data import load_dataset
+    from diffuscope.processes import forward_process
+    from diffuscope.schedules import ScheduleConfig, VPSchedule, make_schedule
+
+    schedule = entry.model.denoiser.schedule
+    note = ""
+    if not isinstance(schedule, VPSchedule):  # the lesson's forward process is the discrete VP one
+        schedule = make_schedule(ScheduleConfig(kind="linear"))
+        note = f"this model's schedule ({entry.model.denoiser.schedule.name}) is continuous: shown on a linear VP one"
+    c, h, _ = entry.shape
+    test = load_dataset(entry.data, split="test", image_size=h, channels=c)
+    if not 0 <= index < len(test):
+        raise UsageError(f"image index {index} is outside 0..{len(test) - 1} ({entry.data} test set)")
+    T = schedule.num_timesteps
+    ts = list(range(0, T + 1, FORWARD_STRIDE))
+    if ts[-1] != T:
+        ts.append(T)
+    fwd = forward_process(test.images[index], schedule, ts, seed=seed,
+                          source=f"{entry.data} test image {index}")
+    return {"t": fwd.t, "sqrt_alpha_bar": fwd.sqrt_alpha_bar,
+            "snr_db": [None if math.isinf(v) else v for v in fwd.snr_db],
+            "closed": [data_url(x) for x in fwd.closed_form], "chain": [data_url(x) for x in fwd.chain],
+            "schedule": fwd.schedule, "T": T, "source": fwd.source, "note": note,
+            "label": test.class_names[int(test.labels[index])], "count": len(test)}
+
+
+# --- 2. reverse process, live ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    prompt: str
+    sampler: str
+    steps: int
+    seed: int
+    guidance: float
+    guidance_interval: tuple[float, float] | None
+    preview_every: int  # 0 = no previews (only the step counter)
+
+
+def check_generate(entry: ModelEntry, req: GenerateRequest) -> None:
+    """Refuse bad parameters before the job is queued (UsageError, one line)."""
+    from diffuscope.guidance import check_interval
+    from diffuscope.samplers import get_sampler
+
+    get_sampler(req.sampler)
+    limit = entry.describe()["max_steps"]
+    if not 1 <= req.steps <= limit:
+        raise UsageError(f"steps must be in 1..{limit}, got {req.steps}")
+    if req.guidance < 0:
+        raise UsageError(f"guidance must be >= 0, got {req.guidance}")
+    if req.guidance != 1 and entry.null_label is None:
+        raise UsageError(f"model {entry.name} has no classes: guidance must be 1")
+    if req.guidance_interval is not None:
+        check_interval(req.guidance_interval)
+    if req.preview_every < 0:
+        raise UsageError(f"preview_every must be >= 0 (0 = none), got {req.preview_every}")
+    entry.label(req.prompt)
+
+
+def run_generate(entry: ModelEntry, req: GenerateRequest, out: Path, emit: Emit, token: CancelToken) -> dict:
+    """One image, as ``diffuscope sample --n 1`` makes it, with a step event (and previews) as each step is done."""
+    from diffuscope.generate import generate, image_params, write_images
+
+    def on_step(info) -> None:
+        token.check()
+        k = info.i + 1
+        event = {"type": "step", "k": k, "n": info.steps, "sigma": float(info.sigma)}
+        if req.preview_every and (k % req.preview_every == 0 or k == info.steps):
+            event["xt"] = data_url(info.x[0].float().cpu(), vp_sigma=float(info.sigma))
+            event["x0"] = data_url(info.denoised[0].float().cpu())
+        emit(event)
+
+    label = entry.label(req.prompt)
+    guidance = req.guidance if entry.null_label is not None else 1.0
+    gen = generate(entry.model.denoiser, entry.model.denoiser.schedule, [label], entry.shape, sampler=req.sampler,
+                   steps=req.steps, guidance=guidance, guidance_interval=req.guidance_interval, seed=req.seed,
+                   null_label=entry.null_label, callback=on_step, device=_device(entry))
+    params = [image_params(gen, 0, prompt=req.prompt, model_name=entry.name, model_path=entry.ref,
+                           shape=entry.shape)]
+    paths = write_images(gen, out, params)
+    return {"type": "done", "image": data_url(gen.images[0]), "file": paths[0].name, "nfe": gen.nfe,
+            "seed": gen.seed, "sampler": gen.sampler, "sigmas": [float(s) for s in gen.grid.sigmas]}
+
+
+def _device(entry: ModelEntry) -> torch.device:
+    return next(entry.model.denoiser.parameters()).device
+
+
+# --- 3. the exercise -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExerciseRequest:
+    prompt: str
+    samplers: tuple[str, ...]
+    steps: tuple[int, ...]
+    seed: int
+    guidance: float
+    n: int
+
+
+def exercise_config(entry: ModelEntry, req: ExerciseRequest):
+    """The SweepConfig of an exercise: the demo's choices (a DPM++ 2M reference at 1.5x the largest step count,
+    capped at T), checked against the page's limits."""
+    from diffuscope.sweep import SweepConfig, check_config
+
+    if not req.samplers:
+        raise UsageError("pick at least one sampler")
+    if not 1 <= req.n <= MAX_EXERCISE_N:
+        raise UsageError(f"n must be in 1..{MAX_EXERCISE_N}, got {req.n}")
+    if len(req.samplers) * len(req.steps) > MAX_EXERCISE_CELLS:
+        raise UsageError(f"{len(req.samplers)} samplers x {len(req.steps)} step counts is more than "
+                         f"{MAX_EXERCISE_CELLS} cells")
+    limit = entry.describe()["max_steps"]
+    if max(req.steps) > limit:
+        raise UsageError(f"steps must be in 1..{limit}, got {max(req.steps)}")
+    ref_steps = max(req.steps) * 3 // 2 + 1
+    if entry.model.denoiser.schedule.is_discrete:
+        ref_steps = min(ref_steps, entry.model.denoiser.schedule.num_timesteps)
+    guidance = req.guidance if entry.null_label is not None else 1.0
+    config = SweepConfig(steps=tuple(sorted(set(req.steps))), samplers=req.samplers, prompts=(req.prompt,) if
+                         req.prompt else (), seed=req.seed, n=req.n, guidance=guidance,
+                         reference_sampler="DPM++ 2M", reference_steps=ref_steps, ci_resamples=50)
+    check_config(config)
+    entry.label(req.prompt)
+    nfe = exercise_nfe(config)
+    if nfe * config.n > MAX_EXERCISE_IMAGE_NFE:
+        raise UsageError(f"this exercise needs {nfe} NFE x {config.n} images = {nfe * config.n} image-NFE, more "
+                         f"than the page's limit of {MAX_EXERCISE_IMAGE_NFE}: fewer steps, samplers or images")
+    return config
+
+
+def exercise_nfe(config) -> int:
+    """Network evaluations of the whole exercise per image batch: the reference and every cell."""
+    from diffuscope.samplers import get_sampler
+
+    cells = sum(get_sampler(s).nfe(k) for s in config.samplers for k in config.steps)
+    return get_sampler(config.reference_sampler).nfe(config.reference_steps) + cells
+
+
+def run_exercise(entry: ModelEntry, req: ExerciseRequest, out: Path, emit: Emit, token: CancelToken) -> dict:
+    """The sweep of the exercise; one event per finished cell (its first image, saved with its parameters)."""
+    from diffuscope.pngmeta import save_png
+    from diffuscope.sweep import sweep, write_reports
+    from diffuscope.sweep.answer import exercise_answers
+    from diffuscope.viz import to_pil
+
+    config = exercise_config(entry, req)
+    out.mkdir(parents=True, exist_ok=True)
+    emit({"type": "plan", "nfe": exercise_nfe(config), "n": config.n, "cells": len(config.samplers) *
+          len(config.steps), "reference": f"{config.reference_sampler}, {config.reference_steps} steps"})
+
+    def on_cell(cell) -> None:
+        token.check()
+        params = cell_params(entry, config, cell)
+        name = f"{cell.sampler_id}-{cell.steps:04d}-{params['seed']}.png"
+        save_png(to_pil(cell.images[0]), out / name, params)
+        emit({"type": "cell", "sampler": cell.sampler, "steps": cell.steps, "nfe": cell.nfe,
+              "image": data_url(cell.images[0]), "file": name,
+              "metrics": {k: (v if math.isfinite(v) else None) for k, v in cell.metrics.items()}})
+
+    result = sweep(_checked_model(entry, token), config, device=_device(entry), on_cell=on_cell)
+    paths = write_reports(result, out / "sweep")
+    answers = exercise_answers(result)
+    return {"type": "done", "answers": answers, "floor": (result.floor or {}).get("metrics"),
+            "plot": "sweep/quality.png" if "quality.png" in paths else None, "notes": result.notes}
+
+
+def cell_params(entry: ModelEntry, config, cell) -> dict:
+    """The parameters of a cell's first image, as ``generate.image_params`` writes them for ``sample``."""
+    from diffuscope import __version__
+
+    c, h, w = entry.shape
+    return {"prompt": config.prompts[0] if config.prompts else "", "negative_prompt": "", "steps": cell.steps,
+            "sampler": cell.sampler, "spacing": cell.grid.get("spacing"), "guidance": config.guidance,
+            "guidance_interval": None, "seed": config.seed, "width": w, "height": h, "channels": c,
+            "model_name": entry.name, "model_path": entry.ref, "nfe": cell.nfe, "grid": cell.grid,
+            "version": __version__}
+
+
+# --- 4. what gets decided when ---------------------------------------------------------------------------------
+
+
+def check_phases(entry: ModelEntry, *, prompt: str, steps: int, n: int) -> None:
+    limit = entry.describe()["max_steps"]
+    if not 2 <= steps <= limit:
+        raise UsageError(f"steps must be in 2..{limit}, got {steps}")
+    if not 1 <= n <= MAX_EXERCISE_N:
+        raise UsageError(f"n must be in 1..{MAX_EXERCISE_N}, got {n}")
+    entry.label(prompt)
+
+
+def run_phases(entry: ModelEntry, *, prompt: str, steps: int, n: int, seed: int, out: Path, emit: Emit,
+               token: CancelToken) -> dict:
+    """The phase measures (``diffuscope phases``) with the lesson's claims and a one-line verdict each."""
+    from diffuscope.processes import measure_phases, save_phases
+    from diffuscope.verdicts import phase_verdicts
+
+    check_phases(entry, prompt=prompt, steps=steps, n=n)
+    emit({"type": "plan", "message": f"{steps} steps, {n} images"})
+    freq, commit, consist, notes = measure_phases(_checked_model(entry, token), prompt=prompt or None, steps=steps,
+                                                  n=n, seed=seed, points=min(8, steps),
+                                                  consistency_steps=tuple(sorted({max(1, steps // 5), steps // 2,
+                                                                                  steps})),
+                                                  device=_device(entry))
+    paths, summary = save_phases(out, freq=freq, commit=commit, consist=consist, notes=notes)
+    return {"type": "done", "verdicts": [list(v) for v in phase_verdicts(freq, commit)], "summary": summary,
+            "plots": [p.name for p in paths if p.suffix == ".png"]}

@@ -1,0 +1,260 @@
+"""`diffuscope serve`'s server rules, through starlette's TestClient: every refusal, the job queue, server-sent
+events, cancel, saved files. Real shipped model, tiny step counts."""
+
+import json
+import os
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the web extra (fastapi) is not installed")
+from fastapi.testclient import TestClient
+
+from diffuscope.pngmeta import read_png_params
+from diffuscope.web.app import create_app
+from diffuscope.web.jobs import Worker
+from diffuscope.web.lesson import load_entry
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+BASE = "http://127.0.0.1:7860"
+TOKEN = "test-token"
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    return load_entry("mnist")
+
+
+def _client(mnist, out, **kw):
+    return TestClient(create_app([mnist], out, token=TOKEN, **kw), base_url=BASE)
+
+
+@pytest.fixture
+def client(mnist, tmp_path):
+    with _client(mnist, tmp_path / "out") as c:
+        yield c
+
+
+def post(client, url, body, **headers):
+    return client.post(url, json=body, headers={"X-Diffuscope-Token": TOKEN, **headers})
+
+
+def events(client, job):
+    """Every event of a job, in order, read from its server-sent event stream."""
+    out = []
+    with client.stream("GET", f"/api/jobs/{job}/events") as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith("data: ") and line != "data: {}":
+                out.append(json.loads(line[6:]))
+            if line == "event: end":
+                break
+    return out
+
+
+def test_page_carries_the_token_and_every_testid(client):
+    page = client.get("/")
+    assert page.status_code == 200 and TOKEN in page.text
+    for tid in ("forward-t", "forward-image", "prompt", "sampler", "steps", "seed", "guidance", "generate", "cancel",
+                "preview-xt", "preview-x0", "step-counter", "exercise-steps", "exercise-run", "exercise-grid",
+                "exercise-answer"):
+        assert f'data-testid="{tid}"' in page.text, tid
+    assert "http" not in client.get("/static/app.js").text.replace("http://", "")  # no CDN, no outside URL
+    assert client.get("/static/app.js").headers["content-type"].startswith("text/javascript")
+    assert client.get("/static/../app.py").status_code == 404
+    assert "access-control-allow-origin" not in page.headers  # no CORS
+
+
+@pytest.mark.parametrize("base", ["http://evil.example", "http://evil.example:7860", "http://127.0.0.1.nip.io"])
+def test_foreign_host_is_refused(mnist, tmp_path, base):
+    with TestClient(create_app([mnist], tmp_path, token=TOKEN), base_url=base) as c:
+        r = c.get("/api/models")
+    assert r.status_code == 403 and "DNS rebinding" in r.json()["error"]
+
+
+def test_foreign_origin_and_missing_token_are_refused(client):
+    body = {"steps": 2}
+    assert client.get("/api/models", headers={"Origin": "http://evil.example"}).status_code == 403
+    assert post(client, "/api/generate", body, Origin="http://evil.example").status_code == 403
+    assert post(client, "/api/generate", body, Origin="null").status_code == 403
+    assert post(client, "/api/generate", body, **{"Sec-Fetch-Site": "cross-site"}).status_code == 403
+    r = client.post("/api/generate", json=body)
+    assert r.status_code == 403 and "token" in r.json()["error"]
+    r = client.post("/api/generate", json=body, headers={"X-Diffuscope-Token": "wrong"})
+    assert r.status_code == 403
+    assert client.get("/api/models", headers={"Origin": "http://localhost:7860"}).status_code == 200
+
+
+@pytest.mark.parametrize("url,body,message", [
+    ("/api/generate", {"steps": 0}, "steps must be in 1..1000"),
+    ("/api/generate", {"steps": 1001}, "steps must be in 1..1000"),
+    ("/api/generate", {"sampler": "nope"}, "unknown sampler 'nope'"),
+    ("/api/generate", {"prompt": "cat"}, "cat"),
+    ("/api/generate", {"seed": -1}, "seed"),
+    ("/api/generate", {"steps": "many"}, "steps"),
+    ("/api/generate", {"guidance": -1}, "guidance must be >= 0"),
+    ("/api/generate", {"guidance": 2, "guidance_interval": [5, 1]}, "interval"),
+    ("/api/generate", {"model": "other"}, "unknown model 'other'; valid: mnist"),
+    ("/api/exercise", {"n": 0}, "n must be in 1..64"),
+    ("/api/exercise", {"n": 65}, "n must be in 1..64"),
+    ("/api/exercise", {"steps": "abc"}, "step"),
+    ("/api/exercise", {"samplers": []}, "at least one sampler"),
+    ("/api/exercise", {"steps": "1-40", "samplers": ["DDIM"]}, "cells"),
+    ("/api/exercise", {"steps": "1000", "n": 64, "samplers": ["Heun"]}, "limit"),
+    ("/api/phases", {"steps": 1}, "steps must be in 2..1000"),
+])
+def test_bad_parameters_are_400_with_one_line(client, url, body, message):
+    r = post(client, url, body)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert message in error and "\n" not in error
+
+
+def test_generate_streams_every_step_and_saves_the_png(client, tmp_path):
+    r = post(client, "/api/generate", {"prompt": "7", "sampler": "DDIM", "steps": 3, "seed": 5, "guidance": 1.5,
+                                       "preview_every": 2})
+    assert r.status_code == 200
+    job = r.json()["job"]
+    evs = events(client, job)
+    steps = [e for e in evs if e["type"] == "step"]
+    assert [(e["k"], e["n"]) for e in steps] == [(1, 3), (2, 3), (3, 3)]
+    assert [("xt" in e, "x0" in e) for e in steps] == [(False, False), (True, True), (True, True)]  # every 2 + last
+    assert steps[0]["sigma"] > steps[1]["sigma"] > steps[2]["sigma"]
+    done = evs[-1]
+    assert done["type"] == "done" and done["image"].startswith("data:image/png;base64,") and done["nfe"] == 3
+    png = client.get(f"/api/files/{job}/{done['file']}")
+    assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = tmp_path / "out" / job / done["file"]
+    text, params = read_png_params(saved)  # the same two chunks as `diffuscope sample`
+    assert "Steps: 3" in text and "Sampler: DDIM" in text and "Seed: 5" in text
+    assert params["prompt"] == "7" and params["guidance"] == 1.5 and params["model_name"] == "mnist"
+    assert (tmp_path / "out" / job / "grid.png").is_file()
+    # EventSource reconnects with Last-Event-ID: the stream resumes after it
+    with client.stream("GET", f"/api/jobs/{job}/events", headers={"Last-Event-ID": str(len(evs) - 2)}) as s:
+        again = [json.loads(x[6:]) for x in s.iter_lines() if x.startswith("data: ") and x != "data: {}"]
+    assert again == evs[-1:]
+
+
+def test_files_never_leave_the_job_folder(client, tmp_path):
+    job = post(client, "/api/generate", {"steps": 1, "preview_every": 0}).json()["job"]
+    assert events(client, job)[-1]["type"] == "done"
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"\x89PNG secret")
+    os.symlink(secret, tmp_path / "out" / job / "link.png")
+    other = "0" * 32
+    for path in (f"{job}/../../secret.png", f"{job}/..%2F..%2Fsecret.png", f"{job}/link.png", f"{other}/x.png",
+                 "..%2F..%2Fsecret.png/x.png", f"{job}/%2Fetc%2Fpasswd", f"{job}/a/b/c.png", f"{job}/.."):
+        r = client.get(f"/api/files/{path}")
+        assert r.status_code == 404, path
+        assert b"secret" not in r.content
+
+
+def test_full_queue_answers_429_and_cancel_before_start(mnist, tmp_path):
+    worker = Worker(queue_size=1, start=False)  # nothing runs: the queue fills
+    with _client(mnist, tmp_path, worker=worker) as c:
+        first = post(c, "/api/generate", {"steps": 2})
+        assert first.status_code == 200
+        full = post(c, "/api/generate", {"steps": 2})
+        assert full.status_code == 429 and full.headers["Retry-After"] and "queue is full" in full.json()["error"]
+        job = first.json()["job"]
+        assert post(c, f"/api/jobs/{job}/cancel", {}).json()["state"] == "queued"
+        worker.start()
+        assert events(c, job)[-1] == {"type": "cancelled", "message": "cancelled before it started"}
+        assert post(c, "/api/generate", {"steps": 1}).status_code == 200  # room again
+        assert post(c, f"/api/jobs/{'f' * 32}/cancel", {}).status_code == 404
+
+
+def test_cancel_stops_a_running_job_at_the_next_step(client):
+    job = post(client, "/api/generate", {"steps": 1000, "sampler": "Euler", "preview_every": 0}).json()["job"]
+    seen = []
+    with client.stream("GET", f"/api/jobs/{job}/events") as r:
+        for line in r.iter_lines():
+            if not line.startswith("data: ") or line == "data: {}":
+                continue
+            seen.append(json.loads(line[6:]))
+            if len(seen) == 1:
+                assert post(client, f"/api/jobs/{job}/cancel", {}).status_code == 200
+            if seen[-1]["type"] != "step":
+                break
+    assert seen[-1]["type"] == "cancelled"
+    assert len(seen) < 100  # stopped long before step 1000
+    assert client.get(f"/api/jobs/{job}").json()["state"] == "cancelled"
+
+
+def test_forward_frames(client):
+    r = client.get("/api/forward", params={"index": 3, "seed": 1})
+    f = r.json()
+    assert r.status_code == 200 and f["t"][0] == 0 and f["t"][-1] == f["T"] == 1000 and len(f["closed"]) == 101
+    assert f["snr_db"][0] is None and f["snr_db"][-1] < -30 and f["sqrt_alpha_bar"][0] == 1.0
+    assert f["closed"][0] != f["closed"][50] and f["chain"][0] == f["closed"][0]  # t = 0: the clean image twice
+    assert client.get("/api/forward", params={"index": 10**9}).status_code == 400
+
+
+def test_small_exercise_fills_cells_and_answers(client):
+    plan = client.get("/api/exercise/plan", params={"samplers": "DDIM|Euler", "steps": "2,4", "n": 4}).json()
+    # DDIM 2 + 4, Euler 2 + 4, the DPM++ 2M reference at 7 steps: 19 NFE per image
+    assert plan["nfe"] == 2 + 4 + 2 + 4 + 7 and plan["image_nfe"] == 19 * 4
+    r = post(client, "/api/exercise", {"prompt": "3", "samplers": ["DDIM", "Euler"], "steps": "2,4", "n": 4,
+                                       "guidance": 1.0})
+    evs = events(client, r.json()["job"])
+    assert evs[0]["type"] == "plan" and evs[0]["nfe"] == plan["nfe"]
+    cells = [(e["sampler"], e["steps"]) for e in evs if e["type"] == "cell"]
+    assert cells == [("DDIM", 2), ("DDIM", 4), ("Euler", 2), ("Euler", 4)]
+    done = evs[-1]
+    assert done["type"] == "done", done
+    assert list(done["answers"]) == ["DDIM", "Euler"]
+    assert all(a.startswith(f"{s}: ") and a.endswith(".") for s, a in done["answers"].items())
+    job = r.json()["job"]
+    assert client.get(f"/api/files/{job}/{done['plot']}").status_code == 200
+    cell_file = next(e["file"] for e in evs if e["type"] == "cell")
+    _, params = read_png_params(client.app.state.out_dir / job / cell_file)
+    assert params["steps"] == 2 and params["sampler"] == "DDIM" and params["prompt"] == "3"
+
+
+def test_a_job_nobody_watches_any_more_is_cancelled(client, monkeypatch):
+    import time
+
+    import diffuscope.web.app as web_app
+
+    monkeypatch.setattr(web_app, "DISCONNECT_GRACE_S", 0.2)
+    job = post(client, "/api/generate", {"steps": 1000, "sampler": "Euler", "preview_every": 0}).json()["job"]
+    with client.stream("GET", f"/api/jobs/{job}/events") as r:
+        next(line for line in r.iter_lines() if line.startswith("data: "))  # the client goes away after one step
+    deadline = time.monotonic() + 30
+    while client.get(f"/api/jobs/{job}").json()["state"] != "cancelled":
+        assert time.monotonic() < deadline, "the job went on without a subscriber"
+        time.sleep(0.05)
+
+
+def test_cli_serve_refuses_bad_flags_in_one_line(capsys):
+    from diffuscope.cli import main
+
+    assert main(["serve", "--port", "70000"]) == 2
+    assert main(["serve", "--model", "mnist", "--model", "mnist", "--port", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "1..65535" in err[0] and "share a name" in err[1]
+
+
+def test_phases_give_a_verdict_per_claim(client):
+    r = post(client, "/api/phases", {"prompt": "", "steps": 6, "n": 2})
+    done = events(client, r.json()["job"])[-1]
+    assert done["type"] == "done", done
+    claims = [v[0] for v in done["verdicts"]]
+    assert claims[:3] == ["composition is decided early", "structure forms in the middle", "detail comes late"]
+    assert all(v[2] in ("holds", "not seen on this model") for v in done["verdicts"])
+    assert "frequency.png" in done["plots"]
+    assert client.get(f"/api/files/{r.json()['job']}/frequency.png").status_code == 200
+
+
+def test_the_worker_survives_a_failing_job():
+    worker = Worker(queue_size=2)
+    try:
+        bad = worker.submit("x", lambda job: 1 / 0)
+        good = worker.submit("x", lambda job: {"type": "done", "id": job.id})
+        for job in (bad, good):
+            while not job.finished:
+                job.events_since(len(job.events), 1.0)
+        assert bad.state == "error"
+        assert bad.events[-1] == {"type": "error", "message": "ZeroDivisionError: division by zero"}
+        assert good.state == "done" and good.events[-1] == {"type": "done", "id": good.id}
+    finally:
+        worker.close()
