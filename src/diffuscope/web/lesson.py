@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from diffuscope.conditioning import NoConditioner
 from diffuscope.errors import UsageError
 from diffuscope.events import CancelToken
 
@@ -45,18 +46,18 @@ class ModelEntry:
 
     name: str
     ref: str
-    model: Any  # checkpoint.LoadedModel (diffuscope.model.DiffusionModel after issue 17)
+    model: Any  # diffuscope.model.DiffusionModel
     data: str  # the data set its real images come from
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        u = self.model.config.unet
-        return (u.in_channels, u.image_size, u.image_size)
+        """(C, H, W) of the model's pixel images (decoded, for a latent model)."""
+        return tuple(self.model.image_shape)
 
     @property
-    def null_label(self) -> int | None:
-        k = self.model.config.unet.num_classes
-        return k if k > 0 else None
+    def has_null(self) -> bool:
+        """Whether the model has a null condition (guidance is possible)."""
+        return self.model.conditioner.has_null
 
     def describe(self) -> dict:
         from diffuscope.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
@@ -68,17 +69,17 @@ class ModelEntry:
                 "max_steps": min(MAX_STEPS, schedule.num_timesteps) if schedule.is_discrete else MAX_STEPS,
                 "samplers": [{"name": s.name, "id": s.id} for s in SAMPLERS.values()],
                 "default_sampler": DEFAULT_SAMPLER,
-                "default_guidance": DEFAULT_GUIDANCE if self.null_label is not None else 1.0}
+                "conditioning": self.model.conditioner.kind,
+                "default_guidance": DEFAULT_GUIDANCE if self.has_null else 1.0}
 
-    def label(self, prompt: str | None) -> int:
-        """The class of ``prompt`` (the null class, or 0 for a model without classes, when empty)."""
-        from diffuscope.data import class_index
-
+    def prompt(self, prompt: str | None) -> str | None:
+        """The prompt as the model takes it (None: unconditional); the model's conditioner decides what is valid.
+        An empty prompt for a class model means the null prompt (sampling unconditionally)."""
         if not prompt:
-            return self.null_label or 0
-        if self.null_label is None:
-            raise UsageError(f"model {self.name} has no classes: leave the prompt empty")
-        return class_index(prompt, self.model.class_names)
+            if self.model.conditioner.kind == "text":
+                raise UsageError(f"model {self.name} needs a prompt ({self.model.conditioner.describe()})")
+            return None
+        return self.model.conditioner.check(prompt)
 
 
 def load_entry(ref: str, device: str | torch.device = "cpu") -> ModelEntry:
@@ -113,7 +114,7 @@ def _checked_model(entry: ModelEntry, token: CancelToken):
 def forward_frames(entry: ModelEntry, *, index: int, seed: int) -> dict:
     """Every FORWARD_STRIDE-th t of the forward process of real test image ``index``: closed form and chain."""
     from diffuscope.data import load_dataset
-    from diffuscope.processes import forward_process
+    from diffuscope.forward_process import forward_process
     from diffuscope.schedules import ScheduleConfig, VPSchedule, make_schedule
 
     schedule = entry.model.denoiser.schedule
@@ -163,33 +164,40 @@ def check_generate(entry: ModelEntry, req: GenerateRequest) -> None:
         raise UsageError(f"steps must be in 1..{limit}, got {req.steps}")
     if req.guidance < 0:
         raise UsageError(f"guidance must be >= 0, got {req.guidance}")
-    if req.guidance != 1 and entry.null_label is None:
+    if req.guidance != 1 and not entry.has_null:
         raise UsageError(f"model {entry.name} has no classes: guidance must be 1")
     if req.guidance_interval is not None:
         check_interval(req.guidance_interval)
     if req.preview_every < 0:
         raise UsageError(f"preview_every must be >= 0 (0 = none), got {req.preview_every}")
-    entry.label(req.prompt)
+    entry.prompt(req.prompt)
 
 
 def run_generate(entry: ModelEntry, req: GenerateRequest, out: Path, emit: Emit, token: CancelToken) -> dict:
     """One image, as ``diffuscope sample --n 1`` makes it, with a step event (and previews) as each step is done."""
-    from diffuscope.generate import generate, image_params, write_images
+    from diffuscope.generate import generate_from_prompts, image_params, write_images
+
+    decode = entry.model.decode if entry.model.is_latent else (lambda v: v)
 
     def on_step(info) -> None:
         token.check()
         k = info.i + 1
         event = {"type": "step", "k": k, "n": info.steps, "sigma": float(info.sigma)}
         if req.preview_every and (k % req.preview_every == 0 or k == info.steps):
-            event["xt"] = data_url(info.x[0].float().cpu(), vp_sigma=float(info.sigma))
-            event["x0"] = data_url(info.denoised[0].float().cpu())
+            with torch.no_grad():
+                event["xt"] = data_url(decode(info.x[:1] / (1 + float(info.sigma) ** 2) ** 0.5)[0].float().cpu()
+                                       if entry.model.is_latent else info.x[0].float().cpu(),
+                                       vp_sigma=None if entry.model.is_latent else float(info.sigma))
+                event["x0"] = data_url(decode(info.denoised[:1])[0].float().cpu())
         emit(event)
 
-    label = entry.label(req.prompt)
-    guidance = req.guidance if entry.null_label is not None else 1.0
-    gen = generate(entry.model.denoiser, entry.model.denoiser.schedule, [label], entry.shape, sampler=req.sampler,
-                   steps=req.steps, guidance=guidance, guidance_interval=req.guidance_interval, seed=req.seed,
-                   null_label=entry.null_label, callback=on_step, device=_device(entry))
+    prompt = entry.prompt(req.prompt)
+    null_prompt = prompt is None and entry.model.conditioner.kind == "class"  # the null class: unconditional
+    guidance = req.guidance if entry.has_null and not null_prompt else 1.0
+    model = replace(entry.model, conditioner=NoConditioner()) if null_prompt else entry.model
+    gen = generate_from_prompts(model, None if prompt is None else [prompt], n=1, sampler=req.sampler,
+                                steps=req.steps, guidance=guidance, guidance_interval=req.guidance_interval,
+                                seed=req.seed, callback=on_step, cancel=token, device=_device(entry))
     params = [image_params(gen, 0, prompt=req.prompt, model_name=entry.name, model_path=entry.ref,
                            shape=entry.shape)]
     paths = write_images(gen, out, params)
@@ -232,12 +240,12 @@ def exercise_config(entry: ModelEntry, req: ExerciseRequest):
     ref_steps = max(req.steps) * 3 // 2 + 1
     if entry.model.denoiser.schedule.is_discrete:
         ref_steps = min(ref_steps, entry.model.denoiser.schedule.num_timesteps)
-    guidance = req.guidance if entry.null_label is not None else 1.0
+    guidance = req.guidance if entry.has_null else 1.0
     config = SweepConfig(steps=tuple(sorted(set(req.steps))), samplers=req.samplers, prompts=(req.prompt,) if
                          req.prompt else (), seed=req.seed, n=req.n, guidance=guidance,
                          reference_sampler="DPM++ 2M", reference_steps=ref_steps, ci_resamples=50)
     check_config(config)
-    entry.label(req.prompt)
+    entry.prompt(req.prompt)
     nfe = exercise_nfe(config)
     if nfe * config.n > MAX_EXERCISE_IMAGE_NFE:
         raise UsageError(f"this exercise needs {nfe} NFE x {config.n} images = {nfe * config.n} image-NFE, more "
@@ -302,13 +310,13 @@ def check_phases(entry: ModelEntry, *, prompt: str, steps: int, n: int) -> None:
         raise UsageError(f"steps must be in 2..{limit}, got {steps}")
     if not 1 <= n <= MAX_EXERCISE_N:
         raise UsageError(f"n must be in 1..{MAX_EXERCISE_N}, got {n}")
-    entry.label(prompt)
+    entry.prompt(prompt)
 
 
 def run_phases(entry: ModelEntry, *, prompt: str, steps: int, n: int, seed: int, out: Path, emit: Emit,
                token: CancelToken) -> dict:
     """The phase measures (``diffuscope phases``) with the lesson's claims and a one-line verdict each."""
-    from diffuscope.processes import measure_phases, save_phases
+    from diffuscope.phases_report import measure_phases, save_phases
     from diffuscope.verdicts import phase_verdicts
 
     check_phases(entry, prompt=prompt, steps=steps, n=n)
