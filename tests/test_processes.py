@@ -10,7 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
+from diffuscope.conditioning import ClassConditioner
 from diffuscope.errors import UsageError
+from diffuscope.model import DiffusionModel
 from diffuscope.processes import (
     forward_process,
     load_image_file,
@@ -154,7 +156,9 @@ def test_show_indices():
 def test_reverse_strip_and_gif(tmp_path):
     means = torch.stack([torch.full((1, 8, 8), 0.5), torch.full((1, 8, 8), -0.5)])
     den = GaussianMixtureDenoiser(means, 0.2)
-    r = reverse_process(den, EDMSchedule(), 0, (1, 8, 8), steps=12, sampler="Euler", seed=4, prompt="0")
+    model = DiffusionModel(den, ClassConditioner(("0", "1")), (1, 8, 8))
+    den.schedule = EDMSchedule()
+    r = reverse_process(model, "0", steps=12, sampler="Euler", seed=4)
     assert r.trajectory.x.shape == (12, 1, 1, 8, 8) and r.nfe == 12
     png, gif, meta = save_reverse(r, tmp_path, show=5)
     with Image.open(png) as im:
@@ -219,7 +223,7 @@ def test_phases_command(untrained_model, tmp_path, capsys):
 
 def test_phases_command_with_a_classifier(untrained_model, tmp_path, capsys, monkeypatch):
     """The classifier diffuscope.metrics finds for the model decides 'same class' (a stand-in here)."""
-    from diffuscope import processes
+    from diffuscope.metrics import classifier, locate
 
     class Brightness:  # class 1 = brighter than average, class 0 = darker
         def predict(self, images):
@@ -231,7 +235,8 @@ def test_phases_command_with_a_classifier(untrained_model, tmp_path, capsys, mon
         found.append(model_path)
         return "clf"
 
-    monkeypatch.setattr(processes, "_classifier_api", lambda: (find, lambda path: Brightness()))
+    monkeypatch.setattr(locate, "find_classifier", find)
+    monkeypatch.setattr(classifier, "load_classifier", lambda path: Brightness())
     out = tmp_path / "ph"
     assert cli_main(["phases", "--model", str(untrained_model), "--steps", "3", "--n", "2", "--points", "2",
                      "--consistency-steps", "2,3", "--out", str(out), "--device", "cpu"]) == 0
@@ -323,8 +328,9 @@ def test_reverse_process_matches_generate_bit_for_bit(sampler, guidance, interva
     model = load_model("mnist")
     u = model.config.unet
     shape = (u.in_channels, u.image_size, u.image_size)
-    kw = dict(steps=6, sampler=sampler, guidance=guidance, guidance_interval=interval, seed=11, null_label=10)
-    r = reverse_process(model.denoiser, model.denoiser.schedule, 3, shape, **kw)
+    kw = dict(steps=6, sampler=sampler, guidance=guidance, guidance_interval=interval, seed=11)
+    r = reverse_process(model, "3", **kw)
+    kw["null_label"] = 10
     gen = generate(model.denoiser, model.denoiser.schedule, torch.tensor([3]), shape, **kw)
     assert torch.equal(r.trajectory.final, gen.images)
     assert torch.equal(r.trajectory.sigmas, gen.grid.sigmas.double())
