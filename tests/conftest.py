@@ -15,7 +15,7 @@ def tiny_model(tmp_path_factory):
     from helpers import tiny_config
 
     run = tmp_path_factory.mktemp("tiny") / "run"
-    train(tiny_config(max_steps=10), run, progress=False)
+    train(tiny_config(max_steps=10), run)
     return run
 
 

@@ -62,8 +62,8 @@ def test_training_run_folder_and_exact_resume(tmp_path):
     raw = json.loads((straight.checkpoint / "config.json").read_text())
     assert raw["run"]["kind"] == "autoencoder" and raw["run"]["scale_factor"] == pytest.approx(straight.scale_factor)
 
-    train_autoencoder(tiny_run(), tmp_path / "b", progress=False, stop_at=3)  # "interrupted" after step 3
-    resumed = train_autoencoder(tiny_run(), tmp_path / "b", progress=False, resume="latest")
+    train_autoencoder(tiny_run(), tmp_path / "b", stop_at=3)  # "interrupted" after step 3
+    resumed = train_autoencoder(tiny_run(), tmp_path / "b", resume="latest")
     a, b = load_codec(tmp_path / "a"), load_codec(tmp_path / "b")
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(p, q), name

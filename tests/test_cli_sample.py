@@ -114,7 +114,7 @@ def test_steps_beyond_T_for_a_discrete_model(capsys, tmp_path):
 
     cfg = tiny_config(max_steps=2)
     cfg = replace(cfg, model=replace(cfg.model, parametrization="eps", schedule=ScheduleConfig(kind="linear")))
-    train(cfg, tmp_path / "eps", progress=False)
+    train(cfg, tmp_path / "eps")
     code, _, err = _run(capsys, "sample", "--model", tmp_path / "eps", "--prompt", "7", "--steps", "1001",
                         "--sampler", "DDPM", "--out", tmp_path / "o")
     assert code == 2 and "1..1000" in err

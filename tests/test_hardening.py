@@ -269,9 +269,9 @@ def test_second_training_into_a_locked_run_is_refused(tmp_path):
     run = tmp_path / "run"
     with outputs.RunLock(run):  # another process training there right now
         with pytest.raises(UsageError, match="in use"):
-            train(tiny_config(max_steps=2), run, progress=False)
+            train(tiny_config(max_steps=2), run)
         with pytest.raises(UsageError, match="in use"):
-            train(tiny_config(max_steps=2), run, resume="latest", progress=False)
+            train(tiny_config(max_steps=2), run, resume="latest")
     assert not (run / "checkpoints").exists()
 
 
@@ -518,7 +518,7 @@ def test_full_disk_at_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch)
     from helpers import tiny_config
 
     run = tmp_path / "run"
-    train(tiny_config(max_steps=4, checkpoint_every=2), run, progress=False, stop_at=2)
+    train(tiny_config(max_steps=4, checkpoint_every=2), run, stop_at=2)
     real = ck.save_file
 
     def full(*a, **k):
@@ -527,7 +527,7 @@ def test_full_disk_at_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch)
 
     monkeypatch.setattr(ck, "save_file", full)
     with pytest.raises(TrainingError, match="No space left"):
-        train(tiny_config(max_steps=4, checkpoint_every=2), run, resume="latest", progress=False)
+        train(tiny_config(max_steps=4, checkpoint_every=2), run, resume="latest")
     assert [p.name for p in list_checkpoints(run / "checkpoints")] == ["step-0000002"]
     read_manifest(run / "checkpoints" / "step-0000002", required=("model.safetensors", "state.pt"))
 

@@ -95,7 +95,7 @@ def _train_text_model(tmp_path, encoder_name):
     unet = replace(cfg.model.unet, text_dim=TOY_DIM, attention_resolutions=(4,), num_heads=2)
     cfg = replace(cfg, model=replace(cfg.model, unet=unet, conditioning="text", text_encoder=encoder_name),
                   train=replace(cfg.train, max_steps=8, checkpoint_every=8, sample_every=0, device="cpu", log_every=4))
-    train(cfg, tmp_path / "text-run", progress=False)
+    train(cfg, tmp_path / "text-run")
     from diffuscope.checkpoint import load_model
 
     return load_model(tmp_path / "text-run")

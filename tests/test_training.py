@@ -18,7 +18,7 @@ from helpers import tiny_config
 def trained(tmp_path_factory):
     run = tmp_path_factory.mktemp("run")
     config = tiny_config(max_steps=60)
-    result = train(config, run / "r", progress=False)
+    result = train(config, run / "r")
     return config, result
 
 
@@ -52,9 +52,9 @@ def test_checkpoint_loads_back_with_identical_outputs(trained):
 
 
 def test_resumed_run_is_bit_identical(tmp_path):
-    full = train(tiny_config(max_steps=12), tmp_path / "full", progress=False)
-    train(tiny_config(max_steps=12), tmp_path / "split", progress=False, stop_at=5)
-    resumed = train(tiny_config(max_steps=12), tmp_path / "split", resume="latest", progress=False)
+    full = train(tiny_config(max_steps=12), tmp_path / "full")
+    train(tiny_config(max_steps=12), tmp_path / "split", stop_at=5)
+    resumed = train(tiny_config(max_steps=12), tmp_path / "split", resume="latest")
     for name in ("model.safetensors", "ema.safetensors"):
         assert (full.checkpoint / name).read_bytes() == (resumed.checkpoint / name).read_bytes()
     # the clock carries over: elapsed_s counts the training time of the whole run, not of the last session
@@ -68,7 +68,7 @@ def test_refuses_to_overwrite_a_non_empty_run_folder(trained):
     config, result = trained
     before = (result.run_dir / "metrics.csv").read_bytes()
     with pytest.raises(UsageError, match="not empty"):
-        train(config, result.run_dir, progress=False)
+        train(config, result.run_dir)
     assert (result.run_dir / "metrics.csv").read_bytes() == before
 
 
@@ -104,9 +104,8 @@ def test_default_warmup_is_a_tenth_of_the_run_at_most_200(max_steps, flag, expec
 def test_bf16_training_on_cpu(tmp_path):
     """precision bf16 (autocast) runs on the CPU: finite losses, float32 finite weights that differ from the fp32
     run's (autocast really engaged) yet stay close to them, and a checkpoint that loads and samples."""
-    fp32 = train(tiny_config(max_steps=3, log_every=1, batch_size=16), tmp_path / "fp32", progress=False)
-    bf16 = train(tiny_config(max_steps=3, log_every=1, batch_size=16, precision="bf16"), tmp_path / "bf16",
-                 progress=False)
+    fp32 = train(tiny_config(max_steps=3, log_every=1, batch_size=16), tmp_path / "fp32")
+    bf16 = train(tiny_config(max_steps=3, log_every=1, batch_size=16, precision="bf16"), tmp_path / "bf16")
     losses = [float(r["loss"]) for r in csv.DictReader((bf16.run_dir / "metrics.csv").open())]
     assert len(losses) == 3 and all(math.isfinite(v) for v in losses)
     a = load_model(bf16.run_dir, ema=False).denoiser.net.state_dict()

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from diffuscope import checkpoint as ckpt_io
-from diffuscope.checkpoint import list_checkpoints
+from diffuscope.checkpoint import file_entries, list_checkpoints
 from diffuscope.training import TrainingError, train
 from helpers import tiny_config
 
@@ -64,12 +64,12 @@ def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path, toml):
 
 
 def test_keep_checkpoints(tmp_path):
-    train(tiny_config(max_steps=8, checkpoint_every=2, keep_checkpoints=2), tmp_path / "r", progress=False)
+    train(tiny_config(max_steps=8, checkpoint_every=2, keep_checkpoints=2), tmp_path / "r")
     assert [p.name for p in list_checkpoints(tmp_path / "r" / "checkpoints")] == ["step-0000006", "step-0000008"]
 
 
 def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    train(tiny_config(max_steps=6, checkpoint_every=3), tmp_path / "r", progress=False, stop_at=3)
+    train(tiny_config(max_steps=6, checkpoint_every=3), tmp_path / "r", stop_at=3)
     before = (tmp_path / "r" / "checkpoints" / "step-0000003" / "ema.safetensors").read_bytes()
     real = ckpt_io.save_file
 
@@ -79,7 +79,7 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ckpt_io, "save_file", full_disk)
     with pytest.raises(TrainingError, match=r"step 6 \(No space left on device\).*step-0000003 is intact"):
-        train(tiny_config(max_steps=6, checkpoint_every=3), tmp_path / "r", progress=False, resume="latest")
+        train(tiny_config(max_steps=6, checkpoint_every=3), tmp_path / "r", resume="latest")
     ckpts = tmp_path / "r" / "checkpoints"
     assert [p.name for p in ckpts.iterdir()] == ["step-0000003"]  # no half-written folder left behind
     assert (ckpts / "step-0000003" / "ema.safetensors").read_bytes() == before
@@ -91,8 +91,8 @@ def _poison(monkeypatch, bad_steps):
 
     real = loop.training_batch
 
-    def batch(data, images, labels, denoiser, t, step):
-        x0, sigma, noise, cond = real(data, images, labels, denoiser, t, step)
+    def batch(data, images, conds, denoiser, t, step, null=None):
+        x0, sigma, noise, cond = real(data, images, conds, denoiser, t, step, null)
         if step + 1 in bad_steps:
             x0 = x0 * float("nan")
         return x0, sigma, noise, cond
@@ -101,10 +101,10 @@ def _poison(monkeypatch, bad_steps):
 
 
 def test_non_finite_loss_stops_with_the_step_and_writes_nothing_bad(tmp_path, monkeypatch):
-    train(tiny_config(max_steps=8, checkpoint_every=2), tmp_path / "r", progress=False, stop_at=2)
+    train(tiny_config(max_steps=8, checkpoint_every=2), tmp_path / "r", stop_at=2)
     _poison(monkeypatch, {4})
     with pytest.raises(TrainingError, match="non-finite loss at step 4"):
-        train(tiny_config(max_steps=8, checkpoint_every=2), tmp_path / "r", progress=False, resume="latest")
+        train(tiny_config(max_steps=8, checkpoint_every=2), tmp_path / "r", resume="latest")
     assert [p.name for p in list_checkpoints(tmp_path / "r" / "checkpoints")] == ["step-0000002"]
     model = ckpt_io.load_model(tmp_path / "r", ema=False)
     assert all(torch.isfinite(p).all() for p in model.denoiser.net.parameters())
@@ -112,7 +112,7 @@ def test_non_finite_loss_stops_with_the_step_and_writes_nothing_bad(tmp_path, mo
 
 def test_bad_batches_can_be_skipped(tmp_path, monkeypatch):
     _poison(monkeypatch, {3, 5})
-    result = train(tiny_config(max_steps=6, max_bad_batches=2), tmp_path / "r", progress=False)
+    result = train(tiny_config(max_steps=6, max_bad_batches=2), tmp_path / "r")
     model = ckpt_io.load_model(result.checkpoint, ema=False)
     assert all(torch.isfinite(p).all() for p in model.denoiser.net.parameters())
 
@@ -121,11 +121,11 @@ def test_cli_refuses_non_safetensors_weights_in_one_line(tmp_path, toml):
     """A complete checkpoint (manifest and sizes right) whose weights are a pickle: resuming refuses to unpickle
     it, in one line, exit 2; nothing of the run is changed."""
     run = tmp_path / "r"
-    train(tiny_config(max_steps=2), run, progress=False)
+    train(tiny_config(max_steps=2), run)
     ckpt = run / "checkpoints" / "step-0000002"
     torch.save({"w": torch.zeros(3)}, ckpt / "model.safetensors")  # what a pickled .ckpt renamed looks like
     manifest = json.loads((ckpt / "manifest.json").read_text())
-    manifest["files"]["model.safetensors"] = (ckpt / "model.safetensors").stat().st_size
+    manifest["files"].update(file_entries(ckpt, ["model.safetensors"]))  # size and sha256 of the new file
     (ckpt / "manifest.json").write_text(json.dumps(manifest))
     before = {p.name: p.read_bytes() for p in ckpt.iterdir()}
     proc = subprocess.run(_cli(run, "--config", str(toml), "--max-steps", "4", "--resume", "latest"),

@@ -56,9 +56,14 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(run_config.to_json(config))
         return 0
+    from diffuscope.cli.progress import TqdmObserver
     from diffuscope.training import train
 
-    result = train(config, args.out, resume=args.resume, progress=not args.quiet)
+    bar = TqdmObserver("train", unit="step", disable=args.quiet)
+    try:
+        result = train(config, args.out, resume=args.resume, on_event=bar)
+    finally:
+        bar.close()
     if result.checkpoint is None:  # not rank 0 of a data-parallel run
         return 0
     print(f"trained {result.steps} steps in {result.elapsed_s:.0f} s ({result.images_per_s:.0f} images/s), "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -15,7 +16,6 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from diffuscope import checkpoint as ckpt_io
 from diffuscope import config as config_io
@@ -24,6 +24,7 @@ from diffuscope.conditioning import ClassCond, Cond, as_cond
 from diffuscope.data import ImageDataset, batch_indices, load_dataset
 from diffuscope.device import pick_device
 from diffuscope.errors import UsageError
+from diffuscope.events import CancelToken, Observer, Progress, report
 from diffuscope.model import ModelConfig, build_denoiser, check_model_config, fit_to_data
 from diffuscope.precond import Denoiser, make_denoiser
 from diffuscope.schedules import sample_training_sigmas
@@ -147,15 +148,17 @@ def train(
     run_dir: str | Path,
     *,
     resume: str | None = None,
-    progress: bool = True,
     stop_at: int | None = None,
+    on_event: Observer | None = None,
+    cancel: CancelToken | None = None,
 ) -> TrainResult:
     """Train the model ``config`` describes into ``run_dir`` (see README: the run folder).
 
     ``resume``: "latest" (the newest complete checkpoint of ``run_dir``) or a checkpoint folder. ``stop_at`` ends
     the run early after that step (with a checkpoint), as if it had been interrupted there: the LR schedule still
     runs to ``max_steps``, so a resumed run continues exactly. Under torchrun/accelerate every process runs this;
-    only rank 0 writes.
+    only rank 0 writes. ``on_event`` receives a 'train' Progress event per step (rank 0; data: loss, images/s);
+    ``cancel`` stops the run after the step in progress (events.py), keeping the last checkpoint.
     """
     t = config.train
     run_dir = Path(run_dir)
@@ -171,13 +174,14 @@ def train(
     ddp, device = init_distributed(pick_device(t.device))
     try:
         with run_lock(run_dir, resume, enabled=ddp.is_main):  # the exclusive lock, then the check again
-            return _train(config, model_config, data, run_dir, ddp, device, resume, progress, stop_at)
+            return _train(config, model_config, data, run_dir, ddp, device, resume, stop_at, on_event, cancel)
     finally:
         shutdown(ddp)
 
 
 def _train(config: RunConfig, model_config: ModelConfig, data: ImageDataset, run_dir: Path, ddp: Dist,
-           device: torch.device, resume: str | None, progress: bool, stop_at: int | None) -> TrainResult:
+           device: torch.device, resume: str | None, stop_at: int | None, on_event: Observer | None,
+           cancel: CancelToken | None) -> TrainResult:
     t = config.train
     if t.batch_size % ddp.world_size:
         raise UsageError(f"--batch-size {t.batch_size} must be divisible by the number of processes ({ddp.world_size})")
@@ -224,7 +228,6 @@ def _train(config: RunConfig, model_config: ModelConfig, data: ImageDataset, run
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
     denoiser.train()
     end = min(t.max_steps, stop_at or t.max_steps)
-    bar = tqdm(total=end, initial=start, disable=not (progress and ddp.is_main), unit="step", dynamic_ncols=True)
     t0 = window_t = time.perf_counter()
     window_n, rate, loss_value, last_ckpt, bad = 0, 0.0, float("nan"), None, 0
     for step in range(start, end):
@@ -242,7 +245,7 @@ def _train(config: RunConfig, model_config: ModelConfig, data: ImageDataset, run
             if bad > t.max_bad_batches:
                 raise TrainingError(f"non-finite {what} at step {step + 1}: training stopped; the last good "
                                     f"checkpoint is kept (see --max-bad-batches to skip a few bad batches)")
-            tqdm.write(f"step {step + 1}: non-finite {what}, batch skipped ({bad}/{t.max_bad_batches})")
+            print(f"step {step + 1}: non-finite {what}, batch skipped ({bad}/{t.max_bad_batches})", file=sys.stderr)
             opt.zero_grad(set_to_none=True)
             lr_sched.step()
             continue
@@ -261,8 +264,8 @@ def _train(config: RunConfig, model_config: ModelConfig, data: ImageDataset, run
             log.write({"step": done, "loss": f"{loss_value:.6f}", "lr": f"{opt.param_groups[0]['lr']:.6g}",
                        "grad_norm": f"{float(grad_norm):.4f}", "images_per_s": f"{rate:.1f}",
                        "elapsed_s": f"{elapsed_before + now - t0:.1f}"})
-            bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{rate:.0f}")
-        bar.update(1)
+        report(on_event, cancel, Progress("train", done, end, f"loss {loss_value:.4f}, {rate:.0f} img/s",
+                                          {"loss": loss_value, "images_per_s": rate}))
         if (t.sample_every and done % t.sample_every == 0) or done == end:
             preview(ema_denoiser, model_config, t, run_dir / "samples" / f"{ckpt_io.checkpoint_name(done)}.png",
                     device)
@@ -272,7 +275,6 @@ def _train(config: RunConfig, model_config: ModelConfig, data: ImageDataset, run
                      "world_size": ddp.world_size, "elapsed_s": elapsed_before + time.perf_counter() - t0}
             last_ckpt = _save(ckpt_dir, done, denoiser.net, ema_net, model_config, resolved, state)
             prune_checkpoints(ckpt_dir, t.keep_checkpoints)
-    bar.close()
     if ddp.enabled:
         same = replicas_identical(params, ddp)
         if ddp.is_main:
