@@ -139,7 +139,8 @@ def test_export_model_round_trip(tmp_path):
         "classifier.json", "classifier.safetensors", "config.json", "ema.safetensors", "manifest.json"]
     manifest = json.loads((dest / "manifest.json").read_text())
     assert manifest["step"] == 7 and manifest["source"] == str(path)
-    assert manifest["files"] == {p.name: p.stat().st_size for p in dest.iterdir() if p.name != "manifest.json"}
+    assert {n: e["size"] for n, e in manifest["files"].items()} == {
+        p.name: p.stat().st_size for p in dest.iterdir() if p.name != "manifest.json"}
     exported, original = load_model(dest), load_model(path)
     assert exported.step == 7 and exported.config == original.config
     x = torch.randn(4, 1, 8, 8)

@@ -213,7 +213,7 @@ class ClassConditioner(Conditioner):
         from diffuscope.data.prompts import class_index
 
         if prompt is None or not str(prompt).strip():
-            raise UsageError(f"a prompt is required for this model ({self.describe()})")
+            raise UsageError(f"--prompt is required for this model ({self.describe()})")
         return class_index(prompt, self.class_names)
 
     def check(self, prompt: str | None) -> str:
@@ -260,7 +260,7 @@ class TextConditioner(Conditioner):
     def check(self, prompt: str | None) -> str:
         text = "" if prompt is None else " ".join(str(prompt).split())
         if not text:
-            raise UsageError(f"a prompt is required for this model ({self.describe()})")
+            raise UsageError(f"--prompt is required for this model ({self.describe()})")
         if self.max_tokens is not None and self.count_tokens is not None:
             n = self.count_tokens(text)
             if n > self.max_tokens:

@@ -64,8 +64,6 @@ def run(args: argparse.Namespace) -> int:
     from safetensors.torch import save_file
 
     from diffuscope.checkpoint import load_model
-    from diffuscope.cli.reverse import resolve_prompt
-    from diffuscope.data import class_index
     from diffuscope.device import pick_device
     from diffuscope.errors import UsageError
     from diffuscope.guidance import CFGDenoiser
@@ -83,26 +81,26 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{out} already holds {', '.join(taken)}: choose a new --out (nothing is overwritten)")
     device = pick_device(args.device)
     model = load_model(args.model, device=device)
-    label, prompt, null = resolve_prompt(model, args.prompt)
-    regen_prompt = args.regen_prompt or prompt
-    regen_label = class_index(regen_prompt, model.class_names) if args.regen_prompt else label
-    if args.guidance != 1 and null is None:
-        raise UsageError("this model has no empty prompt (null class): guidance must be 1")
-    u = model.config.unet
-    image, resized = load_image(args.image, u.in_channels, u.image_size)
-    denoiser = model.denoiser if args.guidance == 1 else CFGDenoiser(model.denoiser, args.guidance, null)
+    conditioner = model.conditioner  # prompts -> conditions in one place (the model's own rule)
+    prompt = conditioner.check(args.prompt)
+    regen_prompt = conditioner.check(args.regen_prompt) if args.regen_prompt else prompt
+    if args.guidance != 1 and not conditioner.has_null:
+        raise UsageError("this model has no empty prompt (null condition): guidance must be 1")
+    channels, size, _ = model.image_shape
+    image, resized = load_image(args.image, channels, size)
+    denoiser = model.denoiser if args.guidance == 1 else CFGDenoiser(model.denoiser, args.guidance,
+                                                                     conditioner.null(1))
     grid = grid_for(model.path, model.denoiser.schedule, args.steps, args.spacing, spec.name)
-    encode = getattr(model, "encode", None) or (lambda x: x)  # latent models: the lead's model object has them
-    decode = getattr(model, "decode", None) or (lambda x: x)
-    cond = torch.tensor([label], device=device)
-    rt = round_trip(denoiser, image.to(device), grid.sigmas, sampler=spec.name, cond=cond,
-                    regen_cond=torch.tensor([regen_label], device=device), encode=encode, decode=decode)
+    cond = None if prompt is None else conditioner.encode([prompt]).to(device)
+    regen_cond = None if regen_prompt is None else conditioner.encode([regen_prompt]).to(device)
+    rt = round_trip(denoiser, image.to(device), grid.sigmas, sampler=spec.name, cond=cond, regen_cond=regen_cond,
+                    encode=model.encode, decode=model.decode)
     out.mkdir(parents=True, exist_ok=True)
     noise, regen = rt.noise.float().cpu(), rt.images.float().cpu()
     meta = {"sampler": spec.name, "steps": str(grid.steps), "sigma_max": str(float(grid.sigmas[0])),
             "prompt": prompt, "model": str(model.path)}
     save_file({"noise": noise.contiguous()}, str(out / "noise.safetensors"), metadata=meta)
-    scale = max(1, 64 // u.image_size)
+    scale = max(1, 64 // size)
     to_pil(image[0], scale).save(out / "original.png")
     to_pil((noise[0] / 3).clamp(-1, 1), scale).save(out / "noise.png")  # +-3 standard deviations span the greys
     to_pil(regen[0], scale).save(out / "regenerated.png")  # no sample parameters: its noise is not a seed's

@@ -46,6 +46,7 @@ class RealSets:
     stand_in: Tensor
     stand_in_labels: Tensor
     comparison: str
+    reference_labels: Tensor | None = None  # the reference images' classes
 
 
 def _shuffled_by_class(labels: Tensor, seed: int) -> dict[int, np.ndarray]:
@@ -68,11 +69,12 @@ def real_sets(test, labels: Tensor, *, seed: int = 0, train: Callable[[], Any] |
                              f"{_name(class_names, c)!r}: no reference for it")
         ref_idx.append(pool[:k])
         rest[c] = pool[min(k, len(pool)):]
-    reference = test.images[torch.from_numpy(np.concatenate(ref_idx))]
+    ref_t = torch.from_numpy(np.concatenate(ref_idx))
+    reference, reference_labels = test.images[ref_t], test.labels[ref_t]
     if all(len(rest[c]) >= k for c, k in want.items()):
         idx = np.concatenate([rest[c][:k] for c, k in want.items()])
         return RealSets(reference, test.images[torch.from_numpy(idx)], test.labels[torch.from_numpy(idx)],
-                        "held-out vs held-out")
+                        "held-out vs held-out", reference_labels)
     pool_train = train() if train is not None else None
     tr = _shuffled_by_class(pool_train.labels, seed + 1) if pool_train is not None else {}
     short = [c for c, k in want.items() if len(tr.get(c, ())) < k]
@@ -85,7 +87,7 @@ def real_sets(test, labels: Tensor, *, seed: int = 0, train: Callable[[], Any] |
                          f"lower --n or use --metrics convergence")
     idx = np.concatenate([tr[c][:k] for c, k in want.items()])
     t = torch.from_numpy(idx)
-    return RealSets(reference, pool_train.images[t], pool_train.labels[t], "train vs held-out")
+    return RealSets(reference, pool_train.images[t], pool_train.labels[t], "train vs held-out", reference_labels)
 
 
 def _name(class_names: tuple[str, ...], c: int) -> str:
@@ -108,8 +110,7 @@ def split_real(test: ImageDataset, n: int, *, seed: int = 0, train: ImageDataset
         raise UsageError("train and test splits differ in classes or image shape")
     sets = real_sets(test, labels, seed=seed, train=None if train is None else (lambda: train),
                      class_names=test.class_names)
-    return RealSplit(ImageDataset(sets.reference, labels.sort().values,  # the reference is grouped by class
-                                   test.class_names, test.name),
+    return RealSplit(ImageDataset(sets.reference, sets.reference_labels, test.class_names, test.name),
                      ImageDataset(sets.stand_in, sets.stand_in_labels, test.class_names, test.name), sets.comparison)
 
 

@@ -224,7 +224,7 @@ def train_autoencoder(config: AutoencoderRunConfig, run_dir: str | Path, *, resu
             model.train()
         if save:
             state = {"optimizer": opt.state_dict(), "lr_schedule": sched.state_dict(), "step": done,
-                     "elapsed_s": elapsed_before + time.perf_counter() - t0}
+                     "rng_cpu": torch.get_rng_state(), "elapsed_s": elapsed_before + time.perf_counter() - t0}
             run_info = {**config_io.to_dict(resolved), "kind": RUN_KIND, **last_eval}
             last = _save(ckpt_dir, done, model, ema, model_config, run_info, state, TrainingError)
             prune_checkpoints(ckpt_dir, t.keep_checkpoints)
