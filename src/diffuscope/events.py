@@ -60,3 +60,23 @@ def report(on_event: Observer | None, cancel: CancelToken | None, event: Progres
         cancel.check()
     if on_event is not None:
         on_event(event)
+
+
+class ProgressDenoiser:
+    """Wraps a denoiser D(x, sigma, cond): one ``task`` Progress event per network call (one call = one NFE of one
+    batch), ``stage`` as its message, and the cancel token checked before every call. For long work with no
+    natural step of its own (the sweep, the phase measures)."""
+
+    def __init__(self, denoiser, task: str, total: int, on_event: Observer | None, cancel: CancelToken | None):
+        self.denoiser, self.task, self.total = denoiser, task, total
+        self.on_event, self.cancel = on_event, cancel
+        self.schedule = getattr(denoiser, "schedule", None)
+        self.done, self.stage = 0, ""
+
+    def __call__(self, x, sigma, cond=None):
+        if self.cancel is not None:
+            self.cancel.check()
+        out = self.denoiser(x, sigma, cond)
+        self.done += 1
+        report(self.on_event, self.cancel, Progress(self.task, self.done, self.total, self.stage))
+        return out

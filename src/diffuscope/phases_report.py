@@ -86,16 +86,25 @@ def measure_phases(model, *, prompt: str | None, steps: int = 50, n: int = 64, s
                    sampler: str = DEFAULT_SAMPLER, finish_sampler: str = "DDPM", points: int = 10,
                    cutoff: float = 0.125, consistency_steps=(10, 25, 50, 100), guidance: float | None = None,
                    classifier=None, batch_size: int = 64, device="cpu",
-                   guidance_interval: tuple[float, float] | None = None, spacing: str | None = None):
+                   guidance_interval: tuple[float, float] | None = None, spacing: str | None = None,
+                   on_event=None, cancel=None):
     """The three phase measures on a ``DiffusionModel``: (FrequencySplit, Commitment, Consistency, notes).
+    ``on_event`` receives a 'phases' Progress event per network call and ``cancel`` stops the work (events.py).
 
     With a prompt, guidance defaults to DEFAULT_GUIDANCE (as ``diffuscope sample``); without one, sampling uses the
     null condition (unconditional), so for a class model the class itself is decided along the way.
     ``guidance_interval`` = (sigma_lo, sigma_hi) limits guidance to sigma_lo < sigma <= sigma_hi (see guidance.py).
     Every measure is taken on decoded (pixel) images.
     """
+    from diffuscope.events import ProgressDenoiser
     from diffuscope.guidance import CFGDenoiser, check_interval
-    from diffuscope.phases import commitment_curve, frequency_split, sample_trajectory, step_consistency
+    from diffuscope.phases import (
+        commitment_curve,
+        commitment_points,
+        frequency_split,
+        sample_trajectory,
+        step_consistency,
+    )
     from diffuscope.samplers import get_sampler, make_generators, randn
     from diffuscope.schedules import make_grid
 
@@ -131,6 +140,11 @@ def measure_phases(model, *, prompt: str | None, steps: int = 50, n: int = 64, s
     cond = None if cond is None else cond.expand(n).to(device)
     sigmas = grid.sigmas.to(device)
     decode = model.decode if model.is_latent else None
+    spec, finish = get_sampler(sampler), get_sampler(finish_sampler)
+    batches = -(-n // batch_size)
+    total = (spec.nfe(steps) + batches * sum(finish.nfe(steps - k) for k in commitment_points(steps, points))
+             + batches * sum(spec.nfe(s) for s in set(consistency_steps)))  # what the three measures call
+    denoiser = ProgressDenoiser(denoiser, "phases", total, on_event, cancel)
     traj = sample_trajectory(denoiser, noise * float(sigmas[0]), sigmas, sampler=sampler, cond=cond)
     denoised = traj.denoised if decode is None else torch.stack([_decoded(decode, d, device) for d in traj.denoised])
     freq = frequency_split(denoised, cutoff, grid.sigmas.tolist())

@@ -89,11 +89,17 @@ def run(args: argparse.Namespace) -> int:
     args.out = prepare_out(args.out, "phases")
     device = pick_device(args.device)
     model = load_model(args.model, device=device)
-    freq, commit, consist, notes = measure_phases(
-        model, prompt=args.prompt, steps=args.steps, n=args.n, seed=args.seed, sampler=args.sampler,
-        finish_sampler=args.finish_sampler, points=args.points, cutoff=args.cutoff,
-        consistency_steps=consistency_steps, guidance=args.guidance, classifier=args.classifier,
-        batch_size=args.batch_size, device=device, guidance_interval=args.guidance_interval)
+    from diffuscope.cli.progress import TqdmObserver
+
+    bar = TqdmObserver("phases", unit="NFE")
+    try:
+        freq, commit, consist, notes = measure_phases(
+            model, prompt=args.prompt, steps=args.steps, n=args.n, seed=args.seed, sampler=args.sampler,
+            finish_sampler=args.finish_sampler, points=args.points, cutoff=args.cutoff,
+            consistency_steps=consistency_steps, guidance=args.guidance, classifier=args.classifier,
+            batch_size=args.batch_size, device=device, guidance_interval=args.guidance_interval, on_event=bar)
+    finally:
+        bar.close()
     paths, summary = save_phases(args.out, freq=freq, commit=commit, consist=consist, notes=notes)
     print(summary)
     for path in paths:

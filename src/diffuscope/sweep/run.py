@@ -25,7 +25,7 @@ from torch import Tensor
 
 from diffuscope.conditioning import as_cond
 from diffuscope.errors import UsageError
-from diffuscope.events import Cancelled, CancelToken, Observer, Progress, report
+from diffuscope.events import Cancelled, CancelToken, Observer, ProgressDenoiser
 from diffuscope.jsonsafe import json_safe
 from diffuscope.sweep.config import (
     CLASSIFIER_GROUPS,
@@ -105,21 +105,6 @@ class SweepResult:
             "cells": [c.to_dict() for c in self.cells],
             "knees": {s: {k: kn.to_dict() for k, kn in per.items()} for s, per in self.knees.items()},
         })
-
-
-class _Ticker:
-    """Reports a 'sweep' Progress event per network call (one call = one NFE of one batch; CFG is batched) and
-    stops at the cancel token."""
-
-    def __init__(self, denoiser: Callable, total: int, on_event: Observer | None, cancel: CancelToken | None):
-        self.denoiser, self.total, self.on_event, self.cancel = denoiser, total, on_event, cancel
-        self.done, self.stage = 0, ""
-
-    def __call__(self, x, sigma, cond=None):
-        out = self.denoiser(x, sigma, cond)
-        self.done += 1
-        report(self.on_event, self.cancel, Progress("sweep", self.done, self.total, self.stage))
-        return out
 
 
 def compute_knees(cells: list[Cell], threshold: float, meter: Meter | None = None) -> dict[str, dict[str, Knee]]:
@@ -238,7 +223,7 @@ def sweep(model, config: SweepConfig | None = None, *, schedule=None, shape: tup
 
     batches = math.ceil(n / config.batch_size)
     total = batches * (ref_spec.nfe(ref_steps) + sum(s.nfe(k) for _, s, per in rows for k in per))
-    denoiser = _Ticker(inputs.denoiser, total, on_event, cancel)
+    denoiser = ProgressDenoiser(inputs.denoiser, "sweep", total, on_event, cancel)
     common = {"guidance": config.guidance, "guidance_interval": config.guidance_interval, "seed": seed,
               "null_label": inputs.null_label, "batch_size": config.batch_size, "device": device, **common_n}
     if inputs.cond is None and labels_t is None and config.guidance != 1:

@@ -1,0 +1,84 @@
+"""Long work reports Progress events and stops at a CancelToken: generation, the sweep, the phase measures and
+training (events.py). tqdm (cli/progress.py) and the web page are two observers of the same events."""
+
+import threading
+
+import pytest
+import torch
+
+from diffuscope.conditioning import ClassConditioner
+from diffuscope.events import Cancelled, CancelToken, Progress
+from diffuscope.generate import generate_from_prompts
+from diffuscope.model import DiffusionModel
+from diffuscope.reference import GaussianMixtureDenoiser
+from diffuscope.schedules import EDMSchedule
+
+
+@pytest.fixture
+def model():
+    means = torch.stack([torch.full((1, 4, 4), -1.0), torch.full((1, 4, 4), 1.0)])
+    den = GaussianMixtureDenoiser(means, 0.3)
+    den.schedule = EDMSchedule()
+    return DiffusionModel(den, ClassConditioner(("a", "b")), (1, 4, 4))
+
+
+def test_generation_reports_every_step_and_stops_when_cancelled(model):
+    events = []
+    generate_from_prompts(model, ["a"], n=3, steps=5, on_event=events.append, batch_size=2)
+    assert [e.task for e in events] == ["generate"] * 10  # 5 steps x 2 batches
+    assert [e.done for e in events[:5]] == [1, 2, 3, 4, 5] and all(e.total == 5 for e in events)
+    token = CancelToken()
+
+    def cancel_at_step_2(event: Progress) -> None:
+        if event.done == 2:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        generate_from_prompts(model, ["a"], n=2, steps=8, on_event=cancel_at_step_2, cancel=token)
+
+
+def test_a_cancelled_sweep_returns_a_valid_partial_result(model):
+    from diffuscope.sweep import SweepConfig, sweep
+
+    token = CancelToken()
+    seen = []
+
+    def watch(event: Progress) -> None:
+        seen.append(event)
+        if event.message.startswith("Euler 4"):
+            token.cancel()
+
+    result = sweep(model, SweepConfig(steps=(2, 4, 8), samplers=("Euler",), prompts=("a",), n=2, reference_steps=16,
+                                      metrics=("convergence",)), on_event=watch, cancel=token)
+    assert result.interrupted and [c.steps for c in result.cells] == [2]
+    assert seen[-1].task == "sweep" and seen[-1].done < seen[-1].total
+
+
+def test_phases_report_progress_within_their_announced_total(model):
+    from diffuscope.phases_report import measure_phases
+
+    events = []
+    measure_phases(model, prompt="b", steps=4, n=2, points=2, consistency_steps=(2, 4), on_event=events.append)
+    assert events and all(e.task == "phases" for e in events)
+    assert events[-1].done == events[-1].total  # the announced total is what was called
+
+
+def test_training_reports_steps_and_a_cancel_from_another_thread_stops_it(tmp_path):
+    from diffuscope.training import train
+    from diffuscope.training.config import preset
+
+    cfg = preset("digits")
+    from dataclasses import replace
+
+    cfg = replace(cfg, train=replace(cfg.train, max_steps=200, checkpoint_every=2, sample_every=0, device="cpu"))
+    token, events = CancelToken(), []
+
+    def watch(event: Progress) -> None:
+        events.append(event)
+        if event.done == 3:
+            threading.Thread(target=token.cancel).start()
+
+    with pytest.raises(Cancelled):
+        train(cfg, tmp_path / "run", on_event=watch, cancel=token)
+    assert events[0].task == "train" and events[0].total == 200 and "loss" in events[0].data
+    assert len(events) < 200
