@@ -27,3 +27,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture()
+def ckpt(tiny_model, tmp_path):
+    """A private copy of the tiny model's newest checkpoint, free to damage."""
+    import shutil
+
+    from diffuscope.checkpoint import list_checkpoints
+
+    src = list_checkpoints(tiny_model / "checkpoints")[-1]
+    dst = tmp_path / "ckpt"
+    shutil.copytree(src, dst)
+    return dst
