@@ -21,7 +21,7 @@ from diffuscope.errors import UsageError  # noqa: E402
 from diffuscope.guidance import CFGDenoiser  # noqa: E402
 from diffuscope.samplers import SAMPLERS, initial_noise, make_generators, sample_ddim  # noqa: E402
 from diffuscope.schedules import make_grid  # noqa: E402
-from tiny_pipelines import MAX_TOKENS, save_ddpm_pipeline, save_text_pipeline  # noqa: E402
+from tiny_pipelines import MAX_TOKENS, load_pipeline, save_ddpm_pipeline, save_text_pipeline  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -38,9 +38,7 @@ def sd(sd_folder):
 
 @pytest.fixture(scope="module")
 def sd_pipe(sd_folder):
-    pipe = diffusers.DiffusionPipeline.from_pretrained(sd_folder, local_files_only=True)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return load_pipeline(sd_folder)
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from diffuscope.adapters.pipeline import denoiser_from_pipeline, load_pipeline_m
 from diffuscope.guidance import CFGDenoiser  # noqa: E402
 from diffuscope.samplers import sample_ddim, sample_dpmpp_2m, sample_euler, sample_heun  # noqa: E402
 from diffuscope.schedules import make_grid  # noqa: E402
-from tiny_pipelines import save_text_pipeline  # noqa: E402
+from tiny_pipelines import load_pipeline, save_text_pipeline  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TOL = 1e-4
@@ -45,9 +45,7 @@ def model(folder):
 
 @pytest.fixture(scope="module")
 def pipe(folder):
-    p = diffusers.DiffusionPipeline.from_pretrained(folder, local_files_only=True)
-    p.set_progress_bar_config(disable=True)
-    return p
+    return load_pipeline(folder)
 
 
 @pytest.fixture(scope="module")

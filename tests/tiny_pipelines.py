@@ -79,3 +79,12 @@ def save_ddpm_pipeline(folder: Path, num_classes: int = 0) -> Path:
     )
     diffusers.DDPMPipeline(unet=unet, scheduler=diffusers.DDPMScheduler(clip_sample=False)).save_pretrained(folder)
     return folder
+
+
+def load_pipeline(folder: Path):
+    """diffusers' own pipeline for ``folder`` (offline, no progress bar): the parity oracle."""
+    import diffusers
+
+    pipe = diffusers.DiffusionPipeline.from_pretrained(folder, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
