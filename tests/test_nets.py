@@ -186,7 +186,7 @@ def test_fourier_frequencies_are_saved_with_the_weights():
         ({"image_size": 30}, "valid: 8, 12, 16, 20, 24, 28, 32"),  # 30 is not divisible by 4 (3 levels)
         ({"image_size": 4}, "valid: 8, 12"),
         ({"image_size": 128}, "60, 64)"),
-        ({"in_channels": 2}, "valid: 1, 3"),
+        ({"in_channels": 17}, "in_channels must be an integer in 1..16"),
         ({"noise_embedding": "sinusoid"}, "valid: fourier, positional"),
         ({"attention_resolutions": (8,)}, "valid: 28, 14, 7"),
         ({"base_channels": 32, "attention_resolutions": (7,), "num_heads": 3}, "valid: a divisor of 64"),

@@ -81,8 +81,10 @@ def save_checkpoint(
     model_config: ModelConfig,
     run_config: dict[str, Any],
     state: dict[str, Any],
+    codec: Any = None,
 ) -> Path:
-    """Write ``run_checkpoints/step-NNNNNNN`` atomically and return its path. ``model``/``ema`` are the nets."""
+    """Write ``run_checkpoints/step-NNNNNNN`` atomically and return its path. ``model``/``ema`` are the nets; a
+    latent model's ``codec`` (codec.AutoencoderCodec) is written beside them, so the model carries it."""
     run_checkpoints = Path(run_checkpoints)
     for label, module in (("model", model), ("ema", ema)):  # never write weights that cannot be used
         for k, v in module.state_dict().items():
@@ -97,6 +99,8 @@ def save_checkpoint(
             json.dumps({"model": config_io.to_dict(model_config), "run": run_config}, indent=2)
         )
         torch.save(state, tmp / "state.pt")
+        if codec is not None:
+            codec.save_into(tmp)
         files = sorted(p.name for p in tmp.iterdir())
         for name in files:
             _fsync_file(tmp / name)
@@ -307,10 +311,22 @@ def load_model(path: str | Path, *, ema: bool = True, device: str | torch.device
     denoiser = build_denoiser(config)
     load_weights(denoiser.net, ckpt / ("ema.safetensors" if ema else "model.safetensors"))
     denoiser.eval().requires_grad_(False).to(device)
+    codec = None
+    if config.autoencoder:  # a latent model: its autoencoder travels in the checkpoint (codec.py)
+        from diffuscope.codec import CODEC_FILES, load_embedded_codec
+
+        missing = [n for n in CODEC_FILES if n not in manifest["files"]]
+        if missing:
+            raise UsageError(f"latent model {ckpt} does not carry its autoencoder ({', '.join(missing)} not in its "
+                             f"{MANIFEST})")
+        codec = load_embedded_codec(ckpt, device=device)
+        if tuple(codec.latent_shape) != (config.unet.in_channels, config.unet.image_size, config.unet.image_size):
+            raise UsageError(f"latent model {ckpt}: its autoencoder's latents {codec.latent_shape} do not fit its "
+                             f"U-Net ({config.unet.in_channels}x{config.unet.image_size}x{config.unet.image_size})")
     u = config.unet
     return DiffusionModel(denoiser, build_conditioner(config), (u.in_channels, u.image_size, u.image_size),
                           name=model_name(ckpt, run), path=ckpt, step=int(manifest.get("step", 0)), config=config,
-                          run_config=run)
+                          run_config=run, codec=codec)
 
 
 def load_training_state(ckpt: Path) -> dict[str, Any]:
@@ -340,7 +356,9 @@ def export_model(source: str | Path, dest: str | Path, *, classifier: str | Path
     if dest.exists() and any(dest.iterdir()):
         raise UsageError(f"{dest} already exists and is not empty: refusing to overwrite it")
     dest.mkdir(parents=True, exist_ok=True)
-    files = ["ema.safetensors", "config.json"]
+    from diffuscope.codec import CODEC_FILES
+
+    files = ["ema.safetensors", "config.json"] + [n for n in CODEC_FILES if (ckpt / n).is_file()]
     for name in files:
         shutil.copyfile(ckpt / name, dest / name)
     if classifier is not None:

@@ -8,6 +8,10 @@
 factor saved with the checkpoint (1 / std of the training latents, Rombach et al. 2022 App. G); ``decode`` divides
 it out again and clamps the pixels. Inputs may live on any device: they are moved to the codec's device and the
 result is returned on the input's device.
+
+A latent diffusion model carries its autoencoder: every checkpoint of ``train --autoencoder RUN`` holds
+``autoencoder.safetensors`` (the EMA weights) and ``autoencoder.json`` (config, scale factor, source), listed in
+its sha256 manifest, so the model never depends on the autoencoder's run folder staying where it was.
 """
 
 from __future__ import annotations
@@ -21,7 +25,11 @@ from torch import Tensor, nn
 from diffuscope import checkpoint as ckpt_io
 from diffuscope import config as config_io
 from diffuscope.errors import UsageError
-from diffuscope.nets.autoencoder import Autoencoder, AutoencoderConfig
+from diffuscope.nets.autoencoder import Autoencoder, AutoencoderConfig, check_autoencoder_config
+
+CODEC_WEIGHTS = "autoencoder.safetensors"
+CODEC_CONFIG = "autoencoder.json"
+CODEC_FILES = (CODEC_WEIGHTS, CODEC_CONFIG)
 
 
 class AutoencoderCodec(nn.Module):
@@ -54,6 +62,18 @@ class AutoencoderCodec(nn.Module):
 
     def train(self, mode: bool = True) -> AutoencoderCodec:  # frozen: always in eval mode
         return super().train(False)
+
+    def save_into(self, folder: str | Path) -> tuple[str, ...]:
+        """Write this codec into a model folder (``CODEC_FILES``) so the model carries its autoencoder."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        weights = {k: v.detach().cpu().contiguous() for k, v in self.autoencoder.state_dict().items()}
+        save_file(weights, str(folder / CODEC_WEIGHTS))
+        meta = {"model": config_io.to_dict(self.config), "scale_factor": self.scale_factor,
+                "source": str(self.path) if self.path else ""}
+        (folder / CODEC_CONFIG).write_text(json.dumps(meta, indent=2))
+        return CODEC_FILES
 
     def _check(self, x: Tensor, shape: tuple[int, int, int], what: str) -> None:
         if x.dim() != 4 or tuple(x.shape[1:]) != shape:
@@ -101,3 +121,25 @@ def load_codec(path: str | Path, *, device: str | torch.device = "cpu") -> Autoe
     model = Autoencoder(config)
     ckpt_io.load_weights(model, ckpt / "ema.safetensors")
     return AutoencoderCodec(model.to(device), float(run["scale_factor"]), ckpt)
+
+
+def load_embedded_codec(folder: str | Path, *, device: str | torch.device = "cpu") -> AutoencoderCodec:
+    """The autoencoder a latent model's checkpoint carries (``CODEC_FILES``, written by ``save_into``); the
+    caller has verified the files against the checkpoint's manifest."""
+    folder = Path(folder)
+    path = folder / CODEC_CONFIG
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UsageError(f"latent model {folder} has no readable {CODEC_CONFIG}: {str(e).splitlines()[0][:120]}") \
+            from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict):
+        raise UsageError(f"{path} must be an object with a 'model' table")
+    scale = raw.get("scale_factor")
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < 1e6:
+        raise UsageError(f"{path}: scale_factor must be a positive number, got {scale!r}")
+    config = config_io.from_dict(AutoencoderConfig, raw["model"], "model")
+    check_autoencoder_config(config)
+    model = Autoencoder(config)
+    ckpt_io.load_weights(model, folder / CODEC_WEIGHTS)
+    return AutoencoderCodec(model.to(device), float(scale), folder)

@@ -29,6 +29,9 @@ class ModelConfig:
     class_names: tuple[str, ...] = ()  # prompt vocabulary: class i is prompted by class_names[i] (filled from data)
     conditioning: str = "class"  # none | class | text (conditioning.py)
     text_encoder: str = ""  # the registered text encoder of a text model (conditioning.TEXT_ENCODERS)
+    # A latent model (Rombach et al. 2022): the autoencoder run it was trained in ("" = pixel space). Its weights
+    # travel in every checkpoint (codec.CODEC_FILES); this records where they came from.
+    autoencoder: str = ""
 
 
 def check_model_config(config: ModelConfig) -> None:

@@ -143,7 +143,7 @@ RANGES: dict[str, dict[str, Range]] = {
                        "beta_start": Range(0, 1, lo_open=True, hi_open=True),
                        "beta_end": Range(0, 1, lo_open=True, hi_open=True),
                        "sigma_min": Range(0, 1e4, lo_open=True), "sigma_max": Range(0, 1e6, lo_open=True)},
-    "UNetConfig": {"in_channels": Range(1, 3), "image_size": Range(L.MIN_IMAGE_SIZE, L.MAX_IMAGE_SIZE),
+    "UNetConfig": {"in_channels": Range(1, 16), "image_size": Range(L.MIN_IMAGE_SIZE, L.MAX_IMAGE_SIZE),
                    "base_channels": Range(1, L.MAX_BASE_CHANNELS),
                    "channel_mult": Range(1, L.MAX_CHANNEL_MULT, length=(1, 8)),
                    "num_res_blocks": Range(1, L.MAX_RES_BLOCKS),

@@ -8,11 +8,11 @@ from diffuscope.cli import args as types
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("train", help="train a model on digits, mnist or a folder of images",
+    p = sub.add_parser("train", help="train a model on digits, mnist, emoji or a folder of images",
                        description="Train a class(prompt)-conditioned diffusion model. Writes RUN_DIR/config.json, "
                                    "metrics.csv, samples/ and checkpoints/step-NNNNNNN/.")
     p.add_argument("--data", type=types.name,
-                   help="digits | mnist | PATH (a folder of PNG/JPEG images, sub-folders = classes, "
+                   help="digits | mnist | emoji | PATH (a folder of PNG/JPEG images, sub-folders = classes, "
                                   "or MNIST IDX files); default: mnist, or [data].name of --config")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (must be new or empty unless --resume)")
     p.add_argument("--max-steps", type=types.positive_int, help="optimizer steps")
@@ -27,8 +27,13 @@ def add_parser(sub) -> None:
     p.add_argument("--precision", choices=("fp32", "bf16"), help="bf16 autocast (GPUs); default fp32")
     p.add_argument("--sample-every", type=types.non_negative_int, help="steps between preview grids (0 = end only)")
     p.add_argument("--image-size", type=types.image_size, help="resize the data to this size")
-    p.add_argument("--conditioning", choices=("none", "class"),
-                   help="class: prompts are the data's class names (default); none: an unconditional model")
+    p.add_argument("--conditioning", choices=("none", "class", "text"),
+                   help="class: prompts are the data's class names (default; emoji: text); text: prompts are "
+                        "encoded by the sentence encoder (each image's name is its prompt); none: unconditional")
+    p.add_argument("--autoencoder", metavar="RUN", type=types.name,
+                   help="train in this autoencoder's latent space (a `diffuscope autoencoder` run or checkpoint); "
+                        "every checkpoint carries a copy of it")
+    p.add_argument("--threads", type=types.non_negative_int, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--config", metavar="FILE.toml", type=types.name,
                    help="TOML config ([data], [model], [model.unet], [train]); "
                                                           "flags override it")
@@ -46,11 +51,11 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = {
         "data": {"name": args.data, "image_size": args.image_size},
-        "model": {"conditioning": args.conditioning},
+        "model": {"conditioning": args.conditioning, "autoencoder": args.autoencoder},
         "train": {"max_steps": args.max_steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                   "checkpoint_every": args.checkpoint_every, "sample_every": args.sample_every,
                   "keep_checkpoints": args.keep_checkpoints, "max_bad_batches": args.max_bad_batches,
-                  "precision": args.precision, "device": args.device},
+                  "precision": args.precision, "device": args.device, "threads": args.threads},
     }
     config = run_config.resolve(args.data, args.config, overrides)
     if args.dry_run:

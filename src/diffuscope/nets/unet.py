@@ -26,13 +26,13 @@ from diffuscope.errors import UsageError, choices_error
 from diffuscope.nets.attention import CrossAttention
 from diffuscope.nets.embeddings import NOISE_EMBEDDINGS, ConditionEmbedding
 
-IN_CHANNELS = (1, 3)
+MAX_IN_CHANNELS = 16  # 1 grey, 3 RGB, 4 an SD-style latent (the autoencoder's latent channels)
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 64
 
 
 @dataclass(frozen=True)
 class UNetConfig:
-    in_channels: int = 1  # image channels: 1 (grey) or 3 (RGB); the output has the same channels
+    in_channels: int = 1  # 1 (grey), 3 (RGB) or a latent's channels (e.g. 4); the output has the same channels
     image_size: int = 28  # square images, 8..64, divisible by 2 ** (len(channel_mult) - 1)
     base_channels: int = 32  # channels at full resolution; level i has base_channels * channel_mult[i]
     channel_mult: tuple[int, ...] = (1, 2, 2)  # one entry per resolution level: 28 -> 14 -> 7 for three
@@ -57,8 +57,9 @@ def _is_int(value: object) -> bool:
 def check_config(config: UNetConfig) -> None:
     """Raise UsageError, naming the problem and the valid choices, if no U-Net can be built from `config`."""
     c = config
-    if c.in_channels not in IN_CHANNELS or not _is_int(c.in_channels):
-        raise UsageError(f"in_channels must be 1 or 3, got {c.in_channels!r} (valid: 1, 3)")
+    if not _is_int(c.in_channels) or not 1 <= c.in_channels <= MAX_IN_CHANNELS:
+        raise UsageError(f"in_channels must be an integer in 1..{MAX_IN_CHANNELS} (1 grey, 3 RGB, 4 a latent), "
+                         f"got {c.in_channels!r}")
     mult = tuple(c.channel_mult)
     if not mult or not all(_is_int(m) and m >= 1 for m in mult):
         raise UsageError(f"channel_mult must be a non-empty list of positive integers, got {c.channel_mult!r}")

@@ -29,6 +29,7 @@ from diffuscope.model import ModelConfig, build_denoiser, check_model_config, fi
 from diffuscope.precond import Denoiser, make_denoiser
 from diffuscope.schedules import sample_training_sigmas
 from diffuscope.training.config import RunConfig, TrainConfig, warmup_steps
+from diffuscope.training.latent import encode_images, open_autoencoder
 from diffuscope.training.distributed import (
     Dist,
     average_gradients,
@@ -107,26 +108,27 @@ def training_batch(
 
 
 def preview(denoiser: Denoiser, model_config: ModelConfig, t: TrainConfig, path: Path, device: torch.device,
-            prompts: list[str] | None = None) -> None:
+            prompts: list[str] | None = None, codec=None) -> None:
     """A grid of samples from the EMA model, fixed seeds, so grids are comparable: each class in a column (or the
-    first training prompts of a text model; 16 images of an unconditional one)."""
+    first training prompts of a text model; 16 images of an unconditional one); a latent model's are decoded."""
     from diffuscope.generate import generate_from_prompts
     from diffuscope.model import DiffusionModel, build_conditioner
     from diffuscope.viz import save_grid
 
     u = model_config.unet
     conditioner = build_conditioner(model_config)
-    model = DiffusionModel(denoiser, conditioner, (u.in_channels, u.image_size, u.image_size))
+    model = DiffusionModel(denoiser, conditioner, (u.in_channels, u.image_size, u.image_size), codec=codec)
     names = list(prompts or model_config.class_names)[:16]
+    scale = max(1, 64 // model.image_shape[-1])
     if conditioner.kind == "none":
         gen = generate_from_prompts(model, None, n=16, sampler=t.sample_sampler, steps=t.sample_steps, seed=0,
                                     device=device)
-        save_grid(gen.images, path, nrow=4, scale=max(1, 64 // u.image_size))
+        save_grid(gen.images, path, nrow=4, scale=scale)
         return
     per_prompt = 4 if len(names) <= 10 else 1
     gen = generate_from_prompts(model, [p for _ in range(per_prompt) for p in names], sampler=t.sample_sampler,
                                 steps=t.sample_steps, guidance=t.sample_guidance, seed=0, device=device)
-    save_grid(gen.images, path, nrow=len(names), scale=max(1, 64 // u.image_size))
+    save_grid(gen.images, path, nrow=len(names), scale=scale)
 
 
 def training_conditions(model_config: ModelConfig, data: ImageDataset, device) -> tuple[Cond | None, Cond | None]:
@@ -166,22 +168,30 @@ def train(
         torch.set_num_threads(t.threads)
     data = load_dataset(config.data.name, split="train", image_size=config.data.image_size,
                         channels=config.data.channels)
-    model_config = fit_to_data(config.model, image_size=data.image_size, channels=data.channels,
-                               class_names=data.class_names)
+    check_run_dir(run_dir, resume)
+    codec = None
+    size, channels = data.image_size, data.channels
+    if config.model.autoencoder:  # a latent model (training/latent.py)
+        source = find_resume(run_dir, resume) if resume else None
+        codec = open_autoencoder(config.model.autoencoder, data, resume_from=source)
+        channels, size, _ = codec.latent_shape
+        if source is None:  # record the autoencoder checkpoint itself (a resumed run keeps what it recorded)
+            config = replace(config, model=replace(config.model, autoencoder=str(codec.path)))
+    model_config = fit_to_data(config.model, image_size=size, channels=channels, class_names=data.class_names)
     check_model_config(model_config)
     limits.check_model(model_config)
-    check_run_dir(run_dir, resume)
     ddp, device = init_distributed(pick_device(t.device))
     try:
         with run_lock(run_dir, resume, enabled=ddp.is_main):  # the exclusive lock, then the check again
-            return _train(config, model_config, data, run_dir, ddp, device, resume, stop_at, on_event, cancel)
+            return _train(config, model_config, data, run_dir, ddp, device, resume, stop_at, on_event, cancel,
+                          codec)
     finally:
         shutdown(ddp)
 
 
 def _train(config: RunConfig, model_config: ModelConfig, data: ImageDataset, run_dir: Path, ddp: Dist,
            device: torch.device, resume: str | None, stop_at: int | None, on_event: Observer | None,
-           cancel: CancelToken | None) -> TrainResult:
+           cancel: CancelToken | None, codec=None) -> TrainResult:
     t = config.train
     if t.batch_size % ddp.world_size:
         raise UsageError(f"--batch-size {t.batch_size} must be divisible by the number of processes ({ddp.world_size})")
@@ -223,7 +233,8 @@ def _train(config: RunConfig, model_config: ModelConfig, data: ImageDataset, run
             print(f"data-parallel: {ddp.world_size} processes, global batch {t.batch_size} "
                   f"({t.batch_size // ddp.world_size} per process), lr {t.lr:g}")
 
-    images = data.images.to(device)
+    images = data.images if codec is None else encode_images(codec, data.images)  # latents: encoded once
+    images = images.to(device)
     conds, null = training_conditions(model_config, data, device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
     denoiser.train()
@@ -268,12 +279,12 @@ def _train(config: RunConfig, model_config: ModelConfig, data: ImageDataset, run
                                           {"loss": loss_value, "images_per_s": rate}))
         if (t.sample_every and done % t.sample_every == 0) or done == end:
             preview(ema_denoiser, model_config, t, run_dir / "samples" / f"{ckpt_io.checkpoint_name(done)}.png",
-                    device)
+                    device, codec=codec)
         if (t.checkpoint_every and done % t.checkpoint_every == 0) or done == end:
             state = {"optimizer": opt.state_dict(), "lr_schedule": lr_sched.state_dict(), "step": done,
                      "data_position": done * t.batch_size, "rng_cpu": torch.get_rng_state(),
                      "world_size": ddp.world_size, "elapsed_s": elapsed_before + time.perf_counter() - t0}
-            last_ckpt = _save(ckpt_dir, done, denoiser.net, ema_net, model_config, resolved, state)
+            last_ckpt = _save(ckpt_dir, done, denoiser.net, ema_net, model_config, resolved, state, codec)
             prune_checkpoints(ckpt_dir, t.keep_checkpoints)
     if ddp.enabled:
         same = replicas_identical(params, ddp)
@@ -287,12 +298,12 @@ def _train(config: RunConfig, model_config: ModelConfig, data: ImageDataset, run
 
 
 def _save(ckpt_dir: Path, step: int, net, ema_net, model_config: ModelConfig, resolved: RunConfig,
-          state: dict) -> Path:
+          state: dict, codec=None) -> Path:
     """Save a checkpoint; a full disk (or any OS error) leaves the previous one intact and stops clearly."""
     previous = ckpt_io.list_checkpoints(ckpt_dir)
     try:
         return ckpt_io.save_checkpoint(ckpt_dir, step, model=net, ema=ema_net, model_config=model_config,
-                                       run_config=config_io.to_dict(resolved), state=state)
+                                       run_config=config_io.to_dict(resolved), state=state, codec=codec)
     except (OSError, SafetensorError) as e:  # safetensors reports a full disk as SafetensorError
         kept = f"the previous checkpoint {previous[-1]} is intact" if previous else "no earlier checkpoint exists"
         reason = getattr(e, "strerror", None) or str(e).splitlines()[0][:160]
