@@ -19,8 +19,8 @@ from diffuscope.errors import UsageError
 from diffuscope.generate import generate_from_prompts
 from diffuscope.nets import UNetConfig
 from diffuscope.nets.autoencoder import AutoencoderConfig
-from diffuscope.training import train
 from diffuscope.training import config as run_config
+from diffuscope.training import train
 from diffuscope.training.autoencoder import AutoencoderRunConfig, AutoencoderTrainConfig, levels_for, train_autoencoder
 from diffuscope.training.config import DataConfig, TrainConfig
 

@@ -29,7 +29,6 @@ from diffuscope.model import ModelConfig, build_denoiser, check_model_config, fi
 from diffuscope.precond import Denoiser, make_denoiser
 from diffuscope.schedules import sample_training_sigmas
 from diffuscope.training.config import RunConfig, TrainConfig, warmup_steps
-from diffuscope.training.latent import encode_images, open_autoencoder
 from diffuscope.training.distributed import (
     Dist,
     average_gradients,
@@ -40,6 +39,7 @@ from diffuscope.training.distributed import (
     shard,
     shutdown,
 )
+from diffuscope.training.latent import encode_images, open_autoencoder
 from diffuscope.training.rundir import MetricsLog, check_run_dir, find_resume, prune_checkpoints, run_lock
 
 
