@@ -20,8 +20,8 @@ from diffuscope.events import Observer
 @dataclass(frozen=True)
 class DemoConfig:
     model: str = "mnist"  # a built-in model name, checkpoint folder or run folder
-    prompt: str = "7"  # the prompt of the reverse strip and the phase measures
-    sweep_prompt: str = "all"  # the sweep's prompts: "all" spreads the images over every class
+    prompt: str | None = None  # the reverse strip's prompt; None: "7" for a class model, the first TEXT_PROMPTS
+    sweep_prompt: str = "all"  # a class model's sweep prompts: "all" spreads the images over every class
     steps: tuple[int, ...] = (10, 25, 50, 100)  # the lesson's step counts
     samplers: tuple[str, ...] = ("DDIM", DEFAULT_SAMPLER)
     n: int = 32  # images per sweep cell (and the real-vs-real floor at the same N); small to keep the demo short
@@ -36,6 +36,17 @@ class DemoConfig:
     seed: int = 0
     guidance: float = DEFAULT_GUIDANCE
     device: str = "auto"
+
+
+TEXT_PROMPTS = ("red apple", "crying cat", "palm tree")  # a text model's sweep prompts (issue 18's examples)
+
+
+def default_prompt(model) -> str | None:
+    """The reverse strip's prompt when none is given: "7" (or the first class), a text model's first example."""
+    kind = model.conditioner.kind
+    if kind == "class":
+        return "7" if "7" in model.class_names else model.class_names[0]
+    return TEXT_PROMPTS[0] if kind == "text" else None
 
 
 @dataclass
@@ -121,7 +132,7 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
 
     # 2. the reverse process from a real model
     log("[2/4] reverse process")
-    prompt = config.prompt if model.conditioner.kind != "none" else None
+    prompt = (config.prompt or default_prompt(model)) if model.conditioner.kind != "none" else None
     guidance = config.guidance if model.conditioner.has_null else 1.0
     rev = reverse_process(model, prompt, steps=config.reverse_steps, sampler=DEFAULT_SAMPLER, guidance=guidance,
                           seed=config.seed, device=device)
@@ -137,7 +148,7 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
     # 3. the exercise: the same prompt and seed at 10/25/50/100 steps, measured
     log("[3/4] step sweep")
     sweep_prompts = (config.sweep_prompt,) if model.conditioner.kind == "class" else (
-        (config.prompt,) if model.conditioner.kind == "text" else ())
+        (TEXT_PROMPTS if config.prompt is None else (prompt,)) if model.conditioner.kind == "text" else ())
     sweep_cfg = SweepConfig(prompts=sweep_prompts, steps=config.steps, samplers=config.samplers,
                             seed=config.seed, n=config.n, guidance=guidance,
                             reference_sampler=config.reference_sampler, reference_steps=config.reference_steps,

@@ -7,8 +7,11 @@ by the same rule (``metrics.floor.real_sets``) and see the same features.
     report = ev.quality(images, labels)        # metrics.QualityReport of generated images vs the reference
     floor = ev.floor(labels)                   # the same reference, real images playing the generated set
 
-A model without a classifier (or without its data set) has an evaluator with ``classifier = None``: convergence
-metrics only, and the reason is kept in ``missing``.
+A text model whose data set holds one real image per prompt (emoji) is judged by retrieval instead
+(``metrics.retrieval.RetrievalJudge``): "accuracy" is retrieval top-1 (the generated image's nearest real image is
+the prompted one), features are the colour-sensitive retrieval space, and the real images of the prompts are the
+reference. A model with neither has an evaluator with ``classifier = None``: convergence metrics only, and the
+reason is kept in ``missing``.
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ class Evaluator:
         c, h, w = model.image_shape
         names = tuple(model.class_names)
         found = find_classifier(model.path) if model.path is not None else None
+        judge = retrieval_judge(model) if found is None else None
+        if judge is not None:
+            return cls(judge, None, judge.data, h, c, judge.class_names)
         if found is None:
             if require:
                 require_classifier(model.path)
@@ -71,10 +77,27 @@ class Evaluator:
         return load_dataset(self.data, split="test", **opts), (lambda: load_dataset(self.data, split="train",
                                                                                    **opts))
 
-    def real_sets(self, labels: Tensor):
-        """The reference set and the real stand-in for ``labels`` (metrics.floor.real_sets, the one rule)."""
-        from diffuscope.metrics.floor import real_sets
+    @property
+    def is_retrieval(self) -> bool:
+        return getattr(self.classifier, "kind", "") == "retrieval"
 
+    def labels_for(self, prompts) -> Tensor | None:
+        """The class (gallery index) of each prompt, or None when one has no real image to be judged against."""
+        if not self.is_retrieval:
+            return None
+        index = {_prompt_key(p): i for i, p in enumerate(self.class_names)}
+        found = [index.get(_prompt_key(p)) for p in prompts]
+        return None if None in found else torch.tensor(found, dtype=torch.long)
+
+    def real_sets(self, labels: Tensor):
+        """The reference set and the real stand-in for ``labels`` (metrics.floor.real_sets, the one rule). With one
+        real image per prompt (retrieval), both are the prompted images themselves: the floor is the ceiling."""
+        from diffuscope.metrics.floor import RealSets, real_sets
+
+        if self.is_retrieval:
+            labels = torch.as_tensor(labels, dtype=torch.long)
+            real = self.classifier.images[labels]
+            return RealSets(real, real, labels, "the prompted real images themselves", labels)
         test, train = self.datasets()
         return real_sets(test, torch.as_tensor(labels, dtype=torch.long), seed=self.seed, train=train,
                          class_names=self.class_names)
@@ -98,5 +121,29 @@ class Evaluator:
     def describe(self) -> dict[str, Any] | None:
         if self.classifier is None:
             return None
+        if self.is_retrieval:
+            return self.classifier.describe()
         return {"path": str(self.classifier_path), "data": self.classifier.info.data,
                 "held_out_accuracy": self.classifier.info.accuracy}
+
+
+def _prompt_key(prompt: str) -> str:
+    """CLDR's "family: man, woman, boy" and the emoji package's "family man woman boy" name one image."""
+    return " ".join(str(prompt).replace(":", " ").replace(",", " ").split()).casefold()
+
+
+def retrieval_judge(model):
+    """A RetrievalJudge for a text model whose data set has exactly one image per prompt (emoji), else None."""
+    from diffuscope.data import load_dataset
+    from diffuscope.metrics.retrieval import RetrievalJudge
+
+    if model.conditioner.kind != "text" or model.data_name is None:
+        return None
+    c, h, _ = model.image_shape
+    try:
+        data = load_dataset(model.data_name, split="all", image_size=h, channels=c)
+    except UsageError:
+        return None
+    if len(data) != data.num_classes:
+        return None
+    return RetrievalJudge(data.images, data.class_names, data.name)

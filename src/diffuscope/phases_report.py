@@ -129,6 +129,13 @@ def measure_phases(model, *, prompt: str | None, steps: int = 50, n: int = 64, s
         notes.append("no prompt: unconditional sampling, so what is drawn is itself decided along the way")
     classify, note = find_classify(model.path, classifier, model.class_names) if model.class_names else (
         None, "no classes to decide: pixel distance only")
+    if classify is None and classifier is None and conditioner.kind == "text":
+        judge = model.evaluator().classifier  # one real image per prompt (emoji): identity = the nearest of them
+        if getattr(judge, "kind", "") == "retrieval":
+            classify = judge.predict
+            note = (f"identity decided by retrieval: an image 'keeps its class' when its nearest real image (of "
+                    f"{len(judge.class_names)} {judge.data} images, pixels at {judge.gallery.size}x"
+                    f"{judge.gallery.size}) stays the same")
     notes.append(note)
     notes.append(f"model {model.path or model.name} (step {model.step}); {steps} steps of {get_sampler(sampler).name}"
                  f"; images use seeds {seed}..{seed + n - 1}; the commitment restarts image 0")

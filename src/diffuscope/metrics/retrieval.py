@@ -156,3 +156,40 @@ def mean_hue(images: Tensor, min_saturation: float = 0.25) -> Tensor:
     s, c = (torch.sin(angle) * keep).flatten(1).sum(1), (torch.cos(angle) * keep).flatten(1).sum(1)
     out = torch.rad2deg(torch.atan2(s, c)) % 360
     return torch.where(keep.flatten(1).sum(1) > 0, out, torch.full_like(out, float("nan")))
+
+
+class RetrievalJudge:
+    """The 'classifier' of a data set with one real image per prompt (emoji): an image is judged to show the
+    gallery image nearest to it in retrieval space, so "accuracy vs prompt" is retrieval top-1, and its features
+    are that colour-sensitive space (pixels at 16x16). Same interface as ``metrics.classifier.Classifier``."""
+
+    kind = "retrieval"
+
+    def __init__(self, images: Tensor, prompts: Sequence[str], data: str, size: int = RETRIEVAL_SIZE):
+        self.gallery = RetrievalGallery(images, prompts, size)
+        self.images = images
+        self.image_shape = tuple(images.shape[1:])
+        self.data = data
+        self.ceiling_top1 = retrieval_ceiling(self.gallery).top1
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.gallery.prompts
+
+    def features(self, images: Tensor) -> Tensor:
+        return retrieval_features(images, self.gallery.size)
+
+    def predict(self, images: Tensor) -> Tensor:
+        """The gallery index of each image's nearest real image (L2 in retrieval space)."""
+        query = retrieval_features(images, self.gallery.size).double()
+        return torch.cat([torch.cdist(q, self.gallery.features.double()).argmin(1) for q in query.split(512)])
+
+    def check_images(self, images: Tensor) -> None:
+        if tuple(images.shape[1:]) != self.image_shape:
+            raise UsageError(f"the retrieval gallery holds {'x'.join(map(str, self.image_shape))} images, got "
+                             f"{'x'.join(map(str, images.shape[1:]))}")
+
+    def describe(self) -> dict:
+        return {"path": f"retrieval among the {len(self.gallery)} {self.data} images (pixels at "
+                        f"{self.gallery.size}x{self.gallery.size})", "data": self.data,
+                "held_out_accuracy": self.ceiling_top1, "kind": self.kind}

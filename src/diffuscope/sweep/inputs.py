@@ -92,6 +92,15 @@ def model_inputs(model, config: SweepConfig, *, device: str | torch.device = "cp
     inputs = SweepInputs(loaded.denoiser, loaded.schedule, tuple(loaded.sample_shape), labels, null, names,
                          info=info, cond=cond, decode=loaded.decode if loaded.is_latent else None)
     evaluator = loaded.evaluator(device=device)
+    if conditioner.kind == "text" and labels is None and evaluator.is_retrieval:
+        # judged by retrieval: each prompt's real image is its class (None: a prompt without one)
+        per_prompt = evaluator.labels_for(prompts)
+        if per_prompt is None:
+            info["classifier"] = None
+            info["no_judge"] = "a prompt has no real image to be judged against: only convergence was measured"
+            return inputs, resolve_metrics(config, False)
+        labels = per_prompt[torch.arange(config.n) % len(per_prompt)]
+        inputs.labels, inputs.class_names = labels, evaluator.class_names
     groups = resolve_metrics(config, evaluator.classifier is not None)
     if not any(g in CLASSIFIER_GROUPS for g in groups):
         if evaluator.classifier is None:

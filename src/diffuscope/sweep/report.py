@@ -50,9 +50,13 @@ def _setup(result) -> list[str]:
         f"(EDM rule) and Kneedle on log NFE; pixel convergence good enough at one 8-bit grey level (RMSE <= 2/255)",
         f"Total wall time: {result.wall_s:.1f} s" + ("; INTERRUPTED: partial results" if result.interrupted else ""),
     ]
-    if info.get("classifier"):
-        lines.append(f"Classifier: {info['classifier']['path']} (held-out accuracy "
-                     f"{fmt(info['classifier']['held_out_accuracy'])}); real images: {info.get('data', '-')}")
+    judge = info.get("classifier")
+    if judge and judge.get("kind") == "retrieval":
+        lines.append(f"Judge: {judge['path']}: accuracy vs prompt = retrieval top-1, FD/KID/precision/recall in that "
+                     f"space (real images score top-1 {fmt(judge['held_out_accuracy'])}: duplicates tie)")
+    elif judge:
+        lines.append(f"Classifier: {judge['path']} (held-out accuracy "
+                     f"{fmt(judge['held_out_accuracy'])}); real images: {info.get('data', '-')}")
     if c.ci_resamples and c.n <= c.ci_max_n:
         lines.append(f"Intervals: 95% bootstrap ({c.ci_resamples} resamples)")
     return lines

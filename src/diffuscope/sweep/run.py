@@ -149,7 +149,9 @@ def _notes(config: SweepConfig, specs, grids, ref_steps: int, groups, inputs: Sw
         if f_dim and config.n < f_dim:
             notes.append(f"n={config.n} is below the feature dimension ({f_dim}): FD's covariance is singular and "
                          f"its bias large; use a larger --n for FD")
-    if inputs.info.get("classifier", "") is None:
+    if inputs.info.get("no_judge"):
+        notes.append(inputs.info["no_judge"])
+    elif inputs.info.get("classifier", "") is None:
         notes.append("no classifier for this model: only convergence was measured. Train one with "
                      "`diffuscope classifier --data DATA --out RUN_DIR/classifier` for FD, KID, precision/recall "
                      "and accuracy")
