@@ -123,3 +123,16 @@ def test_command(tmp_path, autoencoder):
                          text=True)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "nowhere" in bad.stderr
     assert not (tmp_path / "r2").exists()
+
+
+def test_forward_shows_a_latent_models_encoded_image(tmp_path, autoencoder, capsys):
+    from PIL import Image
+
+    from diffuscope.cli import main
+
+    train(latent_config(autoencoder, max_steps=2), tmp_path / "run")
+    assert main(["forward", "--model", str(tmp_path / "run"), "--out", str(tmp_path / "fw"), "--t", "0,500"]) == 0
+    picture = Image.open(tmp_path / "fw" / "forward_latent.png")
+    assert picture.height > Image.open(tmp_path / "fw" / "forward.png").height  # decoded row + 2 channel rows
+    assert "forward_latent.png" in capsys.readouterr().out
+    assert main(["forward", "--model", "mnist", "--out", str(tmp_path / "fw2")]) == 2  # not a latent model

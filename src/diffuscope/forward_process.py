@@ -126,3 +126,31 @@ def save_forward(result: ForwardResult, out: str | Path, *, scale: int | None = 
         "rows": ["closed form q(x_t | x_0)", "chain q(x_t | x_(t-1)), same seed"],
     }, indent=2))
     return [png, meta]
+
+
+def latent_rows(latents: Tensor, decode, image_size: int) -> list[Tensor]:
+    """A latent model's forward states [N, C, h, w] as picture rows of pixel size: the decoder's reading of each
+    noisy latent, then each latent channel as a grey map (about unit std latents: +-3 std spans the grey range),
+    enlarged to the image size by nearest neighbour."""
+    with torch.no_grad():
+        decoded = decode(latents).float().cpu().clamp(-1, 1)
+    rows = [decoded]
+    factor = image_size // latents.shape[-1]
+    for c in range(latents.shape[1]):
+        channel = (latents[:, c:c + 1].float().cpu() / 3).clamp(-1, 1)
+        channel = torch.nn.functional.interpolate(channel, scale_factor=factor, mode="nearest")
+        rows.append(channel.expand(-1, decoded.shape[1], -1, -1))
+    return rows
+
+
+def save_forward_latent(result: ForwardResult, decode, image_size: int, out: str | Path, *,
+                        scale: int | None = None) -> Path:
+    """forward_latent.png: the closed-form forward process run on the encoded image (what a latent model is
+    trained on): the decoded noisy latent, then its channels, per t."""
+    rows = latent_rows(result.closed_form, decode, image_size)
+    titles = ["decoded z_t (the autoencoder's reading of the noisy latent)"] + [
+        f"latent channel {c + 1} of z_t" for c in range(len(rows) - 1)]
+    title = f"forward process in latent space: {result.schedule} schedule, T = {result.num_timesteps}, " \
+            f"seed {result.seed}"
+    picture = labelled_strip(rows, forward_captions(result), title=title, row_titles=titles, scale=scale)
+    return save_png(picture, Path(out) / "forward_latent.png")
