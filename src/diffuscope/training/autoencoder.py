@@ -234,7 +234,7 @@ def train_autoencoder(config: AutoencoderRunConfig, run_dir: str | Path, *, resu
         last_eval = _evaluate_and_log(ema, images, heldout, None, end, elapsed_before)
     return AutoencoderResult(run_dir, end, last, last_eval["psnr_heldout"], last_eval["scale_factor"],
                              last_eval["latent_std"], len(train_images), len(heldout),
-                             time.perf_counter() - t0)
+                             elapsed_before + time.perf_counter() - t0)  # the run's training time, resumes included
 
 
 def _evaluate_and_log(ema: Autoencoder, images: Tensor, heldout: Tensor, log: MetricsLog | None, step: int,
