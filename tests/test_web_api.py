@@ -258,3 +258,14 @@ def test_the_worker_survives_a_failing_job():
         assert good.state == "done" and good.events[-1] == {"type": "done", "id": good.id}
     finally:
         worker.close()
+
+
+def test_models_say_their_kind_and_default_prompt(client, tmp_path):
+    mnist = client.get("/api/models").json()[0]
+    assert (mnist["conditioning"], mnist["latent"], mnist["default_prompt"]) == ("class", False, "7")
+    from diffuscope.checkpoint import builtin_models
+
+    if "emoji" in builtin_models():
+        emoji = load_entry("emoji").describe()
+        assert (emoji["conditioning"], emoji["latent"], emoji["default_prompt"]) == ("text", True, "red apple")
+        assert emoji["shape"] == [3, 32, 32]

@@ -61,6 +61,7 @@ class ModelEntry:
 
     def describe(self) -> dict:
         from diffuscope.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
+        from diffuscope.demo import default_prompt
         from diffuscope.samplers import SAMPLERS
 
         schedule = self.model.denoiser.schedule
@@ -69,7 +70,8 @@ class ModelEntry:
                 "max_steps": min(MAX_STEPS, schedule.num_timesteps) if schedule.is_discrete else MAX_STEPS,
                 "samplers": [{"name": s.name, "id": s.id} for s in SAMPLERS.values()],
                 "default_sampler": DEFAULT_SAMPLER,
-                "conditioning": self.model.conditioner.kind,
+                "conditioning": self.model.conditioner.kind, "latent": bool(self.model.is_latent),
+                "default_prompt": default_prompt(self.model) or "",
                 "default_guidance": DEFAULT_GUIDANCE if self.has_null else 1.0}
 
     def prompt(self, prompt: str | None) -> str | None:

@@ -236,9 +236,11 @@ async function runPhases() {
 function fillModel() {
   const m = model();
   $("model-info").textContent = `${m.shape.join("x")}, ${m.schedule} schedule, ` +
-    (m.class_names.length ? `prompts ${m.class_names.join(", ")}` : "no prompts");
+    (m.conditioning === "text" ? `any text prompt (${m.class_names.length} trained names suggested, e.g. ` +
+      `${m.class_names.slice(0, 3).join(", ")})` + (m.latent ? ", latent" : "")
+      : m.class_names.length ? `prompts ${m.class_names.join(", ")}` : "no prompts");
   $("prompt-list").replaceChildren(...m.class_names.map((c) => { const o = document.createElement("option"); o.value = c; return o; }));
-  if (!m.class_names.length) $("prompt").value = "";
+  $("prompt").value = m.default_prompt;
   $("sampler").replaceChildren(...m.samplers.map((s) => {
     const o = document.createElement("option"); o.value = s.name; o.textContent = s.name;
     o.selected = s.name === m.default_sampler; return o;
