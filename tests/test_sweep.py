@@ -236,6 +236,7 @@ def test_prompts_and_real_sets():
     assert prompt_labels(("all",), names, 12)[0].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
     labels, shown = prompt_labels(("seven", "3"), names, 5)
     assert labels.tolist() == [7, 3, 7, 3, 7] and shown == ["7", "3"]
+    assert prompt_labels(("seven, 3", "1"), names, 3)[0].tolist() == [7, 3, 1]  # a class model's comma lists
     for prompts, message in ((("all", "3"),), "alone"), ((("3", "three"),), "twice"), ((("eleven",),), "unknown"):
         with pytest.raises(UsageError, match=message):
             prompt_labels(prompts[0], names, 4)

@@ -38,8 +38,11 @@ class SweepInputs:
 
 
 def prompt_labels(prompts: tuple[str, ...], class_names: tuple[str, ...], n: int) -> tuple[Tensor, list[str]]:
-    """Labels [n] spread round-robin over the prompts ("all" = every class), and the prompts as class names."""
+    """Labels [n] spread round-robin over the prompts ("all" = every class), and the prompts as class names. Class
+    names hold no commas, so a prompt "3,7" is two prompts (text models keep their commas: "family: man, woman")."""
     from diffuscope.data import class_index
+
+    prompts = tuple(part.strip() for p in prompts for part in str(p).split(",") if part.strip())
 
     if not prompts:
         raise UsageError("give at least one prompt (a class name, or 'all')")
