@@ -299,12 +299,18 @@ def model_name(ckpt: Path, run_config: dict[str, Any]) -> str:
                                             else ckpt.name)
 
 
-def load_model(path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> DiffusionModel:
-    """Load a model for sampling (EMA weights by default) from a checkpoint or run folder, in eval mode."""
+def load_model(path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu",
+               dtype: str | None = None) -> DiffusionModel:
+    """Load a model for sampling (EMA weights by default) from a checkpoint or run folder, in eval mode. ``dtype``
+    ("fp32", "fp16", "bf16"; default fp32) is the precision of a diffusers pipeline's weights; diffuscope's own
+    models run in fp32."""
     if (Path(path) / "model_index.json").is_file():  # a diffusers pipeline folder (issue 21)
         from diffuscope.adapters.pipeline import load_pipeline_model
 
-        return load_pipeline_model(path, device=device)
+        return load_pipeline_model(path, device=device, dtype=dtype or "fp32")
+    if dtype not in (None, "fp32", torch.float32):
+        raise UsageError(f"--dtype {dtype} applies to diffusers pipeline folders; diffuscope's own models run in "
+                         f"fp32 (valid here: fp32)")
     ckpt = resolve_checkpoint(path)
     manifest = read_manifest(ckpt)
     config, run = load_config(ckpt)

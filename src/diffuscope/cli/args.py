@@ -61,3 +61,10 @@ fraction = float_range(0.0, 1.0, "fraction")
 name = _typed(validate.name, "name")
 interval = _typed(validate.interval, "interval")
 port = int_range(1, 65535, "port")
+
+
+def add_dtype(parser: argparse.ArgumentParser) -> None:
+    """``--dtype``: the weights' precision of a diffusers pipeline (issue 21)."""
+    parser.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default=None,
+                        help="precision of a diffusers pipeline's text encoder, UNet and VAE (default fp32; fp16 "
+                             "and bf16 are for GPUs); diffuscope's own models run in fp32")

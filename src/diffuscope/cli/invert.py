@@ -32,6 +32,7 @@ def add_parser(sub) -> None:
                         "reconstructs worse)")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    types.add_dtype(p)
     p.set_defaults(run=run)
 
 
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     if taken:
         raise UsageError(f"{out} already holds {', '.join(taken)}: choose a new --out (nothing is overwritten)")
     device = pick_device(args.device)
-    model = load_model(args.model, device=device)
+    model = load_model(args.model, device=device, dtype=args.dtype)
     conditioner = model.conditioner  # prompts -> conditions in one place (the model's own rule)
     prompt = conditioner.check(args.prompt)
     regen_prompt = conditioner.check(args.regen_prompt) if args.regen_prompt else prompt

@@ -45,6 +45,7 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=types.batch_size, default=64)
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    types.add_dtype(p)
     p.set_defaults(run=run)
 
 
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
     args.out = prepare_out(args.out, "phases")
     device = pick_device(args.device)
-    model = load_model(args.model, device=device)
+    model = load_model(args.model, device=device, dtype=args.dtype)
     from diffuscope.cli.progress import TqdmObserver
 
     bar = TqdmObserver("phases", unit="NFE")

@@ -32,6 +32,7 @@ def add_parser(sub) -> None:
                    help="apply guidance only where LO < sigma <= HI, as `sample` (default: everywhere)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    types.add_dtype(p)
     p.set_defaults(run=run)
 
 
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     get_sampler(args.sampler)
     args.out = prepare_out(args.out, "reverse")
     device = pick_device(args.device)
-    model = load_model(args.model, device=device)
+    model = load_model(args.model, device=device, dtype=args.dtype)
     guidance = args.guidance if args.guidance is not None else (
         DEFAULT_GUIDANCE if model.conditioner.has_null else 1.0)
     result = reverse_process(model, args.prompt, steps=args.steps, sampler=args.sampler, guidance=guidance,

@@ -33,6 +33,7 @@ def add_parser(sub) -> None:
                    help="take every parameter from a PNG written by diffuscope (flags still override)")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    types.add_dtype(p)
     p.set_defaults(run=run)
 
 
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     if not model_ref:
         raise UsageError("--model is required (or --from IMAGE.png)")
     device = pick_device(args.device)
-    model = load_model(model_ref, device=device)
+    model = load_model(model_ref, device=device, dtype=args.dtype)
     prompt = args.prompt if args.prompt is not None else (base.get("prompt") or None)
     if model.conditioner.check(prompt) is None:  # the model's own rule: a class name, any text, or no prompt
         prompt = None

@@ -57,6 +57,7 @@ def add_parser(sub) -> None:
     p.add_argument("--ci-resamples", type=types.int_range(0, 100_000, "ci_resamples"), default=200,
                    help="bootstrap resamples for the 95%% intervals (0 = none; none above n=2000)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    types.add_dtype(p)
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and sigma grids, run nothing")
@@ -78,7 +79,7 @@ def build_config(args: argparse.Namespace):
     return config
 
 
-def _dry_run(config, model_ref: str, device) -> int:
+def _dry_run(config, model_ref: str, device, dtype: str | None = None) -> int:
     from dataclasses import asdict
 
     from diffuscope.checkpoint import load_model
@@ -88,7 +89,7 @@ def _dry_run(config, model_ref: str, device) -> int:
     from diffuscope.sweep.config import reference_steps
     from diffuscope.tuned_grids import sweep_rows
 
-    model = load_model(model_ref, device=device)
+    model = load_model(model_ref, device=device, dtype=dtype)
     if model.conditioner.kind == "class":
         _, prompts = prompt_labels(config.prompts, model.class_names, config.n)
     else:
@@ -123,14 +124,16 @@ def run(args: argparse.Namespace) -> int:
     config = build_config(args)
     device = pick_device(args.device)
     if args.dry_run:
-        return _dry_run(config, args.model, device)
+        return _dry_run(config, args.model, device, args.dtype)
+    from diffuscope.checkpoint import load_model
     from diffuscope.cli.progress import TqdmObserver
     from diffuscope.outputs import prepare_out
 
+    model = load_model(args.model, device=device, dtype=args.dtype)
     args.out = prepare_out(args.out, "sweep")
     bar = TqdmObserver("sweep", unit="NFE", disable=args.no_progress)
     try:
-        result = sweep(args.model, config, device=device, on_event=bar)
+        result = sweep(model, config, device=device, on_event=bar)
     finally:
         bar.close()
     paths = write_reports(result, args.out)
@@ -144,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
             if k is not None:
                 print(f"{sampler}: {label}: {k.note}" + (f" (Kneedle: NFE {k.kneedle_nfe})" if k.kneedle_nfe else ""))
     for note in result.notes:
-        if note.startswith("no classifier"):
+        if note.startswith(("no classifier", "a prompt has no real image")):
             print(f"note: {note}")
     for p in paths.values():
         print(p)

@@ -46,6 +46,7 @@ def add_parser(sub) -> None:
                    help="also add the grids to the model folder's tuned_grids.json (an existing different grid "
                         "for the same sampler and steps is never replaced)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    types.add_dtype(p)
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(run=run)
 
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     if (out / tuned_grids.TUNED_FILE).exists():
         raise UsageError(f"{out / tuned_grids.TUNED_FILE} exists: choose a new --out (nothing is overwritten)")
     device = pick_device(args.device)
-    model = load_model(args.model, device=device)
+    model = load_model(args.model, device=device, dtype=args.dtype)
     u = model.config.unet
     shape = (u.in_channels, u.image_size, u.image_size)
     schedule = model.denoiser.schedule

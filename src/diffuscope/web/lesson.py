@@ -84,10 +84,10 @@ class ModelEntry:
         return self.model.conditioner.check(prompt)
 
 
-def load_entry(ref: str, device: str | torch.device = "cpu") -> ModelEntry:
+def load_entry(ref: str, device: str | torch.device = "cpu", dtype: str | None = None) -> ModelEntry:
     from diffuscope.checkpoint import load_model
 
-    model = load_model(ref, device=device)
+    model = load_model(ref, device=device, dtype=dtype)
     data = (model.run_config.get("data") or {}).get("name") or "mnist"
     name = model.run_config.get("model_name") or str(ref)
     return ModelEntry(name, str(ref), model, data)
