@@ -33,6 +33,9 @@ def test_demo_refuses_a_non_empty_folder(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "d")]) == 2
     err = capsys.readouterr().err
     assert "not empty" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "file").write_text("x")  # the one --out rule of every command (outputs.prepare_out)
+    assert main(["demo", "--out", str(tmp_path / "file")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("n", ["1", "0"])

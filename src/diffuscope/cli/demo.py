@@ -26,14 +26,12 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from diffuscope.demo import DemoConfig, run_demo
     from diffuscope.errors import UsageError
+    from diffuscope.outputs import prepare_out
 
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        raise UsageError(f"{out} already exists and is not empty: choose a new --out")
+    out = prepare_out(args.out, "demo")  # the one --out rule: new or empty folder, writable, room on its disk
     if args.n < 2:
         raise UsageError(f"--n must be at least 2 for the distribution metrics, got {args.n}")
     from diffuscope.cli.progress import TqdmObserver
