@@ -80,6 +80,18 @@ def test_sample_with_tuned_spacing_records_the_grid_and_reproduces_it(tuned_mode
     assert code == 2 and "no grids tuned for iPNDM" in err
 
 
+def test_phases_run_on_the_tuned_grid(tuned_model, capsys, tmp_path):
+    run, _, ckpt = tuned_model
+    code, _, err = _run(capsys, "phases", "--model", run, "--prompt", "7", "--steps", "3", "--sampler", "Euler",
+                        "--spacing", "tuned", "--n", "2", "--points", "2", "--consistency-steps", "2,3",
+                        "--out", tmp_path / "p")
+    assert code == 0, err
+    data = json.loads((tmp_path / "p" / "phases.json").read_text())
+    tuned = json.loads((ckpt / "tuned_grids.json").read_text())["grids"]["euler"]["3"]
+    assert data["frequency"]["sigmas"] == tuned[1:3]  # sigma_i of steps 1..steps-1
+    assert any("tuned grid (3 steps)" in n for n in data["notes"])
+
+
 def test_sweep_compares_karras_and_tuned_side_by_side(tuned_model, capsys, tmp_path):
     run, _, ckpt = tuned_model
     code, _, err = _run(capsys, "sweep", "--model", run, "--prompt", "7", "--steps", "2,3,5", "--samplers", "Euler",

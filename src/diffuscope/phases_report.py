@@ -87,14 +87,16 @@ def measure_phases(model, *, prompt: str | None, steps: int = 50, n: int = 64, s
                    cutoff: float = 0.125, consistency_steps=(10, 25, 50, 100), guidance: float | None = None,
                    classifier=None, batch_size: int = 64, device="cpu",
                    guidance_interval: tuple[float, float] | None = None, spacing: str | None = None,
-                   on_event=None, cancel=None):
+                   grid=None, on_event=None, cancel=None):
     """The three phase measures on a ``DiffusionModel``: (FrequencySplit, Commitment, Consistency, notes).
     ``on_event`` receives a 'phases' Progress event per network call and ``cancel`` stops the work (events.py).
 
     With a prompt, guidance defaults to DEFAULT_GUIDANCE (as ``diffuscope sample``); without one, sampling uses the
     null condition (unconditional), so for a class model the class itself is decided along the way.
     ``guidance_interval`` = (sigma_lo, sigma_hi) limits guidance to sigma_lo < sigma <= sigma_hi (see guidance.py).
-    Every measure is taken on decoded (pixel) images.
+    Every measure is taken on decoded (pixel) images. ``grid`` (a SigmaGrid of ``steps`` steps, e.g. a tuned one)
+    replaces ``make_grid(schedule, steps, spacing)`` for the trajectory and the commitment; the step consistency
+    compares other step counts, so it keeps ``spacing`` unless that is "tuned" (then the model's default).
     """
     from diffuscope.events import ProgressDenoiser
     from diffuscope.guidance import CFGDenoiser, check_interval
@@ -142,7 +144,14 @@ def measure_phases(model, *, prompt: str | None, steps: int = 50, n: int = 64, s
     if model.is_latent:
         notes.append("a latent model: every measure is taken on decoded images")
     schedule = model.schedule
-    grid = make_grid(schedule, steps, spacing)
+    if grid is None:
+        grid = make_grid(schedule, steps, spacing)
+    elif len(grid.sigmas) != steps + 1:
+        raise UsageError(f"the grid has {len(grid.sigmas) - 1} steps, not {steps}")
+    if spacing == "tuned":
+        notes.append(f"tuned grid ({steps} steps) for the trajectory and the commitment; the step consistency "
+                     "compares the model's default grids")
+        spacing = None
     noise = randn((n, *model.sample_shape), make_generators(seed, n), device)
     cond = None if cond is None else cond.expand(n).to(device)
     sigmas = grid.sigmas.to(device)

@@ -24,6 +24,9 @@ def add_parser(sub) -> None:
                    help="images for the frequency split and consistency, and "
                                                      "finishes per commitment point (>= 2, default 64)")
     p.add_argument("--seed", type=types.non_negative_int, default=0, help="image i uses seed + i (default 0)")
+    p.add_argument("--spacing", type=types.name,
+                   help="sigma grid: trailing|leading|linspace (discrete models), karras, logsnr, "
+                        "tuned (`diffuscope tune-steps`); default: the model's")
     p.add_argument("--sampler", default=DEFAULT_SAMPLER, type=types.name,
                    help=f"deterministic sampler (default {DEFAULT_SAMPLER!r})")
     p.add_argument("--finish-sampler", default="DDPM", type=types.name,
@@ -71,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from diffuscope.errors import UsageError
     from diffuscope.phases_report import measure_phases, save_phases
     from diffuscope.samplers import get_sampler
+    from diffuscope.tuned_grids import grid_for_sample
 
     if args.n < 2:
         raise UsageError(f"--n must be at least 2, got {args.n}")
@@ -98,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
             model, prompt=args.prompt, steps=args.steps, n=args.n, seed=args.seed, sampler=args.sampler,
             finish_sampler=args.finish_sampler, points=args.points, cutoff=args.cutoff,
             consistency_steps=consistency_steps, guidance=args.guidance, classifier=args.classifier,
-            batch_size=args.batch_size, device=device, guidance_interval=args.guidance_interval, on_event=bar)
+            batch_size=args.batch_size, device=device, guidance_interval=args.guidance_interval, on_event=bar,
+            spacing=args.spacing, grid=grid_for_sample(model.path, args.sampler, args.steps, args.spacing))
     finally:
         bar.close()
     paths, summary = save_phases(args.out, freq=freq, commit=commit, consist=consist, notes=notes)
