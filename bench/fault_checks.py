@@ -7,7 +7,8 @@
 - Two `train` into one run folder started in the same instant; a `--resume latest` while the run is training.
 - Ctrl-C (SIGINT) during a sweep: exit 130 and the partial report.
 - With --tmpfs DIR (root; a fresh tiny tmpfs is mounted there per check): a full disk for `train`, `sample`,
-  `sweep`, and a read-only file system for `sample`: one line, and no corrupt newest checkpoint.
+  `sweep`, `autoencoder`, and a read-only file system for `sample` and `train`: one line, and no corrupt newest
+  checkpoint.
 """
 
 from __future__ import annotations
@@ -154,6 +155,14 @@ def full_disk(work: Path, toml: Path, tmpfs: Path) -> list[bool]:
                        capture_output=True, text=True)
     results.append(report("full disk (20k tmpfs): sweep", r.returncode == 1 and one_line(r.stderr),
                           f"exit {r.returncode}: {r.stderr.strip()[:160]}"))
+    mount(tmpfs, "64k")  # the autoencoder's first checkpoint (weights, EMA, optimizer state) does not fit
+    r = subprocess.run([*PY, "autoencoder", "--data", "digits", "--downsample", "1", "--base-channels", "8",
+                        "--max-steps", "4", "--checkpoint-every", "2", "--eval-every", "0", "--quiet",
+                        "--out", str(tmpfs / "ae")], capture_output=True, text=True)
+    ckpts = list_checkpoints(tmpfs / "ae" / "checkpoints")
+    results.append(report("full disk (64k tmpfs): autoencoder", r.returncode == 1 and one_line(r.stderr)
+                          and not ckpts, f"exit {r.returncode}: {r.stderr.strip()[:160]}; complete checkpoints "
+                          f"{[p.name for p in ckpts]}"))
     mount(tmpfs, "1m", ro=True)
     for argv in (["sample", "--model", "mnist", "--prompt", "7", "--n", "1", "--steps", "2"],
                  ["train", "--data", "digits", "--max-steps", "2"]):
