@@ -95,7 +95,8 @@ def test_sweep_accuracy_is_retrieval_top1(folder, encoder, offset, accuracy):
 
     model = oracle_model(folder, encoder, offset)
     result = sweep(model, SweepConfig(steps=(2, 3), samplers=("Euler",), prompts=("red square", "blue square"),
-                                      n=4, reference_steps=4, metrics=("accuracy", "convergence"), guidance=1.0))
+                                      n=4, reference_steps=4, guidance=1.0))
+    assert result.groups == ("accuracy", "convergence")  # the default for a retrieval judge
     assert [c.metrics["accuracy"] for c in result.cells] == [accuracy, accuracy]
     assert result.info["classifier"]["kind"] == "retrieval"
     unknown = sweep(model, SweepConfig(steps=(2,), samplers=("Euler",), prompts=("a dragon",), n=2,

@@ -105,6 +105,10 @@ def model_inputs(model, config: SweepConfig, *, device: str | torch.device = "cp
         labels = per_prompt[torch.arange(config.n) % len(per_prompt)]
         inputs.labels, inputs.class_names = labels, evaluator.class_names
     groups = resolve_metrics(config, evaluator.classifier is not None)
+    if evaluator.is_retrieval and config.metrics is None:
+        # FD/KID/precision-recall in the 768-d retrieval space do not tell a faithful set from other emoji
+        # (docs/benchmarks.md, "The shipped emoji model"); they stay available through --metrics
+        groups = ("accuracy", "convergence")
     if not any(g in CLASSIFIER_GROUPS for g in groups):
         if evaluator.classifier is None:
             info["classifier"] = None
