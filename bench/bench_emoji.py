@@ -6,7 +6,8 @@ training prompts  200 fixed training prompts (every 8th of the 1,646, file-name 
                   and top-5 among all 1,656 emoji (pixels at 16x16, metrics/retrieval.py); chance 1/1,656 and
                   5/1,656. Beside them, on the same prompts: the real images (the ceiling: duplicates tie) and the
                   autoencoder's reconstructions of them (the best a latent model can draw), a colour-histogram
-                  distance and KID in the retrieval space, each against the real-vs-real floor.
+                  distance, KID in the retrieval space and KID in EfficientNet-Lite0 ImageNet features
+                  (metrics/efficientnet.py), each beside the reconstructions (floor) and 200 other real emoji.
 held-out prompts  the 10 prompts training never saw (data/emoji.py HELD_OUT_PROMPTS) x seeds: top-1/top-5 and
                   the emoji most often retrieved for each (what the model draws for "green apple").
 colour binding    "red heart" and "green heart" (trained) and "blue heart" (held out) x seeds: circular mean hue of
@@ -33,6 +34,7 @@ from diffuscope.data.emoji import HELD_OUT_PROMPTS, emoji_prompts
 from diffuscope.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
 from diffuscope.generate import generate_from_prompts
 from diffuscope.metrics import kernel_distance
+from diffuscope.metrics.efficientnet import EfficientNetFeatures
 from diffuscope.metrics.retrieval import RetrievalGallery, histogram_distance, mean_hue, retrieval_features
 from diffuscope.viz import save_grid
 
@@ -107,6 +109,15 @@ def main() -> None:
         "kid_floor_reconstructions": kid(recon, real_p),
         "kid_other_emoji": kid(others, real_p),
     }
+    # KID in EfficientNet-Lite0 ImageNet features (metrics/efficientnet.py), real-vs-real floors beside it
+    effnet = EfficientNetFeatures.load()
+    f_real = effnet(real_p).double().numpy()
+    f_gen, f_rec, f_oth = (effnet(x).double().numpy() for x in (images, recon, others))
+    out["train_prompts"].update({
+        "kid_efficientnet": float(kernel_distance(f_gen, f_real, seed=0)[0]),
+        "kid_efficientnet_floor_reconstructions": float(kernel_distance(f_rec, f_real, seed=0)[0]),
+        "kid_efficientnet_other_emoji": float(kernel_distance(f_oth, f_real, seed=0)[0]),
+    })
     if args.grid_dir:
         args.grid_dir.mkdir(parents=True, exist_ok=True)
         first = images[: 16]  # seed 0 of the first 16 prompts
@@ -151,6 +162,8 @@ def main() -> None:
           f"{tp['colour_hist_tv_floor_reconstructions']:.3f}, other emoji {tp['colour_hist_tv_other_emoji']:.3f}); "
           f"KID (retrieval space) {tp['kid_retrieval_space']:.3f} (reconstructions "
           f"{tp['kid_floor_reconstructions']:.3f}, other emoji {tp['kid_other_emoji']:.3f})")
+    print(f"  KID (EfficientNet-Lite0 features) {tp['kid_efficientnet']:.4f} (reconstructions "
+          f"{tp['kid_efficientnet_floor_reconstructions']:.4f}, other emoji {tp['kid_efficientnet_other_emoji']:.4f})")
     ho = out["held_out"]
     print(f"held-out prompts ({len(held)} x {args.seeds}): top-1 {ho['top1']:.1%}, top-5 {ho['top5']:.1%}")
     for p, r in ho["per_prompt"].items():
