@@ -83,6 +83,8 @@ def test_the_judge_retrieves_the_nearest_real_image(folder):
 def test_a_text_model_on_one_image_per_prompt_is_judged_by_retrieval(folder, encoder):
     ev = Evaluator.for_model(oracle_model(folder, encoder, 0))
     assert ev.is_retrieval and ev.describe()["kind"] == "retrieval"
+    if ev.describe()["features"].startswith("EfficientNet"):  # colour: FD/KID in ImageNet features
+        assert ev.features(torch.zeros(2, 3, 8, 8)).shape == (2, 1280)
     assert ev.labels_for(["blue square", "family: man, woman, boy"]).tolist() == [0, 1]  # sorted class folders
     assert ev.labels_for(["a dragon"]) is None
     sets = ev.real_sets(torch.tensor([0, 0, 2]))

@@ -146,4 +146,12 @@ def retrieval_judge(model):
         return None
     if len(data) != data.num_classes:
         return None
-    return RetrievalJudge(data.images, data.class_names, data.name)
+    features, name = None, ""
+    if c == 3:  # colour images: FD/KID in ImageNet features where the wheel is installed (metrics/efficientnet.py)
+        try:
+            from diffuscope.metrics.efficientnet import EfficientNetFeatures
+
+            features, name = EfficientNetFeatures.load(), "EfficientNet-Lite0 ImageNet features"
+        except UsageError:
+            pass
+    return RetrievalJudge(data.images, data.class_names, data.name, features=features, features_name=name)

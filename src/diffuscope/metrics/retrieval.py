@@ -165,8 +165,11 @@ class RetrievalJudge:
 
     kind = "retrieval"
 
-    def __init__(self, images: Tensor, prompts: Sequence[str], data: str, size: int = RETRIEVAL_SIZE):
+    def __init__(self, images: Tensor, prompts: Sequence[str], data: str, size: int = RETRIEVAL_SIZE,
+                 features=None, features_name: str = ""):
         self.gallery = RetrievalGallery(images, prompts, size)
+        self._features = features  # distribution features (FD/KID): e.g. EfficientNet-Lite0; None = retrieval space
+        self.features_name = features_name or f"pixels at {size}x{size}"
         self.images = images
         self.image_shape = tuple(images.shape[1:])
         self.data = data
@@ -177,6 +180,8 @@ class RetrievalJudge:
         return self.gallery.prompts
 
     def features(self, images: Tensor) -> Tensor:
+        if self._features is not None:
+            return self._features(images)
         return retrieval_features(images, self.gallery.size)
 
     def predict(self, images: Tensor) -> Tensor:
@@ -192,4 +197,4 @@ class RetrievalJudge:
     def describe(self) -> dict:
         return {"path": f"retrieval among the {len(self.gallery)} {self.data} images (pixels at "
                         f"{self.gallery.size}x{self.gallery.size})", "data": self.data,
-                "held_out_accuracy": self.ceiling_top1, "kind": self.kind}
+                "held_out_accuracy": self.ceiling_top1, "kind": self.kind, "features": self.features_name}

@@ -106,8 +106,8 @@ def model_inputs(model, config: SweepConfig, *, device: str | torch.device = "cp
         inputs.labels, inputs.class_names = labels, evaluator.class_names
     groups = resolve_metrics(config, evaluator.classifier is not None)
     if evaluator.is_retrieval and config.metrics is None:
-        # FD/KID/precision-recall in the 768-d retrieval space do not tell a faithful set from other emoji
-        # (docs/benchmarks.md, "The shipped emoji model"); they stay available through --metrics
+        # retrieval top-1 is the measure that separates faithful images (docs/benchmarks.md, "The shipped emoji
+        # model"); FD/KID/precision-recall (ImageNet features, slow bootstraps) stay available through --metrics
         groups = ("accuracy", "convergence")
     if not any(g in CLASSIFIER_GROUPS for g in groups):
         if evaluator.classifier is None:

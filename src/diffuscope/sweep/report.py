@@ -52,8 +52,9 @@ def _setup(result) -> list[str]:
     ]
     judge = info.get("classifier")
     if judge and judge.get("kind") == "retrieval":
-        lines.append(f"Judge: {judge['path']}: accuracy vs prompt = retrieval top-1, FD/KID/precision/recall in that "
-                     f"space (real images score top-1 {fmt(judge['held_out_accuracy'])}: duplicates tie)")
+        lines.append(f"Judge: {judge['path']}: accuracy vs prompt = retrieval top-1 (real images score "
+                     f"{fmt(judge['held_out_accuracy'])}: duplicates tie); FD/KID/precision/recall and feature "
+                     f"convergence in {judge.get('features', 'the retrieval space')}")
     elif judge:
         lines.append(f"Classifier: {judge['path']} (held-out accuracy "
                      f"{fmt(judge['held_out_accuracy'])}); real images: {info.get('data', '-')}")
