@@ -3,6 +3,6 @@
 # the 10/25/50/100-step sweep with its diminishing-returns point, the phase measures -- in one report.html.
 # Usage: scripts/main.sh [OUT_DIR]
 set -euo pipefail
-source "$(dirname "$0")/_env.sh" web  # the web extra, for `diffuscope serve` (see _env.sh: OUT_DIR must not reach it)
+source "$(dirname "$0")/_env.sh" web,emoji  # serve, and the emoji model's text encoder and data (OUT_DIR must not reach _env.sh)
 OUT="${1:-$ROOT/runs/demo-$(date +%Y%m%d-%H%M%S)}"
 diffuscope demo --out "$OUT"
