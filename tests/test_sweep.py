@@ -345,3 +345,13 @@ def test_cli_ctrl_c_writes_partial_report_and_exits_130(run_cli, tiny_model, tmp
     assert code == 130 and "interrupted" in out
     data = json.loads((tmp_path / "s" / "report.json").read_text())
     assert data["interrupted"] is True and [c["steps"] for c in data["cells"]] == [1]
+
+
+def test_error_lines_quote_user_text_at_most_80_characters():
+    from diffuscope.data import load_dataset
+
+    for call in (lambda: parse_steps("5-" + "9" * 300), lambda: parse_steps("0-" + "5" * 300),
+                 lambda: load_dataset("/nonexistent/" + "a" * 400)):
+        with pytest.raises(UsageError) as e:
+            call()
+        assert len(str(e.value)) < 260 and "characters)" in str(e.value)

@@ -345,7 +345,7 @@ def load_training_state(ckpt: Path) -> dict[str, Any]:
     validate.expect(state, dict, str(path), "the training state")
     for key, kind in (("optimizer", dict), ("lr_schedule", dict), ("rng_cpu", torch.Tensor), ("step", int)):
         if key not in state:
-            raise UsageError(f"{path}: the training state has no {key!r}: it cannot be resumed")
+            raise UsageError(f"{path}: the training state has no {validate.quote(key)}: it cannot be resumed")
         validate.expect(state[key], kind, str(path), key)
     validate.int_in(state["step"], str(path), "step", 0, 2**62)
     if "elapsed_s" in state:

@@ -26,6 +26,7 @@ from diffuscope import checkpoint as ckpt_io
 from diffuscope import config as config_io
 from diffuscope.errors import UsageError
 from diffuscope.nets.autoencoder import Autoencoder, AutoencoderConfig, check_autoencoder_config
+from diffuscope.validate import quote
 
 CODEC_WEIGHTS = "autoencoder.safetensors"
 CODEC_CONFIG = "autoencoder.json"
@@ -137,7 +138,7 @@ def load_embedded_codec(folder: str | Path, *, device: str | torch.device = "cpu
         raise UsageError(f"{path} must be an object with a 'model' table")
     scale = raw.get("scale_factor")
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < 1e6:
-        raise UsageError(f"{path}: scale_factor must be a positive number, got {scale!r}")
+        raise UsageError(f"{path}: scale_factor must be a positive number, got {quote(scale)}")
     config = config_io.from_dict(AutoencoderConfig, raw["model"], "model")
     check_autoencoder_config(config)
     model = Autoencoder(config)

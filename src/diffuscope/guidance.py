@@ -23,6 +23,7 @@ from torch import Tensor
 
 from diffuscope.conditioning import Cond, as_cond
 from diffuscope.errors import UsageError
+from diffuscope.validate import quote
 
 
 def check_scale(scale) -> float:
@@ -30,7 +31,7 @@ def check_scale(scale) -> float:
     try:
         scale = float(scale)
     except (TypeError, ValueError):
-        raise UsageError(f"guidance scale must be a number >= 0 (1 = off), got {scale!r}") from None
+        raise UsageError(f"guidance scale must be a number >= 0 (1 = off), got {quote(scale)}") from None
     if not (math.isfinite(scale) and scale >= 0):  # rejects NaN and inf
         raise UsageError(f"guidance scale must be a finite number >= 0 (1 = off), got {scale}")
     return scale
@@ -44,7 +45,7 @@ def check_interval(interval) -> tuple[float, float] | None:
     try:
         lo, hi = (float(v) for v in interval)
     except (TypeError, ValueError):
-        raise UsageError(f"guidance interval must be two noise levels LO,HI, got {interval!r}") from None
+        raise UsageError(f"guidance interval must be two noise levels LO,HI, got {quote(interval)}") from None
     if not 0 <= lo < hi:  # also rejects NaN
         raise UsageError(f"guidance interval must have 0 <= LO < HI (LO < sigma <= HI is guided), got {lo:g},{hi:g}")
     return lo, hi

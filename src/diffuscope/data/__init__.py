@@ -16,6 +16,7 @@ from diffuscope.data.idx import is_idx_folder, load_idx, read_idx, write_idx
 from diffuscope.data.order import batch_indices, iterate_batches
 from diffuscope.data.prompts import class_aliases, class_index
 from diffuscope.errors import UsageError
+from diffuscope.validate import quote
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -53,11 +54,11 @@ def load_dataset(spec: str, *, split: str = "train", image_size: int | None = No
     path = Path(spec).expanduser()
     if not path.exists():
         if any(sep in spec for sep in ("/", "\\")) or spec.startswith((".", "~")):
-            raise UsageError(f"dataset path {spec!r} does not exist")
-        raise UsageError(f"unknown dataset {spec!r} (valid: {', '.join(_VALID)})")
+            raise UsageError(f"dataset path {quote(spec)} does not exist")
+        raise UsageError(f"unknown dataset {quote(spec)} (valid: {', '.join(_VALID)})")
     if path.is_file():
         if path.suffix.lower() in IMAGE_EXTENSIONS:
-            raise UsageError(f"dataset {spec!r} is a single image: give the folder that holds the images")
+            raise UsageError(f"dataset {quote(spec)} is a single image: give the folder that holds the images")
         return load_idx(path, split, image_size, channels)
     if is_idx_folder(path):
         return load_idx(path, split, image_size, channels)

@@ -30,6 +30,7 @@ import torch
 
 from diffuscope.data.dataset import ImageDataset, from_uint8
 from diffuscope.errors import UsageError
+from diffuscope.validate import quote
 
 DEFAULT_SIZE = 32
 VARIATION_SELECTOR = 0xFE0F
@@ -139,7 +140,7 @@ def load_emoji(split: str, image_size: int | None, channels: int | None,
     wanted = emoji_prompts(split) if prompts is None else tuple(prompts)
     missing = [p for p in wanted if p not in index]
     if missing:
-        raise UsageError(f"unknown emoji {missing[0]!r} (valid: CLDR short names such as 'red heart')")
+        raise UsageError(f"unknown emoji {quote(missing[0])} (valid: CLDR short names such as 'red heart')")
     rows = np.array([index[p] for p in wanted], dtype=np.int64)
     if len(rows) < 64:  # a few emoji (the test split, tests): render only those
         pixels = np.stack([render(emoji_index()[i][1], size) for i in rows]).transpose(0, 3, 1, 2)

@@ -28,6 +28,7 @@ from torch import nn
 from diffuscope import config as config_io
 from diffuscope.checkpoint import load_weights
 from diffuscope.errors import UsageError
+from diffuscope.validate import quote
 
 WEIGHTS_FILE = "classifier.safetensors"
 INFO_FILE = "classifier.json"
@@ -156,7 +157,7 @@ class Classifier:
         want = (cfg.channels, cfg.image_size, cfg.image_size)
         if images.dim() != 4 or tuple(images.shape[1:]) != want:
             raise UsageError(f"the classifier takes images [N, {want[0]}, {want[1]}, {want[2]}] "
-                             f"(trained on {self.info.data!r}), got {list(images.shape)}: train a classifier at "
+                             f"(trained on {quote(self.info.data)}), got {list(images.shape)}: train a classifier at "
                              f"this size/channels (diffuscope classifier --image-size)")
 
     def check_classes(self, class_names: tuple[str, ...] | list[str]) -> None:
@@ -240,7 +241,7 @@ def _read_info(folder: Path) -> tuple[ClassifierInfo, dict[str, Any]]:
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise UsageError(f"{folder / INFO_FILE} is not a diffuscope classifier file")
     if raw.get("version") != FORMAT_VERSION:
-        raise UsageError(f"{folder / INFO_FILE} has format version {raw.get('version')!r}; "
+        raise UsageError(f"{folder / INFO_FILE} has format version {quote(raw.get('version'))}; "
                          f"this diffuscope reads version {FORMAT_VERSION}")
     try:
         cfg = config_io.from_dict(ClassifierConfig, raw["config"], "classifier.config")

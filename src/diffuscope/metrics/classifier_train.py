@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from diffuscope.data import ImageDataset, load_dataset
 from diffuscope.errors import UsageError
 from diffuscope.metrics.classifier import ClassifierConfig, ClassifierInfo, ClassifierNet, check_config, save_classifier
+from diffuscope.validate import quote
 
 
 def default_epochs(n_train: int) -> int:
@@ -76,7 +77,7 @@ def train_classifier(data: str, out_dir: str | Path, *, image_size: int | None =
     train = load_dataset(data, split="train", image_size=image_size, channels=channels)
     test = load_dataset(data, split="test", image_size=image_size, channels=channels)
     if len(test) == 0 or len(train) == 0:
-        raise UsageError(f"data set {data!r} has {len(train)} train and {len(test)} held-out images: a classifier "
+        raise UsageError(f"data set {quote(data)} has {len(train)} train and {len(test)} held-out images: a classifier "
                          f"needs both")
     cfg = ClassifierConfig(channels=train.channels, image_size=train.image_size, num_classes=train.num_classes)
     check_config(cfg)

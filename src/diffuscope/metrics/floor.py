@@ -31,6 +31,7 @@ from torch import Tensor
 from diffuscope.data import ImageDataset
 from diffuscope.errors import UsageError
 from diffuscope.metrics.quality import QualityReport, compute_metrics
+from diffuscope.validate import quote
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,8 @@ def real_sets(test, labels: Tensor, *, seed: int = 0, train: Callable[[], Any] |
     for c, k in want.items():
         pool = held.get(c, np.empty(0, dtype=np.int64))
         if len(pool) == 0:
-            raise UsageError(f"the held-out split of {test.name!r} has no images of class "
-                             f"{_name(class_names, c)!r}: no reference for it")
+            raise UsageError(f"the held-out split of {quote(test.name)} has no images of class "
+                             f"{quote(_name(class_names, c))}: no reference for it")
         ref_idx.append(pool[:k])
         rest[c] = pool[min(k, len(pool)):]
     ref_t = torch.from_numpy(np.concatenate(ref_idx))
@@ -81,9 +82,9 @@ def real_sets(test, labels: Tensor, *, seed: int = 0, train: Callable[[], Any] |
     if short:
         c = short[0]
         most = max(len(held.get(c, ())) // 2, len(tr.get(c, ())))
-        raise UsageError(f"n is too large for a real-vs-real floor at the same N: class {_name(class_names, c)!r} "
-                         f"is prompted {want[c]} times but {test.name!r} holds {len(held.get(c, ()))} held-out and "
-                         f"{len(tr.get(c, ()))} train images of it (at most {most} per prompted class); "
+        raise UsageError(f"n is too large for a real-vs-real floor at the same N: class {quote(_name(class_names, c))} "
+                         f"is prompted {want[c]} times but {quote(test.name)} holds {len(held.get(c, ()))} held-out "
+                         f"and {len(tr.get(c, ()))} train images of it (at most {most} per prompted class); "
                          f"lower --n or use --metrics convergence")
     idx = np.concatenate([tr[c][:k] for c, k in want.items()])
     t = torch.from_numpy(idx)

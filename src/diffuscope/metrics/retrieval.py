@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from diffuscope.errors import UsageError
+from diffuscope.validate import quote
 
 RETRIEVAL_SIZE = 16
 HIST_LEVELS = 8
@@ -86,7 +87,7 @@ class RetrievalGallery:
     def index(self, prompt: str) -> int:
         i = self._index.get(" ".join(str(prompt).split()).casefold())
         if i is None:
-            raise UsageError(f"prompt {prompt!r} has no real image in the retrieval gallery")
+            raise UsageError(f"prompt {quote(prompt)} has no real image in the retrieval gallery")
         return i
 
     def score(self, images: Tensor, targets: Sequence[int | str] | Tensor, batch_size: int = 512) -> Retrieval:

@@ -25,6 +25,7 @@ from diffuscope.conditioning import ClassCond, TextCond
 from diffuscope.errors import UsageError, choices_error
 from diffuscope.nets.attention import CrossAttention
 from diffuscope.nets.embeddings import NOISE_EMBEDDINGS, ConditionEmbedding
+from diffuscope.validate import quote
 
 MAX_IN_CHANNELS = 16  # 1 grey, 3 RGB, 4 an SD-style latent (the autoencoder's latent channels)
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 64
@@ -59,10 +60,10 @@ def check_config(config: UNetConfig) -> None:
     c = config
     if not _is_int(c.in_channels) or not 1 <= c.in_channels <= MAX_IN_CHANNELS:
         raise UsageError(f"in_channels must be an integer in 1..{MAX_IN_CHANNELS} (1 grey, 3 RGB, 4 a latent), "
-                         f"got {c.in_channels!r}")
+                         f"got {quote(c.in_channels)}")
     mult = tuple(c.channel_mult)
     if not mult or not all(_is_int(m) and m >= 1 for m in mult):
-        raise UsageError(f"channel_mult must be a non-empty list of positive integers, got {c.channel_mult!r}")
+        raise UsageError(f"channel_mult must be a non-empty list of positive integers, got {quote(c.channel_mult)}")
     factor = 2 ** (len(mult) - 1)
     valid_sizes = [s for s in range(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE + 1) if s % factor == 0]
     if not valid_sizes:
@@ -77,9 +78,10 @@ def check_config(config: UNetConfig) -> None:
             f"(valid: {', '.join(map(str, valid_sizes))})"
         )
     if not _is_int(c.base_channels) or c.base_channels < 8 or c.base_channels % 4:
-        raise UsageError(f"base_channels must be a multiple of 4, >= 8 (e.g. 16, 32, 64, 128), got {c.base_channels!r}")
+        raise UsageError(f"base_channels must be a multiple of 4, >= 8 (e.g. 16, 32, 64, 128), got "
+                         f"{quote(c.base_channels)}")
     if not _is_int(c.num_res_blocks) or c.num_res_blocks < 1:
-        raise UsageError(f"num_res_blocks must be an integer >= 1, got {c.num_res_blocks!r}")
+        raise UsageError(f"num_res_blocks must be an integer >= 1, got {quote(c.num_res_blocks)}")
     sizes = feature_sizes(c)
     for r in c.attention_resolutions:
         if r not in sizes:
@@ -88,7 +90,7 @@ def check_config(config: UNetConfig) -> None:
                 f"(valid: {', '.join(map(str, sizes))})"
             )
     if not _is_int(c.num_heads) or c.num_heads < 1:
-        raise UsageError(f"num_heads must be an integer >= 1, got {c.num_heads!r}")
+        raise UsageError(f"num_heads must be an integer >= 1, got {quote(c.num_heads)}")
     for size, m in zip(sizes, mult):
         ch = c.base_channels * m
         if size in c.attention_resolutions and ch % c.num_heads:
@@ -97,11 +99,11 @@ def check_config(config: UNetConfig) -> None:
                 f"(valid: a divisor of {ch})"
             )
     if not 0.0 <= c.dropout < 1.0:
-        raise UsageError(f"dropout must be in [0, 1), got {c.dropout!r}")
+        raise UsageError(f"dropout must be in [0, 1), got {quote(c.dropout)}")
     if not _is_int(c.num_classes) or c.num_classes < 0:
-        raise UsageError(f"num_classes must be an integer >= 0 (0 = unconditional), got {c.num_classes!r}")
+        raise UsageError(f"num_classes must be an integer >= 0 (0 = unconditional), got {quote(c.num_classes)}")
     if not _is_int(c.text_dim) or c.text_dim < 0:
-        raise UsageError(f"text_dim must be an integer >= 0 (0 = no text), got {c.text_dim!r}")
+        raise UsageError(f"text_dim must be an integer >= 0 (0 = no text), got {quote(c.text_dim)}")
     if c.text_dim and c.num_classes:
         raise UsageError("a U-Net takes class labels (num_classes) or text (text_dim), not both")
     if c.noise_embedding not in NOISE_EMBEDDINGS:

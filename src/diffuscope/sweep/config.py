@@ -122,19 +122,19 @@ def _parse_part(part: str, whole: str) -> list[int]:
         raise UsageError(f"step range {validate.quote(part)} goes past the limit of {limits.MAX_STEPS} steps "
                          "(docs/limits.md)")
     if lo < 1 or lo > hi:
-        raise UsageError(f"step range {part!r} must go from a positive start up to its end")
+        raise UsageError(f"step range {validate.quote(part)} must go from a positive start up to its end")
     if pattern is _RANGE:
         if hi - lo + 1 > MAX_STEP_VALUES:
-            raise UsageError(f"step range {part!r} has {hi - lo + 1} values (at most {MAX_STEP_VALUES}): "
+            raise UsageError(f"step range {validate.quote(part)} has {hi - lo + 1} values (at most {MAX_STEP_VALUES}): "
                              f"give a count, e.g. {lo}-{hi} [8]")
         return list(range(lo, hi + 1))
     k = int(m.group(3))
     if pattern is _INCREMENT:
         if k < 1:
-            raise UsageError(f"step increment in {part!r} must be positive")
+            raise UsageError(f"step increment in {validate.quote(part)} must be positive")
         return list(range(lo, hi + 1, k))
     if k < 1:
-        raise UsageError(f"step count in {part!r} must be positive")
+        raise UsageError(f"step count in {validate.quote(part)} must be positive")
     if k == 1:
         return [lo]
     return [round(math.exp(math.log(lo) + i * (math.log(hi) - math.log(lo)) / (k - 1))) for i in range(k)]
@@ -144,11 +144,11 @@ def _check_values(values: list[int], text: str) -> tuple[int, ...]:
     if not values:
         raise UsageError(f"malformed step list {validate.quote(text)}: {STEP_SYNTAX}")
     if values[0] < 1:
-        raise UsageError(f"steps must be positive integers, got {values[0]} in {text!r}")
+        raise UsageError(f"steps must be positive integers, got {values[0]} in {validate.quote(text)}")
     if values[-1] > limits.MAX_STEPS:
         raise UsageError(f"{values[-1]} steps is more than the limit of {limits.MAX_STEPS} (docs/limits.md)")
     if len(values) > MAX_STEP_VALUES:
-        raise UsageError(f"{len(values)} step counts in {text!r} (at most {MAX_STEP_VALUES})")
+        raise UsageError(f"{len(values)} step counts in {validate.quote(text)} (at most {MAX_STEP_VALUES})")
     return tuple(values)
 
 
@@ -183,10 +183,10 @@ def check_config(config: SweepConfig) -> None:
         raise UsageError(f"a sampler is listed twice in {', '.join(config.samplers)}")
     ref = get_sampler(config.reference_sampler)
     if not ref.deterministic:
-        raise UsageError(f"the convergence reference must be a deterministic sampler, got {ref.name!r} "
+        raise UsageError(f"the convergence reference must be a deterministic sampler, got {validate.quote(ref.name)} "
                          f"(e.g. Heun, DPM++ 2M)")
     if isinstance(config.n, bool) or not isinstance(config.n, int) or config.n < 1:
-        raise UsageError(f"n must be a positive integer, got {config.n!r}")
+        raise UsageError(f"n must be a positive integer, got {validate.quote(config.n)}")
     for group in config.metrics or ():
         if group not in METRIC_GROUPS:
             raise choices_error("metric", group, METRIC_GROUPS)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from diffuscope.errors import UsageError
+from diffuscope.validate import quote
 
 NAME = "all-MiniLM-L6-v2"
 PAD_TO = 16  # tokens; emoji names are at most 17 tokens including [CLS] and [SEP], 5.6 on average
@@ -88,7 +89,7 @@ class MiniLM:
         ids = [self.token_ids(p) for p in prompts]
         for p, t in zip(prompts, ids):
             if len(t) > self.max_tokens:
-                raise UsageError(f"prompt {p[:80]!r} is {len(t)} tokens long; {NAME} takes at most {self.max_tokens}")
+                raise UsageError(f"prompt {quote(p)} is {len(t)} tokens long; {NAME} takes at most {self.max_tokens}")
         length = max([self.pad_to, *map(len, ids)])
         out = torch.zeros(len(ids), length, dtype=torch.long)
         mask = torch.zeros(len(ids), length, dtype=torch.bool)

@@ -116,11 +116,11 @@ def check_run_config(config: RunConfig) -> None:
     if not 0 <= t.ema_decay < 1:
         raise UsageError(f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
     if t.lr_decay not in ("none", "cosine"):
-        raise UsageError(f"unknown train.lr_decay {t.lr_decay!r} (valid: none, cosine)")
+        raise UsageError(f"unknown train.lr_decay {validate.quote(t.lr_decay)} (valid: none, cosine)")
     if t.precision not in ("fp32", "bf16"):
-        raise UsageError(f"unknown train.precision {t.precision!r} (valid: fp32, bf16)")
+        raise UsageError(f"unknown train.precision {validate.quote(t.precision)} (valid: fp32, bf16)")
     if t.device not in ("auto", "cpu", "cuda"):
-        raise UsageError(f"unknown device {t.device!r} (valid: auto, cpu, cuda)")
+        raise UsageError(f"unknown device {validate.quote(t.device)} (valid: auto, cpu, cuda)")
 
 
 def resolve(data_name: str | None, toml_path: str | Path | None, overrides: dict[str, dict[str, Any]]) -> RunConfig:

@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 
 from diffuscope.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
 from diffuscope.errors import UsageError
+from diffuscope.validate import quote
 from diffuscope.web import lesson
 from diffuscope.web.jobs import QueueFull, Worker
 
@@ -142,7 +143,7 @@ def create_app(models: list[lesson.ModelEntry], out_dir: str | Path, *, queue_si
         if not name:
             return models[0]
         if name not in by_name:
-            raise UsageError(f"unknown model {name!r}; valid: {', '.join(by_name)}")
+            raise UsageError(f"unknown model {quote(name)}; valid: {', '.join(by_name)}")
         return by_name[name]
 
     def submit(kind: str, fn) -> Response:
