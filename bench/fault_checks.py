@@ -112,7 +112,7 @@ def ctrl_c_sweep(work: Path) -> bool:
                             # non-interactive shell inherits it ignored, and Python then never raises
                             # KeyboardInterrupt)
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    time.sleep(35)  # after the ~28 s reference on a quiet 2-core machine: interrupt mid-grid (slow machines: raise this)
+    time.sleep(35)  # just after the ~28 s reference on a quiet 2-core machine (slow machines: raise this)
     proc.send_signal(signal.SIGINT)
     so, se = proc.communicate()
     files = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
