@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from diffuscope.errors import UsageError
+from diffuscope.validate import quote
 
 CONDITIONINGS = ("none", "class", "text")
 MAX_PROMPT_SHOWN = 80  # characters of a user's prompt quoted in an error line
@@ -307,9 +308,10 @@ def make_conditioner(config: dict[str, Any]) -> Conditioner:
         name = config.get("encoder", "")
         _load_builtin_encoders()
         if name not in TEXT_ENCODERS:
-            raise UsageError(f"unknown text encoder {name!r} (valid: {', '.join(sorted(TEXT_ENCODERS)) or 'none'})")
+            valid = ", ".join(sorted(TEXT_ENCODERS)) or "none"
+            raise UsageError(f"unknown text encoder {quote(name)} (valid: {valid})")
         return TEXT_ENCODERS[name]()
-    raise UsageError(f"unknown conditioning {kind!r} (valid: {', '.join(CONDITIONINGS)})")
+    raise UsageError(f"unknown conditioning {quote(kind)} (valid: {', '.join(CONDITIONINGS)})")
 
 
 def _load_builtin_encoders() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from diffuscope.errors import UsageError
+from diffuscope.validate import quote
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -16,5 +17,5 @@ def pick_device(name: str = "auto") -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA GPU is available here (valid: auto, cpu, cuda)")
     if name not in DEVICES:
-        raise UsageError(f"unknown device {name!r} (valid: {', '.join(DEVICES)})")
+        raise UsageError(f"unknown device {quote(name)} (valid: {', '.join(DEVICES)})")
     return torch.device(name)

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from diffuscope.errors import UsageError
 from diffuscope.schedules import VPSchedule, forward_chain, q_sample
+from diffuscope.validate import quote
 from diffuscope.viz.strips import labelled_strip, save_png
 
 T_EXAMPLE = "0,250,500,750,1000"
@@ -35,7 +36,8 @@ def parse_t_list(text: str, num_timesteps: int) -> list[int]:
     try:
         ts = [int(p) for p in parts]
     except ValueError:
-        raise UsageError(f"malformed t list {text!r}: expected comma-separated integers like {T_EXAMPLE}") from None
+        raise UsageError(f"malformed t list {quote(text)}: expected comma-separated integers like "
+                         f"{T_EXAMPLE}") from None
     for t in ts:
         if not 0 <= t <= num_timesteps:
             raise UsageError(f"t={t} is outside 0..{num_timesteps} (0 = clean image, {num_timesteps} = the last "

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from diffuscope.errors import UsageError, choices_error
+from diffuscope.validate import quote
 
 SCHEDULES = ("linear", "cosine", "scaled_linear", "edm")
 GRIDS = ("trailing", "leading", "linspace", "karras", "logsnr", "tuned")
@@ -311,7 +312,7 @@ def make_grid(schedule: Schedule, steps: int, spacing: str | None = None, *, rho
     Spacing "tuned" takes the grid from ``tuned`` ({steps: sigmas ending at 0}, one sampler's tuned grids:
     ``tuned_grids.tuned_table``)."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise UsageError(f"steps must be a positive integer, got {steps!r}")
+        raise UsageError(f"steps must be a positive integer, got {quote(steps)}")
     default = getattr(schedule, "default_spacing", None) or ("trailing" if schedule.is_discrete else "karras")
     spacing = spacing or default
     if spacing not in GRIDS:
@@ -321,7 +322,7 @@ def make_grid(schedule: Schedule, steps: int, spacing: str | None = None, *, rho
     zero = torch.zeros(1, dtype=torch.float64)
     if spacing in DISCRETE_GRIDS:
         if not schedule.is_discrete:
-            raise UsageError(f"spacing {spacing!r} needs a discrete-time model (valid here: karras, logsnr)")
+            raise UsageError(f"spacing {quote(spacing)} needs a discrete-time model (valid here: karras, logsnr)")
         ts = discrete_timesteps(schedule.num_timesteps, steps, spacing, schedule.steps_offset)
         return SigmaGrid(torch.cat([schedule.sigma(ts), zero]), spacing, ts)
     if spacing == "karras":

@@ -20,6 +20,7 @@ import torch
 from diffuscope.errors import UsageError
 from diffuscope.samplers import get_sampler
 from diffuscope.schedules import TUNED, Schedule, SigmaGrid, check_sigmas, make_grid, tuned_sigma_grid
+from diffuscope.validate import quote
 
 TUNED_FILE = "tuned_grids.json"
 FORMAT = "diffuscope-tuned-grids"
@@ -44,7 +45,7 @@ def check_tuned(data: Any, source: str = "tuned grids") -> dict[str, Any]:
     for sampler, table in grids.items():
         get_sampler(sampler)
         if not isinstance(table, dict):
-            raise UsageError(f"{source}: grids[{sampler!r}] must map step counts to sigmas")
+            raise UsageError(f"{source}: grids[{quote(sampler)}] must map step counts to sigmas")
         for steps, sigmas in table.items():
             try:
                 ok = int(steps) == len(sigmas) - 1 >= 1
@@ -52,8 +53,8 @@ def check_tuned(data: Any, source: str = "tuned grids") -> dict[str, Any]:
             except (TypeError, ValueError):
                 ok = False
             if not ok:
-                raise UsageError(f"{source}: grids[{sampler!r}][{steps!r}] must be {steps} + 1 strictly decreasing "
-                                 f"sigmas ending at 0")
+                raise UsageError(f"{source}: grids[{quote(sampler)}][{quote(steps)}] must be {steps} + 1 strictly "
+                                 f"decreasing sigmas ending at 0")
     return data
 
 
@@ -135,7 +136,7 @@ def split_spacings(spacing: str | None) -> list[str | None]:
         return [None]
     parts = [p.strip() for p in spacing.split(",")]
     if any(not p for p in parts) or len(set(parts)) != len(parts):
-        raise UsageError(f"spacing must be one name or a comma-separated list of different names, got {spacing!r}")
+        raise UsageError(f"spacing must be one name or a comma-separated list of different names, got {quote(spacing)}")
     return parts
 
 

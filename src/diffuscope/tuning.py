@@ -32,6 +32,7 @@ from diffuscope.errors import UsageError
 from diffuscope.samplers import get_sampler
 from diffuscope.samplers.steppers import History, stepper
 from diffuscope.schedules import check_sigmas
+from diffuscope.validate import quote
 
 # --- the teacher ------------------------------------------------------------------------------------------------
 
@@ -42,7 +43,7 @@ def teacher_states(denoiser: Callable, noise: Tensor, fine: Tensor, *, cond=None
     from ``noise`` (standard normal, [B, ...]): x*_0 = noise * f_0, ..., x*_M = its final image."""
     spec = get_sampler(teacher)
     if not spec.deterministic:
-        raise UsageError(f"the teacher must be deterministic, got {spec.name!r}")
+        raise UsageError(f"the teacher must be deterministic, got {quote(spec.name)}")
     sig = check_sigmas(fine)
     out = torch.empty((len(sig), *noise.shape), dtype=noise.dtype)
     for start in range(0, len(noise), batch_size):

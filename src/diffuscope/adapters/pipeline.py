@@ -32,6 +32,7 @@ from diffuscope.conditioning import ClassConditioner, Conditioner, NoConditioner
 from diffuscope.errors import UsageError, choices_error
 from diffuscope.model import DiffusionModel
 from diffuscope.schedules import DISCRETE_GRIDS
+from diffuscope.validate import quote
 
 PIPELINE_INDEX = "model_index.json"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -221,8 +222,8 @@ def load_pipeline_model(path: str | Path, *, device: str | torch.device = "cpu",
     conditioner: Conditioner = NoConditioner()
     if unet.config.num_class_embeds:
         if unet.config.class_embed_type not in (None,):
-            raise UsageError(f"pipeline {path}: class_embed_type {unet.config.class_embed_type!r} is not supported "
-                             "(valid: None, an embedding table of num_class_embeds)")
+            raise UsageError(f"pipeline {path}: class_embed_type {quote(unet.config.class_embed_type)} is not "
+                             "supported (valid: None, an embedding table of num_class_embeds)")
         conditioner = _IndexConditioner([str(i) for i in range(unet.config.num_class_embeds)])
     return DiffusionModel(
         denoiser=denoiser_from_pipeline(unet, config, net_dtype=dtype),

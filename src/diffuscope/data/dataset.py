@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from diffuscope.errors import UsageError, choices_error
+from diffuscope.validate import quote
 
 SPLITS = ("train", "test", "all")
 CHANNEL_CHOICES = (1, 3)
@@ -69,7 +70,7 @@ def check_options(split: str, image_size: int | None, channels: int | None) -> N
         raise choices_error("split", split, SPLITS)
     bad_size = isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1
     if image_size is not None and bad_size:
-        raise UsageError(f"image_size must be a positive integer, got {image_size!r}")
+        raise UsageError(f"image_size must be a positive integer, got {quote(image_size)}")
     if channels is not None and channels not in CHANNEL_CHOICES:
         raise choices_error("channels", channels, CHANNEL_CHOICES)
 

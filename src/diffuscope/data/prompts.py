@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from diffuscope.errors import UsageError
+from diffuscope.validate import quote
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 MAX_LISTED = 30
@@ -27,7 +28,7 @@ def class_aliases(class_names: Sequence[str]) -> dict[str, int]:
         if not key:
             raise UsageError(f"class {i} has an empty name: it cannot be prompted")
         if key in aliases:
-            raise UsageError(f"class names {class_names[aliases[key]]!r} and {name!r} are the same prompt "
+            raise UsageError(f"class names {quote(class_names[aliases[key]])} and {quote(name)} are the same prompt "
                              "(prompts ignore case and surrounding whitespace)")
         aliases[key] = i
     for i, name in enumerate(class_names):

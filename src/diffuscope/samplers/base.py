@@ -16,6 +16,7 @@ from torch import Tensor
 
 from diffuscope.errors import UsageError
 from diffuscope.schedules import check_sigmas
+from diffuscope.validate import quote
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
 Callback = Callable[["StepInfo"], None] | None
@@ -43,7 +44,7 @@ def resolve_seed(seed: int | None) -> int:
     if seed is None or seed == -1:
         return random.randrange(MAX_SEED)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise UsageError(f"seed must be -1 (random) or an integer in 0..{MAX_SEED}, got {seed!r}")
+        raise UsageError(f"seed must be -1 (random) or an integer in 0..{MAX_SEED}, got {quote(seed)}")
     return seed
 
 
@@ -51,7 +52,8 @@ def make_generators(seed: int, n: int, device: str | torch.device = "cpu") -> li
     """n generators seeded seed, seed + 1, ..., seed + n - 1: one per image of a batch. Resolve -1 (random)
     with ``resolve_seed`` first, so the seed can be reported."""
     if seed == -1 or resolve_seed(seed) != seed:
-        raise UsageError(f"make_generators needs a resolved seed in 0..{MAX_SEED} (call resolve_seed), got {seed!r}")
+        raise UsageError(f"make_generators needs a resolved seed in 0..{MAX_SEED} (call resolve_seed), got "
+                         f"{quote(seed)}")
     return [torch.Generator(device=device).manual_seed(seed + i) for i in range(n)]
 
 

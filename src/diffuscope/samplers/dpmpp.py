@@ -19,6 +19,7 @@ from torch import Tensor
 
 from diffuscope.errors import UsageError
 from diffuscope.samplers.base import Callback, Generators, StepInfo, denoise, noise_like, prepare
+from diffuscope.validate import quote
 
 SDE_SOLVER_TYPES = ("midpoint", "heun")
 
@@ -74,7 +75,7 @@ def sample_dpmpp_2m_sde(
     k-diffusion's ``sample_dpmpp_2m_sde``. The noise is i.i.d. Gaussian per step (k-diffusion defaults to a
     Brownian tree, which only changes how noise is shared between grids, not the distribution)."""
     if solver_type not in SDE_SOLVER_TYPES:
-        raise UsageError(f"unknown solver_type {solver_type!r} (valid: {', '.join(SDE_SOLVER_TYPES)})")
+        raise UsageError(f"unknown solver_type {quote(solver_type)} (valid: {', '.join(SDE_SOLVER_TYPES)})")
     if eta < 0:
         raise UsageError(f"eta must be >= 0, got {eta}")
     sig = prepare(x, sigmas)

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from diffuscope.errors import UsageError
 from diffuscope.samplers.base import Callback, Generators, StepInfo, denoise, prepare
+from diffuscope.validate import quote
 
 # Adams-Bashforth coefficients for equal steps, newest derivative first (Hairer et al., Table III.1.1).
 AB_COEFFICIENTS = {
@@ -37,7 +38,7 @@ _GAUSS_NODES = (-(3**-0.5), 3**-0.5)
 
 def _check_order(max_order: int) -> None:
     if isinstance(max_order, bool) or not isinstance(max_order, int) or not 1 <= max_order <= 4:
-        raise UsageError(f"iPNDM max_order must be 1, 2, 3 or 4, got {max_order!r}")
+        raise UsageError(f"iPNDM max_order must be 1, 2, 3 or 4, got {quote(max_order)}")
 
 
 def variable_step_coefficients(nodes: list[float], start: float, end: float) -> list[float]:

@@ -18,6 +18,7 @@ from torch import Tensor
 from diffuscope.errors import UsageError
 from diffuscope.samplers.ipndm import AB_COEFFICIENTS, variable_step_coefficients
 from diffuscope.samplers.registry import get_sampler
+from diffuscope.validate import quote
 
 History = tuple  # a stepper's memory of the path so far (never mutated: a node's history is shared by its children)
 Stepper = Callable[[Tensor, Tensor, float, float, History], tuple[Tensor, History]]
@@ -75,6 +76,6 @@ def stepper(sampler: str) -> Stepper:
     spec = get_sampler(sampler)
     if spec.id not in STEPPERS:
         names = [get_sampler(i).name for i in STEPPERS]
-        raise UsageError(f"sampler {spec.name!r} has no one-step form here (its step needs more than one network "
+        raise UsageError(f"sampler {quote(spec.name)} has no one-step form here (its step needs more than one network "
                          f"call, or noise); valid: {', '.join(names)}")
     return STEPPERS[spec.id]

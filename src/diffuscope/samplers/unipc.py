@@ -23,6 +23,7 @@ from torch import Tensor
 
 from diffuscope.errors import UsageError
 from diffuscope.samplers.base import Callback, Generators, StepInfo, denoise, prepare
+from diffuscope.validate import quote
 
 UNIPC_VARIANTS = ("bh1", "bh2")
 
@@ -108,9 +109,9 @@ def sample_unipc(
     ``callback`` gets the corrected state x and the denoised value evaluated before the correction (the
     corrector does not call the network again)."""
     if variant not in UNIPC_VARIANTS:
-        raise UsageError(f"unknown UniPC variant {variant!r} (valid: {', '.join(UNIPC_VARIANTS)})")
+        raise UsageError(f"unknown UniPC variant {quote(variant)} (valid: {', '.join(UNIPC_VARIANTS)})")
     if isinstance(order, bool) or not isinstance(order, int) or not 1 <= order <= 3:
-        raise UsageError(f"UniPC order must be 1, 2 or 3, got {order!r}")
+        raise UsageError(f"UniPC order must be 1, 2 or 3, got {quote(order)}")
     sig = prepare(x, sigmas)
     steps = len(sig) - 1
     history: list[tuple[float, Tensor]] = []  # (lambda, denoised) of the last `order` evaluations
