@@ -16,9 +16,5 @@ diffuscope autoencoder --data emoji --out "$RUN/autoencoder" --max-steps 800 --e
 # shellcheck disable=SC2046
 diffuscope train --config "$ROOT/configs/emoji.toml" --autoencoder "$RUN/autoencoder" --out "$RUN/diffusion" \
   $(resume "$RUN/diffusion")
-DEST="$ROOT/src/diffuscope/models/emoji"
-rm -rf "$DEST.new"
-CKPT="$(ls -d "$RUN"/diffusion/checkpoints/step-* | tail -n 1)"
-python -c "from diffuscope.checkpoint import export_model; export_model('$CKPT', '$DEST.new')"
-rm -rf "$DEST" && mv "$DEST.new" "$DEST"
-du -sh "$DEST"
+source "$(dirname "$0")/_ship.sh"
+ship_model "$RUN/diffusion" emoji
