@@ -16,6 +16,8 @@ from diffuscope.sweep.knee import (
     plateau,
     tolerance_knee,
     with_gap,
+    with_spread,
+    worst_nfe,
 )
 
 NFE = [5, 10, 20, 40, 80, 160]
@@ -90,6 +92,27 @@ def test_a_knee_is_resolved_only_when_the_step_below_it_is_clearly_worse():
     assert with_gap(acc, (-0.18, -0.25, 0.01)).resolved is False
     first = find_knee(NFE, [1.0, 1.01, 1.0, 1.0, 1.0, 1.0])  # the EDM point is the fewest NFE: nothing below it
     assert gap_nfe(first) is None and with_gap(first, (0.1, 0.0, 0.2)).resolved is None
+
+
+def test_a_curve_separates_only_when_its_worst_cell_is_clearly_worse_than_its_best():
+    fd = [6.2, 5.0, 3.6, 3.7, 4.3, 4.4]
+    knee = find_knee(NFE, fd)
+    assert worst_nfe(knee) == 5
+    clear = with_spread(knee, (2.6, 1.1, 3.9))  # value(5) - best, paired: above 0
+    assert (clear.worst_nfe, clear.separated, clear.spread) == (5, True, (2.6, 1.1, 3.9))
+    assert with_spread(knee, (2.6, -0.1, 3.9)).separated is False  # the interval includes 0: noise
+    assert json.loads(json.dumps(clear.to_dict()))["spread"] == [2.6, 1.1, 3.9]
+    # no paired form (KID, precision, recall): the two cells' own 95% intervals must not overlap
+    assert with_spread(knee, None, ((5.5, 7.0), (3.0, 4.1))).separated is True
+    assert with_spread(knee, None, ((4.0, 7.0), (3.0, 4.1))).separated is False
+    assert with_spread(knee, None, None).separated is None  # no intervals: cannot say
+    acc = find_knee(NFE, [0.5, 0.8, 0.97, 0.98, 0.98, 0.98], higher_is_better=True)  # worse is lower
+    assert worst_nfe(acc) == 5 and with_spread(acc, (-0.48, -0.6, -0.3)).separated is True
+    assert with_spread(acc, (-0.48, -0.6, 0.02)).separated is False
+    flat = find_knee(NFE, [1.0] * 6, higher_is_better=True)  # identical values: nothing to resolve
+    assert with_spread(flat, None).separated is False
+    one = find_knee([10], [3.0])
+    assert with_spread(one, (0.1, 0.0, 0.2)).separated is None  # one point: no spread
 
 
 def test_a_metric_that_gets_worse_with_more_steps_has_plateaued():

@@ -8,6 +8,7 @@ import io
 import itertools
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from diffuscope.errors import UsageError
 from diffuscope.reference import GaussianMixtureDenoiser
 from diffuscope.schedules import EDMSchedule, ScheduleConfig, make_grid, make_schedule
 from diffuscope.sweep import SweepConfig, check_config, parse_steps, prompt_labels, real_sets, sweep, write_reports
-from diffuscope.sweep.plots import GAP, sweep_grid
+from diffuscope.sweep.plots import GAP, plotted_metrics, sweep_grid
 from diffuscope.viz import to_pil
 
 N = 48
@@ -153,6 +154,43 @@ def test_reports_are_written_and_hold_every_cell(known, tmp_path):
         assert ", ".join(f"{v:.6g}" for v in c.grid["sigmas"]) in page
     md = (tmp_path / "report.md").read_text()
     assert "not plateaued" in md and "| DDIM |" in md and "real vs real" in md and "good enough (NFE)" in md
+
+
+def test_metrics_that_resolve_nothing_are_folded_away_with_a_note(known, tmp_path):
+    # the worst cell against the best, paired: deterministic convergence separates far beyond the noise
+    for s in SAMPLERS:
+        knee = known.knees[s]["conv_pixel"]
+        worst, best = known.cell(s, knee.worst_nfe), known.cell(s, knee.best_nfe)
+        assert knee.spread[0] == pytest.approx(worst.metrics["conv_pixel"] - best.metrics["conv_pixel"], rel=1e-6)
+        assert knee.separated is True
+    # accuracy is 100% in every cell of every sampler (exact mixture, nearest-mean classifier): nothing to plot
+    assert all(c.metrics["accuracy"] == 1.0 for c in known.cells)
+    assert "accuracy" in known.unresolved_metrics and "conv_pixel" not in known.unresolved_metrics
+
+    def with_fd_separated(which):
+        return replace(known, knees={s: {k: replace(kn, separated=s in which) if k == "fd" else kn
+                                         for k, kn in per.items()} for s, per in known.knees.items()})
+
+    assert "fd" not in with_fd_separated({"DDIM"}).unresolved_metrics  # one sampler separating keeps a metric
+    assert "fd" in with_fd_separated(set()).unresolved_metrics
+    fd_paths = write_reports(with_fd_separated(set()), tmp_path / "fd")
+    assert "<details><summary>FD" in fd_paths["report.html"].read_text()
+    write_reports(known, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    note = next(line for line in md.splitlines() if "Folded, not plotted" in line)
+    assert f"at n = {N} no step count differs" in note and "accuracy" in note and "raise --n" in note
+    titles = [line for line in md.splitlines() if line.startswith("## ")]
+    acc = next(i for i, t in enumerate(titles) if t.startswith("## accuracy"))
+    conv = next(i for i, t in enumerate(titles) if "convergence" in t.lower())
+    assert acc > conv and f"not resolved at n = {N}" in titles[acc]  # the folded tables after the others
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("<details>") == len(known.unresolved_metrics)
+    assert "<details><summary>accuracy" in page
+    assert "<details><summary>FD" not in page
+    assert plotted_metrics(known) == [k for k in known.metric_keys if k not in known.unresolved_metrics]
+    everything = replace(known, knees={s: {k: replace(kn, separated=False) for k, kn in per.items()}
+                                       for s, per in known.knees.items()})
+    assert plotted_metrics(everything) == known.metric_keys  # nothing resolves: plot all rather than nothing
 
 
 def test_ctrl_c_leaves_a_valid_partial_report(tmp_path):

@@ -79,10 +79,18 @@ def write_report(out: Path, sections: list[Section], title: str) -> Path:
 
 
 def knee_summary(result) -> str:
-    """One line per sampler and metric: the diminishing-returns point (EDM's 3% rule, Kneedle) or 'not plateaued'."""
+    """One line per sampler and metric that resolves something at this n: the diminishing-returns point (EDM's 3%
+    rule, Kneedle) or 'not plateaued'; the metrics that resolve nothing are named once, folded."""
+    from diffuscope.sweep.report import folded_note
+
+    folded = result.unresolved_metrics
     lines = [f"n = {result.config.n} images per cell; full numbers in sweep/report.html"]
+    if folded:
+        lines.append(folded_note(result))
     for sampler, knees in result.knees.items():
         for metric, k in knees.items():
+            if metric in folded:
+                continue
             values = ", ".join(f"{x}: {v:.4g}" for x, v in zip(k.nfe, k.values))
             lines.append(f"{sampler:<10} {metric:<14} knee (EDM 3%) at NFE {k.edm_nfe}, Kneedle {k.kneedle_nfe}; "
                          f"{k.note}  [NFE: value  {values}]")

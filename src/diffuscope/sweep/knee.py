@@ -18,6 +18,11 @@ the best cell by a paired bootstrap (both made from the same noise, image i from
 indices serves both): the knee is resolved when that 95% interval of value(previous) - best lies entirely on the
 worse side, i.e. fewer steps are measurably worse.
 
+Separated: whether the curve shows anything beyond sampling noise at this n. The worst cell is compared with the
+best one, paired where the metric has a paired form (FD, accuracy, convergence), else by the two cells' own 95%
+intervals not overlapping (KID, precision, recall); a metric that separates no two cells for any sampler resolves
+nothing at this n, and the reports fold it away with a note instead of plotting a flat line inside the noise.
+
 Not plateaued: the EDM point is the largest NFE tested, i.e. the best value is at the largest NFE and the last
 step still improved the metric by more than the threshold. The range tested did not reach diminishing returns,
 and a larger step count may still pay off.
@@ -52,6 +57,9 @@ class Knee:
     gap_nfe: int | None = None  # the tested NFE just below the EDM point
     gap: tuple[float, float, float] | None = None  # value(gap_nfe) - best: (estimate, low, high), paired 95% interval
     resolved: bool | None = None  # True: the gap interval lies entirely on the worse side; None: not measured
+    worst_nfe: int | None = None  # the tested NFE with the worst value
+    spread: tuple[float, float, float] | None = None  # value(worst_nfe) - best, paired 95% (None: no paired form)
+    separated: bool | None = None  # the worst cell is measurably worse than the best (None: no intervals)
     caveat: str = ""  # why the numbers may not mean what they seem (e.g. a stochastic sampler's convergence)
 
     @property
@@ -84,6 +92,7 @@ class Knee:
         d["nfe"], d["values"] = list(self.nfe), [_finite(v) for v in self.values]
         d["best_value"], d["last_gain"] = _finite(self.best_value), _finite(self.last_gain)
         d["gap"] = None if self.gap is None else [float(v) for v in self.gap]
+        d["spread"] = None if self.spread is None else [float(v) for v in self.spread]
         d["note"] = self.note
         return d
 
@@ -174,9 +183,40 @@ def with_gap(knee: Knee, interval: tuple[float, float, float] | None) -> Knee:
     nfe = gap_nfe(knee)
     if interval is None or nfe is None:
         return knee
-    est, lo, hi = (float(v) for v in interval)
-    worse = hi < 0 if knee.higher_is_better else lo > 0
-    return replace(knee, gap_nfe=nfe, gap=(est, lo, hi), resolved=worse)
+    gap = tuple(float(v) for v in interval)
+    return replace(knee, gap_nfe=nfe, gap=gap, resolved=worse_side(gap, knee.higher_is_better))
+
+
+def worst_nfe(knee: Knee) -> int | None:
+    """The tested NFE with the worst value (the first on ties); None without values."""
+    if not knee.values:
+        return None
+    pick = min if knee.higher_is_better else max
+    return knee.nfe[knee.values.index(pick(knee.values))]
+
+
+def worse_side(interval: tuple[float, float, float], higher_is_better: bool) -> bool:
+    """Whether a paired 95% interval of value - best lies entirely on the worse side of 0."""
+    _, lo, hi = interval
+    return hi < 0 if higher_is_better else lo > 0
+
+
+def with_spread(knee: Knee, interval: tuple[float, float, float] | None = None,
+                cell_intervals: tuple[tuple[float, float], tuple[float, float]] | None = None) -> Knee:
+    """``knee`` with whether its worst cell is measurably worse than its best: from the paired interval of
+    value(worst) - best when the metric has one, else from the (worst, best) cells' own intervals not overlapping."""
+    nfe = worst_nfe(knee)
+    if len(knee.values) < 2:
+        return replace(knee, worst_nfe=nfe)
+    if nfe == knee.best_nfe:  # every value equal
+        return replace(knee, worst_nfe=nfe, separated=False)
+    if interval is not None:
+        iv = tuple(float(v) for v in interval)
+        return replace(knee, worst_nfe=nfe, spread=iv, separated=worse_side(iv, knee.higher_is_better))
+    if cell_intervals is not None:
+        (w_lo, w_hi), (b_lo, b_hi) = cell_intervals
+        return replace(knee, worst_nfe=nfe, separated=w_hi < b_lo or b_hi < w_lo)
+    return replace(knee, worst_nfe=nfe)
 
 
 def tolerance_knee(nfe: Sequence[float], values: Sequence[float], tolerance: float) -> int | None:

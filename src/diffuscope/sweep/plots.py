@@ -3,7 +3,8 @@
 grid.png     columns = step counts ("Steps: 25"), plus the convergence reference as the last column; rows = samplers
              x the first ``grid_rows`` images (labelled with the sampler and the image's seed). Pillow only, so the
              geometry is exact: ``grid_layout`` gives every panel's position.
-quality.png  one panel per metric: value vs measured NFE (log x) per sampler with its bootstrap band, the
+quality.png  one panel per metric that resolves something at this n (``plotted_metrics``; the others are named
+             in the title): value vs measured NFE (log x) per sampler with its bootstrap band, the
              real-vs-real floor as a grey band, EDM's diminishing-returns point (ringed) and Kneedle's (x) per
              sampler, and a metric's absolute good-enough level (one grey level for pixel convergence) as a dashed
              line. Matplotlib (Agg), imported only here.
@@ -117,9 +118,16 @@ def _pyplot():
     return plt
 
 
+def plotted_metrics(result) -> list[str]:
+    """The metrics quality.png plots: those that resolve something at this n, or all when none does."""
+    folded = result.unresolved_metrics
+    return [k for k in result.metric_keys if k not in folded] or result.metric_keys
+
+
 def save_quality(result, path: str | Path) -> Path | None:
     """quality.png (see the module notes); None when no cell has a metric."""
-    keys = result.metric_keys
+    folded = result.unresolved_metrics
+    keys = plotted_metrics(result)
     if not keys:
         return None
     plt = _pyplot()
@@ -173,8 +181,12 @@ def save_quality(result, path: str | Path) -> Path | None:
         ax.legend(fontsize=7, loc="best")
     for ax in list(axes.flat)[len(keys):]:
         ax.set_visible(False)
-    fig.suptitle(f"Quality vs NFE  (o = within {100 * result.config.threshold:g}% of the best (EDM rule), "
-                 f"x = Kneedle on log NFE)", fontsize=9)
+    title = (f"Quality vs NFE  (o = within {100 * result.config.threshold:g}% of the best (EDM rule), "
+             f"x = Kneedle on log NFE)")
+    if folded and len(keys) < len(result.metric_keys):
+        title += (f"\nnot resolved at n = {result.config.n}, not plotted: "
+                  + ", ".join(metric_spec(k).label for k in folded))
+    fig.suptitle(title, fontsize=9)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()

@@ -122,22 +122,42 @@ def _grid_table(result) -> Table:
     return ["sampler", "steps", "spacing", "sigmas (steps + 1, last = 0)"], rows
 
 
-def sections(result) -> list[tuple[str, list[str] | Table]]:
-    """(title, paragraphs or (headers, rows)) in report order."""
-    out: list[tuple[str, list[str] | Table]] = [("Set-up", _setup(result))]
-    if result.notes:
-        out.append(("Notes", result.notes))
+def folded_note(result) -> str | None:
+    """The one-line note on the metrics folded away (SweepResult.unresolved_metrics), or None."""
+    keys = result.unresolved_metrics
+    if not keys:
+        return None
+    names = ", ".join(metric_spec(k).label for k in keys)
+    return (f"Folded, not plotted: {names}: at n = {result.config.n} no step count differs from the best beyond "
+            f"sampling noise for any sampler (the worst cell's 95% interval against the best); raise --n to "
+            f"resolve {'it' if len(keys) == 1 else 'them'}.")
+
+
+Section = tuple[str, "list[str] | Table", bool]  # (title, paragraphs or (headers, rows), folded away)
+
+
+def sections(result) -> list[Section]:
+    """(title, paragraphs or (headers, rows), folded) in report order; folded sections are the tables of metrics
+    that resolve nothing at this n, shown collapsed after the ones that do."""
+    out: list[Section] = [("Set-up", _setup(result), False)]
+    notes = list(result.notes)
+    folded = result.unresolved_metrics
+    if folded:
+        notes.append(folded_note(result))
+    if notes:
+        out.append(("Notes", notes, False))
     floor = _floor_table(result)
     if floor:
-        out.append(("Real-vs-real floor (the best a generated set can look at this N)", floor))
-    for key in result.metric_keys:
+        out.append(("Real-vs-real floor (the best a generated set can look at this N)", floor, False))
+    for key in sorted(result.metric_keys, key=lambda k: k in folded):
         spec = metric_spec(key)
         better = "higher is better" if spec.higher_is_better else "lower is better"
-        out.append((f"{spec.label} ({better})", _metric_table(result, key)))
+        resolves = "" if key not in folded else f"; not resolved at n = {result.config.n}"
+        out.append((f"{spec.label} ({better}{resolves})", _metric_table(result, key), key in folded))
     if result.knees:
-        out.append(("Diminishing returns per sampler", _knee_table(result)))
-    out.append(("Cells: measured NFE and wall time", _cell_table(result)))
-    out.append(("Sigma grids (exactly what each step count meant)", _grid_table(result)))
+        out.append(("Diminishing returns per sampler", _knee_table(result), False))
+    out.append(("Cells: measured NFE and wall time", _cell_table(result), False))
+    out.append(("Sigma grids (exactly what each step count meant)", _grid_table(result), False))
     return out
 
 
@@ -149,7 +169,7 @@ def render_markdown(result, images: dict[str, str]) -> str:
     lines = ["# Step sweep" + (" (interrupted: partial)" if result.interrupted else ""), ""]
     for name, file in images.items():
         lines += [f"![{name}]({file})", ""]
-    for title, body in sections(result):
+    for title, body, _ in sections(result):
         lines += [f"## {title}", ""]
         if isinstance(body, tuple):
             headers, rows = body
@@ -165,7 +185,7 @@ def render_markdown(result, images: dict[str, str]) -> str:
 _CSS = ("body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:.5em 0 "
         "1.5em}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left;vertical-align:top}"
         "th{background:#f3f3f3}td.grid{font-family:monospace;font-size:11px;max-width:60em;word-break:break-all}"
-        "img{max-width:100%;image-rendering:pixelated}")
+        "img{max-width:100%;image-rendering:pixelated}summary{font-weight:bold;margin:1em 0;cursor:pointer}")
 
 
 def render_html(result, images: dict[str, bytes]) -> str:
@@ -176,8 +196,8 @@ def render_html(result, images: dict[str, bytes]) -> str:
     for name, data in images.items():
         b64 = base64.b64encode(data).decode("ascii")
         out.append(f"<h2>{e(name)}</h2><img alt='{e(name)}' src='data:image/png;base64,{b64}'>")
-    for title, body in sections(result):
-        out.append(f"<h2>{e(title)}</h2>")
+    for title, body, folded in sections(result):
+        out.append(f"<details><summary>{e(title)}</summary>" if folded else f"<h2>{e(title)}</h2>")
         if isinstance(body, tuple):
             headers, rows = body
             grid = title.startswith("Sigma grids")
@@ -189,6 +209,8 @@ def render_html(result, images: dict[str, bytes]) -> str:
             out.append("</table>")
         else:
             out.append("<ul>" + "".join(f"<li>{e(p)}</li>" for p in body) + "</ul>")
+        if folded:
+            out.append("</details>")
     out.append("</body></html>")
     return "\n".join(out)
 

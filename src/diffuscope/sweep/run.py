@@ -37,7 +37,7 @@ from diffuscope.sweep.config import (
     reference_steps,
 )
 from diffuscope.sweep.inputs import SweepInputs, model_inputs
-from diffuscope.sweep.knee import Knee, find_knee, gap_nfe, with_gap
+from diffuscope.sweep.knee import Knee, find_knee, gap_nfe, with_gap, with_spread, worst_nfe
 from diffuscope.sweep.measure import Meter
 
 
@@ -90,6 +90,16 @@ class SweepResult:
         present = {k for c in self.cells for k in c.metrics}
         return [m.key for m in METRICS if m.key in present]
 
+    @property
+    def unresolved_metrics(self) -> list[str]:
+        """Metrics that separate no two cells of any sampler beyond sampling noise at this n (Knee.separated is
+        False for every sampler): the reports fold them away with a note instead of plotting flat lines."""
+        def unresolved(key: str) -> bool:
+            knees = [per[key] for per in self.knees.values() if key in per]
+            return bool(knees) and all(k.separated is False for k in knees)
+
+        return [key for key in self.metric_keys if unresolved(key)]
+
     def cell(self, sampler: str, steps: int) -> Cell | None:
         """The cell of a sampler (any of its names) or of a row label such as "iPNDM (tuned)"."""
         from diffuscope.samplers import get_sampler
@@ -109,7 +119,8 @@ class SweepResult:
 
 def compute_knees(cells: list[Cell], threshold: float, meter: Meter | None = None) -> dict[str, dict[str, Knee]]:
     """Per sampler and metric: the EDM point, the Kneedle point and plateau detection over NFE; with ``meter``,
-    whether the EDM point is resolved (the paired gap of the cell below it to the best cell)."""
+    whether the EDM point is resolved (the paired gap of the cell below it to the best cell) and whether the
+    curve separates its worst cell from its best at all (knee.py)."""
     out: dict[str, dict[str, Knee]] = {}
     for sampler in dict.fromkeys(c.sampler for c in cells):
         mine = sorted((c for c in cells if c.sampler == sampler), key=lambda c: c.nfe)
@@ -125,7 +136,11 @@ def compute_knees(cells: list[Cell], threshold: float, meter: Meter | None = Non
                 by_nfe = {c.nfe: c for c in mine if m.key in c.metrics}
                 below, best = by_nfe.get(gap_nfe(knee)), by_nfe.get(knee.best_nfe)
                 gap = meter.paired_gap(m.key, below.samples, best.samples) if meter and below and best else None
-                out[sampler][m.key] = with_gap(knee, gap)
+                knee = with_gap(knee, gap)
+                worst = by_nfe.get(worst_nfe(knee))
+                spread = meter.paired_gap(m.key, worst.samples, best.samples) if meter and worst and best else None
+                own = (worst.intervals.get(m.key), best.intervals.get(m.key)) if worst and best else (None, None)
+                out[sampler][m.key] = with_spread(knee, spread, own if None not in own else None)
     return out
 
 
