@@ -96,6 +96,36 @@ def test_forward_closed_form_and_chain_have_the_same_statistics():
     assert torch.equal(again.chain, r.chain) and torch.equal(again.closed_form, r.closed_form)
 
 
+def test_continuous_forward_process_along_sigma():
+    from diffuscope.forward_process import forward_process_sigma, sigma_frames
+
+    sigmas = sigma_frames(0.002, 20.0, 100)
+    assert len(sigmas) == 101 and sigmas[0] == 0 and sigmas[1] == pytest.approx(0.002)
+    assert sigmas[-1] == pytest.approx(20.0) and sigmas[51] / sigmas[50] == pytest.approx(sigmas[2] / sigmas[1])
+    x0 = torch.rand(1, 48, 48, dtype=torch.float64) * 2 - 1
+    r = forward_process_sigma(x0, sigmas, seed=3)
+    assert r.continuous and r.num_timesteps == 0 and r.sigma == sigmas and r.t == list(range(101))
+    assert torch.equal(r.closed_form[0], x0.float()) and torch.equal(r.chain[0], x0.float())
+    assert math.isinf(r.snr_db[0]) and r.snr_db[-1] == pytest.approx(-20 * math.log10(20), abs=1e-9)
+    assert r.sqrt_alpha_bar[-1] == pytest.approx(1 / math.sqrt(401))  # VP scale 1 / sqrt(1 + sigma^2)
+    # the closed form: one noise draw, x = x0 + sigma eps, stored in VP scale
+    eps = [(r.closed_form[k].double() * math.sqrt(1 + s**2) - x0) / s for k, s in enumerate(sigmas) if s > 0]
+    assert all(torch.allclose(e, eps[0], atol=1e-4) for e in eps)
+    assert abs(float(eps[0].std()) - 1) < 0.05
+    # the chain: independent variance increments sigma_k^2 - sigma_(k-1)^2, so x_k - x0 has std sigma_k
+    ve = [r.chain[k].double() * math.sqrt(1 + s**2) for k, s in enumerate(sigmas)]
+    for k in (20, 60, 100):
+        assert float((ve[k] - x0).std()) / sigmas[k] == pytest.approx(1, abs=0.06)
+        step = (ve[k] - ve[k - 1]) / math.sqrt(sigmas[k] ** 2 - sigmas[k - 1] ** 2)
+        assert abs(float(step.std()) - 1) < 0.06
+        assert abs(float(np.corrcoef(step.flatten(), (ve[k - 1] - x0).flatten())[0, 1])) < 0.06
+    assert not torch.equal(r.closed_form[50], r.chain[50])  # different realisations, same distribution
+    with pytest.raises(UsageError, match="ascending"):
+        forward_process_sigma(x0, [0.0, 2.0, 1.0])
+    with pytest.raises(UsageError, match="empty"):
+        forward_process_sigma(x0, [])
+
+
 def test_forward_png_has_one_panel_per_t(tmp_path):
     schedule = make_schedule(ScheduleConfig(kind="cosine", num_timesteps=200))
     x0 = torch.zeros(1, 28, 28)

@@ -183,8 +183,11 @@ def test_cancel_stops_a_running_job_at_the_next_step(client):
 def test_forward_frames(client):
     r = client.get("/api/forward", params={"index": 3, "seed": 1})
     f = r.json()
-    assert r.status_code == 200 and f["t"][0] == 0 and f["t"][-1] == f["T"] == 1000 and len(f["closed"]) == 101
-    assert f["snr_db"][0] is None and f["snr_db"][-1] < -30 and f["sqrt_alpha_bar"][0] == 1.0
+    # the shipped mnist model is continuous (EDM, sigma 0.002..20): the slider moves along sigma, log-spaced
+    assert r.status_code == 200 and f["continuous"] is True and f["t"] == list(range(101)) and f["T"] == 100
+    assert f["sigma"][0] == 0 and f["sigma"][1] == pytest.approx(0.002) and f["sigma"][-1] == pytest.approx(20)
+    assert f["snr_db"][0] is None and f["snr_db"][-1] == pytest.approx(-26.02, abs=0.01)
+    assert f["sqrt_alpha_bar"][0] == 1.0 and len(f["closed"]) == len(f["chain"]) == 101
     assert f["closed"][0] != f["closed"][50] and f["chain"][0] == f["closed"][0]  # t = 0: the clean image twice
     assert client.get("/api/forward", params={"index": 10**9}).status_code == 400
 

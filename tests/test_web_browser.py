@@ -91,15 +91,20 @@ def _shot(page, section: str) -> None:
 def test_dragging_forward_t_changes_the_image_and_numbers(page):
     tid = page.get_by_test_id
     before, numbers = tid("forward-image").get_attribute("src"), tid("forward-numbers").inner_text()
-    assert "t = 0 of 1000" in numbers and "SNR = inf dB" in numbers
+    # the shipped mnist model is continuous (EDM): the slider moves along sigma, log-spaced over 0.002..20
+    assert "sigma = 0 (stop 0 of 100, edm range 0.002..20)" in numbers and "SNR = inf dB" in numbers
+    assert "sigma (log scale)" in page.locator("#forward-t-name").inner_text()
+    assert "x<sub>0</sub> + sigma eps" in tid("forward-formula").inner_html()
     box = tid("forward-t").bounding_box()
     page.mouse.move(box["x"] + 2, box["y"] + box["height"] / 2)
     page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] * 0.2, box["y"] + box["height"] / 2, steps=5)  # t ~ 200: a noisy digit
+    page.mouse.move(box["x"] + box["width"] * 0.7, box["y"] + box["height"] / 2, steps=5)  # sigma ~ 1: noisy digit
     page.mouse.up()
     assert tid("forward-image").get_attribute("src") != before
-    assert "t = 0 of" not in tid("forward-numbers").inner_text()
-    assert page.evaluate("JSON.parse(localStorage.getItem('diffuscope-progress')).forward.t") > 0
+    moved = tid("forward-numbers").inner_text()
+    assert "sigma = 0 (" not in moved and "SNR = -" in moved  # past sigma = 1 the noise outweighs the digit
+    reached = page.evaluate("JSON.parse(localStorage.getItem('diffuscope-progress')).forward")
+    assert reached["t"] > 50 and reached["sigma"] > 0.1
     _shot(page, "forward")
 
 

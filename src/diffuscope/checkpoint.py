@@ -240,6 +240,15 @@ def remanifest(ckpt: str | Path) -> Path:
     return ckpt / MANIFEST
 
 
+def record_in_manifest(ckpt: str | Path, name: str) -> None:
+    """List file ``name`` of a verified checkpoint in its manifest with its current size and sha256 (added or
+    updated): for a file written into a finished checkpoint, such as tuned grids installed later."""
+    ckpt = Path(ckpt)
+    raw = json.loads((ckpt / MANIFEST).read_text())
+    raw["files"] = {**raw.get("files", {}), **file_entries(ckpt, [name])}
+    write_json_atomic(ckpt / MANIFEST, raw)
+
+
 def load_config(ckpt: Path) -> tuple[ModelConfig, dict[str, Any]]:
     """The checkpoint's config.json, typed and bounded (limits.check_model) before any network is built."""
     path = Path(ckpt) / "config.json"

@@ -7,6 +7,11 @@ t counts forward steps 0..T (0 = the clean image, ``VPSchedule.alpha_bar_after``
 noise image from a generator seeded ``seed`` and uses it at every t; the chain runs the T steps with its own
 generator seeded ``seed``, so its noise is the sum of t small draws: the rows agree in distribution, not pixel for
 pixel.
+
+A continuous (EDM) model has no T, only sigma: ``forward_process_sigma(x0, sigmas)`` adds noise of standard
+deviation sigma, x = x_0 + sigma eps (Karras et al. 2022, Eq. 1 with s(t) = 1), and its chain adds the variance
+increments sigma_k^2 - sigma_(k-1)^2 one frame at a time. Its states are stored in VP scale, x / sqrt(1 + sigma^2)
+(the same picture as alpha_bar = 1 / (1 + sigma^2)), so both processes show on the same grey range.
 """
 
 from __future__ import annotations
@@ -65,15 +70,20 @@ def pick_image(data: str = "mnist", index: int | None = None, image: str | Path 
 
 @dataclass(frozen=True)
 class ForwardResult:
-    t: list[int]
+    t: list[int]  # forward steps (a continuous process: the frame index)
     sqrt_alpha_bar: list[float]
-    snr_db: list[float]  # 10 log10(alpha_bar / (1 - alpha_bar)); inf at t = 0
+    snr_db: list[float]  # 10 log10(alpha_bar / (1 - alpha_bar)) = -20 log10(sigma); inf at t = 0
     closed_form: Tensor  # [len(t), C, H, W] VP-space states
     chain: Tensor  # [len(t), C, H, W]
     schedule: str
-    num_timesteps: int
+    num_timesteps: int  # 0 for a continuous process
     seed: int
     source: str = ""
+    sigma: list[float] | None = None  # sqrt((1 - alpha_bar) / alpha_bar) of each frame
+
+    @property
+    def continuous(self) -> bool:
+        return self.num_timesteps == 0
 
 
 def snr_db(alpha_bar: float) -> float:
@@ -95,8 +105,42 @@ def forward_process(x0: Tensor, schedule: VPSchedule, t: Sequence[int], *, seed:
     closed = torch.cat([q_sample(x0, a, noise) for a in abar]).float()
     states = forward_chain(x0, schedule, t, generator=torch.Generator().manual_seed(seed))
     chain = torch.cat([states[k] for k in t]).float()
+    sigma = [math.inf if a <= 0 else math.sqrt((1 - a) / a) for a in abar]
     return ForwardResult(t, [a**0.5 for a in abar], [snr_db(a) for a in abar], closed, chain, schedule.name,
-                         schedule.num_timesteps, seed, source)
+                         schedule.num_timesteps, seed, source, sigma)
+
+
+def sigma_frames(sigma_min: float, sigma_max: float, frames: int = 100) -> list[float]:
+    """0, then ``frames`` sigmas log-spaced from sigma_min to sigma_max: a slider's stops for a continuous model."""
+    if not 0 < sigma_min < sigma_max or frames < 2:
+        raise ValueError(f"need 0 < sigma_min < sigma_max and frames >= 2, got {sigma_min}, {sigma_max}, {frames}")
+    ratio = math.log(sigma_max / sigma_min) / (frames - 1)
+    return [0.0] + [sigma_min * math.exp(ratio * i) for i in range(frames)]
+
+
+def forward_process_sigma(x0: Tensor, sigmas: Sequence[float], *, seed: int = 0, source: str = "",
+                          schedule: str = "edm") -> ForwardResult:
+    """The continuous forward process at ascending ``sigmas`` (module notes): closed form x_0 + sigma eps with one
+    noise draw, and the chain of independent variance increments, both seeded ``seed`` and in VP scale."""
+    sigmas = [float(s) for s in sigmas]
+    if not sigmas:
+        raise UsageError("the sigma list is empty")
+    if any(not math.isfinite(s) or s < 0 for s in sigmas) or any(b < a for a, b in zip(sigmas, sigmas[1:])):
+        raise UsageError(f"sigmas must be finite, non-negative and ascending, got {sigmas[:8]}")
+    x0 = x0.to(torch.float64)[None]
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    generator = torch.Generator().manual_seed(seed)
+    closed, chain, x, previous = [], [], x0, 0.0
+    for s in sigmas:
+        step = torch.randn(x0.shape, generator=generator, dtype=torch.float64)
+        x = x + math.sqrt(s**2 - previous**2) * step  # q(x_k | x_(k-1)) = N(x_(k-1), (s_k^2 - s_(k-1)^2) I)
+        previous = s
+        scale = 1 / math.sqrt(1 + s**2)
+        closed.append((x0 + s * noise) * scale)
+        chain.append(x * scale)
+    abar = [1 / (1 + s**2) for s in sigmas]
+    return ForwardResult(list(range(len(sigmas))), [a**0.5 for a in abar], [snr_db(a) for a in abar],
+                         torch.cat(closed).float(), torch.cat(chain).float(), schedule, 0, seed, source, sigmas)
 
 
 def forward_captions(result: ForwardResult) -> list[list[str]]:

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from diffuscope import tuned_grids, tuning
-    from diffuscope.checkpoint import load_model, write_json_atomic
+    from diffuscope.checkpoint import load_model, record_in_manifest, write_json_atomic
     from diffuscope.device import pick_device
     from diffuscope.errors import UsageError
     from diffuscope.guidance import CFGDenoiser, check_interval
@@ -156,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
         target = Path(model.path) / tuned_grids.TUNED_FILE
         merged = tuned_grids.merge_tuned(tuned_grids.load_tuned(model.path), doc)
         write_json_atomic(target, merged)
+        record_in_manifest(model.path, tuned_grids.TUNED_FILE)  # else the checkpoint no longer verifies
         print(f"installed: {target}")
     print(out / tuned_grids.TUNED_FILE)
     print(json.dumps(evaluation) if evaluation else "no evaluation (--eval-seeds 0)")

@@ -27,6 +27,7 @@ MAX_EXERCISE_N = 64  # images per exercise cell
 MAX_EXERCISE_CELLS = 32  # samplers x step counts
 MAX_EXERCISE_IMAGE_NFE = 200_000  # n x total NFE: about 10 minutes of a small CPU model
 FORWARD_STRIDE = 10  # the forward slider's resolution in t (T/100 frames for T = 1000)
+SIGMA_FRAMES = 100  # the forward slider's stops for a continuous model (log-spaced sigma)
 
 
 def data_url(image: torch.Tensor, *, vp_sigma: float | None = None) -> str:
@@ -114,30 +115,34 @@ def _checked_model(entry: ModelEntry, token: CancelToken):
 
 
 def forward_frames(entry: ModelEntry, *, index: int, seed: int) -> dict:
-    """Every FORWARD_STRIDE-th t of the forward process of real test image ``index``: closed form and chain."""
+    """The forward process of real test image ``index``, closed form and chain: every FORWARD_STRIDE-th t of a
+    discrete VP model, or SIGMA_FRAMES sigmas log-spaced over a continuous model's range (plus sigma = 0)."""
     from diffuscope.data import load_dataset
-    from diffuscope.forward_process import forward_process
-    from diffuscope.schedules import ScheduleConfig, VPSchedule, make_schedule
+    from diffuscope.forward_process import forward_process, forward_process_sigma, sigma_frames
+    from diffuscope.schedules import VPSchedule
 
     schedule = entry.model.denoiser.schedule
-    note = ""
-    if not isinstance(schedule, VPSchedule):  # the lesson's forward process is the discrete VP one
-        schedule = make_schedule(ScheduleConfig(kind="linear"))
-        note = f"this model's schedule ({entry.model.denoiser.schedule.name}) is continuous: shown on a linear VP one"
     c, h, _ = entry.shape
     test = load_dataset(entry.data, split="test", image_size=h, channels=c)
     if not 0 <= index < len(test):
         raise UsageError(f"image index {index} is outside 0..{len(test) - 1} ({entry.data} test set)")
-    T = schedule.num_timesteps
-    ts = list(range(0, T + 1, FORWARD_STRIDE))
-    if ts[-1] != T:
-        ts.append(T)
-    fwd = forward_process(test.images[index], schedule, ts, seed=seed,
-                          source=f"{entry.data} test image {index}")
-    return {"t": fwd.t, "sqrt_alpha_bar": fwd.sqrt_alpha_bar,
+    source = f"{entry.data} test image {index}"
+    note = "in pixel space (the model itself works on the autoencoder's latents)" if entry.model.is_latent else ""
+    if isinstance(schedule, VPSchedule):
+        T = schedule.num_timesteps
+        ts = list(range(0, T + 1, FORWARD_STRIDE))
+        if ts[-1] != T:
+            ts.append(T)
+        fwd = forward_process(test.images[index], schedule, ts, seed=seed, source=source)
+    else:  # continuous: no T, the slider moves along sigma
+        sigmas = sigma_frames(schedule.sigma_min, schedule.sigma_max, SIGMA_FRAMES)
+        fwd = forward_process_sigma(test.images[index], sigmas, seed=seed, source=source, schedule=schedule.name)
+    return {"t": fwd.t, "sqrt_alpha_bar": fwd.sqrt_alpha_bar, "continuous": fwd.continuous,
+            "sigma": [None if math.isinf(v) else v for v in fwd.sigma],
             "snr_db": [None if math.isinf(v) else v for v in fwd.snr_db],
             "closed": [data_url(x) for x in fwd.closed_form], "chain": [data_url(x) for x in fwd.chain],
-            "schedule": fwd.schedule, "T": T, "source": fwd.source, "note": note,
+            "schedule": fwd.schedule, "T": fwd.num_timesteps if not fwd.continuous else len(fwd.t) - 1,
+            "source": fwd.source, "note": note,
             "label": test.class_names[int(test.labels[index])], "count": len(test)}
 
 

@@ -21,7 +21,8 @@ function record(key, value) {
 function showProgress() {
   const p = progress();
   const items = [
-    ["forward", "1. dragged the forward process", (v) => `up to t = ${v.t}`],
+    ["forward", "1. dragged the forward process",
+      (v) => (v.sigma !== undefined ? `up to sigma = ${v.sigma}` : `up to t = ${v.t}`)],
     ["generate", "2. watched an image form", (v) => `${v.sampler}, ${v.steps} steps, seed ${v.seed}`],
     ["exercise", "3. ran the exercise", (v) => (v.answers || []).join(" ")],
     ["phases", "4. measured what gets decided when", (v) => (v.verdicts || []).join("; ")],
@@ -69,10 +70,18 @@ async function loadForward() {
     forward = await api("GET", "/api/forward?" + q);
   } catch (e) { status($("forward-numbers"), e.message, true); return; }
   const t = $("forward-t");
-  t.max = forward.T; t.step = forward.t[1] - forward.t[0];
+  t.max = forward.T; t.step = forward.continuous ? 1 : forward.t[1] - forward.t[0];
+  $("forward-t-name").textContent = forward.continuous ? "sigma (log scale)" : "t";
+  $("forward-formula").innerHTML = forward.continuous ? CONTINUOUS_FORMULA : DISCRETE_FORMULA;
   $("forward-index").max = forward.count - 1;
   showForward();
 }
+const DISCRETE_FORMULA = $("forward-formula").innerHTML;
+const CONTINUOUS_FORMULA = "This model is continuous: no T, only the noise level sigma. Drag sigma (log-spaced " +
+  "from sigma_min to sigma_max). Left: the closed form x = x<sub>0</sub> + sigma eps; right: the step-by-step chain " +
+  "x<sub>k</sub> = x<sub>k-1</sub> + sqrt(sigma<sub>k</sub><sup>2</sup> - sigma<sub>k-1</sub><sup>2</sup>) " +
+  "eps<sub>k</sub>, same seed. Both are shown scaled by 1 / sqrt(1 + sigma<sup>2</sup>), the discrete process's " +
+  "sqrt(alpha_bar) for the same noise level.";
 function showForward() {
   if (!forward) return;
   const t = Number($("forward-t").value);
@@ -81,11 +90,17 @@ function showForward() {
   $("forward-image").src = forward.closed[i];
   $("forward-chain").src = forward.chain[i];
   const snr = forward.snr_db[i] === null ? "inf" : forward.snr_db[i].toFixed(1);
-  status($("forward-numbers"), `t = ${forward.t[i]} of ${forward.T} (${forward.schedule} schedule): ` +
+  const where = forward.continuous
+    ? `sigma = ${Number(forward.sigma[i].toPrecision(4))} (stop ${forward.t[i]} of ${forward.T}, ${forward.schedule} range ` +
+      `${Number(forward.sigma[1].toPrecision(3))}..${Number(forward.sigma[forward.T].toPrecision(3))})`
+    : `t = ${forward.t[i]} of ${forward.T} (${forward.schedule} schedule)`;
+  status($("forward-numbers"), `${where}: ` +
     `sqrt(alpha_bar) = ${forward.sqrt_alpha_bar[i].toFixed(4)}, SNR = ${snr} dB; ${forward.source}, class ` +
     `${forward.label}${forward.note ? "; " + forward.note : ""}`);
   const p = progress().forward;
-  if (!p || forward.t[i] > p.t) record("forward", { t: forward.t[i] });
+  const reached = forward.continuous ? { t: forward.t[i], sigma: Number(forward.sigma[i].toPrecision(3)) }
+    : { t: forward.t[i] };
+  if (!p || forward.t[i] > p.t) record("forward", reached);
 }
 
 // --- 2. reverse process, live ---
