@@ -44,6 +44,22 @@ def test_tune_steps_writes_and_installs_grids(tuned_model):
     assert {r["steps"] for r in record["evaluation"]["rows"]} == {2, 3}
 
 
+def test_installed_grids_keep_the_checkpoint_verifiable(tuned_model, tmp_path):
+    from diffuscope.checkpoint import load_model, read_manifest, resolve_checkpoint, sha256_file
+
+    run = shutil.copytree(tuned_model[0], tmp_path / "run")  # the module's model stays as it is
+    ckpt = resolve_checkpoint(run)
+    listed = read_manifest(ckpt)["files"]["tuned_grids.json"]  # verifies every listed file's size and sha256
+    assert listed["sha256"] == sha256_file(ckpt / "tuned_grids.json")
+    # a second install into a checkpoint whose manifest already lists the grids: merged, and still verifiable
+    assert main([str(a) for a in ("tune-steps", "--model", run, "--steps", "4", "--sampler", "Euler", "--prompt", "7",
+                                  "--seeds", "2", "--eval-seeds", "0", "--fine-steps", "8", "--install",
+                                  "--out", tmp_path / "again")]) == 0
+    load_model(run)  # verifies the manifest again
+    assert read_manifest(ckpt)["files"]["tuned_grids.json"]["sha256"] == sha256_file(ckpt / "tuned_grids.json")
+    assert sorted(json.loads((ckpt / "tuned_grids.json").read_text())["grids"]["euler"]) == ["2", "3", "4"]
+
+
 def test_tune_steps_never_overwrites_and_rejects_bad_input(tuned_model, capsys):
     run, out, _ = tuned_model
     base = ("tune-steps", "--model", run, "--steps", "2", "--sampler", "Euler", "--seeds", "2", "--fine-steps", "4")

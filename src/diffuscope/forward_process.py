@@ -16,6 +16,7 @@ increments sigma_k^2 - sigma_(k-1)^2 one frame at a time. Its states are stored 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Sequence
@@ -125,7 +126,7 @@ def forward_process_sigma(x0: Tensor, sigmas: Sequence[float], *, seed: int = 0,
     sigmas = [float(s) for s in sigmas]
     if not sigmas:
         raise UsageError("the sigma list is empty")
-    if any(not math.isfinite(s) or s < 0 for s in sigmas) or any(b < a for a, b in zip(sigmas, sigmas[1:])):
+    if any(not math.isfinite(s) or s < 0 for s in sigmas) or any(b < a for a, b in itertools.pairwise(sigmas)):
         raise UsageError(f"sigmas must be finite, non-negative and ascending, got {sigmas[:8]}")
     x0 = x0.to(torch.float64)[None]
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
