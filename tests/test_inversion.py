@@ -81,3 +81,34 @@ def test_encode_decode_wrap_the_round_trip_and_batches_do_not_matter():
 def test_samplers_without_an_upward_step_are_refused():
     with pytest.raises(UsageError, match=r"no one-step form.*valid: Euler, DDIM"):
         invert(GaussianDenoiser(MU, S), _images(), _grid(5), sampler="Heun")
+
+
+def test_a_latent_models_inversion_is_saved_as_pictures_of_the_image_size(tmp_path):
+    """The shipped emoji model: 4x16x16 latents for 3x32x32 images; noise.png shows the first 3 latent channels
+    enlarged to the image's size, side_by_side.png holds three image-sized panels."""
+    import json
+
+    from PIL import Image
+
+    from diffuscope.checkpoint import builtin_models, load_model
+    from diffuscope.data import load_dataset
+    from diffuscope.inversion_report import OUTPUTS, invert_image, reachability, save_inversion
+
+    if "emoji" not in builtin_models():
+        pytest.skip("the shipped emoji model is not installed")
+    model = load_model("emoji")
+    test = load_dataset(model.data_name, split="test", image_size=32, channels=3)
+    prompt = test.class_names[int(test.labels[0])]
+    result = invert_image(model, test.images[:1], prompt=prompt, steps=4)
+    assert result.trip.noise.shape == (1, 4, 16, 16) and result.trip.images.shape == (1, 3, 32, 32)
+    paths = save_inversion(result, tmp_path, model="emoji")
+    assert [p.name for p in paths] == list(OUTPUTS) and all(p.is_file() for p in paths)
+    sizes = {name: Image.open(tmp_path / name).size for name in ("original.png", "noise.png", "regenerated.png")}
+    assert len(set(sizes.values())) == 1, sizes
+    w, h = sizes["original.png"]
+    side = Image.open(tmp_path / "side_by_side.png").size
+    assert side[0] >= 3 * w and side[1] >= h
+    saved = json.loads((tmp_path / "invert.json").read_text())
+    assert saved["model"] == "emoji" and saved["prompt"] == prompt and saved["nfe"] == 7
+    assert saved["reachability"] == reachability(result)
+    assert saved["rmse_grey_levels"] == pytest.approx(float(result.trip.rmse_grey[0]))

@@ -153,3 +153,33 @@ def test_small_exercise_reads_its_sentence(page):
     saved = page.evaluate("JSON.parse(localStorage.getItem('diffuscope-progress')).exercise.answers")
     assert saved == [answer.strip()]
     _shot(page, "exercise")
+
+
+def test_phases_and_inversion_answer_the_lessons_claims(page):
+    tid = page.get_by_test_id
+    page.locator("#phases-steps").fill("6")
+    page.locator("#phases-n").fill("2")
+    tid("phases-run").click()
+    sync_api.expect(tid("phases-verdicts")).to_contain_text("composition is decided early", timeout=120_000)
+    # any image is reachable from noise: a held-out digit inverted and regenerated, 25 steps each way
+    tid("invert-index").fill("3")
+    tid("invert-steps").fill("25")
+    tid("sampler").select_option("iPNDM")
+    tid("invert-run").click()
+    sync_api.expect(tid("invert-answer")).to_contain_text("reachable: regenerated within", timeout=120_000)
+    for name in ("invert-original", "invert-noise", "invert-regenerated"):
+        assert "/invert" not in tid(name).get_attribute("src") and "/api/files/" in tid(name).get_attribute("src")
+        assert page.evaluate(f"document.querySelector('[data-testid={name}]').naturalWidth") > 0
+    assert "invert.json" in tid("invert-status").inner_text()
+    saved = page.evaluate("JSON.parse(localStorage.getItem('diffuscope-progress')).invert.answer")
+    assert saved == tid("invert-answer").inner_text().strip()
+    # an edit: the same digit regenerated as an 8
+    tid("invert-regen-prompt").fill("8")
+    tid("invert-steps").fill("10")
+    tid("invert-run").click()
+    sync_api.expect(tid("invert-answer")).to_contain_text("edited: inverted as", timeout=120_000)
+    tid("invert-regen-prompt").fill("")
+    tid("invert-steps").fill("25")
+    tid("invert-run").click()
+    sync_api.expect(tid("invert-answer")).to_contain_text("reachable", timeout=120_000)
+    _shot(page, "phases")

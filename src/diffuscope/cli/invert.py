@@ -7,8 +7,7 @@ import argparse
 
 from diffuscope.cli import args as types
 from diffuscope.defaults import DEFAULT_SAMPLER
-
-OUTPUTS = ("original.png", "noise.safetensors", "noise.png", "regenerated.png", "side_by_side.png", "invert.json")
+from diffuscope.inversion_report import OUTPUTS
 
 
 def add_parser(sub) -> None:
@@ -58,68 +57,35 @@ def load_image(path: str, channels: int, size: int):
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
-
-    import torch
-    from safetensors.torch import save_file
 
     from diffuscope.checkpoint import load_model
     from diffuscope.device import pick_device
     from diffuscope.errors import UsageError
-    from diffuscope.guidance import CFGDenoiser
-    from diffuscope.inversion import round_trip
+    from diffuscope.inversion_report import invert_image, reachability, save_inversion
     from diffuscope.samplers import get_sampler
     from diffuscope.samplers.steppers import stepper
-    from diffuscope.tuned_grids import grid_for
-    from diffuscope.viz import image_grid, to_pil
 
-    spec = get_sampler(args.sampler)
-    stepper(spec.name)  # one that has an upward step
+    stepper(get_sampler(args.sampler).name)  # one that has an upward step: refused before the model loads
     out = Path(args.out)
     taken = [n for n in OUTPUTS if (out / n).exists()]
     if taken:
         raise UsageError(f"{out} already holds {', '.join(taken)}: choose a new --out (nothing is overwritten)")
     device = pick_device(args.device)
     model = load_model(args.model, device=device, dtype=args.dtype)
-    conditioner = model.conditioner  # prompts -> conditions in one place (the model's own rule)
-    prompt = conditioner.check(args.prompt)
-    regen_prompt = conditioner.check(args.regen_prompt) if args.regen_prompt else prompt
-    if args.guidance != 1 and not conditioner.has_null:
-        raise UsageError("this model has no empty prompt (null condition): guidance must be 1")
     channels, size, _ = model.image_shape
     image, resized = load_image(args.image, channels, size)
-    denoiser = model.denoiser if args.guidance == 1 else CFGDenoiser(model.denoiser, args.guidance,
-                                                                     conditioner.null(1))
-    grid = grid_for(model.path, model.denoiser.schedule, args.steps, args.spacing, spec.name)
-    cond = None if prompt is None else conditioner.encode([prompt]).to(device)
-    regen_cond = None if regen_prompt is None else conditioner.encode([regen_prompt]).to(device)
-    rt = round_trip(denoiser, image.to(device), grid.sigmas, sampler=spec.name, cond=cond, regen_cond=regen_cond,
-                    encode=model.encode, decode=model.decode)
-    out.mkdir(parents=True, exist_ok=True)
-    noise, regen = rt.noise.float().cpu(), rt.images.float().cpu()
-    meta = {"sampler": spec.name, "steps": str(grid.steps), "sigma_max": str(float(grid.sigmas[0])),
-            "prompt": prompt, "model": str(model.path)}
-    save_file({"noise": noise.contiguous()}, str(out / "noise.safetensors"), metadata=meta)
-    scale = max(1, 64 // size)
-    to_pil(image[0], scale).save(out / "original.png")
-    to_pil((noise[0] / 3).clamp(-1, 1), scale).save(out / "noise.png")  # +-3 standard deviations span the greys
-    to_pil(regen[0], scale).save(out / "regenerated.png")  # no sample parameters: its noise is not a seed's
-    side = torch.cat([image.cpu(), (noise / 3).clamp(-1, 1)[:, : image.shape[1]], regen])
-    image_grid(side, nrow=3, scale=scale).save(out / "side_by_side.png")
-    report = {"model": str(model.path), "image": str(args.image), "resized": resized, "prompt": prompt,
-              "regen_prompt": regen_prompt, "sampler": spec.name, "steps": grid.steps, "guidance": args.guidance,
-              "nfe": 2 * grid.steps - 1, "grid": grid.describe(), "rmse": float(rt.rmse[0]),
-              "rmse_grey_levels": float(rt.rmse_grey[0]),
-              "max_abs_error": float((regen - image.cpu()).abs().max()),
-              "noise_std": float(noise.std()), "noise_mean": float(noise.mean())}
-    (out / "invert.json").write_text(json.dumps(report, indent=2))
-    edit = f", regenerated as {regen_prompt!r}" if regen_prompt != prompt else ""
-    print(f"inverted {args.image} ({prompt!r}{edit}) with {spec.name}, {grid.steps} steps each way "
-          f"({report['nfe']} NFE), guidance {args.guidance:g}" + (" (resized)" if resized else ""))
-    print(f"noise: mean {report['noise_mean']:+.3f}, std {report['noise_std']:.3f} (standard normal: 0, 1)")
-    print(f"reconstruction: RMSE {report['rmse']:.4f} in [-1, 1] = {report['rmse_grey_levels']:.2f} grey levels, "
-          f"max abs error {report['max_abs_error']:.3f}")
-    for name in OUTPUTS:
-        print(out / name)
+    result = invert_image(model, image, prompt=args.prompt, regen_prompt=args.regen_prompt, steps=args.steps,
+                          sampler=args.sampler, spacing=args.spacing, guidance=args.guidance, device=device)
+    paths = save_inversion(result, out, model=str(model.path), image=str(args.image), resized=resized)
+    r = result.report()
+    edit = f", regenerated as {result.regen_prompt!r}" if result.regen_prompt != result.prompt else ""
+    print(f"inverted {args.image} ({result.prompt!r}{edit}) with {result.sampler}, {r['steps']} steps each way "
+          f"({r['nfe']} NFE), guidance {args.guidance:g}" + (" (resized)" if resized else ""))
+    print(f"noise: mean {r['noise_mean']:+.3f}, std {r['noise_std']:.3f} (standard normal: 0, 1)")
+    print(f"reconstruction: RMSE {r['rmse']:.4f} in [-1, 1] = {r['rmse_grey_levels']:.2f} grey levels, "
+          f"max abs error {r['max_abs_error']:.3f}")
+    print(reachability(result))
+    for path in paths:
+        print(path)
     return 0

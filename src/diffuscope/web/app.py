@@ -82,6 +82,15 @@ class PhasesBody(BaseModel):
     seed: int = Field(0, ge=0, le=2**32 - 1)
 
 
+class InvertBody(BaseModel):
+    model: str = ""
+    index: int = Field(0, ge=0)
+    prompt: str = ""
+    regen_prompt: str = ""
+    steps: int = 50
+    sampler: str = DEFAULT_SAMPLER
+
+
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
@@ -235,6 +244,13 @@ def create_app(models: list[lesson.ModelEntry], out_dir: str | Path, *, queue_si
         return submit("phases", lambda job: lesson.run_phases(
             m, prompt=body.prompt, steps=body.steps, n=body.n, seed=body.seed, out=out_root / job.id,
             emit=job.emit, token=job.token))
+
+    @app.post("/api/invert")
+    def invert(body: InvertBody) -> Response:
+        m = entry(body.model)
+        req = lesson.InvertRequest(body.index, body.prompt, body.regen_prompt, body.steps, body.sampler)
+        lesson.check_invert(m, req)
+        return submit("invert", lambda job: lesson.run_invert(m, req, out_root / job.id, job.emit, job.token))
 
     @app.post("/api/jobs/{job_id}/cancel")
     def cancel(job_id: str) -> Response:

@@ -8,6 +8,7 @@ AUTOMATIC1111 ``parameters`` and JSON chunks as ``diffuscope sample``), so nothi
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import math
 from collections.abc import Callable
@@ -59,6 +60,14 @@ class ModelEntry:
     def has_null(self) -> bool:
         """Whether the model has a null condition (guidance is possible)."""
         return self.model.conditioner.has_null
+
+    @functools.cached_property
+    def test_count(self) -> int:
+        """How many real test images the forward process and inversion can pick from (read once)."""
+        from diffuscope.data import load_dataset
+
+        c, h, _ = self.shape
+        return len(load_dataset(self.data, split="test", image_size=h, channels=c))
 
     def describe(self) -> dict:
         from diffuscope.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
@@ -336,3 +345,58 @@ def run_phases(entry: ModelEntry, *, prompt: str, steps: int, n: int, seed: int,
     paths, summary = save_phases(out, freq=freq, commit=commit, consist=consist, notes=notes)
     return {"type": "done", "verdicts": [list(v) for v in phase_verdicts(freq, commit)], "summary": summary,
             "plots": [p.name for p in paths if p.suffix == ".png"]}
+
+
+# --- 4b. any image is reachable from noise: inversion ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InvertRequest:
+    index: int  # a real test image of the model's data
+    prompt: str  # "" = the image's own label (class or caption)
+    regen_prompt: str  # "" = the same prompt (a reconstruction); another = the simplest edit
+    steps: int
+    sampler: str
+
+
+def _test_image(entry: ModelEntry, index: int) -> tuple[torch.Tensor, str]:
+    from diffuscope.data import load_dataset
+
+    c, h, _ = entry.shape
+    test = load_dataset(entry.data, split="test", image_size=h, channels=c)
+    if not 0 <= index < len(test):
+        raise UsageError(f"image index {index} is outside 0..{len(test) - 1} ({entry.data} test set)")
+    return test.images[index][None], test.class_names[int(test.labels[index])]
+
+
+def check_invert(entry: ModelEntry, req: InvertRequest) -> None:
+    from diffuscope.samplers import get_sampler
+    from diffuscope.samplers.steppers import stepper
+
+    limit = entry.describe()["max_steps"]
+    if not 2 <= req.steps <= limit:
+        raise UsageError(f"steps must be in 2..{limit}, got {req.steps}")
+    if not 0 <= req.index < entry.test_count:
+        raise UsageError(f"image index {req.index} is outside 0..{entry.test_count - 1} ({entry.data} test set)")
+    stepper(get_sampler(req.sampler).name)  # one that has an upward step
+    for prompt in (req.prompt, req.regen_prompt):
+        if prompt:
+            entry.prompt(prompt)
+
+
+def run_invert(entry: ModelEntry, req: InvertRequest, out: Path, emit: Emit, token: CancelToken) -> dict:
+    """``diffuscope invert`` on real test image ``req.index``: its inverted noise, the regenerated image and the
+    lesson's claim answered in one sentence; the same files as the CLI in ``out``."""
+    from diffuscope.inversion_report import invert_image, reachability, save_inversion
+
+    check_invert(entry, req)
+    image, label = _test_image(entry, req.index)
+    prompt = (req.prompt or label) if entry.model.conditioner.kind != "none" else None
+    emit({"type": "plan", "message": f"{req.steps} steps up to the noise and {req.steps} back down "
+                                     f"({2 * req.steps - 1} NFE)"})
+    result = invert_image(_checked_model(entry, token), image, prompt=prompt, regen_prompt=req.regen_prompt or None,
+                          steps=req.steps, sampler=req.sampler, device=_device(entry))
+    save_inversion(result, out, model=entry.ref, image=f"{entry.data} test image {req.index}")
+    return {"type": "done", "answer": reachability(result), "report": result.report(), "label": label,
+            "files": {"original": "original.png", "noise": "noise.png", "regenerated": "regenerated.png",
+                      "noise_tensor": "noise.safetensors", "json": "invert.json"}}

@@ -26,6 +26,7 @@ function showProgress() {
     ["generate", "2. watched an image form", (v) => `${v.sampler}, ${v.steps} steps, seed ${v.seed}`],
     ["exercise", "3. ran the exercise", (v) => (v.answers || []).join(" ")],
     ["phases", "4. measured what gets decided when", (v) => (v.verdicts || []).join("; ")],
+    ["invert", "4. inverted a real image to its noise and back", (v) => v.answer],
   ];
   const ul = $("progress");
   ul.replaceChildren(...items.map(([key, label, detail]) => {
@@ -74,6 +75,7 @@ async function loadForward() {
   $("forward-t-name").textContent = forward.continuous ? "sigma (log scale)" : "t";
   $("forward-formula").innerHTML = forward.continuous ? CONTINUOUS_FORMULA : DISCRETE_FORMULA;
   $("forward-index").max = forward.count - 1;
+  $("invert-index").max = forward.count - 1;
   showForward();
 }
 const DISCRETE_FORMULA = $("forward-formula").innerHTML;
@@ -247,6 +249,28 @@ async function runPhases() {
   record("phases", { verdicts: end.verdicts.map((r) => `${r[0]}: ${r[2]}`) });
 }
 
+// --- 4b. any image is reachable from noise ---
+async function runInvert() {
+  const body = { model: model().name, index: Number($("invert-index").value || 0), prompt: $("invert-prompt").value,
+    regen_prompt: $("invert-regen-prompt").value, steps: Number($("invert-steps").value),
+    sampler: $("sampler").value };
+  let job;
+  try { job = (await api("POST", "/api/invert", body)).job; }
+  catch (e) { status($("invert-status"), e.message, true); return; }
+  $("invert-run").disabled = true;
+  status($("invert-status"), `inverting: ${body.steps} steps up, ${body.steps} back down\u2026`);
+  const end = await follow(job, () => {});
+  $("invert-run").disabled = false;
+  if (end.type !== "done") { status($("invert-status"), end.message || end.type, end.type === "error"); return; }
+  status($("invert-status"), `image ${body.index} (${end.label}); saved in the job folder with invert.json`);
+  $("invert-original").src = fileUrl(job, end.files.original);
+  $("invert-noise").src = fileUrl(job, end.files.noise);
+  $("invert-regenerated").src = fileUrl(job, end.files.regenerated);
+  const para = document.createElement("p"); para.textContent = end.answer;
+  $("invert-answer").replaceChildren(para);
+  record("invert", { answer: end.answer });
+}
+
 // --- set-up ---
 function fillModel() {
   const m = model();
@@ -285,6 +309,7 @@ async function start() {
   $("exercise-cancel").addEventListener("click", () => exerciseJob && api("POST", `/api/jobs/${exerciseJob}/cancel`));
   for (const id of ["exercise-steps", "exercise-n", "prompt", "seed", "guidance"]) $(id).addEventListener("input", planLater);
   $("phases-run").addEventListener("click", runPhases);
+  $("invert-run").addEventListener("click", runInvert);
   $("progress-clear").addEventListener("click", () => { localStorage.removeItem(PROGRESS_KEY); showProgress(); });
   showProgress();
   fillModel();
