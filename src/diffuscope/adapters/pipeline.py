@@ -59,9 +59,15 @@ def parse_dtype(name: str | torch.dtype) -> torch.dtype:
 
 def _require(module: str):
     try:
-        return importlib.import_module(module)
+        loaded = importlib.import_module(module)
     except ImportError:
         raise UsageError(f"loading a diffusers pipeline needs the {module} package: {EXTRA}") from None
+    # local files load in milliseconds: the libraries' own "Loading weights" bars would only interleave with our
+    # progress and one-line errors on stderr
+    quiet = getattr(getattr(getattr(loaded, "utils", None), "logging", None), "disable_progress_bar", None)
+    if quiet is not None:
+        quiet()
+    return loaded
 
 
 def read_index(path: Path) -> dict:

@@ -48,7 +48,10 @@ def add_parser(sub) -> None:
                    help="steps of the convergence reference (default max(200, 2 x the largest step count), at "
                         "most T for discrete models)")
     p.add_argument("--metrics", help="comma-separated: fd,kid,pr,accuracy,convergence (default: all when the "
-                                     "model has a classifier, else convergence)")
+                                     "model has a classifier; kid,convergence with --real; else convergence)")
+    p.add_argument("--real", metavar="DATA",
+                   help="for a model without a classifier (e.g. a diffusers pipeline): real images to measure KID "
+                        "against in ImageNet features (a folder of PNG/JPEG images, or a built-in data set)")
     p.add_argument("--threshold", type=types.fraction, default=0.03,
                    help="diminishing returns: the fewest NFE within this fraction of the best value (EDM's 3%%)")
     p.add_argument("--batch-size", type=types.batch_size, default=64)
@@ -74,7 +77,7 @@ def build_config(args: argparse.Namespace):
         spacing=args.spacing,
         reference_sampler=args.reference_sampler, reference_steps=args.reference_steps,
         metrics=parse_list(args.metrics) if args.metrics else None, threshold=args.threshold,
-        batch_size=args.batch_size, grid_rows=args.grid_rows, ci_resamples=args.ci_resamples)
+        batch_size=args.batch_size, grid_rows=args.grid_rows, ci_resamples=args.ci_resamples, real=args.real)
     check_config(config)
     return config
 
@@ -147,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
             if k is not None:
                 print(f"{sampler}: {label}: {k.note}" + (f" (Kneedle: NFE {k.kneedle_nfe})" if k.kneedle_nfe else ""))
     for note in result.notes:
-        if note.startswith(("no classifier", "a prompt has no real image")):
+        if note.startswith(("no classifier", "a prompt has no real image", "not measured")):
             print(f"note: {note}")
     for p in paths.values():
         print(p)

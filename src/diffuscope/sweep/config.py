@@ -82,6 +82,7 @@ class SweepConfig:
     grid_rows: int = 4  # images per sampler shown in grid.png (the first ones)
     ci_resamples: int = 200  # bootstrap resamples for the intervals (0 = none)
     ci_max_n: int = 2000  # intervals only up to this n (the bootstrap's cost grows with n; its spread shrinks)
+    real: str | None = None  # real images for a model without an evaluator (any data set spec): KID in features
 
 
 def parse_steps(text: str | int | tuple | list) -> tuple[int, ...]:

@@ -62,6 +62,44 @@ def _name(class_names: tuple[str, ...], c: int) -> str:
     return class_names[c] if c < len(class_names) else str(c)
 
 
+NO_FAITHFULNESS = ("prompt faithfulness (accuracy): no classifier or judge for this model's prompts, so whether the "
+                   "images show what was asked is not measured")
+
+
+def _features_only(inputs: SweepInputs, evaluator, config: SweepConfig, info: dict) -> tuple[SweepInputs, tuple]:
+    """A model judged in ImageNet features against --real images: KID (and, on request, FD and precision/recall)
+    and convergence in pixels and features; accuracy cannot be measured."""
+    groups = ("kid", "convergence") if config.metrics is None else tuple(config.metrics)
+    if "accuracy" in groups:
+        raise UsageError("metric accuracy needs a classifier: with --real this model is measured in features "
+                         "only (valid: fd, kid, pr, convergence)")
+    sets = evaluator.real_sets(torch.zeros(config.n, dtype=torch.long))
+    inputs.features = evaluator.features
+    inputs.reference_images, inputs.floor_images = sets.reference, sets.stand_in
+    inputs.floor_labels, inputs.floor_comparison = sets.stand_in_labels, sets.comparison
+    info["classifier"], info["data"] = evaluator.describe(), evaluator.data
+    info["not_measured"] = [NO_FAITHFULNESS]
+    return inputs, groups
+
+
+def _no_evaluator(inputs: SweepInputs, model, info: dict) -> None:
+    """A model without a classifier and without --real: convergence in pixels, and in ImageNet features for colour
+    images where the EfficientNet-Lite0 wheel is installed; the report names what was not measured."""
+    if model.image_shape[0] == 3:
+        try:
+            from diffuscope.metrics.efficientnet import EfficientNetFeatures
+
+            inputs.features = EfficientNetFeatures.load()
+            info["features"] = "EfficientNet-Lite0 ImageNet features (convergence only)"
+        except UsageError:
+            pass
+    if model.run_config.get("pipeline"):  # a diffusers pipeline: no data set of its own
+        info["not_measured"] = [
+            "FD, KID, precision/recall: no real images to compare with; give --real DATA (a folder of images "
+            "like the ones you want, or a built-in data set) to measure KID in ImageNet features",
+            NO_FAITHFULNESS]
+
+
 def model_inputs(model, config: SweepConfig, *, device: str | torch.device = "cpu",
                  labels: Tensor | None = None) -> tuple[SweepInputs, tuple[str, ...]]:
     """SweepInputs for a checkpoint/run folder, built-in model name or DiffusionModel, and the metric groups to
@@ -94,7 +132,11 @@ def model_inputs(model, config: SweepConfig, *, device: str | torch.device = "cp
     null = conditioner.null(1) if conditioner.has_null else None
     inputs = SweepInputs(loaded.denoiser, loaded.schedule, tuple(loaded.sample_shape), labels, null, names,
                          info=info, cond=cond, decode=loaded.decode if loaded.is_latent else None)
-    evaluator = loaded.evaluator(device=device)
+    evaluator = loaded.evaluator(device=device, real=config.real)
+    if evaluator.is_features_only:
+        return _features_only(inputs, evaluator, config, info)
+    if evaluator.classifier is None:
+        _no_evaluator(inputs, loaded, info)
     if conditioner.kind == "text" and labels is None and evaluator.is_retrieval:
         # judged by retrieval: each prompt's real image is its class (None: a prompt without one)
         per_prompt = evaluator.labels_for(prompts)

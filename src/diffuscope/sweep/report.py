@@ -51,13 +51,19 @@ def _setup(result) -> list[str]:
         f"Total wall time: {result.wall_s:.1f} s" + ("; INTERRUPTED: partial results" if result.interrupted else ""),
     ]
     judge = info.get("classifier")
-    if judge and judge.get("kind") == "retrieval":
+    kind = (judge or {}).get("kind")
+    if kind == "features":
+        lines.append(f"Real images (--real): {judge['path']}; FD/KID/precision/recall and feature convergence in "
+                     f"{judge['features']}")
+    elif kind == "retrieval":
         lines.append(f"Judge: {judge['path']}: accuracy vs prompt = retrieval top-1 (real images score "
                      f"{fmt(judge['held_out_accuracy'])}: duplicates tie); FD/KID/precision/recall and feature "
                      f"convergence in {judge.get('features', 'the retrieval space')}")
     elif judge:
         lines.append(f"Classifier: {judge['path']} (held-out accuracy "
                      f"{fmt(judge['held_out_accuracy'])}); real images: {info.get('data', '-')}")
+    elif info.get("features"):
+        lines.append(f"Features: {info['features']}")
     if c.ci_resamples and c.n <= c.ci_max_n:
         lines.append(f"Intervals: 95% bootstrap ({c.ci_resamples} resamples)")
     return lines

@@ -164,9 +164,11 @@ def _notes(config: SweepConfig, specs, grids, ref_steps: int, groups, inputs: Sw
         if f_dim and config.n < f_dim:
             notes.append(f"n={config.n} is below the feature dimension ({f_dim}): FD's covariance is singular and "
                          f"its bias large; use a larger --n for FD")
+    not_measured = inputs.info.get("not_measured") or []
+    notes.extend(f"not measured: {what}" for what in not_measured)
     if inputs.info.get("no_judge"):
         notes.append(inputs.info["no_judge"])
-    elif inputs.info.get("classifier", "") is None:
+    elif inputs.info.get("classifier", "") is None and not not_measured:
         notes.append("no classifier for this model: only convergence was measured. Train one with "
                      "`diffuscope classifier --data DATA --out RUN_DIR/classifier` for FD, KID, precision/recall "
                      "and accuracy")
