@@ -92,3 +92,48 @@ def test_dtype_is_for_pipelines(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "applies to diffusers pipeline folders" in err
     assert not (tmp_path / "s").exists()
+
+
+def test_the_page_on_a_pipeline(sd_folder, tmp_path):
+    """Every section of `diffuscope serve` on the tiny SD pipeline: its forward process is the folder's own discrete
+    schedule (t = 0..1000), on colour images it has no data set for (emoji, said on the page); generation, the
+    exercise, the phases and inversion all finish."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from diffuscope.web.app import create_app
+    from diffuscope.web.lesson import load_entry
+
+    entry = load_entry(sd_folder)
+    assert entry.name == "tiny-sd" and entry.data == "emoji" and "no data set of its own" in entry.data_note
+    headers = {"X-Diffuscope-Token": "t"}
+    with TestClient(create_app([entry], tmp_path / "out", token="t"), base_url="http://127.0.0.1:7860") as client:
+        described = client.get("/api/models").json()[0]
+        assert described["conditioning"] == "text" and described["latent"] and described["discrete"]
+        f = client.get("/api/forward", params={"model": "tiny-sd", "index": 1}).json()
+        assert f["continuous"] is False and f["T"] == 1000 and f["t"][-1] == 1000
+        assert "real images from emoji (serve --real DATA to use yours)" in f["note"] and "pixel space" in f["note"]
+
+        def run(url, body):
+            r = client.post(url, json={"model": "tiny-sd", **body}, headers=headers)
+            assert r.status_code == 200, r.text
+            with client.stream("GET", f"/api/jobs/{r.json()['job']}/events") as s:
+                lines = [line for line in s.iter_lines() if line.startswith("data: ") and line != "data: {}"]
+            return json.loads(lines[-1][6:])
+
+        assert run("/api/generate", {"prompt": "a cat", "steps": 3})["type"] == "done"
+        done = run("/api/exercise", {"prompt": "a cat", "samplers": ["DDIM"], "steps": "2,3", "n": 2})
+        assert done["type"] == "done" and done["answers"]["DDIM"].startswith("DDIM: ")
+        assert run("/api/phases", {"prompt": "a cat", "steps": 3, "n": 2})["type"] == "done"
+        inverted = run("/api/invert", {"index": 1, "steps": 4})
+        assert inverted["type"] == "done" and inverted["report"]["prompt"] == inverted["label"]
+    # --real: the user's own images, every one of them (nothing is trained on them)
+    own = load_entry(sd_folder, real="mnist")
+    assert own.data == "mnist" and own.user_data and len(own.real_set) == 5000
+
+
+def test_serve_refuses_a_bad_real_folder_in_one_line(sd_folder, tmp_path, capsys):
+    pytest.importorskip("fastapi")
+    assert main(["serve", "--model", sd_folder, "--real", str(tmp_path / "nope"), "--port", "7999"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "does not exist" in err

@@ -25,6 +25,10 @@ def add_parser(sub) -> None:
                    help="where every job's files go (one folder per job; default runs/serve)")
     p.add_argument("--queue-size", type=types.positive_int, default=4,
                    help="jobs that may wait for the worker; more get HTTP 429 (default 4)")
+    p.add_argument("--real", metavar="DATA",
+                   help="real images for models without a data set of their own (a diffusers pipeline): the forward "
+                        "process and inversion use them (a folder of PNG/JPEG images or a built-in data set; default "
+                        "emoji for colour models, mnist for grey ones)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     types.add_dtype(p)
     p.set_defaults(run=run)
@@ -46,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from diffuscope.web.lesson import load_entry
 
     device = pick_device(args.device)
-    entries = [load_entry(ref, device, dtype=args.dtype) for ref in (args.model or ["mnist"])]
+    entries = [load_entry(ref, device, dtype=args.dtype, real=args.real) for ref in (args.model or ["mnist"])]
     names = [e.name for e in entries]
     if len(set(names)) != len(names):
         raise UsageError(f"two models share a name ({', '.join(names)}): give each once")

@@ -50,6 +50,8 @@ class ModelEntry:
     ref: str
     model: Any  # diffuscope.model.DiffusionModel
     data: str  # the data set its real images come from
+    data_note: str = ""  # where they come from when the model has no data set of its own
+    user_data: bool = False  # ``data`` is the user's --real images
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -62,12 +64,13 @@ class ModelEntry:
         return self.model.conditioner.has_null
 
     @functools.cached_property
-    def test_count(self) -> int:
-        """How many real test images the forward process and inversion can pick from (read once)."""
+    def real_set(self):
+        """The real images the forward process and inversion pick from (read once): the test split of the model's
+        data set, or every image of user-supplied ones (``--real``: nothing is trained on them)."""
         from diffuscope.data import load_dataset
 
         c, h, _ = self.shape
-        return len(load_dataset(self.data, split="test", image_size=h, channels=c))
+        return load_dataset(self.data, split="all" if self.user_data else "test", image_size=h, channels=c)
 
     def describe(self) -> dict:
         from diffuscope.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
@@ -94,13 +97,30 @@ class ModelEntry:
         return self.model.conditioner.check(prompt)
 
 
-def load_entry(ref: str, device: str | torch.device = "cpu", dtype: str | None = None) -> ModelEntry:
+def load_entry(ref: str, device: str | torch.device = "cpu", dtype: str | None = None,
+               real: str | None = None) -> ModelEntry:
+    """A model for the page. Its real images (forward process, inversion) come from its own data set; a model
+    without one (a diffusers pipeline) uses ``real`` (`serve --real DATA`), else a built-in set of its channels
+    (emoji for colour, mnist for grey), and the page says so."""
     from diffuscope.checkpoint import load_model
 
     model = load_model(ref, device=device, dtype=dtype)
-    data = (model.run_config.get("data") or {}).get("name") or "mnist"
-    name = model.run_config.get("model_name") or str(ref)
-    return ModelEntry(name, str(ref), model, data)
+    name = model.run_config.get("model_name") or (Path(ref).name if model.run_config.get("pipeline") else str(ref))
+    own = model.data_name
+    data = own or real or ("emoji" if model.image_shape[0] == 3 else "mnist")
+    note = "" if own else (f"this model has no data set of its own: real images from {data}"
+                           + ("" if real else " (serve --real DATA to use yours)"))
+    entry = ModelEntry(name, str(ref), model, data, note, user_data=real is not None and not own)
+    if entry.user_data:
+        _ = entry.real_set  # a bad --real fails here, in one line, before the server starts
+    return entry
+
+
+def _check_index(entry: ModelEntry, index: int) -> None:
+    count = len(entry.real_set)
+    if not 0 <= index < count:
+        which = "images" if entry.user_data else "test set"
+        raise UsageError(f"image index {index} is outside 0..{count - 1} ({entry.data} {which})")
 
 
 class _Checked:
@@ -126,17 +146,17 @@ def _checked_model(entry: ModelEntry, token: CancelToken):
 def forward_frames(entry: ModelEntry, *, index: int, seed: int) -> dict:
     """The forward process of real test image ``index``, closed form and chain: every FORWARD_STRIDE-th t of a
     discrete VP model, or SIGMA_FRAMES sigmas log-spaced over a continuous model's range (plus sigma = 0)."""
-    from diffuscope.data import load_dataset
     from diffuscope.forward_process import forward_process, forward_process_sigma, sigma_frames
     from diffuscope.schedules import VPSchedule
 
     schedule = entry.model.denoiser.schedule
-    c, h, _ = entry.shape
-    test = load_dataset(entry.data, split="test", image_size=h, channels=c)
-    if not 0 <= index < len(test):
-        raise UsageError(f"image index {index} is outside 0..{len(test) - 1} ({entry.data} test set)")
-    source = f"{entry.data} test image {index}"
-    note = "in pixel space (the model itself works on the autoencoder's latents)" if entry.model.is_latent else ""
+    test = entry.real_set
+    _check_index(entry, index)
+    source = f"{entry.data} {'image' if entry.user_data else 'test image'} {index}"
+    notes = [entry.data_note] if entry.data_note else []
+    if entry.model.is_latent:
+        notes.append("in pixel space (the model itself works on the autoencoder's latents)")
+    note = "; ".join(notes)
     if isinstance(schedule, VPSchedule):
         T = schedule.num_timesteps
         ts = list(range(0, T + 1, FORWARD_STRIDE))
@@ -360,12 +380,8 @@ class InvertRequest:
 
 
 def _test_image(entry: ModelEntry, index: int) -> tuple[torch.Tensor, str]:
-    from diffuscope.data import load_dataset
-
-    c, h, _ = entry.shape
-    test = load_dataset(entry.data, split="test", image_size=h, channels=c)
-    if not 0 <= index < len(test):
-        raise UsageError(f"image index {index} is outside 0..{len(test) - 1} ({entry.data} test set)")
+    test = entry.real_set
+    _check_index(entry, index)
     return test.images[index][None], test.class_names[int(test.labels[index])]
 
 
@@ -376,8 +392,7 @@ def check_invert(entry: ModelEntry, req: InvertRequest) -> None:
     limit = entry.describe()["max_steps"]
     if not 2 <= req.steps <= limit:
         raise UsageError(f"steps must be in 2..{limit}, got {req.steps}")
-    if not 0 <= req.index < entry.test_count:
-        raise UsageError(f"image index {req.index} is outside 0..{entry.test_count - 1} ({entry.data} test set)")
+    _check_index(entry, req.index)
     stepper(get_sampler(req.sampler).name)  # one that has an upward step
     for prompt in (req.prompt, req.regen_prompt):
         if prompt:
