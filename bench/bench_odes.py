@@ -7,9 +7,10 @@ tuned:  for every grid in the model's tuned_grids.json, the mean per-image RMSE 
         reference (the default sampler on the default grid) from the same noise, seeds 0..n-1 (disjoint from the
         calibration seeds of `diffuscope tune-steps`), default grid vs tuned grid, side by side in one run, at the
         default guidance. (The FD targets are measured by `diffuscope sweep --spacing tuned`, docs/benchmarks.md.)
-invert: n held-out real images (the model's data set, test split, the first n), each inverted with its true class
-        and guidance 1, regenerated on the same grid; the fraction within one grey level RMSE, the median and the
-        90th percentile RMSE, per sampler and step count.
+invert: n real images (the model's data set, --split test by default: the first n held-out ones), each inverted
+        with its true class (a text model: its own name) and guidance 1, regenerated on the same grid (a latent
+        model encodes first and decodes after; errors on decoded pixels); the fraction within one grey level RMSE,
+        the median and the 90th percentile RMSE, per sampler and step count.
 
 Prints a table and writes JSON with --json FILE.
 """
@@ -63,19 +64,27 @@ def part_tuned(model, args) -> list[dict]:
 def part_invert(model, args) -> list[dict]:
     from diffuscope.data import load_dataset
 
-    u = model.config.unet
-    data = (model.run_config.get("data") or {}).get("name") or "mnist"
-    test = load_dataset(data, split="test", image_size=u.image_size, channels=u.in_channels)
-    images, labels = test.images[: args.n], test.labels[: args.n]
+    c, size, _ = model.image_shape
+    data = model.data_name or "mnist"
+    real = load_dataset(data, split=args.split, image_size=size, channels=c)
+    images, labels = real.images[: args.n], real.labels[: args.n]
+    conditioner = model.conditioner  # each image with its own class (or, for a text model, its own name)
+    if conditioner.kind == "class":
+        cond = conditioner.labels(labels)
+    elif conditioner.kind == "text":
+        cond = conditioner.encode([real.class_names[int(y)] for y in labels])
+    else:
+        cond = None
     schedule = model.denoiser.schedule
     rows = []
     for sampler in args.samplers.split(","):
         for steps in (int(s) for s in args.steps.split(",")):
             t0 = time.perf_counter()
-            rt = round_trip(model.denoiser, images, make_grid(schedule, steps).sigmas, sampler=sampler, cond=labels,
-                            batch_size=args.batch_size)
+            rt = round_trip(model.denoiser, images, make_grid(schedule, steps).sigmas, sampler=sampler, cond=cond,
+                            encode=model.encode, decode=model.decode, batch_size=args.batch_size)
             grey = rt.rmse_grey
-            row = {"sampler": get_sampler(sampler).name, "steps": steps, "n": len(images),
+            row = {"model": args.model, "data": f"{data} {args.split}", "sampler": get_sampler(sampler).name,
+                   "steps": steps, "n": len(images),
                    "within_one_grey_level": float((grey <= 1).float().mean()),
                    "median_grey_levels": float(grey.median()), "p90_grey_levels": float(grey.quantile(0.9)),
                    "max_grey_levels": float(grey.max()), "noise_std": float(rt.noise.std()),
@@ -97,6 +106,8 @@ def main() -> None:
     p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help="tuned part only")
     p.add_argument("--steps", default="10,25,50,100", help="invert part")
     p.add_argument("--samplers", default=DEFAULT_SAMPLER, help="invert part, comma-separated")
+    p.add_argument("--split", choices=("test", "train", "all"), default="test",
+                   help="invert part: which real images (default the held-out test split)")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--json", help="write the rows to this file")
