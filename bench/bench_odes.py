@@ -76,6 +76,10 @@ def part_invert(model, args) -> list[dict]:
     else:
         cond = None
     schedule = model.denoiser.schedule
+    codec = None  # a latent model: decode(encode(x)), what the autoencoder alone gives back
+    if model.is_latent:
+        with torch.inference_mode():
+            codec = torch.cat([model.decode(model.encode(b)) for b in images.split(args.batch_size)]).float()
     rows = []
     for sampler in args.samplers.split(","):
         for steps in (int(s) for s in args.steps.split(",")):
@@ -89,6 +93,15 @@ def part_invert(model, args) -> list[dict]:
                    "median_grey_levels": float(grey.median()), "p90_grey_levels": float(grey.quantile(0.9)),
                    "max_grey_levels": float(grey.max()), "noise_std": float(rt.noise.std()),
                    "wall_s": round(time.perf_counter() - t0, 1)}
+            if codec is not None:  # the round trip against the codec's own reconstruction: what inversion loses
+                to_codec = ((rt.images.float() - codec) ** 2).flatten(1).mean(1).sqrt() * 127.5
+                codec_alone = ((codec - images.float()) ** 2).flatten(1).mean(1).sqrt() * 127.5
+                row |= {"codec_median_grey_levels": float(codec_alone.median()),
+                        "within_one_grey_level_of_codec": float((to_codec <= 1).float().mean()),
+                        "median_to_codec_grey_levels": float(to_codec.median())}
+                print(f"{'':10s} against the autoencoder's reconstruction: {row['within_one_grey_level_of_codec']:.1%} "
+                      f"within one grey level, median {row['median_to_codec_grey_levels']:.2f} (the autoencoder alone: "
+                      f"median {row['codec_median_grey_levels']:.2f})", flush=True)
             rows.append(row)
             print(f"{row['sampler']:10s} {steps:4d} steps: {row['within_one_grey_level']:.1%} within one grey level; "
                   f"median {row['median_grey_levels']:.2f}, p90 {row['p90_grey_levels']:.2f}, max "

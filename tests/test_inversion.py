@@ -112,3 +112,10 @@ def test_a_latent_models_inversion_is_saved_as_pictures_of_the_image_size(tmp_pa
     assert saved["model"] == "emoji" and saved["prompt"] == prompt and saved["nfe"] == 7
     assert saved["reachability"] == reachability(result)
     assert saved["rmse_grey_levels"] == pytest.approx(float(result.trip.rmse_grey[0]))
+    # a latent model is judged against what its autoencoder alone gives back: decode(encode(image))
+    codec = model.decode(model.encode(test.images[:1])).float()
+    alone = float((codec - test.images[:1]).pow(2).mean().sqrt()) * 127.5
+    assert saved["codec_rmse_grey_levels"] == pytest.approx(alone, rel=1e-4)
+    assert saved["rmse_to_codec_grey_levels"] == pytest.approx(
+        float((result.trip.images.float() - codec).pow(2).mean().sqrt()) * 127.5, rel=1e-4)
+    assert "of the autoencoder's own reconstruction" in saved["reachability"]
