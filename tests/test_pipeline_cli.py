@@ -137,3 +137,22 @@ def test_serve_refuses_a_bad_real_folder_in_one_line(sd_folder, tmp_path, capsys
     assert main(["serve", "--model", sd_folder, "--real", str(tmp_path / "nope"), "--port", "7999"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "does not exist" in err
+
+
+def test_tune_steps_on_a_text_to_image_latent_pipeline(sd_folder, tmp_path, capsys):
+    """tune-steps through the model interface: text conditions (guided with the empty prompt), latents searched,
+    the evaluation measured on decoded images."""
+    out = tmp_path / "tune"
+    assert main(["tune-steps", "--model", sd_folder, "--steps", "2,3", "--sampler", "Euler", "--prompt", "a cat",
+                 "--prompt", "dog, run", "--seeds", "2", "--eval-seeds", "2", "--fine-steps", "6",
+                 "--reference-steps", "8", "--out", str(out)]) == 0
+    doc = json.loads((out / "tuned_grids.json").read_text())
+    assert sorted(doc["grids"]["euler"]) == ["2", "3"]
+    record = doc["tuning"]["euler"][0]
+    assert record["prompts"] == ["a cat", "dog, run"] and record["guidance"] == 1.25
+    assert {r["steps"] for r in record["evaluation"]["rows"]} == {2, 3}
+    capsys.readouterr()
+    assert main(["tune-steps", "--model", sd_folder, "--steps", "2", "--sampler", "Euler", "--seeds", "2",
+                 "--fine-steps", "4", "--out", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "give --prompt" in err

@@ -168,7 +168,7 @@ def test_the_shipped_model_ships_tuned_grids_for_the_default_sampler():
     ckpt = resolve_checkpoint("mnist")
     assert tuned_grids.TUNED_FILE in read_manifest(ckpt)["files"]
     table = tuned_grids.tuned_table(ckpt, DEFAULT_SAMPLER)
-    assert sorted(table) == [5, 8, 10, 12, 15]
+    assert sorted(table) == [5, 8, 10, 12, 15, 20]
     sigma_max = load_config(ckpt)[0].schedule.sigma_max
     for steps in table:
         grid = tuned_grids.grid_for(ckpt, None, steps, "tuned", DEFAULT_SAMPLER)

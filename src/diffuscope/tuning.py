@@ -79,6 +79,13 @@ def _mse(a: Tensor, b: Tensor) -> float:
     return float(((a - b) ** 2).mean())
 
 
+def _tile(cond, k: int):
+    """A batch of conditions (class labels or a conditioning.Cond) repeated k times, as the stacked nodes are."""
+    from diffuscope.conditioning import Cond
+
+    return Cond.cat([cond] * k) if isinstance(cond, Cond) else torch.cat([cond] * k)
+
+
 def _denoise_nodes(denoiser: Callable, nodes: dict[int, _Node], sig: list[float], cond, batch_size: int
                    ) -> dict[int, Tensor]:
     """D at every node of a level: the nodes' states stacked into batches of about ``batch_size`` images, each row
@@ -91,7 +98,7 @@ def _denoise_nodes(denoiser: Callable, nodes: dict[int, _Node], sig: list[float]
         chunk = keys[start:start + per_call]
         x = torch.cat([nodes[j].x for j in chunk])
         sigma = torch.cat([torch.full((b,), sig[j], dtype=torch.float64) for j in chunk]).to(x.device)
-        c = None if cond is None else torch.cat([cond] * len(chunk))
+        c = None if cond is None else _tile(cond, len(chunk))
         denoised = denoiser(x, sigma, c).to(x.dtype)
         for m, j in enumerate(chunk):
             out[j] = denoised[m * b:(m + 1) * b]

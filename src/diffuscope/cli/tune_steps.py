@@ -51,6 +51,25 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
+def prompt_conditions(model, prompts: tuple[str, ...]):
+    """n -> the conditions of n calibration images, round-robin over ``prompts`` ("all": every class, or every
+    trained name of a text model); None for an unconditional model."""
+    from diffuscope.errors import UsageError
+    from diffuscope.sweep import prompt_labels
+
+    conditioner = model.conditioner
+    if conditioner.kind == "none":
+        if prompts != ("all",):
+            conditioner.check(prompts[0])  # refuses a prompt in one line
+        return lambda n: None
+    if conditioner.kind == "class":
+        return lambda n: conditioner.labels(prompt_labels(prompts, model.class_names, n)[0])
+    names = list(model.class_names) if prompts == ("all",) else [conditioner.check(p) for p in prompts]
+    if not names:
+        raise UsageError(f"give --prompt ({conditioner.describe()}): this model has no trained names for 'all'")
+    return lambda n: conditioner.encode([names[i % len(names)] for i in range(n)])
+
+
 def run(args: argparse.Namespace) -> int:
     import json
     import time
@@ -65,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     from diffuscope.guidance import CFGDenoiser, check_interval
     from diffuscope.samplers import get_sampler, make_generators, randn
     from diffuscope.schedules import make_grid
-    from diffuscope.sweep import parse_steps, prompt_labels
+    from diffuscope.sweep import parse_steps
 
     spec, teacher = get_sampler(args.sampler), get_sampler(args.teacher)
     tuning.stepper(spec.name)
@@ -82,33 +101,42 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{out / tuned_grids.TUNED_FILE} exists: choose a new --out (nothing is overwritten)")
     device = pick_device(args.device)
     model = load_model(args.model, device=device, dtype=args.dtype)
-    u = model.config.unet
-    shape = (u.in_channels, u.image_size, u.image_size)
+    shape = tuple(model.sample_shape)  # a latent model is tuned on its latents, the state the sampler integrates
     schedule = model.denoiser.schedule
+    conditioner = model.conditioner
     denoiser = model.denoiser
     interval = check_interval(args.guidance_interval) if args.guidance != 1 else None
     if args.guidance != 1:
-        denoiser = CFGDenoiser(denoiser, args.guidance, u.num_classes, interval)
+        if not conditioner.has_null:
+            raise UsageError("this model has no empty prompt (null condition): --guidance must be 1")
+        denoiser = CFGDenoiser(denoiser, args.guidance, conditioner.null(1), interval)
     prompts = tuple(args.prompt or ("all",))
+    conditions = prompt_conditions(model, prompts)
 
     def batch(seeds: range):
-        labels, _ = prompt_labels(prompts, model.class_names, len(seeds))
         noise = randn((len(seeds), *shape), make_generators(seeds.start, len(seeds))).to(device)
-        return noise, labels.to(device)
+        cond = conditions(len(seeds))
+        return noise, None if cond is None else cond.to(device)
+
+    def decode(samples):  # errors are measured on images: a latent model's decoded pixels
+        if not model.is_latent:
+            return samples
+        with torch.inference_mode():
+            return torch.cat([model.decode(b.to(device)).cpu() for b in samples.split(args.batch_size)])
 
     fine = make_grid(schedule, args.fine_steps)
-    noise, labels = batch(cal)
+    noise, cond = batch(cal)
     t0 = time.perf_counter()
-    states = tuning.teacher_states(denoiser, noise, fine.sigmas, cond=labels, teacher=teacher.name,
+    states = tuning.teacher_states(denoiser, noise, fine.sigmas, cond=cond, teacher=teacher.name,
                                    batch_size=args.batch_size)
     t_teacher = time.perf_counter() - t0
-    found = tuning.search_grids(denoiser, noise, fine.sigmas, steps, sampler=spec.name, cond=labels,
+    found = tuning.search_grids(denoiser, noise, fine.sigmas, steps, sampler=spec.name, cond=cond,
                                 states=states, batch_size=args.batch_size,
                                 progress=lambda k, n: print(f"level {k}/{n}, {time.perf_counter() - t0:.0f} s",
                                                             flush=True))
     if args.refine_rounds:
         found = {k: tuning.refine_grid(denoiser, noise, fine.sigmas, g, states[-1].to(device), sampler=spec.name,
-                                       cond=labels, rounds=args.refine_rounds) for k, g in found.items()}
+                                       cond=cond, rounds=args.refine_rounds) for k, g in found.items()}
     # stored (and evaluated) as a PNG records them: rounded to 6 decimals (tuned_grids.py)
     found = {k: tuning.TunedGrid(k, tuned_grids.round_sigmas(g.sigmas), g.calibration_mse) for k, g in found.items()}
     t_search = time.perf_counter() - t0 - t_teacher
@@ -116,16 +144,16 @@ def run(args: argparse.Namespace) -> int:
     evaluation = None
     if args.eval_seeds:
         t1 = time.perf_counter()
-        e_noise, e_labels = batch(ev)
-        ref = tuning.solve(denoiser, e_noise, make_grid(schedule, args.reference_steps).sigmas,
-                           sampler=teacher.name, cond=e_labels, batch_size=args.batch_size)
+        e_noise, e_cond = batch(ev)
+        ref = decode(tuning.solve(denoiser, e_noise, make_grid(schedule, args.reference_steps).sigmas,
+                                  sampler=teacher.name, cond=e_cond, batch_size=args.batch_size))
         for k, g in sorted(found.items()):
             default = make_grid(schedule, k)
             errs = {}
             for name, sigmas in ((default.spacing, default.sigmas), ("tuned", torch.tensor(g.sigmas))):
-                images = tuning.solve(denoiser, e_noise, sigmas.to(torch.float64), sampler=spec.name, cond=e_labels,
+                images = tuning.solve(denoiser, e_noise, sigmas.to(torch.float64), sampler=spec.name, cond=e_cond,
                                       batch_size=args.batch_size)
-                errs[name] = float(tuning.rmse_per_image(images, ref).mean()) * 127.5
+                errs[name] = float(tuning.rmse_per_image(decode(images), ref).mean()) * 127.5
             rows.append({"steps": k, f"rmse_{default.spacing}": errs[default.spacing], "rmse_tuned": errs["tuned"],
                          "change": errs["tuned"] / errs[default.spacing] - 1})
         evaluation = {"seeds": [ev.start, ev.stop - 1], "reference": f"{teacher.name} {args.reference_steps} steps",
