@@ -122,6 +122,14 @@ def test_the_page_on_a_pipeline(sd_folder, tmp_path):
             return json.loads(lines[-1][6:])
 
         assert run("/api/generate", {"prompt": "a cat", "steps": 3})["type"] == "done"
+        assert described["cheap_preview"] is True  # the VAE's linear latent-to-RGB map, for live previews
+        cheap = client.post("/api/generate", json={"model": "tiny-sd", "prompt": "a cat", "steps": 2,
+                                                   "preview": "cheap"}, headers=headers).json()["job"]
+        with client.stream("GET", f"/api/jobs/{cheap}/events") as s:
+            steps = [json.loads(line[6:]) for line in s.iter_lines() if line.startswith("data: {\"type\": \"step")]
+        assert len(steps) == 2 and all(e["x0"].startswith("data:image/png") for e in steps)
+        bad = client.post("/api/generate", json={"model": "tiny-sd", "preview": "fast"}, headers=headers)
+        assert bad.status_code == 400 and "valid: decode, cheap" in bad.json()["error"]
         done = run("/api/exercise", {"prompt": "a cat", "samplers": ["DDIM"], "steps": "2,3", "n": 2})
         assert done["type"] == "done" and done["answers"]["DDIM"].startswith("DDIM: ")
         assert run("/api/phases", {"prompt": "a cat", "steps": 3, "n": 2})["type"] == "done"

@@ -94,6 +94,7 @@ def test_foreign_origin_and_missing_token_are_refused(client):
     ("/api/generate", {"guidance": -1}, "guidance must be >= 0"),
     ("/api/generate", {"guidance": 2, "guidance_interval": [5, 1]}, "interval"),
     ("/api/generate", {"model": "other"}, "unknown model 'other'; valid: mnist"),
+    ("/api/generate", {"preview": "cheap"}, "no cheap latent preview"),
     ("/api/exercise", {"n": 0}, "n must be in 1..64"),
     ("/api/exercise", {"n": 65}, "n must be in 1..64"),
     ("/api/exercise", {"steps": "abc"}, "step"),

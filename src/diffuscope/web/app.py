@@ -62,6 +62,7 @@ class GenerateBody(BaseModel):
     guidance: float = DEFAULT_GUIDANCE  # a model without classes refuses anything but 1
     guidance_interval: tuple[float, float] | None = None
     preview_every: int = 1
+    preview: str = "decode"
 
 
 class ExerciseBody(BaseModel):
@@ -216,7 +217,7 @@ def create_app(models: list[lesson.ModelEntry], out_dir: str | Path, *, queue_si
     def generate(body: GenerateBody) -> Response:
         m = entry(body.model)
         req = lesson.GenerateRequest(body.prompt, body.sampler, body.steps, body.seed, body.guidance,
-                                     body.guidance_interval, body.preview_every)
+                                     body.guidance_interval, body.preview_every, body.preview)
         lesson.check_generate(m, req)
         return submit("generate", lambda job: lesson.run_generate(m, req, out_root / job.id, job.emit, job.token))
 

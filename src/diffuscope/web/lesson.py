@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from diffuscope import validate
 from diffuscope.conditioning import NoConditioner
 from diffuscope.errors import UsageError
 from diffuscope.events import CancelToken
@@ -59,6 +60,11 @@ class ModelEntry:
         return tuple(self.model.image_shape)
 
     @property
+    def cheap_preview(self) -> bool:
+        """Whether the model's codec has a cheap linear latent-to-RGB preview (a diffusers pipeline's VAE)."""
+        return callable(getattr(self.model.codec, "preview", None))
+
+    @property
     def has_null(self) -> bool:
         """Whether the model has a null condition (guidance is possible)."""
         return self.model.conditioner.has_null
@@ -84,7 +90,7 @@ class ModelEntry:
                 "samplers": [{"name": s.name, "id": s.id} for s in SAMPLERS.values()],
                 "default_sampler": DEFAULT_SAMPLER,
                 "conditioning": self.model.conditioner.kind, "latent": bool(self.model.is_latent),
-                "default_prompt": default_prompt(self.model) or "",
+                "default_prompt": default_prompt(self.model) or "", "cheap_preview": self.cheap_preview,
                 "default_guidance": DEFAULT_GUIDANCE if self.has_null else 1.0}
 
     def prompt(self, prompt: str | None) -> str | None:
@@ -187,6 +193,10 @@ class GenerateRequest:
     guidance: float
     guidance_interval: tuple[float, float] | None
     preview_every: int  # 0 = no previews (only the step counter)
+    preview: str = "decode"  # a latent model's previews: "decode" (the codec) or "cheap" (its linear latent-to-RGB map)
+
+
+PREVIEWS = ("decode", "cheap")
 
 
 def check_generate(entry: ModelEntry, req: GenerateRequest) -> None:
@@ -206,6 +216,11 @@ def check_generate(entry: ModelEntry, req: GenerateRequest) -> None:
         check_interval(req.guidance_interval)
     if req.preview_every < 0:
         raise UsageError(f"preview_every must be >= 0 (0 = none), got {req.preview_every}")
+    if req.preview not in PREVIEWS:
+        raise UsageError(f"unknown preview {validate.quote(req.preview)}; valid: {', '.join(PREVIEWS)}")
+    if req.preview == "cheap" and not entry.cheap_preview:
+        raise UsageError(f"model {entry.name} has no cheap latent preview (a diffusers pipeline's VAE has one); "
+                         "valid: decode")
     entry.prompt(req.prompt)
 
 
@@ -214,6 +229,8 @@ def run_generate(entry: ModelEntry, req: GenerateRequest, out: Path, emit: Emit,
     from diffuscope.generate import generate_from_prompts, image_params, write_images
 
     decode = entry.model.decode if entry.model.is_latent else (lambda v: v)
+    if req.preview == "cheap":  # a linear map per latent pixel instead of the VAE decoder (vae.py)
+        decode = entry.model.codec.preview
 
     def on_step(info) -> None:
         token.check()

@@ -117,6 +117,7 @@ async function generate() {
     model: m.name, prompt: $("prompt").value, sampler: $("sampler").value, steps: Number($("steps").value),
     seed: Number($("seed").value), guidance: Number($("guidance").value), guidance_interval: intervalValue(),
     preview_every: Number($("preview-every").value),
+    preview: model().cheap_preview ? $("preview-mode").value : "decode",
   };
   let job;
   try { job = (await api("POST", "/api/generate", body)).job; }
@@ -293,6 +294,7 @@ function fillModel() {
   }));
   $("guidance").value = m.default_guidance;
   $("steps").max = m.max_steps;
+  $("preview-mode-box").hidden = !m.cheap_preview;
   loadForward();
   plan();
 }
