@@ -302,3 +302,6 @@ def test_models_say_their_kind_and_default_prompt(client, tmp_path):
         emoji = load_entry("emoji").describe()
         assert (emoji["conditioning"], emoji["latent"], emoji["default_prompt"]) == ("text", True, "red apple")
         assert emoji["shape"] == [3, 32, 32]
+        # suggestions: the 1,646 names it was trained on, not the 10 held-out ones
+        assert len(emoji["class_names"]) == 1646 and "red apple" in emoji["class_names"]
+        assert "green apple" not in emoji["class_names"]

@@ -128,6 +128,21 @@ class DiffusionModel:
         """The model's own data set (run config), where it has one."""
         return (self.run_config.get("data") or {}).get("name")
 
+    def trained_prompts(self) -> tuple[str, ...]:
+        """The prompts the model was trained on: its class names, or for a text model the names of its data set's
+        training images (read from the data set; none for a model without one, e.g. a diffusers pipeline)."""
+        if self.conditioner.kind != "text":
+            return tuple(self.class_names)
+        if not self.data_name:
+            return ()
+        from diffuscope.data import load_dataset
+        from diffuscope.errors import UsageError
+
+        try:
+            return tuple(load_dataset(self.data_name, split="train").class_names)
+        except UsageError:  # the data set is not on this machine
+            return ()
+
     def evaluator(self, device="cpu", real: str | None = None):
         """The evaluation path for this model: real images, features/classifier and floor (evaluation.py);
         ``real``: a data set to judge a model without an evaluator of its own against."""

@@ -64,7 +64,7 @@ def prompt_conditions(model, prompts: tuple[str, ...]):
         return lambda n: None
     if conditioner.kind == "class":
         return lambda n: conditioner.labels(prompt_labels(prompts, model.class_names, n)[0])
-    names = list(model.class_names) if prompts == ("all",) else [conditioner.check(p) for p in prompts]
+    names = list(model.trained_prompts()) if prompts == ("all",) else [conditioner.check(p) for p in prompts]
     if not names:
         raise UsageError(f"give --prompt ({conditioner.describe()}): this model has no trained names for 'all'")
     return lambda n: conditioner.encode([names[i % len(names)] for i in range(n)])

@@ -59,6 +59,11 @@ class ModelEntry:
         """(C, H, W) of the model's pixel images (decoded, for a latent model)."""
         return tuple(self.model.image_shape)
 
+    @functools.cached_property
+    def prompts(self) -> tuple[str, ...]:
+        """The prompts the page suggests: class names, or a text model's trained names (read once)."""
+        return self.model.trained_prompts()
+
     @property
     def cheap_preview(self) -> bool:
         """Whether the model's codec has a cheap linear latent-to-RGB preview (a diffusers pipeline's VAE)."""
@@ -84,7 +89,7 @@ class ModelEntry:
         from diffuscope.samplers import SAMPLERS
 
         schedule = self.model.denoiser.schedule
-        return {"name": self.name, "class_names": list(self.model.class_names), "shape": list(self.shape),
+        return {"name": self.name, "class_names": list(self.prompts), "shape": list(self.shape),
                 "discrete": bool(schedule.is_discrete), "schedule": schedule.name,
                 "max_steps": min(MAX_STEPS, schedule.num_timesteps) if schedule.is_discrete else MAX_STEPS,
                 "samplers": [{"name": s.name, "id": s.id} for s in SAMPLERS.values()],
