@@ -150,6 +150,17 @@ def test_export_model_round_trip(tmp_path):
         assert torch.equal(exported.denoiser(x, sigma, cond), original.denoiser(x, sigma, cond))
         d.eval()
         assert torch.equal(exported.denoiser(x, sigma, cond), d(x, sigma, cond))  # _save's EMA = the model
+    # tuned grids installed in the checkpoint (listed in its manifest) travel with the export, verified
+    from diffuscope import tuned_grids
+    from diffuscope.checkpoint import read_manifest, record_in_manifest
+
+    assert tuned_grids.TUNED_FILE == "tuned_grids.json"
+    (path / "tuned_grids.json").write_text(json.dumps({"format": "diffuscope-tuned-grids", "version": 1,
+                                                       "grids": {}, "tuning": {}}))
+    record_in_manifest(path, "tuned_grids.json")
+    again = export_model(tmp_path / "run", tmp_path / "export2")
+    assert "tuned_grids.json" in read_manifest(again)["files"]
+    assert (again / "tuned_grids.json").read_bytes() == (path / "tuned_grids.json").read_bytes()
 
     occupied = tmp_path / "occupied"
     occupied.mkdir()

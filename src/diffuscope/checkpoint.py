@@ -26,6 +26,7 @@ from diffuscope.errors import UsageError
 from diffuscope.model import DiffusionModel, ModelConfig, build_conditioner, build_denoiser
 
 MANIFEST = "manifest.json"
+TUNED_GRIDS_FILE = "tuned_grids.json"  # tuned_grids.TUNED_FILE (that module imports the schedules)
 # 1: {"files": {name: size}}; 2: {"files": {name: {"size", "sha256"}}}, verified on every load (docs/limits.md).
 FORMAT_VERSION = 2
 HASH_CHUNK = 1024 * 1024
@@ -363,10 +364,12 @@ def load_training_state(ckpt: Path) -> dict[str, Any]:
 
 
 def export_model(source: str | Path, dest: str | Path, *, classifier: str | Path | None = None) -> Path:
-    """An inference-only copy of a checkpoint (EMA weights + config, a fresh manifest), optionally with its metrics
-    classifier beside it: the layout of a built-in model (``src/diffuscope/models/NAME``)."""
+    """An inference-only copy of a checkpoint (EMA weights + config, its autoencoder and installed tuned grids, a
+    fresh manifest), optionally with its metrics classifier beside it: the layout of a built-in model
+    (``src/diffuscope/models/NAME``)."""
     ckpt = resolve_checkpoint(source)
-    step = read_manifest(ckpt)["step"]
+    listed = read_manifest(ckpt)
+    step = listed["step"]
     dest = Path(dest)
     if dest.exists() and any(dest.iterdir()):
         raise UsageError(f"{dest} already exists and is not empty: refusing to overwrite it")
@@ -374,6 +377,7 @@ def export_model(source: str | Path, dest: str | Path, *, classifier: str | Path
     from diffuscope.codec import CODEC_FILES
 
     files = ["ema.safetensors", "config.json"] + [n for n in CODEC_FILES if (ckpt / n).is_file()]
+    files += [n for n in (TUNED_GRIDS_FILE,) if n in listed["files"]]  # installed tuned grids travel with it
     for name in files:
         shutil.copyfile(ckpt / name, dest / name)
     if classifier is not None:
