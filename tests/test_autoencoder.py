@@ -121,3 +121,25 @@ def test_emoji_reconstruction_shapes():
     codec = AutoencoderCodec(Autoencoder(replace(AutoencoderConfig(), base_channels=8)), 0.5)
     z = codec.encode(ds.images)
     assert z.shape == (3, 4, 16, 16) and codec.decode(z).shape == (3, 3, 32, 32)
+
+
+def test_full_disk_keeps_the_previous_checkpoint_and_names_the_folder(tmp_path, monkeypatch):
+    import errno
+    import re
+
+    from diffuscope import checkpoint as ckpt_io
+    from diffuscope.training.loop import TrainingError
+
+    train_autoencoder(tiny_run(), tmp_path / "ae", progress=False, stop_at=3)
+    real = ckpt_io.save_file
+
+    def full_disk(tensors, filename, metadata=None):
+        real(tensors, filename, metadata=metadata)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt_io, "save_file", full_disk)
+    ckpts = tmp_path / "ae" / "checkpoints"
+    where = re.escape(str(ckpts))
+    with pytest.raises(TrainingError, match=rf"step 6 \(No space left on device\) to {where}; .*0003 is intact"):
+        train_autoencoder(tiny_run(), tmp_path / "ae", progress=False, resume="latest")
+    assert [p.name for p in ckpts.iterdir()] == ["step-0000003"]

@@ -119,6 +119,18 @@ def save_checkpoint(
     return final
 
 
+def save_or_stop(ckpt_dir: Path, step: int, error: type[Exception], **save_options) -> Path:
+    """``save_checkpoint``, where a full disk (or any OS error) raises ``error`` with one line naming the step, the
+    cause and the folder; the previous checkpoint stays intact (the new one is built aside and renamed)."""
+    previous = list_checkpoints(ckpt_dir)
+    try:
+        return save_checkpoint(ckpt_dir, step, **save_options)
+    except (OSError, SafetensorError) as e:  # safetensors reports a full disk as SafetensorError
+        kept = f"the previous checkpoint {previous[-1]} is intact" if previous else "no earlier checkpoint exists"
+        reason = getattr(e, "strerror", None) or str(e).splitlines()[0][:160]
+        raise error(f"could not save the checkpoint of step {step} ({reason}) to {ckpt_dir}; {kept}") from None
+
+
 def clean_stale_temp(run_checkpoints: Path) -> list[Path]:
     """Remove temp folders/files left by a run killed mid-save; return what was removed."""
     removed = []

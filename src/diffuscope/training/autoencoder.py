@@ -252,10 +252,5 @@ def _evaluate_and_log(ema: Autoencoder, images: Tensor, heldout: Tensor, log: Me
 
 def _save(ckpt_dir: Path, step: int, model, ema, model_config: AutoencoderConfig, run_info: dict, state: dict,
           error: type[Exception]) -> Path:
-    previous = ckpt_io.list_checkpoints(ckpt_dir)
-    try:
-        return ckpt_io.save_checkpoint(ckpt_dir, step, model=model, ema=ema, model_config=model_config,
-                                       run_config=run_info, state=state)
-    except OSError as e:
-        kept = f"the previous checkpoint {previous[-1]} is intact" if previous else "no earlier checkpoint exists"
-        raise error(f"could not save the checkpoint of step {step} ({e.strerror or e}); {kept}") from None
+    return ckpt_io.save_or_stop(ckpt_dir, step, error, model=model, ema=ema, model_config=model_config,
+                                run_config=run_info, state=state)

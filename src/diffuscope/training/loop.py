@@ -14,7 +14,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
 from torch import Tensor
 
 from diffuscope import checkpoint as ckpt_io
@@ -300,11 +299,5 @@ def _train(config: RunConfig, model_config: ModelConfig, data: ImageDataset, run
 def _save(ckpt_dir: Path, step: int, net, ema_net, model_config: ModelConfig, resolved: RunConfig,
           state: dict, codec=None) -> Path:
     """Save a checkpoint; a full disk (or any OS error) leaves the previous one intact and stops clearly."""
-    previous = ckpt_io.list_checkpoints(ckpt_dir)
-    try:
-        return ckpt_io.save_checkpoint(ckpt_dir, step, model=net, ema=ema_net, model_config=model_config,
-                                       run_config=config_io.to_dict(resolved), state=state, codec=codec)
-    except (OSError, SafetensorError) as e:  # safetensors reports a full disk as SafetensorError
-        kept = f"the previous checkpoint {previous[-1]} is intact" if previous else "no earlier checkpoint exists"
-        reason = getattr(e, "strerror", None) or str(e).splitlines()[0][:160]
-        raise TrainingError(f"could not save the checkpoint of step {step} ({reason}) to {ckpt_dir}; {kept}") from None
+    return ckpt_io.save_or_stop(ckpt_dir, step, TrainingError, model=net, ema=ema_net, model_config=model_config,
+                                run_config=config_io.to_dict(resolved), state=state, codec=codec)
