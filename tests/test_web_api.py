@@ -10,6 +10,7 @@ pytest.importorskip("fastapi", reason="the web extra (fastapi) is not installed"
 from fastapi.testclient import TestClient
 
 from diffuscope.pngmeta import read_png_params
+from diffuscope.web import lesson
 from diffuscope.web.app import create_app
 from diffuscope.web.jobs import Worker
 from diffuscope.web.lesson import load_entry
@@ -305,3 +306,5 @@ def test_models_say_their_kind_and_default_prompt(client, tmp_path):
         # suggestions: the 1,646 names it was trained on, not the 10 held-out ones
         assert len(emoji["class_names"]) == 1646 and "red apple" in emoji["class_names"]
         assert "green apple" not in emoji["class_names"]
+        frames = lesson.forward_frames(load_entry("emoji"), index=0, seed=0)
+        assert frames["continuous"] and frames["sigma"][-1] == pytest.approx(80) and "pixel space" in frames["note"]
