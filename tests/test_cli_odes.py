@@ -60,6 +60,31 @@ def test_installed_grids_keep_the_checkpoint_verifiable(tuned_model, tmp_path):
     assert sorted(json.loads((ckpt / "tuned_grids.json").read_text())["grids"]["euler"]) == ["2", "3", "4"]
 
 
+def test_a_tuned_grid_worse_than_the_default_is_not_installed(tiny_model, tmp_path, capsys, monkeypatch):
+    import torch
+
+    from diffuscope import tuning
+    from diffuscope.checkpoint import resolve_checkpoint
+
+    run = shutil.copytree(tiny_model, tmp_path / "run")
+    calls = []
+
+    def rigged(images, reference):  # per step count: the default grid first, then the tuned one; tuned 3 loses
+        calls.append(len(calls))
+        return torch.full((len(images),), {1: 1.0, 2: 0.5, 3: 1.0, 4: 2.0}[len(calls)])
+
+    monkeypatch.setattr(tuning, "rmse_per_image", rigged)
+    code, printed, err = _run(capsys, "tune-steps", "--model", run, "--steps", "2,3", "--sampler", "Euler",
+                              "--prompt", "7", "--seeds", "2", "--eval-seeds", "2", "--fine-steps", "8",
+                              "--reference-steps", "12", "--install", "--out", tmp_path / "t")
+    assert code == 0, err
+    assert "not installed: 3 steps (the tuned grid is +100% against the default grid" in printed
+    assert "not installed: 2 steps" not in printed
+    installed = json.loads((resolve_checkpoint(run) / "tuned_grids.json").read_text())["grids"]["euler"]
+    assert sorted(installed) == ["2"]
+    assert sorted(json.loads((tmp_path / "t" / "tuned_grids.json").read_text())["grids"]["euler"]) == ["2", "3"]
+
+
 def test_tune_steps_never_overwrites_and_rejects_bad_input(tuned_model, capsys):
     run, out, _ = tuned_model
     base = ("tune-steps", "--model", run, "--steps", "2", "--sampler", "Euler", "--seeds", "2", "--fine-steps", "4")

@@ -44,7 +44,8 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=types.positive_int, default=256, help="images per network call")
     p.add_argument("--install", action="store_true",
                    help="also add the grids to the model folder's tuned_grids.json (an existing different grid "
-                        "for the same sampler and steps is never replaced)")
+                        "for the same sampler and steps is never replaced; a grid the evaluation finds worse than "
+                        "the default one is not installed)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     types.add_dtype(p)
     p.add_argument("--out", required=True, metavar="DIR")
@@ -182,7 +183,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"{k} steps: {', '.join(f'{s:.4g}' for s in g.sigmas)}{ev_text}")
     if args.install:
         target = Path(model.path) / tuned_grids.TUNED_FILE
-        merged = tuned_grids.merge_tuned(tuned_grids.load_tuned(model.path), doc)
+        worse = [r["steps"] for r in rows if r["change"] >= 0]  # the evaluation seeds say the default grid is better
+        for k in worse:
+            row = next(r for r in rows if r["steps"] == k)
+            print(f"not installed: {k} steps (the tuned grid is {row['change']:+.0%} against the default grid on the "
+                  f"evaluation seeds)")
+        install = {**doc, "grids": {spec.id: {s: g for s, g in doc["grids"][spec.id].items() if int(s) not in worse}}}
+        merged = tuned_grids.merge_tuned(tuned_grids.load_tuned(model.path), install)
         write_json_atomic(target, merged)
         record_in_manifest(model.path, tuned_grids.TUNED_FILE)  # else the checkpoint no longer verifies
         print(f"installed: {target}")
