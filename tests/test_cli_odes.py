@@ -83,6 +83,21 @@ def test_a_tuned_grid_worse_than_the_default_is_not_installed(tiny_model, tmp_pa
     installed = json.loads((resolve_checkpoint(run) / "tuned_grids.json").read_text())["grids"]["euler"]
     assert sorted(installed) == ["2"]
     assert sorted(json.loads((tmp_path / "t" / "tuned_grids.json").read_text())["grids"]["euler"]) == ["2", "3"]
+    assert "installed: 2 steps in" in printed
+    before = (resolve_checkpoint(run) / "tuned_grids.json").read_bytes()
+    calls.clear()
+
+    def tuned_loses(images, reference):  # the default grid 1.0, then the tuned one 2.0: nothing is written at all
+        calls.append(0)
+        return torch.full((len(images),), 1.0 if len(calls) % 2 else 2.0)
+
+    monkeypatch.setattr(tuning, "rmse_per_image", tuned_loses)
+    code, printed, err = _run(capsys, "tune-steps", "--model", run, "--steps", "4", "--sampler", "Euler",
+                              "--prompt", "7", "--seeds", "2", "--eval-seeds", "2", "--fine-steps", "8",
+                              "--reference-steps", "12", "--install", "--out", tmp_path / "t2")
+    assert code == 0, err
+    assert "not installed: 4 steps" in printed and "nothing installed" in printed
+    assert (resolve_checkpoint(run) / "tuned_grids.json").read_bytes() == before
 
 
 def test_tune_steps_never_overwrites_and_rejects_bad_input(tuned_model, capsys):

@@ -188,11 +188,14 @@ def run(args: argparse.Namespace) -> int:
             row = next(r for r in rows if r["steps"] == k)
             print(f"not installed: {k} steps (the tuned grid is {row['change']:+.0%} against the default grid on the "
                   f"evaluation seeds)")
-        install = {**doc, "grids": {spec.id: {s: g for s, g in doc["grids"][spec.id].items() if int(s) not in worse}}}
-        merged = tuned_grids.merge_tuned(tuned_grids.load_tuned(model.path), install)
-        write_json_atomic(target, merged)
-        record_in_manifest(model.path, tuned_grids.TUNED_FILE)  # else the checkpoint no longer verifies
-        print(f"installed: {target}")
+        kept = {s: g for s, g in doc["grids"][spec.id].items() if int(s) not in worse}
+        if kept:
+            install = {**doc, "grids": {spec.id: kept}}
+            write_json_atomic(target, tuned_grids.merge_tuned(tuned_grids.load_tuned(model.path), install))
+            record_in_manifest(model.path, tuned_grids.TUNED_FILE)  # else the checkpoint no longer verifies
+            print(f"installed: {', '.join(sorted(kept, key=int))} steps in {target}")
+        else:
+            print(f"nothing installed: {target} is unchanged")
     print(out / tuned_grids.TUNED_FILE)
     print(json.dumps(evaluation) if evaluation else "no evaluation (--eval-seeds 0)")
     return 0
