@@ -159,6 +159,20 @@ def test_sweep_rows_side_by_side_and_missing_step_counts(tmp_path):
     assert tuned_grids.reference_spacing("karras,tuned") is None and tuned_grids.reference_spacing("logsnr") == "logsnr"
 
 
+def test_the_shipped_emoji_model_ships_tuned_grids_that_beat_karras():
+    from diffuscope.checkpoint import builtin_models, read_manifest, resolve_checkpoint
+    from diffuscope.defaults import DEFAULT_SAMPLER
+
+    if "emoji" not in builtin_models():
+        pytest.skip("the shipped emoji model is not installed")
+    ckpt = resolve_checkpoint("emoji")
+    assert tuned_grids.TUNED_FILE in read_manifest(ckpt)["files"]
+    assert sorted(tuned_grids.tuned_table(ckpt, DEFAULT_SAMPLER)) == [5, 8, 10, 12, 15]  # 20 lost: not installed
+    record = tuned_grids.load_tuned(ckpt)["tuning"]["ipndm"][0]
+    rows = {r["steps"]: r for r in record["evaluation"]["rows"]}
+    assert all(rows[k]["change"] < 0 for k in (5, 8, 10, 12, 15)) and rows[20]["change"] > 0
+
+
 def test_the_shipped_model_ships_tuned_grids_for_the_default_sampler():
     """`--spacing tuned` works out of the box on the shipped model: its folder's tuned_grids.json (listed in its
     manifest) holds iPNDM grids from its sigma_max at the tuned step counts."""
