@@ -33,6 +33,20 @@ def test_unresolved_point_hints_to_raise_n():
     assert "not resolved); raise n (now 16) to resolve it." in sampler_answer(r, "DDIM")
 
 
+def test_a_quality_curve_inside_its_noise_supports_no_point():
+    from dataclasses import replace
+
+    r = _result([0.1, 0.02, 0.005, 0.001], [3.0, 2.95, 2.92, 2.9])
+    r.knees["DDIM"]["fd"] = replace(r.knees["DDIM"]["fd"], separated=False)
+    text = sampler_answer(r, "DDIM")
+    assert text.startswith("DDIM: diminishing returns from 50 steps: beyond it the image changes by less than one")
+    assert "FD tells no two step counts apart at n = 32" in text and "raise n (now 32) to measure quality." in text
+    assert "within 3%" not in text
+    flat_and_moving = _result([0.3, 0.2, 0.1, 0.05], [3.0, 2.95, 2.92, 2.9])
+    flat_and_moving.knees["DDIM"]["fd"] = replace(flat_and_moving.knees["DDIM"]["fd"], separated=False)
+    assert sampler_answer(flat_and_moving, "DDIM").startswith("DDIM: no diminishing-returns point in the tested")
+
+
 def test_not_settled_says_so():
     r = _result([0.3, 0.2, 0.1, 0.05], [9.0, 7.0, 5.0, 3.0])
     text = sampler_answer(r, "DDIM")

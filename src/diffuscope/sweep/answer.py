@@ -8,7 +8,9 @@ Two readings of "diminishing returns", each from the sweep's knees (knee.py):
   8-bit grey level (``GREY_LEVEL``), more steps change nothing a saved PNG can show (deterministic samplers only:
   a stochastic sampler does not converge to the deterministic reference);
 - quality: EDM's rule (Karras et al. 2022, Fig. 2), the fewest steps within ``threshold`` (3%) of the best value
-  of the first quality metric measured (FD, else accuracy), with the paired 95% interval of the cell below it.
+  of the first quality metric measured (FD, else accuracy), with the paired 95% interval of the cell below it; a
+  quality curve that separates no two step counts beyond sampling noise (``Knee.separated`` is False) supports no
+  point, and the sentence says so instead.
 
 The sentence names the larger of the two step counts (beyond it both hold), the uncertainty of the quality point,
 and a hint to raise n when that point is not resolved. The page (``diffuscope serve``) and the report
@@ -53,9 +55,13 @@ def sampler_answer(result, sampler: str) -> str:
     if quality is not None:
         label = QUALITY_METRICS[quality.metric]
         pct = f"{100 * quality.threshold:g}%"
-        if not quality.plateaued:
+        if not quality.plateaued and quality.separated is not False:
             settled = False
-        if quality.plateaued is None:
+        if quality.separated is False:  # the curve is flat inside its noise: it supports no point (knee.py)
+            claims.append(f"{label} tells no two step counts apart at n = {result.config.n} (the worst against "
+                          f"the best is inside the 95% noise)")
+            hint = f"; raise n (now {result.config.n}) to measure quality"
+        elif quality.plateaued is None:
             claims.append(f"{label} was measured at one step count only: no trend")
         elif not quality.plateaued:
             claims.append(f"{label} still improves by more than {pct} at {largest} steps (try more steps)")
