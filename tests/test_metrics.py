@@ -133,6 +133,14 @@ def test_manifold_shift_and_mode_dropping():
     p, r = precision_recall(real, half)
     _, coverage = density_coverage(real, half)
     assert p > 0.9 and r < 0.75 and coverage < 0.75
+    # per image: which generated images fall in the real manifold (their mean is precision), and which real ones
+    # in the generated manifold (recall); the real images on the dropped side are the uncovered ones
+    from diffuscope.metrics.manifold import manifold_membership
+
+    fake_in_real, real_in_fake = manifold_membership(real, half)
+    assert fake_in_real.shape == (len(half),) and real_in_fake.shape == (len(real),)
+    assert (fake_in_real.mean(), real_in_fake.mean()) == (p, r)
+    assert real_in_fake[real[:, 0] < -1].mean() < 0.2 < 0.9 < real_in_fake[real[:, 0] > 1].mean()
 
 
 # --- accuracy, intervals -------------------------------------------------------------------------------------

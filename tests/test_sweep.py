@@ -163,6 +163,14 @@ def test_metrics_that_resolve_nothing_are_folded_away_with_a_note(known, tmp_pat
         worst, best = known.cell(s, knee.worst_nfe), known.cell(s, knee.best_nfe)
         assert knee.spread[0] == pytest.approx(worst.metrics["conv_pixel"] - best.metrics["conv_pixel"], rel=1e-6)
         assert knee.separated is True
+    # precision is a mean over the generated images: it has an interval and a paired spread; recall has neither
+    for s in SAMPLERS:
+        knee = known.knees[s]["precision"]
+        assert knee.spread is not None and knee.separated is not None
+        worst, best = known.cell(s, knee.worst_nfe), known.cell(s, knee.best_nfe)
+        assert knee.spread[0] == pytest.approx(worst.metrics["precision"] - best.metrics["precision"], abs=1e-12)
+        assert all("precision" in c.intervals and "recall" not in c.intervals for c in known.cells)
+        assert known.knees[s]["recall"].separated is None
     # accuracy is 100% in every cell of every sampler (exact mixture, nearest-mean classifier): nothing to plot
     assert all(c.metrics["accuracy"] == 1.0 for c in known.cells)
     assert "accuracy" in known.unresolved_metrics and "conv_pixel" not in known.unresolved_metrics

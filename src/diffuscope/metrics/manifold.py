@@ -51,8 +51,10 @@ def _check(real: Any, fake: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 @one_blas_thread
-def precision_recall(real: Any, fake: Any, *, k: int = 3) -> tuple[float, float]:
-    """Improved precision and recall (Kynkaanniemi et al. 2019), k=3 as in the paper."""
+def manifold_membership(real: Any, fake: Any, *, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """(fake_in_real [N_fake], real_in_fake [N_real]) booleans: whether each generated image lies inside the real
+    manifold (some real image's k-NN ball) and each real image inside the generated one (Kynkaanniemi et al. 2019).
+    Their means are precision and recall; fake_in_real is per generated image, so precision has a paired form."""
     r, f = _check(real, fake)
     r_radii, f_radii = knn_radii(r, k), knn_radii(f, k)
     fake_in_real = np.zeros(len(f), dtype=bool)
@@ -60,6 +62,12 @@ def precision_recall(real: Any, fake: Any, *, k: int = 3) -> tuple[float, float]
     for rows, d in _blocks(r, f):  # d[i, j] = |real_i - fake_j|
         fake_in_real |= (d <= r_radii[rows, None]).any(0)
         real_in_fake[rows] = (d <= f_radii[None, :]).any(1)
+    return fake_in_real, real_in_fake
+
+
+def precision_recall(real: Any, fake: Any, *, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkaanniemi et al. 2019), k=3 as in the paper."""
+    fake_in_real, real_in_fake = manifold_membership(real, fake, k=k)
     return float(fake_in_real.mean()), float(real_in_fake.mean())
 
 

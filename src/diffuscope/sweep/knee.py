@@ -19,9 +19,10 @@ indices serves both): the knee is resolved when that 95% interval of value(previ
 worse side, i.e. fewer steps are measurably worse.
 
 Separated: whether the curve shows anything beyond sampling noise at this n. The worst cell is compared with the
-best one, paired where the metric has a paired form (FD, accuracy, convergence), else by the two cells' own 95%
-intervals not overlapping (KID, precision, recall); a metric that separates no two cells for any sampler resolves
-nothing at this n, and the reports fold it away with a note instead of plotting a flat line inside the noise.
+best one, paired where the metric has a paired form (FD, accuracy, precision, convergence), else by the two cells'
+own 95% intervals not overlapping (KID; recall has no interval, so it is never folded); a metric that separates no
+two cells for any sampler resolves nothing at this n, and the reports fold it away with a note instead of plotting
+a flat line inside the noise.
 
 Not plateaued: the EDM point is the largest NFE tested, i.e. the best value is at the largest NFE and the last
 step still improved the metric by more than the threshold. The range tested did not reach diminishing returns,

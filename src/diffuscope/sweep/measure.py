@@ -68,10 +68,10 @@ class Meter:
             frechet_distance,
             kernel_distance,
             kid_interval,
-            precision_recall,
             prompt_accuracy,
         )
         from diffuscope.metrics.convergence import rmse_per_row
+        from diffuscope.metrics.manifold import manifold_membership
 
         values: dict[str, float] = {}
         intervals: dict[str, tuple[float, float]] = {}
@@ -93,7 +93,15 @@ class Meter:
             if iv is not None:
                 intervals["kid"] = (iv.low, iv.high)
         if "pr" in self.groups:
-            values["precision"], values["recall"] = precision_recall(self.ref_f, f, k=PR_K)
+            # precision is a mean over the generated images (each inside the real manifold or not): it gets an
+            # interval and a paired form; recall is a mean over the real images against the generated set's
+            # manifold, which resampling the generated images changes as a whole: no interval
+            fake_in_real, real_in_fake = manifold_membership(self.ref_f, f, k=PR_K)
+            values["precision"], values["recall"] = float(fake_in_real.mean()), float(real_in_fake.mean())
+            samples["precision"] = fake_in_real.astype(np.float64)
+            if ci:
+                iv = bootstrap_ci(np.mean, samples["precision"], **self._ci())
+                intervals["precision"] = (iv.low, iv.high)
         if "accuracy" in self.groups and labels is not None:
             predicted = torch.as_tensor(self.classify(images)).cpu().long()
             k = self.num_classes or int(max(int(predicted.max()), int(labels.max())) + 1)
@@ -118,7 +126,7 @@ class Meter:
     def paired_gap(self, key: str, a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> tuple[float, ...] | None:
         """(estimate, low, high): the paired bootstrap 95% interval of metric ``key`` of set a minus set b, for two
         sets from the same noise (``Measured.samples`` of each); None for metrics without a paired form (KID,
-        precision/recall) or without intervals (ci_resamples < 2)."""
+        recall) or without intervals (ci_resamples < 2)."""
         from diffuscope.metrics import frechet_distance, paired_difference_ci
 
         if self.ci_resamples < 2:
@@ -129,7 +137,7 @@ class Meter:
                                       b["features"], self.ref_f, **opts)
         elif key == "accuracy" and "correct" in a and "correct" in b:
             iv = paired_difference_ci(np.mean, a["correct"], b["correct"], **opts)
-        elif key.startswith("conv_") and key in a and key in b:
+        elif (key == "precision" or key.startswith("conv_")) and key in a and key in b:  # per-image means
             iv = paired_difference_ci(np.mean, a[key], b[key], **opts)
         else:
             return None
