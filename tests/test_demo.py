@@ -27,6 +27,31 @@ def test_demo_writes_one_report_with_every_part(tmp_path, tiny_model):
     assert sum(timing["part_s"].values()) == pytest.approx(timing["elapsed_s"], abs=0.5)
 
 
+@pytest.mark.parametrize("kind", ["edm", "linear"])
+def test_demo_forward_strip_follows_the_models_schedule(tmp_path, kind):
+    """A continuous (EDM) model's strip moves along sigma (0, 0.2, 1, 5, sigma_max); a discrete VP one along its t."""
+    from dataclasses import replace
+
+    from diffuscope.schedules import ScheduleConfig
+    from diffuscope.training import train
+    from helpers import tiny_config
+
+    config = tiny_config(max_steps=2)
+    config = replace(config, model=replace(config.model, schedule=ScheduleConfig(kind=kind)))
+    train(config, tmp_path / "run")
+    demo = DemoConfig(model=str(tmp_path / "run"), steps=(2, 3), samplers=("DDIM",), n=2, reverse_steps=2,
+                      phases_n=2, phases_points=2, reference_steps=3, device="cpu")
+    page = run_demo(demo, tmp_path / "demo", log=lambda _: None).read_text()
+    forward = json.loads((tmp_path / "demo" / "forward" / "forward.json").read_text())
+    if kind == "edm":
+        sigma_max = config.model.schedule.sigma_max
+        assert forward["sigma"] == [0.0, 0.2, 1.0, 5.0, sigma_max] and forward["num_timesteps"] == 0
+        assert "sigma =    0.2: shown x / sqrt(1 + sigma^2)" in page and "edm schedule" in page
+    else:
+        assert forward["t"] == [0, 250, 500, 750, 1000] and forward["schedule"] == "linear"
+        assert "t =  250: sqrt(alpha_bar)" in page
+
+
 def test_demo_refuses_a_non_empty_folder(tmp_path, capsys):
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "keep").write_text("x")

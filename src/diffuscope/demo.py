@@ -39,6 +39,7 @@ class DemoConfig:
 
 
 TEXT_PROMPTS = ("red apple", "crying cat", "palm tree")  # a text model's sweep prompts (issue 18's examples)
+FORWARD_SIGMAS = (0.2, 1.0, 5.0)  # the report's forward strip of a continuous model: 0, these, sigma_max
 
 
 def default_prompt(model) -> str | None:
@@ -103,10 +104,9 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
     ``on_event`` receives the sweep's Progress events (events.py)."""
     from diffuscope.checkpoint import load_model
     from diffuscope.device import pick_device
-    from diffuscope.forward_process import forward_process, save_forward
+    from diffuscope.forward_process import forward_process, forward_process_sigma, save_forward
     from diffuscope.phases_report import measure_phases, save_phases
     from diffuscope.reverse_process import reverse_process, save_reverse
-    from diffuscope.schedules import ScheduleConfig, make_schedule
     from diffuscope.sweep import SweepConfig, sweep, write_reports
 
     out = Path(out)
@@ -121,20 +121,30 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
     def lap(part: str) -> None:
         part_s[part] = time.perf_counter() - t0 - sum(part_s.values())
 
-    # 1. the forward process: fixed, simple math (a VP linear schedule, T = 1000)
+    # 1. the forward process: fixed, simple math, on the model's own schedule (a continuous one along sigma)
     log("[1/4] forward process")
     from diffuscope.data import load_dataset
+    from diffuscope.schedules import VPSchedule
 
     test = load_dataset(data_name, split="test", image_size=size, channels=channels)
-    vp = make_schedule(ScheduleConfig(kind="linear"))
-    fwd = forward_process(test.images[0], vp, [0, 250, 500, 750, 1000], seed=config.seed,
-                          source=f"{data_name} test image 0")
+    schedule = model.denoiser.schedule
+    source = f"{data_name} test image 0"
+    if isinstance(schedule, VPSchedule):
+        fwd = forward_process(test.images[0], schedule, [0, 250, 500, 750, schedule.num_timesteps],
+                              seed=config.seed, source=source)
+        rows = [f"t = {k:>4}: sqrt(alpha_bar) = {s:.4f}, SNR = {d:+.1f} dB"
+                for k, s, d in zip(fwd.t, fwd.sqrt_alpha_bar, fwd.snr_db)]
+    else:
+        sigmas = [0.0] + [s for s in FORWARD_SIGMAS if schedule.sigma_min <= s < schedule.sigma_max]
+        fwd = forward_process_sigma(test.images[0], [*sigmas, schedule.sigma_max], seed=config.seed,
+                                    source=source, schedule=schedule.name)
+        rows = [f"sigma = {g:>6.3g}: shown x / sqrt(1 + sigma^2), sqrt(alpha_bar) = {s:.4f}, SNR = {d:+.1f} dB"
+                for g, s, d in zip(fwd.sigma, fwd.sqrt_alpha_bar, fwd.snr_db)]
     fwd_paths = save_forward(fwd, out / "forward")
-    rows = [f"t = {k:>4}: sqrt(alpha_bar) = {s:.4f}, SNR = {d:+.1f} dB"
-            for k, s, d in zip(fwd.t, fwd.sqrt_alpha_bar, fwd.snr_db)]
     sections.append(Section("Forward process: adding noise is fixed, simple math",
-                            "Top row: the closed form q(x_t | x_0); bottom row: the step-by-step chain, same seed.\n"
-                            + "\n".join(rows), [p for p in fwd_paths if p.suffix == ".png"]))
+                            f"The model's own {fwd.schedule} schedule. Top row: the closed form; bottom row: the "
+                            "step-by-step chain, same seed.\n" + "\n".join(rows),
+                            [p for p in fwd_paths if p.suffix == ".png"]))
 
     lap("forward")
 

@@ -151,6 +151,9 @@ def forward_captions(result: ForwardResult) -> list[list[str]]:
     def root(v: float) -> str:
         return f"{v:.3f}" if v >= 0.001 else f"{v:.0e}"
 
+    if result.continuous:
+        return [[f"sigma = {g:.3g}", f"sqrt(abar) {root(s)}", db(d)]
+                for g, s, d in zip(result.sigma, result.sqrt_alpha_bar, result.snr_db)]
     return [[f"t = {t}", f"sqrt(abar) {root(s)}", db(d)]
             for t, s, d in zip(result.t, result.sqrt_alpha_bar, result.snr_db)]
 
@@ -159,17 +162,23 @@ def save_forward(result: ForwardResult, out: str | Path, *, scale: int | None = 
     """One PNG, two rows (closed form over chain), captioned with t, sqrt(alpha_bar) and SNR; plus the numbers as
     JSON. Returns the paths written."""
     out = Path(out)
-    title = f"forward process: {result.schedule} schedule, T = {result.num_timesteps}, seed {result.seed}"
+    if result.continuous:
+        title = f"forward process: {result.schedule} (continuous), seed {result.seed}; shown / sqrt(1 + sigma^2)"
+        rows = ["closed form: x = x_0 + sigma eps",
+                "step by step: x_k = x_(k-1) + sqrt(sigma_k^2 - sigma_(k-1)^2) eps_k"]
+    else:
+        title = f"forward process: {result.schedule} schedule, T = {result.num_timesteps}, seed {result.seed}"
+        rows = ["closed form: x_t = sqrt(abar) x_0 + sqrt(1 - abar) eps",
+                "step by step: x_k = sqrt(1 - beta_k) x_(k-1) + sqrt(beta_k) eps_k"]
     picture = labelled_strip([result.closed_form, result.chain], forward_captions(result), title=title,
-                             row_titles=["closed form: x_t = sqrt(abar) x_0 + sqrt(1 - abar) eps",
-                                         "step by step: x_k = sqrt(1 - beta_k) x_(k-1) + sqrt(beta_k) eps_k"],
-                             scale=scale)
+                             row_titles=rows, scale=scale)
     png = save_png(picture, out / "forward.png")
     meta = out / "forward.json"
     meta.write_text(json.dumps({
         "source": result.source, "schedule": result.schedule, "num_timesteps": result.num_timesteps,
         "seed": result.seed, "t": result.t, "sqrt_alpha_bar": result.sqrt_alpha_bar,
         "snr_db": [None if math.isinf(v) else v for v in result.snr_db],
+        "sigma": None if result.sigma is None else [None if math.isinf(v) else v for v in result.sigma],
         "rows": ["closed form q(x_t | x_0)", "chain q(x_t | x_(t-1)), same seed"],
     }, indent=2))
     return [png, meta]
