@@ -26,7 +26,6 @@ from diffuscope.errors import UsageError
 from diffuscope.model import DiffusionModel, ModelConfig, build_conditioner, build_denoiser
 
 MANIFEST = "manifest.json"
-TUNED_GRIDS_FILE = "tuned_grids.json"  # tuned_grids.TUNED_FILE (that module imports the schedules)
 # 1: {"files": {name: size}}; 2: {"files": {name: {"size", "sha256"}}}, verified on every load (docs/limits.md).
 FORMAT_VERSION = 2
 HASH_CHUNK = 1024 * 1024
@@ -387,9 +386,10 @@ def export_model(source: str | Path, dest: str | Path, *, classifier: str | Path
         raise UsageError(f"{dest} already exists and is not empty: refusing to overwrite it")
     dest.mkdir(parents=True, exist_ok=True)
     from diffuscope.codec import CODEC_FILES
+    from diffuscope.tuned_grids import TUNED_FILE
 
     files = ["ema.safetensors", "config.json"] + [n for n in CODEC_FILES if (ckpt / n).is_file()]
-    files += [n for n in (TUNED_GRIDS_FILE,) if n in listed["files"]]  # installed tuned grids travel with it
+    files += [n for n in (TUNED_FILE,) if n in listed["files"]]  # installed tuned grids travel with it
     for name in files:
         shutil.copyfile(ckpt / name, dest / name)
     if classifier is not None:
