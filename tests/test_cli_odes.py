@@ -1,5 +1,6 @@
 """`diffuscope tune-steps` -> `--spacing tuned` in `sample` (and `--from`) and `sweep`; `diffuscope invert`."""
 
+import itertools
 import json
 import shutil
 
@@ -100,6 +101,37 @@ def test_a_tuned_grid_worse_than_the_default_is_not_installed(tiny_model, tmp_pa
     assert (resolve_checkpoint(run) / "tuned_grids.json").read_bytes() == before
 
 
+def test_replace_swaps_an_installed_grid_only_where_the_new_one_measures_better(tuned_model, tmp_path, capsys,
+                                                                                 monkeypatch):
+    import torch
+
+    from diffuscope import tuning
+    from diffuscope.checkpoint import load_model, resolve_checkpoint
+
+    run = shutil.copytree(tuned_model[0], tmp_path / "run")
+    ckpt = resolve_checkpoint(run)
+    before = json.loads((ckpt / "tuned_grids.json").read_text())["grids"]["euler"]
+    scores = iter([1.0, 0.5, 0.8,    # 2 steps: default, new, installed -> the new grid replaces the installed one
+                   1.0, 0.5, 0.4])   # 3 steps: the installed grid is better -> kept
+    monkeypatch.setattr(tuning, "rmse_per_image", lambda images, ref: torch.full((len(images),), next(scores)))
+    args = ("tune-steps", "--model", run, "--steps", "2,3", "--sampler", "Euler", "--prompt", "7", "--seeds", "3",
+            "--eval-seeds", "2", "--fine-steps", "10", "--reference-steps", "12", "--install")
+    code, _, err = _run(capsys, *args, "--out", tmp_path / "plain")
+    assert code == 2 and "--replace" in err  # without --replace a different grid is never replaced
+    scores = iter([1.0, 0.5, 0.8, 1.0, 0.5, 0.4])
+    code, printed, err = _run(capsys, *args, "--replace", "--out", tmp_path / "t")
+    assert code == 0, err
+    new = json.loads((tmp_path / "t" / "tuned_grids.json").read_text())["grids"]["euler"]
+    assert new["2"] != before["2"] and new["3"] != before["3"]
+    after = json.loads((ckpt / "tuned_grids.json").read_text())["grids"]["euler"]
+    assert after["2"] == new["2"] and after["3"] == before["3"]
+    assert "not installed: 3 steps (the installed grid is as good or better: 51.00 against 63.75 grey levels" in printed
+    load_model(run)  # the manifest still verifies
+    code, _, err = _run(capsys, "tune-steps", "--model", run, "--steps", "2", "--sampler", "Euler", "--replace",
+                        "--out", tmp_path / "u")
+    assert code == 2 and "--replace needs --install" in err
+
+
 def test_tune_steps_never_overwrites_and_rejects_bad_input(tuned_model, capsys):
     run, out, _ = tuned_model
     base = ("tune-steps", "--model", run, "--steps", "2", "--sampler", "Euler", "--seeds", "2", "--fine-steps", "4")
@@ -111,6 +143,26 @@ def test_tune_steps_never_overwrites_and_rejects_bad_input(tuned_model, capsys):
     assert code == 2 and "no one-step form" in err
     code, _, err = _run(capsys, *base[:-2], "--fine-steps", "1", "--out", out / "z")
     assert code == 2 and "--fine-steps 1" in err
+    code, _, err = _run(capsys, *base[:-4], "--sampler", "DPM++ 2M", "--learn-iterations", "2", "--out", out / "w")
+    assert code == 2 and "differentiable in sigma" in err and "iPNDM" in err
+    for flag, bad in (("--learn-rate", "0"), ("--learn-batch", "0"), ("--learn-iterations", "-1")):
+        code, _, err = _run(capsys, *base, flag, bad, "--out", out / "v")
+        assert code == 2 and flag in err and len(err.strip().splitlines()) == 1
+    assert not (out / "w").exists() and not (out / "v").exists()
+
+
+def test_tune_steps_learns_step_times_after_the_search(tiny_model, tmp_path, capsys):
+    code, printed, err = _run(capsys, "tune-steps", "--model", tiny_model, "--steps", "3", "--sampler", "iPNDM",
+                              "--prompt", "7", "--seeds", "4", "--eval-seeds", "2", "--fine-steps", "8",
+                              "--reference-steps", "12", "--learn-iterations", "3", "--learn-batch", "2",
+                              "--out", tmp_path / "t")
+    assert code == 0, err
+    assert "3 steps: calibration MSE" in printed
+    doc = json.loads((tmp_path / "t" / "tuned_grids.json").read_text())
+    record = doc["tuning"]["ipndm"][0]
+    assert record["learn_iterations"] == 3 and record["learn_batch"] == 2 and record["learn_rate"] == 0.02
+    sigmas = doc["grids"]["ipndm"]["3"]
+    assert len(sigmas) == 4 and sigmas[-1] == 0 and all(a > b for a, b in itertools.pairwise(sigmas))
 
 
 def test_sample_with_tuned_spacing_records_the_grid_and_reproduces_it(tuned_model, capsys, tmp_path):

@@ -12,6 +12,7 @@ PNG's parameters, so the grid read back from a PNG (``sample --from``) is the ve
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -115,16 +116,16 @@ def grid_for_sample(model_dir: str | Path, sampler: str, steps: int, spacing: st
     return tuned_grid(model_dir, sampler, steps)
 
 
-def merge_tuned(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with ``new``'s grids added. A grid already stored for a (sampler, steps) is never replaced: a
-    different one there raises (delete the entry by hand to re-tune it)."""
+def merge_tuned(base: dict[str, Any], new: dict[str, Any], replace: Collection[str] = ()) -> dict[str, Any]:
+    """``base`` with ``new``'s grids added. A grid already stored for a (sampler, steps) is replaced only where
+    ``replace`` names those steps (the caller has measured the new one better); elsewhere a different one raises."""
     out = json.loads(json.dumps(check_tuned(base)))
     for sampler, table in check_tuned(new)["grids"].items():
         mine = out["grids"].setdefault(sampler, {})
         for steps, sigmas in table.items():
-            if steps in mine and mine[steps] != sigmas:
+            if steps in mine and mine[steps] != sigmas and steps not in replace:
                 raise UsageError(f"a different grid is already tuned for {get_sampler(sampler).name} at {steps} "
-                                 f"steps: refusing to replace it (remove it from {TUNED_FILE} to re-tune)")
+                                 f"steps: refusing to replace it (re-tune with --replace, which measures both)")
             mine[steps] = sigmas
         out["tuning"].setdefault(sampler, []).extend(new.get("tuning", {}).get(sampler, []))
     return out

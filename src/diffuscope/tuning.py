@@ -17,11 +17,16 @@ network evaluations of the calibration batch. Only samplers whose step can be wr
 -> (state, history) are tunable (STEPPERS); their steps are the samplers' own formulas (a test runs each stepper
 along a grid and compares it with the sampler function).
 
+After the search (and its refinement), ``learn_grid`` can free the step times from the fine grid: gradient descent
+on the final error through the network (LD3, Tong et al. 2025), for the samplers whose step is plain arithmetic of
+the sigmas (steppers.DIFFERENTIABLE).
+
 Pure functions over a denoiser D(x, sigma, cond); guidance, if any, is the caller's wrapper around D.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -200,6 +205,94 @@ def refine_grid(denoiser: Callable, noise: Tensor, fine: Tensor, grid: TunedGrid
             if not improved:
                 break
     return TunedGrid(grid.steps, [sig[i] for i in path], best)
+
+
+# --- learned step times ---------------------------------------------------------------------------------------
+
+
+def _grid_from_logits(logits: Tensor, log_max: float, log_min: float) -> Tensor:
+    """Sigmas sigma_max = s_0 > s_1 > ... > s_(K-1) >= sigma_min, then 0, from K logits: softmax(logits) are the
+    shares of [log sigma_min, log sigma_max] each step covers, the K-th share the slack below s_(K-1). Any logits give
+    a valid grid, so the optimiser needs no constraint."""
+    shares = torch.softmax(logits, 0)
+    log_sigmas = log_max - (log_max - log_min) * torch.cumsum(shares, 0)[:-1]
+    return torch.cat([logits.new_tensor([log_max]).exp(), log_sigmas.exp(), logits.new_zeros(1)])
+
+
+def _logits_from_grid(sigmas: list[float], log_min: float) -> Tensor:
+    logs = torch.tensor(sigmas[:-1], dtype=torch.float64).log()
+    gaps = torch.cat([logs[:-1] - logs[1:], (logs[-1:] - log_min).clamp_min(1e-3)])
+    return gaps.clamp_min(1e-6).log()
+
+
+def _run_grid(denoiser: Callable, step, noise: Tensor, sigmas: Tensor, cond) -> Tensor:
+    """The sampler's final image from ``noise`` along ``sigmas`` (a tensor that may carry gradients)."""
+    x, hist = noise * sigmas[0], ()
+    for i in range(len(sigmas) - 1):
+        sigma = sigmas[i].expand(len(x))
+        denoised = denoiser(x, sigma, cond).to(x.dtype)
+        if i == len(sigmas) - 2:  # every sampler here ends on the denoised image at its last sigma
+            return denoised
+        x, hist = step(x, denoised, sigmas[i], sigmas[i + 1], hist)
+    raise AssertionError("unreachable: a grid has at least one step")
+
+
+def _calibration_mse(denoiser, step, noise, sigmas, final, cond, batch_size) -> float:
+    total = 0.0
+    with torch.inference_mode():
+        for start in range(0, len(noise), batch_size):
+            rows = slice(start, start + batch_size)
+            c = None if cond is None else cond[rows]
+            out = _run_grid(denoiser, step, noise[rows], sigmas, c)
+            total += float(((out - final[rows]) ** 2).sum())
+    return total / final.numel()
+
+
+def check_learnable(sampler: str) -> None:
+    """Refuse, in one line naming the valid ones, a sampler whose step the gradient cannot pass through."""
+    from diffuscope.samplers.steppers import DIFFERENTIABLE
+
+    spec = get_sampler(sampler)
+    if spec.id not in DIFFERENTIABLE:
+        names = [get_sampler(i).name for i in DIFFERENTIABLE]
+        raise UsageError(f"learned step times need a sampler whose step is differentiable in sigma; "
+                         f"{quote(spec.name)} is not (valid: {', '.join(names)})")
+
+
+def learn_grid(denoiser: Callable, noise: Tensor, grid: TunedGrid, final: Tensor, *, sampler: str, sigma_min: float,
+               cond=None, iterations: int = 50, learning_rate: float = 0.02, batch_size: int = 32, seed: int = 0,
+               progress: Callable[[int, float], None] | None = None) -> TunedGrid:
+    """Step times learned by gradient descent on the final error (LD3, Tong et al. 2025, without its slack term):
+    starting from ``grid``, Adam moves the sigmas (any value in [sigma_min, sigma_max], not only fine-grid points)
+    to lower the mean squared error of the sampler's final images to the teacher's (``final``), through the
+    network, on mini-batches of the calibration noise. The search's greedy per-level criterion only stands in for
+    that error; the gradient follows it. Returns the learned grid if it is better on the whole calibration batch,
+    else ``grid``. Each iteration costs K network calls forward and backward on ``batch_size`` images."""
+    check_learnable(sampler)
+    step = stepper(sampler)
+    if grid.steps < 2 or iterations == 0:
+        return grid  # one step (sigma_max -> 0) has nothing to learn
+    log_max, log_min = math.log(grid.sigmas[0]), math.log(sigma_min)
+    logits = _logits_from_grid(grid.sigmas, log_min).requires_grad_(True)
+    optimiser = torch.optim.Adam([logits], lr=learning_rate)
+    order = torch.Generator().manual_seed(seed)
+    n = len(noise)
+    for it in range(iterations):
+        rows = torch.randperm(n, generator=order)[:batch_size].to(noise.device)
+        sigmas = _grid_from_logits(logits, log_max, log_min).to(noise.device)
+        c = None if cond is None else cond[rows]
+        out = _run_grid(denoiser, step, noise[rows], sigmas, c)
+        loss = ((out - final[rows]) ** 2).mean()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        if progress is not None:
+            progress(it + 1, float(loss))
+    learned = _grid_from_logits(logits.detach(), log_max, log_min)
+    mse = _calibration_mse(denoiser, step, noise, learned.to(noise.device), final, cond, batch_size)
+    if mse >= grid.calibration_mse:
+        return grid
+    return TunedGrid(grid.steps, [float(s) for s in learned], mse)
 
 
 # --- evaluation on other seeds ------------------------------------------------------------------------------

@@ -38,14 +38,25 @@ def add_parser(sub) -> None:
                    help="steps of the evaluation reference (the teacher on the default grid; default 200)")
     p.add_argument("--refine-rounds", type=types.non_negative_int, default=1,
                    help="rounds of coordinate descent on the final error after the search (default 1; 0 = none)")
+    p.add_argument("--learn-iterations", type=types.non_negative_int, default=0,
+                   help="then learn the step times by gradient descent on the final error (LD3, Tong et al. 2025): "
+                        "iterations of Adam per step count (default 0 = none; each costs steps x 3 network calls "
+                        "on --learn-batch images)")
+    p.add_argument("--learn-rate", type=types.learning_rate, default=0.02,
+                   help="Adam's learning rate on the step times' log-sigma shares (default 0.02)")
+    p.add_argument("--learn-batch", type=types.batch_size, default=32,
+                   help="calibration images per learning iteration (default 32)")
     p.add_argument("--guidance", type=types.non_negative_float, default=DEFAULT_GUIDANCE,
                    help=f"classifier-free guidance during tuning and evaluation (default {DEFAULT_GUIDANCE:g})")
     p.add_argument("--guidance-interval", type=types.interval, metavar="LO,HI")
     p.add_argument("--batch-size", type=types.positive_int, default=256, help="images per network call")
     p.add_argument("--install", action="store_true",
                    help="also add the grids to the model folder's tuned_grids.json (an existing different grid "
-                        "for the same sampler and steps is never replaced; a grid the evaluation finds worse than "
-                        "the default one is not installed)")
+                        "for the same sampler and steps is replaced only with --replace; a grid the evaluation "
+                        "finds worse than the default one is not installed)")
+    p.add_argument("--replace", action="store_true",
+                   help="with --install: also evaluate the grids already installed for this sampler and replace "
+                        "each one the new grid beats on the evaluation seeds")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     types.add_dtype(p)
     p.add_argument("--out", required=True, metavar="DIR")
@@ -89,12 +100,17 @@ def run(args: argparse.Namespace) -> int:
 
     spec, teacher = get_sampler(args.sampler), get_sampler(args.teacher)
     tuning.stepper(spec.name)
+    if args.learn_iterations:
+        tuning.check_learnable(spec.name)
     steps = parse_steps(args.steps)
     cal = range(args.seed, args.seed + args.seeds)
     ev = range(args.eval_seed, args.eval_seed + args.eval_seeds)
     if args.eval_seeds and max(cal.start, ev.start) < min(cal.stop, ev.stop):
         raise UsageError(f"calibration seeds {cal.start}..{cal.stop - 1} and evaluation seeds {ev.start}.."
                          f"{ev.stop - 1} overlap: they must be disjoint")
+    if args.replace and not (args.install and args.eval_seeds):
+        raise UsageError("--replace needs --install and --eval-seeds > 0 (it replaces a grid only when the "
+                         "evaluation measures the new one better)")
     if max(steps) > args.fine_steps:
         raise UsageError(f"--fine-steps {args.fine_steps} must be >= the largest step count {max(steps)}")
     out = Path(args.out)
@@ -138,6 +154,19 @@ def run(args: argparse.Namespace) -> int:
     if args.refine_rounds:
         found = {k: tuning.refine_grid(denoiser, noise, fine.sigmas, g, states[-1].to(device), sampler=spec.name,
                                        cond=cond, rounds=args.refine_rounds) for k, g in found.items()}
+    if args.learn_iterations:
+        if isinstance(model.denoiser, torch.nn.Module):
+            model.denoiser.requires_grad_(False)  # gradients reach the step times only, not the weights
+        sigma_min = float(fine.sigmas[-2])
+        learned = {}
+        for k, g in sorted(found.items()):
+            learned[k] = tuning.learn_grid(
+                denoiser, noise, g, states[-1].to(device), sampler=spec.name, sigma_min=sigma_min, cond=cond,
+                iterations=args.learn_iterations, learning_rate=args.learn_rate, batch_size=args.learn_batch)
+            kept = "learned" if learned[k] is not g else "kept the search's grid (learning did not lower it)"
+            print(f"{k} steps: calibration MSE {g.calibration_mse:.3g} -> {learned[k].calibration_mse:.3g}, {kept} "
+                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
+        found = learned
     # stored (and evaluated) as a PNG records them: rounded to 6 decimals (tuned_grids.py)
     found = {k: tuning.TunedGrid(k, tuned_grids.round_sigmas(g.sigmas), g.calibration_mse) for k, g in found.items()}
     t_search = time.perf_counter() - t0 - t_teacher
@@ -148,20 +177,26 @@ def run(args: argparse.Namespace) -> int:
         e_noise, e_cond = batch(ev)
         ref = decode(tuning.solve(denoiser, e_noise, make_grid(schedule, args.reference_steps).sigmas,
                                   sampler=teacher.name, cond=e_cond, batch_size=args.batch_size))
+        installed = tuned_grids.tuned_table(model.path, spec.name) if args.replace else {}
         for k, g in sorted(found.items()):
             default = make_grid(schedule, k)
             errs = {}
-            for name, sigmas in ((default.spacing, default.sigmas), ("tuned", torch.tensor(g.sigmas))):
+            candidates = [(default.spacing, default.sigmas), ("tuned", torch.tensor(g.sigmas))]
+            if k in installed:
+                candidates.append(("installed", torch.tensor(installed[k])))
+            for name, sigmas in candidates:
                 images = tuning.solve(denoiser, e_noise, sigmas.to(torch.float64), sampler=spec.name, cond=e_cond,
                                       batch_size=args.batch_size)
                 errs[name] = float(tuning.rmse_per_image(decode(images), ref).mean()) * 127.5
             rows.append({"steps": k, f"rmse_{default.spacing}": errs[default.spacing], "rmse_tuned": errs["tuned"],
-                         "change": errs["tuned"] / errs[default.spacing] - 1})
+                         "change": errs["tuned"] / errs[default.spacing] - 1,
+                         **({"rmse_installed": errs["installed"]} if "installed" in errs else {})})
         evaluation = {"seeds": [ev.start, ev.stop - 1], "reference": f"{teacher.name} {args.reference_steps} steps",
                       "rmse_unit": "grey levels (mean over images of the per-image RMSE, x 127.5)", "rows": rows,
                       "wall_s": round(time.perf_counter() - t1, 1)}
     record = {"sampler": spec.name, "teacher": f"{teacher.name} {args.fine_steps} steps ({fine.spacing})",
-              "refine_rounds": args.refine_rounds,
+              "refine_rounds": args.refine_rounds, "learn_iterations": args.learn_iterations,
+              **({"learn_rate": args.learn_rate, "learn_batch": args.learn_batch} if args.learn_iterations else {}),
               "guidance": args.guidance, "guidance_interval": None if interval is None else list(interval),
               "prompts": list(prompts), "calibration_seeds": [cal.start, cal.stop - 1],
               "calibration_mse": {str(k): g.calibration_mse for k, g in sorted(found.items())},
@@ -188,10 +223,17 @@ def run(args: argparse.Namespace) -> int:
             row = next(r for r in rows if r["steps"] == k)
             print(f"not installed: {k} steps (the tuned grid is {row['change']:+.0%} against the default grid on the "
                   f"evaluation seeds)")
+        for row in rows:  # --replace: the installed grid stays unless the new one beats it too
+            if "rmse_installed" in row and row["steps"] not in worse and row["rmse_tuned"] >= row["rmse_installed"]:
+                worse.append(row["steps"])
+                print(f"not installed: {row['steps']} steps (the installed grid is as good or better: "
+                      f"{row['rmse_installed']:.2f} against {row['rmse_tuned']:.2f} grey levels)")
         kept = {s: g for s, g in doc["grids"][spec.id].items() if int(s) not in worse}
         if kept:
             install = {**doc, "grids": {spec.id: kept}}
-            write_json_atomic(target, tuned_grids.merge_tuned(tuned_grids.load_tuned(model.path), install))
+            merged = tuned_grids.merge_tuned(tuned_grids.load_tuned(model.path), install,
+                                             replace=kept if args.replace else ())
+            write_json_atomic(target, merged)
             record_in_manifest(model.path, tuned_grids.TUNED_FILE)  # else the checkpoint no longer verifies
             print(f"installed: {', '.join(sorted(kept, key=int))} steps in {target}")
         else:

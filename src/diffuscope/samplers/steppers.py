@@ -42,7 +42,7 @@ def _ipndm(variable: bool, max_order: int = 4) -> Stepper:
             weights = [(sigma_next - sigma) * b for b in AB_COEFFICIENTS[len(hist)]]
         update = hist[0][1] * weights[0]
         for (_, d), w in zip(hist[1:], weights[1:], strict=True):
-            update = torch.add(update, d, alpha=w)
+            update = update + d * w  # not torch.add(alpha=w): w may be a tensor that learns (tuning.learn_grid)
         return x + update, hist
 
     return step
@@ -69,6 +69,10 @@ STEPPERS: dict[str, Stepper] = {  # sampler id -> one step
     "ipndm_v": _ipndm(variable=True),
     "dpmpp_2m": _dpmpp_2m,
 }
+
+
+# steps written in plain tensor arithmetic of the sigmas, so that gradients reach the step times (tuning.learn_grid)
+DIFFERENTIABLE = ("euler", "ddim", "ipndm", "ipndm_v")
 
 
 def stepper(sampler: str) -> Stepper:
