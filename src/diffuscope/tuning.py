@@ -287,7 +287,7 @@ def learn_grid(denoiser: Callable, noise: Tensor, grid: TunedGrid, final: Tensor
         loss.backward()
         optimiser.step()
         if progress is not None:
-            progress(it + 1, float(loss))
+            progress(it + 1, loss.item())
     learned = _grid_from_logits(logits.detach(), log_max, log_min)
     mse = _calibration_mse(denoiser, step, noise, learned.to(noise.device), final, cond, batch_size)
     if mse >= grid.calibration_mse:

@@ -158,11 +158,17 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(model.denoiser, torch.nn.Module):
             model.denoiser.requires_grad_(False)  # gradients reach the step times only, not the weights
         sigma_min = float(fine.sigmas[-2])
+
+        def report(k: int, it: int, loss: float) -> None:
+            if it % 10 == 0 or it == args.learn_iterations:
+                print(f"{k} steps: learning {it}/{args.learn_iterations}, batch MSE {loss:.3g}", flush=True)
+
         learned = {}
         for k, g in sorted(found.items()):
             learned[k] = tuning.learn_grid(
                 denoiser, noise, g, states[-1].to(device), sampler=spec.name, sigma_min=sigma_min, cond=cond,
-                iterations=args.learn_iterations, learning_rate=args.learn_rate, batch_size=args.learn_batch)
+                iterations=args.learn_iterations, learning_rate=args.learn_rate, batch_size=args.learn_batch,
+                progress=lambda it, loss, k=k: report(k, it, loss))
             kept = "learned" if learned[k] is not g else "kept the search's grid (learning did not lower it)"
             print(f"{k} steps: calibration MSE {g.calibration_mse:.3g} -> {learned[k].calibration_mse:.3g}, {kept} "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
