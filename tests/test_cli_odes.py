@@ -161,6 +161,8 @@ def test_tune_steps_learns_step_times_after_the_search(tiny_model, tmp_path, cap
     doc = json.loads((tmp_path / "t" / "tuned_grids.json").read_text())
     record = doc["tuning"]["ipndm"][0]
     assert record["learn_iterations"] == 3 and record["learn_batch"] == 2 and record["learn_rate"] == 0.02
+    command = record["command"]
+    assert command.startswith("diffuscope tune-steps --model ") and "--learn-iterations 3" in command
     sigmas = doc["grids"]["ipndm"]["3"]
     assert len(sigmas) == 4 and sigmas[-1] == 0 and all(a > b for a, b in itertools.pairwise(sigmas))
 

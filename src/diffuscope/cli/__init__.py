@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # what a command records of how it was run
         if not getattr(args, "command", None):
             parser.print_help()
             return 2

@@ -84,6 +84,7 @@ def prompt_conditions(model, prompts: tuple[str, ...]):
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import shlex
     import time
     from pathlib import Path
 
@@ -208,7 +209,8 @@ def run(args: argparse.Namespace) -> int:
               "calibration_mse": {str(k): g.calibration_mse for k, g in sorted(found.items())},
               "wall_s": {"teacher": round(t_teacher, 1), "search": round(t_search, 1)},
               "threads": torch.get_num_threads(), "device": str(device), "evaluation": evaluation,
-              "model": str(args.model), "model_step": model.step}
+              "model": str(args.model), "model_step": model.step,
+              "command": "diffuscope " + shlex.join(str(a) for a in args.argv)}
     doc = tuned_grids.empty()
     doc["grids"][spec.id] = {str(k): g.sigmas for k, g in sorted(found.items())}
     doc["tuning"][spec.id] = [record]
