@@ -201,8 +201,8 @@ def test_differentiable_steppers_pass_gradients_to_the_step_times(sampler):
     logits = tuning._logits_from_grid(_grid(5).tolist(), math.log(0.002))
 
     def loss(z):
-        return ((tuning._run_grid(d, step, noise, tuning._grid_from_logits(z, math.log(20.0), math.log(0.002)),
-                                  None) - target) ** 2).mean()
+        sigmas = tuning._grid_from_logits(z, math.log(20.0), math.log(0.002))
+        return ((tuning._final(d, step, noise * sigmas[0], (), sigmas, None) - target) ** 2).mean()
 
     z = logits.clone().requires_grad_(True)
     loss(z).backward()

@@ -162,13 +162,16 @@ def search_grids(denoiser: Callable, noise: Tensor, fine: Tensor, steps: Sequenc
 # --- refinement on the final error ----------------------------------------------------------------------------
 
 
-def _final(denoiser: Callable, step, x: Tensor, hist, path_sigmas: list[float], start: int, cond) -> Tensor:
-    """The sampler's final image, continuing from state ``(x, hist)`` at ``path_sigmas[start]``."""
-    for i in range(start, len(path_sigmas) - 1):
-        sigma = path_sigmas[i]
-        denoised = denoiser(x, torch.full((len(x),), sigma, dtype=torch.float64, device=x.device), cond).to(x.dtype)
-        x, hist = step(x, denoised, sigma, path_sigmas[i + 1], hist)
-    return x
+def _final(denoiser: Callable, step, x: Tensor, hist, sigmas, cond) -> Tensor:
+    """The sampler's final image, continuing from state ``(x, hist)`` at ``sigmas[0]`` along ``sigmas`` (floats, or
+    a tensor that may carry gradients to the step times)."""
+    for i in range(len(sigmas) - 1):
+        sigma = torch.as_tensor(sigmas[i], dtype=torch.float64, device=x.device)
+        denoised = denoiser(x, sigma.expand(len(x)), cond).to(x.dtype)
+        if i == len(sigmas) - 2:  # every sampler here ends on the denoised image at its last sigma
+            return denoised
+        x, hist = step(x, denoised, sigmas[i], sigmas[i + 1], hist)
+    raise AssertionError("unreachable: a grid has at least one step")
 
 
 def refine_grid(denoiser: Callable, noise: Tensor, fine: Tensor, grid: TunedGrid, final: Tensor, *, sampler: str,
@@ -197,7 +200,7 @@ def refine_grid(denoiser: Callable, noise: Tensor, fine: Tensor, grid: TunedGrid
                     if not path[pos - 1] < new < path[pos + 1]:
                         continue
                     cand = [*path[:pos], new, *path[pos + 1:]]
-                    out = _final(denoiser, step, x, hist, [sig[i] for i in cand], pos - 1, cond)
+                    out = _final(denoiser, step, x, hist, [sig[i] for i in cand[pos - 1:]], cond)
                     err = _mse(out, final)
                     if err < best:
                         best, path, improved = err, cand, True
@@ -225,25 +228,13 @@ def _logits_from_grid(sigmas: list[float], log_min: float) -> Tensor:
     return gaps.clamp_min(1e-6).log()
 
 
-def _run_grid(denoiser: Callable, step, noise: Tensor, sigmas: Tensor, cond) -> Tensor:
-    """The sampler's final image from ``noise`` along ``sigmas`` (a tensor that may carry gradients)."""
-    x, hist = noise * sigmas[0], ()
-    for i in range(len(sigmas) - 1):
-        sigma = sigmas[i].expand(len(x))
-        denoised = denoiser(x, sigma, cond).to(x.dtype)
-        if i == len(sigmas) - 2:  # every sampler here ends on the denoised image at its last sigma
-            return denoised
-        x, hist = step(x, denoised, sigmas[i], sigmas[i + 1], hist)
-    raise AssertionError("unreachable: a grid has at least one step")
-
-
 def _calibration_mse(denoiser, step, noise, sigmas, final, cond, batch_size) -> float:
     total = 0.0
     with torch.inference_mode():
         for start in range(0, len(noise), batch_size):
             rows = slice(start, start + batch_size)
             c = None if cond is None else cond[rows]
-            out = _run_grid(denoiser, step, noise[rows], sigmas, c)
+            out = _final(denoiser, step, noise[rows] * sigmas[0], (), sigmas, c)
             total += float(((out - final[rows]) ** 2).sum())
     return total / final.numel()
 
@@ -281,7 +272,7 @@ def learn_grid(denoiser: Callable, noise: Tensor, grid: TunedGrid, final: Tensor
         rows = torch.randperm(n, generator=order)[:batch_size].to(noise.device)
         sigmas = _grid_from_logits(logits, log_max, log_min).to(noise.device)
         c = None if cond is None else cond[rows]
-        out = _run_grid(denoiser, step, noise[rows], sigmas, c)
+        out = _final(denoiser, step, noise[rows] * sigmas[0], (), sigmas, c)
         loss = ((out - final[rows]) ** 2).mean()
         optimiser.zero_grad()
         loss.backward()
