@@ -35,7 +35,7 @@ from torch import Tensor
 
 from diffuscope.errors import UsageError
 from diffuscope.samplers import get_sampler
-from diffuscope.samplers.steppers import History, stepper
+from diffuscope.samplers.steppers import History, differentiable_stepper, stepper
 from diffuscope.schedules import check_sigmas
 from diffuscope.validate import quote
 
@@ -239,17 +239,6 @@ def _calibration_mse(denoiser, step, noise, sigmas, final, cond, batch_size) -> 
     return total / final.numel()
 
 
-def check_learnable(sampler: str) -> None:
-    """Refuse, in one line naming the valid ones, a sampler whose step the gradient cannot pass through."""
-    from diffuscope.samplers.steppers import DIFFERENTIABLE
-
-    spec = get_sampler(sampler)
-    if spec.id not in DIFFERENTIABLE:
-        names = [get_sampler(i).name for i in DIFFERENTIABLE]
-        raise UsageError(f"learned step times need a sampler whose step is differentiable in sigma; "
-                         f"{quote(spec.name)} is not (valid: {', '.join(names)})")
-
-
 def learn_grid(denoiser: Callable, noise: Tensor, grid: TunedGrid, final: Tensor, *, sampler: str, sigma_min: float,
                cond=None, iterations: int = 50, learning_rate: float = 0.02, batch_size: int = 32, seed: int = 0,
                progress: Callable[[int, float], None] | None = None) -> TunedGrid:
@@ -259,8 +248,7 @@ def learn_grid(denoiser: Callable, noise: Tensor, grid: TunedGrid, final: Tensor
     network, on mini-batches of the calibration noise. The search's greedy per-level criterion only stands in for
     that error; the gradient follows it. Returns the learned grid if it is better on the whole calibration batch,
     else ``grid``. Each iteration costs K network calls forward and backward on ``batch_size`` images."""
-    check_learnable(sampler)
-    step = stepper(sampler)
+    step = differentiable_stepper(sampler)
     if grid.steps < 2 or iterations == 0:
         return grid  # one step (sigma_max -> 0) has nothing to learn
     log_max, log_min = math.log(grid.sigmas[0]), math.log(sigma_min)

@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     spec, teacher = get_sampler(args.sampler), get_sampler(args.teacher)
     tuning.stepper(spec.name)
     if args.learn_iterations:
-        tuning.check_learnable(spec.name)
+        tuning.differentiable_stepper(spec.name)
     steps = parse_steps(args.steps)
     cal = range(args.seed, args.seed + args.seeds)
     ev = range(args.eval_seed, args.eval_seed + args.eval_seeds)

@@ -75,11 +75,22 @@ STEPPERS: dict[str, Stepper] = {  # sampler id -> one step
 DIFFERENTIABLE = ("euler", "ddim", "ipndm", "ipndm_v")
 
 
+def _require(sampler: str, allowed, why: str) -> str:
+    """The sampler's id if it is in ``allowed``; else a one-line UsageError naming the valid ones."""
+    spec = get_sampler(sampler)
+    if spec.id not in allowed:
+        names = [get_sampler(i).name for i in allowed]
+        raise UsageError(f"sampler {quote(spec.name)} {why}; valid: {', '.join(names)}")
+    return spec.id
+
+
 def stepper(sampler: str) -> Stepper:
     """The one-step form of a sampler (STEPPERS); others raise with the list of those that have one."""
-    spec = get_sampler(sampler)
-    if spec.id not in STEPPERS:
-        names = [get_sampler(i).name for i in STEPPERS]
-        raise UsageError(f"sampler {quote(spec.name)} has no one-step form here (its step needs more than one network "
-                         f"call, or noise); valid: {', '.join(names)}")
-    return STEPPERS[spec.id]
+    return STEPPERS[_require(sampler, STEPPERS, "has no one-step form here (its step needs more than one network "
+                                                "call, or noise)")]
+
+
+def differentiable_stepper(sampler: str) -> Stepper:
+    """The one-step form of a sampler whose step gradients pass through to the sigmas (DIFFERENTIABLE)."""
+    return STEPPERS[_require(sampler, DIFFERENTIABLE, "has no step differentiable in sigma (learned step times "
+                                                      "need one)")]
