@@ -168,7 +168,7 @@ def test_the_shipped_emoji_model_ships_tuned_grids_that_beat_karras():
         pytest.skip("the shipped emoji model is not installed")
     ckpt = resolve_checkpoint("emoji")
     assert tuned_grids.TUNED_FILE in read_manifest(ckpt)["files"]
-    assert sorted(tuned_grids.tuned_table(ckpt, DEFAULT_SAMPLER)) == [5, 8, 10, 12, 15]  # 20 lost: not installed
+    assert sorted(tuned_grids.tuned_table(ckpt, DEFAULT_SAMPLER)) == [5, 8, 10, 12, 15, 20]  # 20: learned (session 12)
     record = tuned_grids.load_tuned(ckpt)["tuning"]["ipndm"][0]
     rows = {r["steps"]: r for r in record["evaluation"]["rows"]}
     assert all(rows[k]["change"] < 0 for k in (5, 8, 10, 12, 15)) and rows[20]["change"] > 0
