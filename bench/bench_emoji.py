@@ -28,14 +28,14 @@ from pathlib import Path
 
 import torch
 
-from diffuscope.checkpoint import load_model
+from diffuscope.core.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
 from diffuscope.data import load_dataset
 from diffuscope.data.emoji import HELD_OUT_PROMPTS, emoji_prompts
-from diffuscope.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
-from diffuscope.generate import generate_from_prompts
+from diffuscope.generation.generate import generate_from_prompts
 from diffuscope.metrics import kernel_distance
 from diffuscope.metrics.efficientnet import EfficientNetFeatures
 from diffuscope.metrics.retrieval import RetrievalGallery, histogram_distance, mean_hue, retrieval_features
+from diffuscope.models.load import load_model
 from diffuscope.viz import save_grid
 
 

@@ -13,9 +13,9 @@ import argparse
 
 import torch
 
-from diffuscope.codec import load_codec
 from diffuscope.data import load_dataset
 from diffuscope.metrics.retrieval import RetrievalGallery, histogram_distance, retrieval_ceiling
+from diffuscope.nets.codec import load_codec
 from diffuscope.training.autoencoder import AutoencoderRunConfig, psnr, split_images
 from diffuscope.training.config import DataConfig
 

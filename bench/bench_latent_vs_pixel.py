@@ -26,11 +26,12 @@ from pathlib import Path
 
 from bench_emoji import training_prompts
 
-from diffuscope.checkpoint import list_checkpoints, load_model
+from diffuscope.core.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
 from diffuscope.data import load_dataset
-from diffuscope.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
-from diffuscope.generate import generate_from_prompts
+from diffuscope.generation.generate import generate_from_prompts
+from diffuscope.io.checkpoint import list_checkpoints
 from diffuscope.metrics.retrieval import RetrievalGallery
+from diffuscope.models.load import load_model
 from diffuscope.training import config as run_config
 from diffuscope.training import train
 

@@ -29,13 +29,14 @@ import time
 
 import torch
 
-from diffuscope import tuned_grids, tuning
-from diffuscope.checkpoint import load_model
-from diffuscope.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
-from diffuscope.guidance import CFGDenoiser
-from diffuscope.inversion import round_trip
+from diffuscope.core.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
+from diffuscope.core.guidance import CFGDenoiser
+from diffuscope.core.schedules import make_grid
+from diffuscope.grids import store as tuned_grids
+from diffuscope.grids import tuning
+from diffuscope.models.load import load_model
 from diffuscope.samplers import get_sampler, make_generators, randn
-from diffuscope.schedules import make_grid
+from diffuscope.samplers.inversion import round_trip
 
 
 def part_tuned(model, args) -> list[dict]:
@@ -68,8 +69,8 @@ def part_tuned(model, args) -> list[dict]:
 
 
 def part_fd(model, args) -> list[dict]:
-    from diffuscope.evaluation import Evaluator
     from diffuscope.metrics.distances import frechet_distance
+    from diffuscope.metrics.evaluation import Evaluator
     from diffuscope.metrics.stats import fd_interval, paired_difference_ci
     from diffuscope.sweep import prompt_labels
 

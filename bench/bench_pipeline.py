@@ -25,7 +25,7 @@ import torch
 
 from diffuscope.adapters.diffusers import sigmas_for_timesteps
 from diffuscope.adapters.pipeline import denoiser_from_pipeline, load_pipeline_model
-from diffuscope.guidance import CFGDenoiser
+from diffuscope.core.guidance import CFGDenoiser
 from diffuscope.samplers import sample_ddim, sample_dpmpp_2m, sample_euler, sample_heun
 
 SAMPLERS = {  # name: (diffusers scheduler, config overrides, ours, starts in sigma space)

@@ -49,9 +49,9 @@ TARGET_ACCURACY = 0.95
 def judge_setup(eval_n: int):
     """(classifier, reference features, labels): the shipped metrics classifier, EVAL_N held-out images (as
     real_floor's reference) and balanced prompts; every snapshot is judged against the same three."""
-    from diffuscope.checkpoint import load_model
     from diffuscope.data import load_dataset
     from diffuscope.metrics import embed, find_classifier, load_classifier, split_real
+    from diffuscope.models.load import load_model
 
     clf = load_classifier(find_classifier(load_model("mnist").path))
     test = load_dataset("mnist", split="test")
@@ -61,7 +61,7 @@ def judge_setup(eval_n: int):
 
 def evaluate_snapshots(snapshots: list[dict], eval_n: int) -> None:
     """Add accuracy and FD to each snapshot {"minutes", "denoiser"} (in place; the denoiser is dropped after)."""
-    from diffuscope.generate import generate
+    from diffuscope.generation.generate import generate
     from diffuscope.metrics import compute_metrics
 
     clf, reference, labels = judge_setup(eval_n)
@@ -78,7 +78,7 @@ def evaluate_snapshots(snapshots: list[dict], eval_n: int) -> None:
 
 def train_ours(out: Path, steps: int) -> list[dict]:
     """Run the real `diffuscope train` command; one snapshot per checkpoint, timed by the run's metrics.csv."""
-    from diffuscope.checkpoint import load_model
+    from diffuscope.models.load import load_model
 
     run = out / "diffuscope-run"
     every = max(1, steps // 5)
@@ -274,9 +274,9 @@ def main() -> None:
         for snap in theirs:
             snap.pop("unet")
 
-    from diffuscope.checkpoint import load_model
     from diffuscope.data import load_dataset
     from diffuscope.metrics import find_classifier, load_classifier, real_floor
+    from diffuscope.models.load import load_model
 
     clf = load_classifier(find_classifier(load_model("mnist").path))
     floor = real_floor(clf, load_dataset("mnist", split="test"), a.eval_n, n_resamples=0)

@@ -30,9 +30,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from diffuscope.precond import EDMDenoiser
+from diffuscope.core.precond import EDMDenoiser
+from diffuscope.core.schedules import EDMSchedule, make_grid
 from diffuscope.samplers import SAMPLERS, CountingDenoiser, initial_noise, make_generators
-from diffuscope.schedules import EDMSchedule, make_grid
 
 
 class Timed(nn.Module):

@@ -25,7 +25,7 @@ import torch
 
 def train_throughput(steps: int, warmup: int) -> tuple[float, int]:
     from diffuscope.data import load_dataset
-    from diffuscope.model import build_denoiser, fit_to_data
+    from diffuscope.models.config import build_denoiser, fit_to_data
     from diffuscope.nets import count_parameters
     from diffuscope.training import preset
     from diffuscope.training.loop import training_batch
@@ -50,8 +50,8 @@ def train_throughput(steps: int, warmup: int) -> tuple[float, int]:
 
 
 def sampling_step_ms(repeats: int) -> tuple[float, float]:
-    from diffuscope.guidance import CFGDenoiser
-    from diffuscope.model import build_denoiser, fit_to_data
+    from diffuscope.core.guidance import CFGDenoiser
+    from diffuscope.models.config import build_denoiser, fit_to_data
     from diffuscope.training import preset
 
     cfg = preset("mnist")

@@ -11,8 +11,9 @@ import statistics
 import time
 from unittest import mock
 
-from diffuscope import checkpoint
-from diffuscope.checkpoint import load_model, read_manifest, resolve_checkpoint
+from diffuscope.io import checkpoint
+from diffuscope.io.checkpoint import read_manifest, resolve_checkpoint
+from diffuscope.models.load import load_model
 
 
 def main() -> None:

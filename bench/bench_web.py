@@ -71,7 +71,7 @@ def main() -> None:
     import torch
     import uvicorn
 
-    from diffuscope.generate import generate
+    from diffuscope.generation.generate import generate
     from diffuscope.web.app import create_app
     from diffuscope.web.lesson import load_entry
 

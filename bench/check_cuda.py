@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffuscope.checkpoint import load_model
-from diffuscope.generate import generate
+from diffuscope.generation.generate import generate
+from diffuscope.models.load import load_model
 
 
 def main() -> int:

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from diffuscope.checkpoint import list_checkpoints, read_manifest
+from diffuscope.io.checkpoint import list_checkpoints, read_manifest
 
 TINY_TOML = """
 [model.unet]

@@ -18,9 +18,9 @@ cd "$ROOT"
 
 declare -A MODULE_SOURCES=(
   [samplers]="src/diffuscope/samplers/*"
-  [schedules]="src/diffuscope/schedules.py"
-  [precond]="src/diffuscope/precond.py"
-  [guidance]="src/diffuscope/guidance.py"
+  [schedules]="src/diffuscope/core/schedules.py"
+  [precond]="src/diffuscope/core/precond.py"
+  [guidance]="src/diffuscope/core/guidance.py"
 )
 declare -A MODULE_TESTS=(
   [samplers]="tests/test_samplers.py"

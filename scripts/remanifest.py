@@ -4,15 +4,15 @@
 
 Only manifest.json is rewritten (atomically); the weights and every other file stay bit-identical. Run it only on
 checkpoints you trust as they are now: the new hashes vouch for their current content. Sizes must still match
-the old manifest, so a truncated file is refused. See diffuscope.checkpoint.remanifest.
+the old manifest, so a truncated file is refused. See diffuscope.io.checkpoint.remanifest.
 """
 
 from __future__ import annotations
 
 import sys
 
-from diffuscope.checkpoint import remanifest
-from diffuscope.errors import UsageError
+from diffuscope.checks.errors import UsageError
+from diffuscope.io.checkpoint import remanifest
 
 
 def main(argv: list[str]) -> int:

@@ -5,4 +5,5 @@ set -euo pipefail
 source "$(dirname "$0")/_env.sh" test
 cd "$ROOT"
 ruff check src tests bench
+lint-imports
 python -m pytest "$@"

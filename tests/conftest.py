@@ -34,7 +34,7 @@ def ckpt(tiny_model, tmp_path):
     """A private copy of the tiny model's newest checkpoint, free to damage."""
     import shutil
 
-    from diffuscope.checkpoint import list_checkpoints
+    from diffuscope.io.checkpoint import list_checkpoints
 
     src = list_checkpoints(tiny_model / "checkpoints")[-1]
     dst = tmp_path / "ckpt"

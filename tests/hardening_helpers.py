@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from diffuscope import validate
-from diffuscope.checkpoint import file_entries
+from diffuscope.checks.errors import MAX_ERROR_CHARS
 from diffuscope.cli import main
+from diffuscope.io.checkpoint import file_entries
 
 
 def run_cli(capsys, *argv):
@@ -22,7 +22,7 @@ def one_line_error(capsys, argv, code=2, pattern=None):
     lines = err.strip().splitlines()
     assert got == code, err
     assert len(lines) == 1 and lines[0].startswith("diffuscope: error:"), err
-    assert len(lines[0]) <= validate.MAX_ERROR_CHARS + 60, lines[0][:200]
+    assert len(lines[0]) <= MAX_ERROR_CHARS + 60, lines[0][:200]
     if pattern:
         assert pattern in lines[0], lines[0]
     return lines[0]

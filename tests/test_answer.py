@@ -62,8 +62,8 @@ def test_stochastic_sampler_ignores_convergence():
 
 
 def test_phase_verdicts():
-    from diffuscope.phases import FrequencySplit
-    from diffuscope.verdicts import phase_verdicts, verdict_lines
+    from diffuscope.lesson.phases import FrequencySplit
+    from diffuscope.lesson.verdicts import phase_verdicts, verdict_lines
 
     steps = list(range(1, 10))
     freq = FrequencySplit(steps, [1.0] * 9, low=[9, 8, 7, 2, 2, 1, 0.1, 0.1, 0.1],

@@ -8,11 +8,12 @@ from dataclasses import replace
 import pytest
 import torch
 
-from diffuscope.checkpoint import export_model, list_checkpoints
+from diffuscope.checks.errors import UsageError
 from diffuscope.cli import main
-from diffuscope.codec import AutoencoderCodec, is_autoencoder_checkpoint, load_codec
-from diffuscope.errors import UsageError
+from diffuscope.io.checkpoint import list_checkpoints
+from diffuscope.models.load import export_model
 from diffuscope.nets.autoencoder import Autoencoder, AutoencoderConfig, kl_divergence
+from diffuscope.nets.codec import AutoencoderCodec, is_autoencoder_checkpoint, load_codec
 from diffuscope.training.autoencoder import (
     AutoencoderRunConfig,
     AutoencoderTrainConfig,
@@ -127,7 +128,7 @@ def test_full_disk_keeps_the_previous_checkpoint_and_names_the_folder(tmp_path, 
     import errno
     import re
 
-    from diffuscope import checkpoint as ckpt_io
+    from diffuscope.io import checkpoint as ckpt_io
     from diffuscope.training.loop import TrainingError
 
     train_autoencoder(tiny_run(), tmp_path / "ae", progress=False, stop_at=3)

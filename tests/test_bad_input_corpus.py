@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffuscope.checkpoint import file_entries, list_checkpoints
 from diffuscope.cli import main
+from diffuscope.io.checkpoint import file_entries, list_checkpoints
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 

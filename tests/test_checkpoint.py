@@ -4,17 +4,16 @@ import shutil
 import pytest
 import torch
 
-from diffuscope.checkpoint import (
+from diffuscope.checks.errors import UsageError
+from diffuscope.io.checkpoint import (
     clean_stale_temp,
-    export_model,
     file_entries,
     list_checkpoints,
-    load_model,
     resolve_checkpoint,
     save_checkpoint,
 )
-from diffuscope.errors import UsageError
-from diffuscope.model import ModelConfig, build_denoiser, fit_to_data
+from diffuscope.models.config import ModelConfig, build_denoiser, fit_to_data
+from diffuscope.models.load import export_model, load_model
 from helpers import TINY_UNET
 
 
@@ -151,8 +150,8 @@ def test_export_model_round_trip(tmp_path):
         d.eval()
         assert torch.equal(exported.denoiser(x, sigma, cond), d(x, sigma, cond))  # _save's EMA = the model
     # tuned grids installed in the checkpoint (listed in its manifest) travel with the export, verified
-    from diffuscope import tuned_grids
-    from diffuscope.checkpoint import read_manifest, record_in_manifest
+    from diffuscope.grids import store as tuned_grids
+    from diffuscope.io.checkpoint import read_manifest, record_in_manifest
 
     assert tuned_grids.TUNED_FILE == "tuned_grids.json"
     (path / "tuned_grids.json").write_text(json.dumps({"format": "diffuscope-tuned-grids", "version": 1,

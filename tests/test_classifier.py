@@ -9,10 +9,10 @@ import shutil
 import pytest
 import torch
 
+from diffuscope.checks.errors import UsageError
 from diffuscope.cli import _Parser
 from diffuscope.cli import classifier as cli_classifier
 from diffuscope.data import load_dataset
-from diffuscope.errors import UsageError
 from diffuscope.metrics import (
     INFO_FILE,
     WEIGHTS_FILE,

@@ -104,10 +104,10 @@ def test_python_dash_m_entry_point():
 
 
 def test_sweep_and_demo_default_to_the_shared_guidance():
-    """One default guidance for every command (diffuscope.defaults): a sweep must measure what `sample` makes."""
+    """One default guidance for every command (diffuscope.core.defaults): a sweep must measure what `sample` makes."""
     from diffuscope.cli import build_parser
-    from diffuscope.defaults import DEFAULT_GUIDANCE
-    from diffuscope.demo import DemoConfig
+    from diffuscope.core.defaults import DEFAULT_GUIDANCE
+    from diffuscope.lesson.demo import DemoConfig
     from diffuscope.sweep import SweepConfig
 
     args = build_parser().parse_args(["sweep", "--model", "mnist", "--prompt", "7", "--out", "x"])
@@ -115,7 +115,7 @@ def test_sweep_and_demo_default_to_the_shared_guidance():
 
 
 def test_samplers_lists_every_sampler_and_marks_the_default(capsys):
-    from diffuscope.defaults import DEFAULT_SAMPLER
+    from diffuscope.core.defaults import DEFAULT_SAMPLER
     from diffuscope.samplers import SAMPLERS, get_sampler
 
     code, out, _ = run_cli(capsys, "samplers")

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from diffuscope.cli import main
-from diffuscope.pngmeta import read_png_params
+from diffuscope.io.pngmeta import read_png_params
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -23,7 +23,7 @@ def _run(capsys, *argv):
 @pytest.fixture(scope="module")
 def tuned_model(tiny_model, tmp_path_factory):
     """A copy of the tiny model with Euler grids tuned at 2 and 3 steps, installed in its checkpoint folder."""
-    from diffuscope.checkpoint import resolve_checkpoint
+    from diffuscope.io.checkpoint import resolve_checkpoint
 
     run = shutil.copytree(tiny_model, tmp_path_factory.mktemp("tuned") / "run")
     out = tmp_path_factory.mktemp("tuned") / "t"
@@ -46,7 +46,8 @@ def test_tune_steps_writes_and_installs_grids(tuned_model):
 
 
 def test_installed_grids_keep_the_checkpoint_verifiable(tuned_model, tmp_path):
-    from diffuscope.checkpoint import load_model, read_manifest, resolve_checkpoint, sha256_file
+    from diffuscope.io.checkpoint import read_manifest, resolve_checkpoint, sha256_file
+    from diffuscope.models.load import load_model
 
     run = shutil.copytree(tuned_model[0], tmp_path / "run")  # the module's model stays as it is
     ckpt = resolve_checkpoint(run)
@@ -64,8 +65,8 @@ def test_installed_grids_keep_the_checkpoint_verifiable(tuned_model, tmp_path):
 def test_a_tuned_grid_worse_than_the_default_is_not_installed(tiny_model, tmp_path, capsys, monkeypatch):
     import torch
 
-    from diffuscope import tuning
-    from diffuscope.checkpoint import resolve_checkpoint
+    from diffuscope.grids import tuning
+    from diffuscope.io.checkpoint import resolve_checkpoint
 
     run = shutil.copytree(tiny_model, tmp_path / "run")
     calls = []
@@ -105,8 +106,9 @@ def test_replace_swaps_an_installed_grid_only_where_the_new_one_measures_better(
                                                                                  monkeypatch):
     import torch
 
-    from diffuscope import tuning
-    from diffuscope.checkpoint import load_model, resolve_checkpoint
+    from diffuscope.grids import tuning
+    from diffuscope.io.checkpoint import resolve_checkpoint
+    from diffuscope.models.load import load_model
 
     run = shutil.copytree(tuned_model[0], tmp_path / "run")
     ckpt = resolve_checkpoint(run)

@@ -108,7 +108,7 @@ def test_model_path_that_is_not_a_model(capsys, tmp_path):
 def test_steps_beyond_T_for_a_discrete_model(capsys, tmp_path):
     from dataclasses import replace
 
-    from diffuscope.schedules import ScheduleConfig
+    from diffuscope.core.schedules import ScheduleConfig
     from diffuscope.training import train
     from helpers import tiny_config
 

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from diffuscope.conditioning import (
+from diffuscope.checks.errors import UsageError
+from diffuscope.core.conditioning import (
     ClassCond,
     ClassConditioner,
     Cond,
@@ -13,7 +14,6 @@ from diffuscope.conditioning import (
     as_cond,
     make_conditioner,
 )
-from diffuscope.errors import UsageError
 
 
 def _text(n, length, value=1.0):

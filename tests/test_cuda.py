@@ -13,9 +13,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffuscope.checkpoint import builtin_models, load_model
-from diffuscope.generate import generate
-from diffuscope.guidance import CFGDenoiser
+from diffuscope.core.guidance import CFGDenoiser
+from diffuscope.generation.generate import generate
+from diffuscope.io.checkpoint import builtin_models
+from diffuscope.models.load import load_model
 
 DEVICE = "cuda"
 TOL = 2e-3

@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from diffuscope.checks.errors import UsageError
 from diffuscope.data import (
     BUILTIN_DATASETS,
     ImageDataset,
@@ -23,7 +24,6 @@ from diffuscope.data import (
 )
 from diffuscope.data.builtin import MNIST_TEST_PER_CLASS, _raw
 from diffuscope.data.split import held_out_mask, tenth
-from diffuscope.errors import UsageError
 
 DIGITS = tuple(str(d) for d in range(10))
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from diffuscope.cli import main
-from diffuscope.demo import DemoConfig, run_demo
+from diffuscope.lesson.demo import DemoConfig, run_demo
 
 
 def test_demo_writes_one_report_with_every_part(tmp_path, tiny_model):
@@ -32,7 +32,7 @@ def test_demo_forward_strip_follows_the_models_schedule(tmp_path, kind):
     """A continuous (EDM) model's strip moves along sigma (0, 0.2, 1, 5, sigma_max); a discrete VP one along its t."""
     from dataclasses import replace
 
-    from diffuscope.schedules import ScheduleConfig
+    from diffuscope.core.schedules import ScheduleConfig
     from diffuscope.training import train
     from helpers import tiny_config
 

@@ -39,6 +39,7 @@ import torch
 diffusers = pytest.importorskip("diffusers")
 
 from diffuscope.adapters import denoiser_from_diffusers, schedule_from_diffusers, sigmas_for_timesteps  # noqa: E402
+from diffuscope.core.schedules import discrete_timesteps, make_grid  # noqa: E402
 from diffuscope.samplers import (  # noqa: E402
     sample_ddim,
     sample_ddpm,
@@ -50,7 +51,6 @@ from diffuscope.samplers import (  # noqa: E402
     sample_heun,
     sample_unipc,
 )
-from diffuscope.schedules import discrete_timesteps, make_grid  # noqa: E402
 
 TOL = 1e-4
 PREDICTIONS = ["epsilon", "v_prediction"]
@@ -179,7 +179,7 @@ def test_schedule_depends_on_the_betas_only():
 
 
 def test_adapter_rejects_unknown_prediction_type(unet):
-    from diffuscope.errors import UsageError
+    from diffuscope.checks.errors import UsageError
 
     with pytest.raises(UsageError, match="prediction_type"):
         denoiser_from_diffusers(unet, {"num_train_timesteps": 1000, "prediction_type": "flow"})

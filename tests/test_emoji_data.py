@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from diffuscope.checks.errors import UsageError
 from diffuscope.data import load_dataset
 from diffuscope.data.emoji import (
     HELD_OUT_PROMPTS,
@@ -14,7 +15,6 @@ from diffuscope.data.emoji import (
     load_emoji,
     prompt_of,
 )
-from diffuscope.errors import UsageError
 
 
 def test_base_emoji_only_with_unique_cldr_names():

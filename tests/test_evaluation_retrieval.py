@@ -12,11 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-from diffuscope.conditioning import TEXT_ENCODERS, TextConditioner, register_text_encoder
-from diffuscope.evaluation import Evaluator
+from diffuscope.core.conditioning import TEXT_ENCODERS, TextConditioner, register_text_encoder
+from diffuscope.core.model import DiffusionModel
+from diffuscope.core.schedules import EDMSchedule
+from diffuscope.metrics.evaluation import Evaluator
 from diffuscope.metrics.retrieval import RetrievalJudge
-from diffuscope.model import DiffusionModel
-from diffuscope.schedules import EDMSchedule
 from test_seams import trigram_encoder
 
 COLOURS = {"red square": (255, 0, 0), "green square": (0, 255, 0), "blue square": (0, 0, 255),
@@ -107,7 +107,7 @@ def test_sweep_accuracy_is_retrieval_top1(folder, encoder, offset, accuracy):
 
 
 def test_phases_judge_identity_by_retrieval(folder, encoder):
-    from diffuscope.phases_report import measure_phases
+    from diffuscope.lesson.phases_report import measure_phases
 
     _, commit, _, notes = measure_phases(oracle_model(folder, encoder, 0), prompt="green square", steps=3,
                                                n=2, points=2, consistency_steps=(2, 3), guidance=1.0)

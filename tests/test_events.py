@@ -6,12 +6,12 @@ import threading
 import pytest
 import torch
 
-from diffuscope.conditioning import ClassConditioner
-from diffuscope.events import Cancelled, CancelToken, Progress
-from diffuscope.generate import generate_from_prompts
-from diffuscope.model import DiffusionModel
-from diffuscope.reference import GaussianMixtureDenoiser
-from diffuscope.schedules import EDMSchedule
+from diffuscope.core.conditioning import ClassConditioner
+from diffuscope.core.events import Cancelled, CancelToken, Progress
+from diffuscope.core.model import DiffusionModel
+from diffuscope.core.reference import GaussianMixtureDenoiser
+from diffuscope.core.schedules import EDMSchedule
+from diffuscope.generation.generate import generate_from_prompts
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def test_a_cancelled_sweep_returns_a_valid_partial_result(model):
 
 
 def test_phases_report_progress_within_their_announced_total(model):
-    from diffuscope.phases_report import measure_phases
+    from diffuscope.lesson.phases_report import measure_phases
 
     events = []
     measure_phases(model, prompt="b", steps=4, n=2, points=2, consistency_steps=(2, 4), on_event=events.append)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffuscope.conditioning import ClassCond, TextCond
-from diffuscope.errors import UsageError
-from diffuscope.guidance import CFGDenoiser
-from diffuscope.reference import GaussianMixtureDenoiser
+from diffuscope.checks.errors import UsageError
+from diffuscope.core.conditioning import ClassCond, TextCond
+from diffuscope.core.guidance import CFGDenoiser
+from diffuscope.core.reference import GaussianMixtureDenoiser
+from diffuscope.core.schedules import EDMSchedule, make_grid
 from diffuscope.samplers import CountingDenoiser, get_sampler, initial_noise, make_generators
-from diffuscope.schedules import EDMSchedule, make_grid
 
 NULL = 2  # the null class index (num_classes) of the two-class mixture
 

@@ -17,9 +17,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from diffuscope import limits, outputs, validate
-from diffuscope.checkpoint import list_checkpoints, load_model, read_manifest, remanifest
-from diffuscope.errors import UsageError
+from diffuscope.checks import limits, validate
+from diffuscope.checks.errors import UsageError
+from diffuscope.io import outputs
+from diffuscope.io.checkpoint import list_checkpoints, read_manifest, remanifest
+from diffuscope.models.load import load_model
+from diffuscope.nets.bounds import check_network, count_unet_parameters
 from hardening_helpers import one_line_error, rehash, run_cli, snapshot
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -43,8 +46,8 @@ def test_empty_names_are_errors_not_defaults(capsys, tmp_path, flag, value):
 
 
 def test_guidance_refused_by_the_library_too():
-    from diffuscope.generate import generate
-    from diffuscope.schedules import ScheduleConfig, make_schedule
+    from diffuscope.core.schedules import ScheduleConfig, make_schedule
+    from diffuscope.generation.generate import generate
 
     schedule = make_schedule(ScheduleConfig())
     for value in (float("inf"), float("nan"), 1e300):
@@ -66,8 +69,8 @@ def test_nan_weights_are_refused(ckpt):
 
 
 def test_a_denoiser_returning_nan_stops_with_one_line():
-    from diffuscope.generate import generate
-    from diffuscope.schedules import ScheduleConfig, make_schedule
+    from diffuscope.core.schedules import ScheduleConfig, make_schedule
+    from diffuscope.generation.generate import generate
 
     def nan_denoiser(x, sigma, cond=None):
         return torch.full_like(x, float("nan"))
@@ -99,7 +102,7 @@ def test_format_1_manifest_is_refused_and_remanifest_upgrades_it(ckpt):
 
 
 def test_shipped_model_has_a_sha256_manifest():
-    from diffuscope.checkpoint import BUILTIN_MODELS_DIR
+    from diffuscope.io.checkpoint import BUILTIN_MODELS_DIR
 
     m = read_manifest(BUILTIN_MODELS_DIR / "mnist")
     assert m["format"] == 2 and all(len(e["sha256"]) == 64 for e in m["files"].values())
@@ -113,8 +116,8 @@ def test_train_lr_inf_and_nan_are_refused(capsys, tmp_path):
 
 
 def test_saving_non_finite_weights_is_refused(tmp_path):
-    from diffuscope.checkpoint import save_checkpoint
-    from diffuscope.model import ModelConfig, build_denoiser, fit_to_data
+    from diffuscope.io.checkpoint import save_checkpoint
+    from diffuscope.models.config import ModelConfig, build_denoiser, fit_to_data
     from helpers import TINY_UNET
 
     cfg = fit_to_data(ModelConfig(unet=TINY_UNET), image_size=8, channels=1, class_names=("0", "1"))
@@ -286,10 +289,10 @@ def test_huge_num_timesteps_is_refused(ckpt):
 def test_parameter_count_is_bounded_without_allocating():
     from diffuscope.nets import UNetConfig
 
-    n = limits.count_unet_parameters(UNetConfig(base_channels=1024, channel_mult=(1, 16, 16), num_res_blocks=16))
+    n = count_unet_parameters(UNetConfig(base_channels=1024, channel_mult=(1, 16, 16), num_res_blocks=16))
     assert n > limits.MAX_PARAMETERS
     with pytest.raises(UsageError, match="parameters"):
-        limits.check_network(UNetConfig(base_channels=1024, channel_mult=(1, 16, 16), num_res_blocks=16))
+        check_network(UNetConfig(base_channels=1024, channel_mult=(1, 16, 16), num_res_blocks=16))
 
 
 def test_safetensors_header_claiming_more_than_the_file(tmp_path):
@@ -311,8 +314,9 @@ def test_sparse_3gib_tensor_is_refused_before_mapping(ckpt):
     (ckpt / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(UsageError):
         load_model(ckpt)
-    from diffuscope.checkpoint import load_config, load_weights
-    from diffuscope.model import build_denoiser
+    from diffuscope.io.checkpoint import load_weights
+    from diffuscope.models.config import build_denoiser
+    from diffuscope.models.load import load_config
 
     with pytest.raises(UsageError, match="does not match the model config"):
         load_weights(build_denoiser(load_config(ckpt)[0]).net, f)

@@ -9,8 +9,9 @@ import json
 import pytest
 import torch
 
-from diffuscope.checkpoint import list_checkpoints, load_model, read_manifest
-from diffuscope.errors import UsageError
+from diffuscope.checks.errors import UsageError
+from diffuscope.io.checkpoint import list_checkpoints, read_manifest
+from diffuscope.models.load import load_model
 from hardening_helpers import one_line_error, rehash
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -49,7 +50,7 @@ def test_manifest_must_list_the_weights(ckpt):
 
 
 def test_state_without_optimizer(ckpt):
-    from diffuscope.checkpoint import load_training_state
+    from diffuscope.io.checkpoint import load_training_state
 
     state = torch.load(ckpt / "state.pt", weights_only=True)
     del state["optimizer"]
@@ -105,7 +106,7 @@ def test_full_disk_during_sample_is_one_line_and_leaves_no_half_file(capsys, tmp
 def test_full_disk_at_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
     import errno
 
-    import diffuscope.checkpoint as ck
+    import diffuscope.io.checkpoint as ck
     from diffuscope.training import TrainingError, train
     from helpers import tiny_config
 

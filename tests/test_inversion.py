@@ -7,10 +7,10 @@ from itertools import pairwise
 import pytest
 import torch
 
-from diffuscope.errors import UsageError
-from diffuscope.inversion import GREY_LEVEL, invert, regenerate, round_trip
-from diffuscope.reference import GaussianDenoiser
-from diffuscope.schedules import karras_sigmas
+from diffuscope.checks.errors import UsageError
+from diffuscope.core.reference import GaussianDenoiser
+from diffuscope.core.schedules import karras_sigmas
+from diffuscope.samplers.inversion import GREY_LEVEL, invert, regenerate, round_trip
 
 MU, S = 0.3, 0.5
 
@@ -90,9 +90,10 @@ def test_a_latent_models_inversion_is_saved_as_pictures_of_the_image_size(tmp_pa
 
     from PIL import Image
 
-    from diffuscope.checkpoint import builtin_models, load_model
     from diffuscope.data import load_dataset
-    from diffuscope.inversion_report import OUTPUTS, invert_image, reachability, save_inversion
+    from diffuscope.io.checkpoint import builtin_models
+    from diffuscope.lesson.inversion_report import OUTPUTS, invert_image, reachability, save_inversion
+    from diffuscope.models.load import load_model
 
     if "emoji" not in builtin_models():
         pytest.skip("the shipped emoji model is not installed")

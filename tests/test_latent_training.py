@@ -13,12 +13,13 @@ from dataclasses import replace
 import pytest
 import torch
 
-from diffuscope.checkpoint import export_model, list_checkpoints, load_model, read_manifest
-from diffuscope.codec import CODEC_FILES, load_codec
-from diffuscope.errors import UsageError
-from diffuscope.generate import generate_from_prompts
+from diffuscope.checks.errors import UsageError
+from diffuscope.generation.generate import generate_from_prompts
+from diffuscope.io.checkpoint import list_checkpoints, read_manifest
+from diffuscope.models.load import export_model, load_model
 from diffuscope.nets import UNetConfig
 from diffuscope.nets.autoencoder import AutoencoderConfig
+from diffuscope.nets.codec import CODEC_FILES, load_codec
 from diffuscope.training import config as run_config
 from diffuscope.training import train
 from diffuscope.training.autoencoder import AutoencoderRunConfig, AutoencoderTrainConfig, levels_for, train_autoencoder

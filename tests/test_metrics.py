@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from diffuscope.checks.errors import UsageError
 from diffuscope.data import load_dataset
-from diffuscope.errors import UsageError
 from diffuscope.metrics import (
     Classifier,
     ClassifierConfig,

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from diffuscope.errors import UsageError
+from diffuscope.checks.errors import UsageError
 from diffuscope.nets import UNet, UNetConfig, check_config, count_parameters
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models run faster on one thread

@@ -13,8 +13,10 @@ import math
 import pytest
 import torch
 
-from diffuscope.errors import UsageError
-from diffuscope.phases import (
+from diffuscope.checks.errors import UsageError
+from diffuscope.core.reference import GaussianMixtureDenoiser
+from diffuscope.core.schedules import EDMSchedule, make_grid
+from diffuscope.lesson.phases import (
     band_energy,
     commitment_curve,
     commitment_points,
@@ -23,9 +25,7 @@ from diffuscope.phases import (
     step_consistency,
     summary_text,
 )
-from diffuscope.reference import GaussianMixtureDenoiser
 from diffuscope.samplers import initial_noise, make_generators, randn
-from diffuscope.schedules import EDMSchedule, make_grid
 
 H = 8
 SCHEDULE = EDMSchedule(0.002, 80.0)

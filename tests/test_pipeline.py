@@ -15,12 +15,12 @@ pytest.importorskip("transformers")
 
 from diffuscope.adapters.pipeline import load_pipeline_model  # noqa: E402
 from diffuscope.adapters.vae import fit_latent_rgb  # noqa: E402
-from diffuscope.checkpoint import load_model  # noqa: E402
-from diffuscope.conditioning import ClassCond, TextCond  # noqa: E402
-from diffuscope.errors import UsageError  # noqa: E402
-from diffuscope.guidance import CFGDenoiser  # noqa: E402
+from diffuscope.checks.errors import UsageError  # noqa: E402
+from diffuscope.core.conditioning import ClassCond, TextCond  # noqa: E402
+from diffuscope.core.guidance import CFGDenoiser  # noqa: E402
+from diffuscope.core.schedules import make_grid  # noqa: E402
+from diffuscope.models.load import load_model  # noqa: E402
 from diffuscope.samplers import SAMPLERS, initial_noise, make_generators, sample_ddim  # noqa: E402
-from diffuscope.schedules import make_grid  # noqa: E402
 from tiny_pipelines import MAX_TOKENS, load_pipeline, save_ddpm_pipeline, save_text_pipeline  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -21,9 +21,9 @@ pytest.importorskip("transformers")
 
 from diffuscope.adapters.diffusers import sigmas_for_timesteps  # noqa: E402
 from diffuscope.adapters.pipeline import denoiser_from_pipeline, load_pipeline_model  # noqa: E402
-from diffuscope.guidance import CFGDenoiser  # noqa: E402
+from diffuscope.core.guidance import CFGDenoiser  # noqa: E402
+from diffuscope.core.schedules import make_grid  # noqa: E402
 from diffuscope.samplers import sample_ddim, sample_dpmpp_2m, sample_euler, sample_heun  # noqa: E402
-from diffuscope.schedules import make_grid  # noqa: E402
 from tiny_pipelines import load_pipeline, save_text_pipeline  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -1,8 +1,8 @@
 import pytest
 from PIL import Image
 
-from diffuscope.errors import UsageError
-from diffuscope.pngmeta import a1111_text, parse_a1111, read_png_params, save_png
+from diffuscope.checks.errors import UsageError
+from diffuscope.io.pngmeta import a1111_text, parse_a1111, read_png_params, save_png
 
 PARAMS = {"prompt": "seven", "negative_prompt": "", "steps": 25, "sampler": "DPM++ 2M", "spacing": "karras",
           "guidance": 2.0, "seed": 42, "width": 28, "height": 28, "model_name": "mnist, v1", "version": "0.1.0"}

@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from diffuscope.errors import UsageError
-from diffuscope.precond import PARAMETRIZATIONS, make_denoiser
-from diffuscope.reference import GaussianDenoiser
+from diffuscope.checks.errors import UsageError
+from diffuscope.core.precond import PARAMETRIZATIONS, make_denoiser
+from diffuscope.core.reference import GaussianDenoiser
+from diffuscope.core.schedules import EDMSchedule, ScheduleConfig, make_schedule
 from diffuscope.samplers.base import denoise, sigma_batch
-from diffuscope.schedules import EDMSchedule, ScheduleConfig, make_schedule
 
 MU, S = 0.25, 0.6
 

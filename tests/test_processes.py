@@ -10,20 +10,14 @@ import pytest
 import torch
 from PIL import Image
 
-from diffuscope.conditioning import ClassConditioner
-from diffuscope.errors import UsageError
-from diffuscope.model import DiffusionModel
-from diffuscope.processes import (
-    forward_process,
-    load_image_file,
-    parse_t_list,
-    reverse_process,
-    save_forward,
-    save_reverse,
-    show_indices,
-)
-from diffuscope.reference import GaussianMixtureDenoiser
-from diffuscope.schedules import EDMSchedule, ScheduleConfig, make_schedule
+from diffuscope.checks.errors import UsageError
+from diffuscope.core.conditioning import ClassConditioner
+from diffuscope.core.model import DiffusionModel
+from diffuscope.core.reference import GaussianMixtureDenoiser
+from diffuscope.core.schedules import EDMSchedule, ScheduleConfig, make_schedule
+from diffuscope.io.imagefile import load_image_file
+from diffuscope.lesson.forward import forward_process, parse_t_list, save_forward
+from diffuscope.lesson.reverse import reverse_process, save_reverse, show_indices
 from diffuscope.viz.strips import GAP, PAD, labelled_strip, strip_layout
 
 COMMANDS = ("forward", "reverse", "phases")
@@ -97,7 +91,7 @@ def test_forward_closed_form_and_chain_have_the_same_statistics():
 
 
 def test_continuous_forward_process_along_sigma():
-    from diffuscope.forward_process import forward_process_sigma, sigma_frames
+    from diffuscope.lesson.forward import forward_process_sigma, sigma_frames
 
     sigmas = sigma_frames(0.002, 20.0, 100)
     assert len(sigmas) == 101 and sigmas[0] == 0 and sigmas[1] == pytest.approx(0.002)
@@ -205,8 +199,8 @@ def test_reverse_strip_and_gif(tmp_path):
 @pytest.fixture(scope="module")
 def untrained_model(tmp_path_factory):
     """A tiny digits-size model with random weights, saved as a checkpoint (no training: milliseconds)."""
-    from diffuscope.checkpoint import save_checkpoint
-    from diffuscope.model import ModelConfig, build_denoiser, fit_to_data
+    from diffuscope.io.checkpoint import save_checkpoint
+    from diffuscope.models.config import ModelConfig, build_denoiser, fit_to_data
     from helpers import TINY_UNET
 
     config = fit_to_data(ModelConfig(unet=TINY_UNET), image_size=8, channels=1,
@@ -319,7 +313,7 @@ def test_forward_command(tmp_path, capsys):
 
 def test_phases_with_a_prompt_uses_the_default_guidance(untrained_model, tmp_path, capsys):
     """`phases --prompt` without --guidance guides at DEFAULT_GUIDANCE, as its help and `sample` say."""
-    from diffuscope.defaults import DEFAULT_GUIDANCE
+    from diffuscope.core.defaults import DEFAULT_GUIDANCE
 
     out = tmp_path / "ph"
     assert cli_main(["phases", "--model", str(untrained_model), "--prompt", "1", "--steps", "3", "--n", "2",
@@ -350,8 +344,9 @@ def test_reverse_command_with_a_guidance_interval(untrained_model, tmp_path, cap
 def test_reverse_process_matches_generate_bit_for_bit(sampler, guidance, interval):
     """`reverse_process` promises "exactly as generate does for this seed": the same final image (bit-identical),
     the same grid and NFE, and a last recorded prediction that is that image; deterministic or not, guided or not."""
-    from diffuscope.checkpoint import builtin_models, load_model
-    from diffuscope.generate import generate
+    from diffuscope.generation.generate import generate
+    from diffuscope.io.checkpoint import builtin_models
+    from diffuscope.models.load import load_model
 
     if "mnist" not in builtin_models():
         pytest.skip("the shipped mnist model is not installed")

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from diffuscope.reference import EmpiricalDenoiser, GaussianDenoiser, GaussianMixtureDenoiser
+from diffuscope.core.reference import EmpiricalDenoiser, GaussianDenoiser, GaussianMixtureDenoiser
 
 
 def test_gaussian_denoiser_is_the_posterior_mean():

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from diffuscope.errors import UsageError
+from diffuscope.checks.errors import UsageError
 from diffuscope.metrics.retrieval import (
     RetrievalGallery,
     colour_histogram,

@@ -9,8 +9,9 @@ import math
 import pytest
 import torch
 
-from diffuscope.errors import UsageError
-from diffuscope.reference import GaussianDenoiser, GaussianMixtureDenoiser
+from diffuscope.checks.errors import UsageError
+from diffuscope.core.reference import GaussianDenoiser, GaussianMixtureDenoiser
+from diffuscope.core.schedules import EDMSchedule, ScheduleConfig, logsnr_sigmas, make_grid, make_schedule
 from diffuscope.samplers import (
     SAMPLERS,
     CountingDenoiser,
@@ -28,7 +29,6 @@ from diffuscope.samplers import (
     sample_ipndm,
     sample_unipc,
 )
-from diffuscope.schedules import EDMSchedule, ScheduleConfig, logsnr_sigmas, make_grid, make_schedule
 
 IDS = list(SAMPLERS)
 GAUSS = GaussianDenoiser(0.3, 0.5)
@@ -364,7 +364,7 @@ def test_mixture_with_cond_picks_the_component(sampler_id):
 
 def test_the_default_sampler_is_registered_and_deterministic():
     """`phases` and the demo's reverse strip run the default sampler and need a deterministic one."""
-    from diffuscope.defaults import DEFAULT_SAMPLER
+    from diffuscope.core.defaults import DEFAULT_SAMPLER
 
     assert get_sampler(DEFAULT_SAMPLER).deterministic
 

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from diffuscope.errors import UsageError
-from diffuscope.schedules import (
+from diffuscope.checks.errors import UsageError
+from diffuscope.core.schedules import (
     EDMSchedule,
     ScheduleConfig,
     add_noise,

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from diffuscope.cli import main as cli_main
-from diffuscope.conditioning import TEXT_ENCODERS, TextCond, TextConditioner, register_text_encoder
-from diffuscope.generate import generate_from_prompts
-from diffuscope.model import DiffusionModel
-from diffuscope.reference import GaussianDenoiser
-from diffuscope.schedules import EDMSchedule
+from diffuscope.core.conditioning import TEXT_ENCODERS, TextCond, TextConditioner, register_text_encoder
+from diffuscope.core.model import DiffusionModel
+from diffuscope.core.reference import GaussianDenoiser
+from diffuscope.core.schedules import EDMSchedule
+from diffuscope.generation.generate import generate_from_prompts
 
 TOY_DIM = 8
 
@@ -60,7 +60,7 @@ def test_unconditional_model_trains_samples_sweeps_and_draws_its_reverse_strip(t
     code, _, err = _run(capsys, "train", "--data", "digits", "--conditioning", "none", "--max-steps", "30",
                         "--out", run, "--quiet", "--device", "cpu")
     assert code == 0, err
-    from diffuscope.checkpoint import load_model
+    from diffuscope.models.load import load_model
 
     model = load_model(run)
     assert model.conditioner.kind == "none" and not model.conditioner.has_null and model.class_names == ()
@@ -96,15 +96,15 @@ def _train_text_model(tmp_path, encoder_name):
     cfg = replace(cfg, model=replace(cfg.model, unet=unet, conditioning="text", text_encoder=encoder_name),
                   train=replace(cfg.train, max_steps=8, checkpoint_every=8, sample_every=0, device="cpu", log_every=4))
     train(cfg, tmp_path / "text-run")
-    from diffuscope.checkpoint import load_model
+    from diffuscope.models.load import load_model
 
     return load_model(tmp_path / "text-run")
 
 
 def test_toy_text_model_trains_and_goes_through_generation_guidance_sweep_reverse_and_phases(tmp_path,
                                                                                               toy_text_encoder):
-    from diffuscope.phases_report import measure_phases
-    from diffuscope.reverse_process import reverse_process
+    from diffuscope.lesson.phases_report import measure_phases
+    from diffuscope.lesson.reverse import reverse_process
     from diffuscope.sweep import SweepConfig, sweep
 
     model = _train_text_model(tmp_path, toy_text_encoder)
@@ -149,7 +149,7 @@ class PoolCodec:
 
 
 def _latent_model():
-    from diffuscope.conditioning import NoConditioner
+    from diffuscope.core.conditioning import NoConditioner
 
     denoiser = GaussianDenoiser(mu=torch.full((1, 4, 4), 0.3), s=0.5)
     denoiser.schedule = EDMSchedule()
@@ -157,7 +157,7 @@ def _latent_model():
 
 
 def test_toy_latent_model_generates_decoded_images_strips_and_sweeps():
-    from diffuscope.reverse_process import reverse_process
+    from diffuscope.lesson.reverse import reverse_process
     from diffuscope.sweep import SweepConfig, sweep
 
     model = _latent_model()
@@ -178,9 +178,9 @@ def test_toy_latent_model_generates_decoded_images_strips_and_sweeps():
 
 
 def test_a_text_prompt_given_to_a_class_model_is_refused_and_unconditional_generation_needs_n():
-    from diffuscope.conditioning import ClassConditioner
-    from diffuscope.errors import UsageError
-    from diffuscope.generate import generate
+    from diffuscope.checks.errors import UsageError
+    from diffuscope.core.conditioning import ClassConditioner
+    from diffuscope.generation.generate import generate
 
     with pytest.raises(UsageError, match="unknown prompt"):
         ClassConditioner(("0", "1")).encode(["red apple"])

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffuscope.checkpoint import builtin_models, load_model
+from diffuscope.io.checkpoint import builtin_models
+from diffuscope.metrics.evaluation import Evaluator
+from diffuscope.models.load import load_model
 
 pytestmark = pytest.mark.skipif("emoji" not in builtin_models(), reason="the shipped emoji model is not installed")
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,10 +39,10 @@ def test_shipped_config_is_what_the_documented_recipe_writes():
 
 
 def test_shipped_emoji_model_draws_the_prompted_emoji():
-    from diffuscope.generate import generate_from_prompts
+    from diffuscope.generation.generate import generate_from_prompts
 
     model = load_model("emoji")
-    judge = model.evaluator().classifier
+    judge = Evaluator.for_model(model).classifier
     prompts = ["red heart", "palm tree", "crying cat", "red apple"]
     gen = generate_from_prompts(model, prompts, steps=20, guidance=1.25, seed=0)
     assert gen.images.shape == (4, 3, 32, 32)
@@ -53,7 +55,7 @@ def test_shipped_emoji_model_meets_the_bars():
     """Issue 18: on 200 training prompts x 8 seeds at the defaults, retrieval top-5 >= 90% and top-1 >= 75%."""
     from diffuscope.data import load_dataset
     from diffuscope.data.emoji import emoji_prompts
-    from diffuscope.generate import generate_from_prompts
+    from diffuscope.generation.generate import generate_from_prompts
     from diffuscope.metrics.retrieval import RetrievalGallery
 
     model = load_model("emoji")

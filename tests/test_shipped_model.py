@@ -6,15 +6,16 @@ The fast test checks a handful of images; the slow one checks the documented qua
 import pytest
 import torch
 
-from diffuscope.checkpoint import builtin_models, load_model
+from diffuscope.io.checkpoint import builtin_models
+from diffuscope.models.load import load_model
 
 pytestmark = pytest.mark.skipif("mnist" not in builtin_models(), reason="the shipped mnist model is not installed")
 
 
 def _generate(model, labels):
     """At `diffuscope sample`'s defaults: the quality bar is stated for them."""
-    from diffuscope.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
-    from diffuscope.generate import generate
+    from diffuscope.core.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
+    from diffuscope.generation.generate import generate
 
     u = model.config.unet
     return generate(model.denoiser, model.denoiser.schedule, labels, (u.in_channels, u.image_size, u.image_size),

@@ -16,10 +16,10 @@ import torch
 from PIL import Image
 
 import diffuscope.cli as cli
+from diffuscope.checks.errors import UsageError
+from diffuscope.core.reference import GaussianMixtureDenoiser
+from diffuscope.core.schedules import EDMSchedule, ScheduleConfig, make_grid, make_schedule
 from diffuscope.data import load_dataset
-from diffuscope.errors import UsageError
-from diffuscope.reference import GaussianMixtureDenoiser
-from diffuscope.schedules import EDMSchedule, ScheduleConfig, make_grid, make_schedule
 from diffuscope.sweep import SweepConfig, check_config, parse_steps, prompt_labels, real_sets, sweep, write_reports
 from diffuscope.sweep.plots import GAP, plotted_metrics, sweep_grid
 from diffuscope.viz import to_pil
@@ -376,7 +376,7 @@ def test_cli_with_a_classifier_measures_everything(run_cli, tiny_model, tmp_path
 
 
 def test_cli_ctrl_c_writes_partial_report_and_exits_130(run_cli, tiny_model, tmp_path, monkeypatch):
-    import diffuscope.generate as gen_module
+    import diffuscope.generation.generate as gen_module
 
     real, calls = gen_module.generate, []
 

@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-from diffuscope.conditioning import TextCond, make_conditioner
-from diffuscope.errors import UsageError
+from diffuscope.checks.errors import UsageError
+from diffuscope.core.conditioning import TextCond, make_conditioner
 from diffuscope.text.minilm import MAX_TOKENS, PAD_TO, MiniLM
 
 # sentence-transformers 6.2.0 (transformers 5.24.0) on the same wheel, SentenceTransformer(model_dir()).encode(...):
@@ -68,7 +68,7 @@ def test_registered_conditioner():
 
 
 def test_import_stays_light():
-    code = ("import sys, diffuscope, diffuscope.text, diffuscope.conditioning; "
+    code = ("import sys, diffuscope, diffuscope.text, diffuscope.core.conditioning; "
             "print('tokenizers' in sys.modules, 'safetensors.torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out[0] == "False"

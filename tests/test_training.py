@@ -5,9 +5,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from diffuscope.checkpoint import load_model, load_training_state
-from diffuscope.config import from_dict, to_dict
-from diffuscope.errors import UsageError
+from diffuscope.checks.errors import UsageError
+from diffuscope.io.checkpoint import load_training_state
+from diffuscope.io.config import from_dict, to_dict
+from diffuscope.models.load import load_model
 from diffuscope.training import RunConfig, train
 from diffuscope.training.config import resolve
 from diffuscope.training.loop import batch_indices, lr_factor
@@ -116,7 +117,7 @@ def test_bf16_training_on_cpu(tmp_path):
     assert 0 < diff < 0.05 * scale, (diff, scale)
     model = load_model(bf16.run_dir)
     u = model.config.unet
-    from diffuscope.generate import generate
+    from diffuscope.generation.generate import generate
 
     images = generate(model.denoiser, model.denoiser.schedule, torch.arange(4), (u.in_channels, u.image_size,
                       u.image_size), steps=4, seed=0).images

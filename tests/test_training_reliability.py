@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffuscope import checkpoint as ckpt_io
-from diffuscope.checkpoint import file_entries, list_checkpoints
+from diffuscope.io import checkpoint as ckpt_io
+from diffuscope.io.checkpoint import file_entries, list_checkpoints
+from diffuscope.models.load import load_model
 from diffuscope.training import TrainingError, train
 from helpers import tiny_config
 
@@ -83,7 +84,7 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     ckpts = tmp_path / "r" / "checkpoints"
     assert [p.name for p in ckpts.iterdir()] == ["step-0000003"]  # no half-written folder left behind
     assert (ckpts / "step-0000003" / "ema.safetensors").read_bytes() == before
-    assert ckpt_io.load_model(tmp_path / "r").step == 3
+    assert load_model(tmp_path / "r").step == 3
 
 
 def _poison(monkeypatch, bad_steps):
@@ -106,14 +107,14 @@ def test_non_finite_loss_stops_with_the_step_and_writes_nothing_bad(tmp_path, mo
     with pytest.raises(TrainingError, match="non-finite loss at step 4"):
         train(tiny_config(max_steps=8, checkpoint_every=2), tmp_path / "r", resume="latest")
     assert [p.name for p in list_checkpoints(tmp_path / "r" / "checkpoints")] == ["step-0000002"]
-    model = ckpt_io.load_model(tmp_path / "r", ema=False)
+    model = load_model(tmp_path / "r", ema=False)
     assert all(torch.isfinite(p).all() for p in model.denoiser.net.parameters())
 
 
 def test_bad_batches_can_be_skipped(tmp_path, monkeypatch):
     _poison(monkeypatch, {3, 5})
     result = train(tiny_config(max_steps=6, max_bad_batches=2), tmp_path / "r")
-    model = ckpt_io.load_model(result.checkpoint, ema=False)
+    model = load_model(result.checkpoint, ema=False)
     assert all(torch.isfinite(p).all() for p in model.denoiser.net.parameters())
 
 
@@ -151,8 +152,8 @@ def test_two_processes_match_one_process(tmp_path, toml):
     assert two.returncode == 0, two.stderr[-2000:]
     assert "2 processes, global batch 16 (8 per process)" in two.stdout
     assert "replicas identical after step 4: yes" in two.stdout
-    a = ckpt_io.load_model(tmp_path / "one", ema=False).denoiser.net.state_dict()
-    b = ckpt_io.load_model(tmp_path / "two", ema=False).denoiser.net.state_dict()
+    a = load_model(tmp_path / "one", ema=False).denoiser.net.state_dict()
+    b = load_model(tmp_path / "two", ema=False).denoiser.net.state_dict()
     for k in a:
         assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5), k
     # resume the 2-process run on 1 process: works across a change of process count

@@ -6,12 +6,13 @@ import math
 import pytest
 import torch
 
-from diffuscope import tuned_grids, tuning
-from diffuscope.errors import UsageError
-from diffuscope.reference import GaussianMixtureDenoiser
+from diffuscope.checks.errors import UsageError
+from diffuscope.core.reference import GaussianMixtureDenoiser
+from diffuscope.core.schedules import EDMSchedule, karras_sigmas, make_grid
+from diffuscope.grids import store as tuned_grids
+from diffuscope.grids import tuning
 from diffuscope.samplers import get_sampler
 from diffuscope.samplers.steppers import STEPPERS
-from diffuscope.schedules import EDMSchedule, karras_sigmas, make_grid
 
 
 def _mixture():
@@ -161,8 +162,8 @@ def test_sweep_rows_side_by_side_and_missing_step_counts(tmp_path):
 
 
 def test_the_shipped_emoji_model_ships_tuned_grids_that_beat_karras():
-    from diffuscope.checkpoint import builtin_models, read_manifest, resolve_checkpoint
-    from diffuscope.defaults import DEFAULT_SAMPLER
+    from diffuscope.core.defaults import DEFAULT_SAMPLER
+    from diffuscope.io.checkpoint import builtin_models, read_manifest, resolve_checkpoint
 
     if "emoji" not in builtin_models():
         pytest.skip("the shipped emoji model is not installed")
@@ -177,8 +178,9 @@ def test_the_shipped_emoji_model_ships_tuned_grids_that_beat_karras():
 def test_the_shipped_model_ships_tuned_grids_for_the_default_sampler():
     """`--spacing tuned` works out of the box on the shipped model: its folder's tuned_grids.json (listed in its
     manifest) holds iPNDM grids from its sigma_max at the tuned step counts."""
-    from diffuscope.checkpoint import load_config, read_manifest, resolve_checkpoint
-    from diffuscope.defaults import DEFAULT_SAMPLER
+    from diffuscope.core.defaults import DEFAULT_SAMPLER
+    from diffuscope.io.checkpoint import read_manifest, resolve_checkpoint
+    from diffuscope.models.load import load_config
 
     ckpt = resolve_checkpoint("mnist")
     assert tuned_grids.TUNED_FILE in read_manifest(ckpt)["files"]

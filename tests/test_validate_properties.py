@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from diffuscope import limits, validate
+from diffuscope.checks import limits, validate
+from diffuscope.checks.errors import MAX_ERROR_CHARS, UsageError, one_line
 from diffuscope.cli import args as types
-from diffuscope.errors import UsageError
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -26,8 +26,8 @@ number_text = (st.integers(-(2**70), 2**70).map(str) | st.floats().map(repr) | s
 
 
 def _one_line(e: Exception) -> None:
-    assert "\n" not in validate.one_line(str(e))
-    assert len(validate.one_line(str(e))) <= validate.MAX_ERROR_CHARS + 40
+    assert "\n" not in one_line(str(e))
+    assert len(one_line(str(e))) <= MAX_ERROR_CHARS + 40
 
 
 @pytest.mark.parametrize("parse, lo, hi", [
@@ -96,7 +96,7 @@ unet_tables = st.fixed_dictionaries({}, optional={
                                                "model": st.fixed_dictionaries({}, optional={"unet": unet_tables})
                                                | json_values}) | json_values)
 def test_run_configs(doc):
-    from diffuscope import config as config_io
+    from diffuscope.io import config as config_io
     from diffuscope.training.config import RunConfig, check_run_config
 
     try:
@@ -157,7 +157,7 @@ def test_png_chunks(doc):
 def test_png_files(tmp_path_factory, text):
     from PIL import Image, PngImagePlugin
 
-    from diffuscope.pngmeta import read_png_params
+    from diffuscope.io.pngmeta import read_png_params
 
     f = tmp_path_factory.mktemp("png") / "x.png"
     info = PngImagePlugin.PngInfo()

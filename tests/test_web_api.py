@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("fastapi", reason="the web extra (fastapi) is not installed")
 from fastapi.testclient import TestClient
 
-from diffuscope.pngmeta import read_png_params
+from diffuscope.io.pngmeta import read_png_params
 from diffuscope.web import lesson
 from diffuscope.web.app import create_app
 from diffuscope.web.jobs import Worker
@@ -297,7 +297,7 @@ def test_the_worker_survives_a_failing_job():
 def test_models_say_their_kind_and_default_prompt(client, tmp_path):
     mnist = client.get("/api/models").json()[0]
     assert (mnist["conditioning"], mnist["latent"], mnist["default_prompt"]) == ("class", False, "7")
-    from diffuscope.checkpoint import builtin_models
+    from diffuscope.io.checkpoint import builtin_models
 
     if "emoji" in builtin_models():
         emoji = load_entry("emoji").describe()

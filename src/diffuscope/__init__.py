@@ -4,7 +4,8 @@ Everything meets at one contract (ARCHITECTURE.md):
 
     D(x, sigma, cond=None) -> x0_hat
 
-The top-level import stays light; import submodules (``diffuscope.schedules``, ``diffuscope.samplers`` ...) for work.
+The top-level import stays light; import submodules (``diffuscope.core.schedules``, ``diffuscope.samplers`` ...)
+for work.
 """
 
 __version__ = "0.1.0"

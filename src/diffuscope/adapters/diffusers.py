@@ -15,10 +15,10 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from diffuscope.conditioning import ClassCond, TextCond
-from diffuscope.errors import UsageError, choices_error
-from diffuscope.precond import Denoiser, EpsDenoiser, VDenoiser, X0Denoiser
-from diffuscope.schedules import ZERO_SNR_ALPHA_BAR, VPSchedule
+from diffuscope.checks.errors import UsageError, choices_error
+from diffuscope.core.conditioning import ClassCond, TextCond
+from diffuscope.core.precond import Denoiser, EpsDenoiser, VDenoiser, X0Denoiser
+from diffuscope.core.schedules import ZERO_SNR_ALPHA_BAR, VPSchedule
 
 
 class _DiffusersNet:

@@ -28,11 +28,10 @@ import torch
 from torch import nn
 
 from diffuscope.adapters.diffusers import PREDICTION_TYPES, schedule_from_diffusers
-from diffuscope.conditioning import ClassConditioner, Conditioner, NoConditioner
-from diffuscope.errors import UsageError, choices_error
-from diffuscope.model import DiffusionModel
-from diffuscope.schedules import DISCRETE_GRIDS
-from diffuscope.validate import quote
+from diffuscope.checks.errors import UsageError, choices_error, quote
+from diffuscope.core.conditioning import ClassConditioner, Conditioner, NoConditioner
+from diffuscope.core.model import DiffusionModel
+from diffuscope.core.schedules import DISCRETE_GRIDS
 
 PIPELINE_INDEX = "model_index.json"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from diffuscope.conditioning import TextConditioner
+from diffuscope.core.conditioning import TextConditioner
 
 
 class PipelineTextEncoder:

@@ -10,8 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from diffuscope.errors import UsageError
-from diffuscope.validate import one_line
+from diffuscope.checks.errors import UsageError, one_line
 
 COMMANDS = ("demo", "train", "sample", "info", "samplers", "sweep", "classifier", "forward", "reverse", "phases",
             "tune_steps", "invert", "autoencoder", "serve")  # module names; tune_steps registers `tune-steps`
@@ -48,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"diffuscope: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except RuntimeError as e:
+        from diffuscope.checks.validate import NonFiniteError
         from diffuscope.training.loop import TrainingError
-        from diffuscope.validate import NonFiniteError
 
         if not isinstance(e, TrainingError | NonFiniteError):
             raise
@@ -61,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush does not raise again
         return 141  # 128 + SIGPIPE
     except OSError as e:  # a read-only or full file system, met after the up-front checks: one line, not a traceback
-        from diffuscope.outputs import os_error_line
+        from diffuscope.io.outputs import os_error_line
 
         print(f"diffuscope: error: {one_line(os_error_line(e))}", file=sys.stderr)
         return 1

@@ -1,7 +1,7 @@
 """Argument types shared by the commands: each rejects bad values with a message naming the valid range.
 
-Every number has a documented range (diffuscope.limits, docs/limits.md) and must be finite; every name must be
-non-empty. The checks themselves live in ``diffuscope.validate`` so files and flags obey the same rules.
+Every number has a documented range (diffuscope.checks.limits, docs/limits.md) and must be finite; every name must be
+non-empty. The checks themselves live in ``diffuscope.checks.validate`` so files and flags obey the same rules.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from diffuscope import limits, validate
-from diffuscope.errors import UsageError
+from diffuscope.checks import limits, validate
+from diffuscope.checks.errors import UsageError, quote
 
 
 def _typed(check: Callable[[str], object], type_name: str):
@@ -45,7 +45,7 @@ def _seed(text: str) -> int:
     try:
         return validate.integer(text, "", 0, 2**32 - 1)
     except UsageError:
-        raise UsageError(f"must be -1 (random) or an integer in 0..4294967295, got {validate.quote(text)}") from None
+        raise UsageError(f"must be -1 (random) or an integer in 0..4294967295, got {quote(text)}") from None
 
 
 seed = _typed(_seed, "seed")

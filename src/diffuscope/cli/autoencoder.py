@@ -37,9 +37,9 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from diffuscope import config as config_io
-    from diffuscope.codec import load_codec
-    from diffuscope.errors import UsageError
+    from diffuscope.checks.errors import UsageError
+    from diffuscope.io import config as config_io
+    from diffuscope.nets.codec import load_codec
     from diffuscope.training.autoencoder import AutoencoderRunConfig, levels_for, train_autoencoder
 
     if args.lr is not None and args.lr <= 0:

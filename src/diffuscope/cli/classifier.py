@@ -28,8 +28,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from diffuscope.io.outputs import prepare_out
     from diffuscope.metrics import train_classifier
-    from diffuscope.outputs import prepare_out
 
     args.out = prepare_out(args.out, "classifier")
     info = train_classifier(args.data, args.out, image_size=args.image_size, epochs=args.epochs, seed=args.seed,

@@ -8,7 +8,7 @@ from diffuscope.cli import args as types
 
 
 def add_parser(sub) -> None:
-    from diffuscope.demo import DemoConfig
+    from diffuscope.lesson.demo import DemoConfig
 
     d = DemoConfig()
     p = sub.add_parser("demo", help="the whole lesson in one run: forward, reverse, step sweep, phases",
@@ -27,9 +27,9 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
 
-    from diffuscope.demo import DemoConfig, run_demo
-    from diffuscope.errors import UsageError
-    from diffuscope.outputs import prepare_out
+    from diffuscope.checks.errors import UsageError
+    from diffuscope.io.outputs import prepare_out
+    from diffuscope.lesson.demo import DemoConfig, run_demo
 
     out = prepare_out(args.out, "demo")  # the one --out rule: new or empty folder, writable, room on its disk
     if args.n < 2:

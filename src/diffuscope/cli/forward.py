@@ -36,17 +36,17 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from diffuscope.errors import UsageError
-    from diffuscope.forward_process import forward_process, parse_t_list, pick_image, save_forward
-    from diffuscope.outputs import prepare_out
-    from diffuscope.schedules import ScheduleConfig, make_schedule
+    from diffuscope.checks.errors import UsageError
+    from diffuscope.core.schedules import ScheduleConfig, make_schedule
+    from diffuscope.io.outputs import prepare_out
+    from diffuscope.lesson.forward import forward_process, parse_t_list, pick_image, save_forward
 
     schedule = make_schedule(ScheduleConfig(kind=args.schedule, num_timesteps=args.timesteps))
     args.out = prepare_out(args.out, "forward")
     t = parse_t_list(args.t, schedule.num_timesteps)
     model = None
     if args.model is not None:
-        from diffuscope.checkpoint import load_model
+        from diffuscope.models.load import load_model
 
         model = load_model(args.model)
         if not model.is_latent:
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     result = forward_process(x0, schedule, t, seed=args.seed, source=source)
     paths = save_forward(result, args.out)
     if model is not None:
-        from diffuscope.forward_process import save_forward_latent
+        from diffuscope.lesson.forward import save_forward_latent
 
         if tuple(x0.shape) != tuple(model.image_shape):
             raise UsageError(f"the image is {'x'.join(map(str, x0.shape))} but {args.model} encodes "

@@ -14,8 +14,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from diffuscope.errors import UsageError
-    from diffuscope.pngmeta import read_png_params
+    from diffuscope.checks.errors import UsageError
+    from diffuscope.io.pngmeta import read_png_params
 
     text, params = read_png_params(args.image)
     if text is None and params is None:

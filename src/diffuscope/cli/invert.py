@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 
 from diffuscope.cli import args as types
-from diffuscope.defaults import DEFAULT_SAMPLER
-from diffuscope.inversion_report import OUTPUTS
+from diffuscope.core.defaults import DEFAULT_SAMPLER
+from diffuscope.lesson.inversion_report import OUTPUTS
 
 
 def add_parser(sub) -> None:
@@ -40,8 +40,8 @@ def load_image(path: str, channels: int, size: int):
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
+    from diffuscope.checks.errors import UsageError
     from diffuscope.data.dataset import fit_size, from_uint8
-    from diffuscope.errors import UsageError
 
     try:
         with Image.open(path) as im:
@@ -59,10 +59,10 @@ def load_image(path: str, channels: int, size: int):
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from diffuscope.checkpoint import load_model
-    from diffuscope.device import pick_device
-    from diffuscope.errors import UsageError
-    from diffuscope.inversion_report import invert_image, reachability, save_inversion
+    from diffuscope.checks.errors import UsageError
+    from diffuscope.io.device import pick_device
+    from diffuscope.lesson.inversion_report import invert_image, reachability, save_inversion
+    from diffuscope.models.load import load_model
     from diffuscope.samplers import get_sampler
     from diffuscope.samplers.steppers import stepper
 

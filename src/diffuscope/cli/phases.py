@@ -1,12 +1,13 @@
-"""``diffuscope phases``: measure what early, middle and late sampler steps decide (see ``diffuscope.phases``)."""
+"""``diffuscope phases``: measure what early, middle and late steps decide (see ``diffuscope.lesson.phases``)."""
 
 from __future__ import annotations
 
 import argparse
 
-from diffuscope import limits, validate
+from diffuscope.checks import limits
+from diffuscope.checks.errors import quote
 from diffuscope.cli import args as types
-from diffuscope.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER  # guidance only with --prompt
+from diffuscope.core.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER  # guidance only with --prompt
 
 
 def add_parser(sub) -> None:
@@ -53,28 +54,28 @@ def add_parser(sub) -> None:
 
 
 def parse_steps_list(text: str) -> list[int]:
-    from diffuscope.errors import UsageError
+    from diffuscope.checks.errors import UsageError
 
     try:
         steps = [int(p) for p in str(text).split(",")]
     except ValueError:
-        raise UsageError(f"malformed step list {validate.quote(text)}: expected comma-separated integers like "
+        raise UsageError(f"malformed step list {quote(text)}: expected comma-separated integers like "
                          "10,25,50,100") from None
     if len(steps) > 100 or max(steps) > limits.MAX_STEPS:
         raise UsageError(f"--consistency-steps allows at most 100 step counts of at most {limits.MAX_STEPS} each")
     if len(steps) < 2 or min(steps) < 1 or len(set(steps)) != len(steps):
         raise UsageError(f"--consistency-steps needs at least 2 different positive step counts, got "
-                         f"{validate.quote(text)}")
+                         f"{quote(text)}")
     return sorted(steps)
 
 
 def run(args: argparse.Namespace) -> int:
-    from diffuscope.checkpoint import load_model
-    from diffuscope.device import pick_device
-    from diffuscope.errors import UsageError
-    from diffuscope.phases_report import measure_phases, save_phases
+    from diffuscope.checks.errors import UsageError
+    from diffuscope.grids.store import grid_for_sample
+    from diffuscope.io.device import pick_device
+    from diffuscope.lesson.phases_report import measure_phases, save_phases
+    from diffuscope.models.load import load_model
     from diffuscope.samplers import get_sampler
-    from diffuscope.tuned_grids import grid_for_sample
 
     if args.n < 2:
         raise UsageError(f"--n must be at least 2, got {args.n}")
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     if args.points < 2:
         raise UsageError(f"--points must be at least 2 (the first and the last step), got {args.points}")
     consistency_steps = parse_steps_list(args.consistency_steps)
-    from diffuscope.outputs import prepare_out
+    from diffuscope.io.outputs import prepare_out
 
     args.out = prepare_out(args.out, "phases")
     device = pick_device(args.device)

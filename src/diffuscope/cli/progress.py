@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from diffuscope.events import Progress
+from diffuscope.core.events import Progress
 
 
 class TqdmObserver:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from diffuscope.cli import args as types
-from diffuscope.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER  # guidance: 1 (off) for an unconditional model
+from diffuscope.core.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER  # guidance: 1 (off) for an unconditional model
 
 
 def add_parser(sub) -> None:
@@ -37,12 +37,12 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from diffuscope.checkpoint import load_model
-    from diffuscope.device import pick_device
-    from diffuscope.outputs import prepare_out
-    from diffuscope.reverse_process import reverse_process, save_reverse, show_indices
+    from diffuscope.grids.store import grid_for_sample
+    from diffuscope.io.device import pick_device
+    from diffuscope.io.outputs import prepare_out
+    from diffuscope.lesson.reverse import reverse_process, save_reverse, show_indices
+    from diffuscope.models.load import load_model
     from diffuscope.samplers import get_sampler
-    from diffuscope.tuned_grids import grid_for_sample
 
     show_indices(args.steps, args.show)  # reject a bad --show before loading anything
     get_sampler(args.sampler)

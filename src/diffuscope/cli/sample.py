@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from diffuscope.cli import args as types
-from diffuscope.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
+from diffuscope.core.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
 
 
 def add_parser(sub) -> None:
@@ -38,13 +38,13 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from diffuscope.checkpoint import load_model
-    from diffuscope.device import pick_device
-    from diffuscope.errors import UsageError
-    from diffuscope.generate import generate_from_prompts, image_params, write_images
-    from diffuscope.outputs import prepare_out
-    from diffuscope.pngmeta import read_png_params
-    from diffuscope.tuned_grids import grid_for_sample
+    from diffuscope.checks.errors import UsageError
+    from diffuscope.generation.generate import generate_from_prompts, image_params, write_images
+    from diffuscope.grids.store import grid_for_sample
+    from diffuscope.io.device import pick_device
+    from diffuscope.io.outputs import prepare_out
+    from diffuscope.io.pngmeta import read_png_params
+    from diffuscope.models.load import load_model
 
     args.out = prepare_out(args.out, "sample")  # the --out rule (outputs.py): new, empty or our earlier images
     base = {}

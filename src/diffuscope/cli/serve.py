@@ -37,7 +37,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from diffuscope.errors import UsageError
+    from diffuscope.checks.errors import UsageError
 
     try:
         import uvicorn
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as e:
         raise UsageError(f"diffuscope serve needs the web extra ({e.name} is missing): "
                          "pip install 'diffuscope[web]'") from None
-    from diffuscope.device import pick_device
+    from diffuscope.io.device import pick_device
     from diffuscope.web.lesson import load_entry
 
     device = pick_device(args.device)

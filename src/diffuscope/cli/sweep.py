@@ -8,7 +8,7 @@ import argparse
 import json
 
 from diffuscope.cli import args as types
-from diffuscope.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
+from diffuscope.core.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
 
 DEFAULT_STEPS = "10,25,50,100"
 DEFAULT_SAMPLERS = f"DDIM,{DEFAULT_SAMPLER}"
@@ -85,12 +85,12 @@ def build_config(args: argparse.Namespace):
 def _dry_run(config, model_ref: str, device, dtype: str | None = None) -> int:
     from dataclasses import asdict
 
-    from diffuscope.checkpoint import load_model
-    from diffuscope.errors import UsageError
+    from diffuscope.checks.errors import UsageError
+    from diffuscope.grids.store import sweep_rows
+    from diffuscope.models.load import load_model
     from diffuscope.samplers import get_sampler
     from diffuscope.sweep import prompt_labels
     from diffuscope.sweep.config import reference_steps
-    from diffuscope.tuned_grids import sweep_rows
 
     model = load_model(model_ref, device=device, dtype=dtype)
     if model.conditioner.kind == "class":
@@ -120,7 +120,7 @@ def _dry_run(config, model_ref: str, device, dtype: str | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from diffuscope.device import pick_device
+    from diffuscope.io.device import pick_device
     from diffuscope.sweep import sweep, write_reports
     from diffuscope.sweep.config import metric_spec
 
@@ -128,9 +128,9 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     if args.dry_run:
         return _dry_run(config, args.model, device, args.dtype)
-    from diffuscope.checkpoint import load_model
     from diffuscope.cli.progress import TqdmObserver
-    from diffuscope.outputs import prepare_out
+    from diffuscope.io.outputs import prepare_out
+    from diffuscope.models.load import load_model
 
     model = load_model(args.model, device=device, dtype=args.dtype)
     args.out = prepare_out(args.out, "sweep")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 
 from diffuscope.cli import args as types
-from diffuscope.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
+from diffuscope.core.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
 
 DEFAULT_STEPS = "5,8,10,12,15"
 CALIBRATION_SEED = 1_000_000  # far from the seeds users and the sweep start at (0): calibration and evaluation differ
@@ -66,7 +66,7 @@ def add_parser(sub) -> None:
 def prompt_conditions(model, prompts: tuple[str, ...]):
     """n -> the conditions of n calibration images, round-robin over ``prompts`` ("all": every class, or every
     trained name of a text model); None for an unconditional model."""
-    from diffuscope.errors import UsageError
+    from diffuscope.checks.errors import UsageError
     from diffuscope.sweep import prompt_labels
 
     conditioner = model.conditioner
@@ -90,13 +90,15 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from diffuscope import tuned_grids, tuning
-    from diffuscope.checkpoint import load_model, record_in_manifest, write_json_atomic
-    from diffuscope.device import pick_device
-    from diffuscope.errors import UsageError
-    from diffuscope.guidance import CFGDenoiser, check_interval
+    from diffuscope.checks.errors import UsageError
+    from diffuscope.core.guidance import CFGDenoiser, check_interval
+    from diffuscope.core.schedules import make_grid
+    from diffuscope.grids import store as tuned_grids
+    from diffuscope.grids import tuning
+    from diffuscope.io.checkpoint import record_in_manifest, write_json_atomic
+    from diffuscope.io.device import pick_device
+    from diffuscope.models.load import load_model
     from diffuscope.samplers import get_sampler, make_generators, randn
-    from diffuscope.schedules import make_grid
     from diffuscope.sweep import parse_steps
 
     spec, teacher = get_sampler(args.sampler), get_sampler(args.teacher)

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from diffuscope.checks.errors import UsageError, quote
 from diffuscope.data.builtin import BUILTIN_DATASETS, load_builtin
 from diffuscope.data.dataset import ImageDataset, check_options
 from diffuscope.data.folder import IMAGE_EXTENSIONS, load_folder
 from diffuscope.data.idx import is_idx_folder, load_idx, read_idx, write_idx
 from diffuscope.data.order import batch_indices, iterate_batches
 from diffuscope.data.prompts import class_aliases, class_index
-from diffuscope.errors import UsageError
-from diffuscope.validate import quote
 
 __all__ = [
     "BUILTIN_DATASETS",

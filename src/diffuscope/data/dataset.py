@@ -8,8 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from diffuscope.errors import UsageError, choices_error
-from diffuscope.validate import quote
+from diffuscope.checks.errors import UsageError, choices_error, quote
 
 SPLITS = ("train", "test", "all")
 CHANNEL_CHOICES = (1, 3)

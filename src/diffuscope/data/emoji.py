@@ -28,9 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from diffuscope.checks.errors import UsageError, quote
 from diffuscope.data.dataset import ImageDataset, from_uint8
-from diffuscope.errors import UsageError
-from diffuscope.validate import quote
 
 DEFAULT_SIZE = 32
 VARIATION_SELECTOR = 0xFE0F

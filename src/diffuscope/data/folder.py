@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from diffuscope import limits, validate
+from diffuscope.checks import limits
+from diffuscope.checks.errors import UsageError, one_line
 from diffuscope.data.dataset import ImageDataset, from_uint8
 from diffuscope.data.split import held_out_mask, select, tenth
-from diffuscope.errors import UsageError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 DEFAULT_FOLDER_SIZE = 32
@@ -98,7 +98,7 @@ def _all_gray(files: list[Path]) -> bool:
             with Image.open(f) as img:
                 mode = img.mode
         except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
-            raise UsageError(f"cannot read image {f}: {validate.one_line(str(e), 120)}") from None
+            raise UsageError(f"cannot read image {f}: {one_line(str(e), 120)}") from None
         if mode not in GRAY_MODES:
             return False
     return True

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffuscope import limits
+from diffuscope.checks import limits
+from diffuscope.checks.errors import UsageError
 from diffuscope.data.dataset import ImageDataset, fit_size, from_uint8, set_channels
-from diffuscope.errors import UsageError
 
 IDX_TYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
              0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}

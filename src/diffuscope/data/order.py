@@ -12,7 +12,7 @@ from functools import lru_cache
 
 import torch
 
-from diffuscope.errors import UsageError
+from diffuscope.checks.errors import UsageError
 
 
 @lru_cache(maxsize=2)

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from diffuscope.errors import UsageError
-from diffuscope.validate import quote
+from diffuscope.checks.errors import UsageError, quote
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 MAX_LISTED = 30
@@ -48,6 +47,6 @@ def class_index(prompt: str, class_names: Sequence[str]) -> int:
     shown = ", ".join(valid[:MAX_LISTED])
     if len(valid) > MAX_LISTED:
         shown += f", ... ({len(valid) - MAX_LISTED} more)"
-    from diffuscope.validate import quote
+    from diffuscope.checks.errors import quote
 
     raise UsageError(f"unknown prompt {quote(prompt)} (valid: {shown})")

@@ -25,10 +25,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from diffuscope import config as config_io
-from diffuscope.checkpoint import load_weights
-from diffuscope.errors import UsageError
-from diffuscope.validate import quote
+from diffuscope.checks.errors import UsageError, quote
+from diffuscope.io import config as config_io
+from diffuscope.io.checkpoint import load_weights
 
 WEIGHTS_FILE = "classifier.safetensors"
 INFO_FILE = "classifier.json"
@@ -211,7 +210,7 @@ def save_classifier(net: ClassifierNet, info: ClassifierInfo, out_dir: str | Pat
 
     from safetensors.torch import save_file
 
-    from diffuscope.checkpoint import TMP_PREFIX, write_json_atomic
+    from diffuscope.io.checkpoint import TMP_PREFIX, write_json_atomic
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

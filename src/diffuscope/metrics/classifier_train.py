@@ -13,10 +13,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from diffuscope.checks.errors import UsageError, quote
 from diffuscope.data import ImageDataset, load_dataset
-from diffuscope.errors import UsageError
 from diffuscope.metrics.classifier import ClassifierConfig, ClassifierInfo, ClassifierNet, check_config, save_classifier
-from diffuscope.validate import quote
 
 
 def default_epochs(n_train: int) -> int:

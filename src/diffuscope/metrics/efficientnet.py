@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from diffuscope.errors import UsageError
+from diffuscope.checks.errors import UsageError
 
 # (expand ratio, kernel, stride, in, out, repeats) per stage of EfficientNet-B0/Lite0 (Tan & Le 2019, Table 1)
 STAGES = ((1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2), (6, 3, 2, 40, 80, 3),

@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import Tensor
 
-from diffuscope.errors import UsageError
+from diffuscope.checks.errors import UsageError
 
 MIN_IMAGES = 4  # two on each side of the floor's split
 FEATURES_NAME = "EfficientNet-Lite0 ImageNet features"

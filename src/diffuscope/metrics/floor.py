@@ -28,10 +28,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from diffuscope.checks.errors import UsageError, quote
 from diffuscope.data import ImageDataset
-from diffuscope.errors import UsageError
 from diffuscope.metrics.quality import QualityReport, compute_metrics
-from diffuscope.validate import quote
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from diffuscope.errors import UsageError
+from diffuscope.checks.errors import UsageError
 from diffuscope.metrics.classifier import INFO_FILE
 
 

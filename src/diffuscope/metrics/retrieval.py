@@ -27,8 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from diffuscope.errors import UsageError
-from diffuscope.validate import quote
+from diffuscope.checks.errors import UsageError, quote
 
 RETRIEVAL_SIZE = 16
 HIST_LEVELS = 8

@@ -6,12 +6,12 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from diffuscope.nets.layers import group_norm, zero_init
+
 
 class CrossAttention(nn.Module):
     def __init__(self, channels: int, context_dim: int, num_heads: int):
         super().__init__()
-        from diffuscope.nets.unet import group_norm, zero_init
-
         self.num_heads = num_heads
         self.norm = group_norm(channels)
         self.q = nn.Conv2d(channels, channels, 1)

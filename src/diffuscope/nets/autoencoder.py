@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from diffuscope.errors import UsageError
-from diffuscope.nets.unet import group_norm
+from diffuscope.checks.errors import UsageError
+from diffuscope.nets.layers import group_norm
 
 
 @dataclass(frozen=True)

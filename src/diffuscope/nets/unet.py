@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from diffuscope.conditioning import ClassCond, TextCond
-from diffuscope.errors import UsageError, choices_error
+from diffuscope.checks.errors import UsageError, choices_error, quote
+from diffuscope.core.conditioning import ClassCond, TextCond
 from diffuscope.nets.attention import CrossAttention
 from diffuscope.nets.embeddings import NOISE_EMBEDDINGS, ConditionEmbedding
-from diffuscope.validate import quote
+from diffuscope.nets.layers import group_norm, zero_init
 
 MAX_IN_CHANNELS = 16  # 1 grey, 3 RGB, 4 an SD-style latent (the autoencoder's latent channels)
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 64
@@ -113,20 +113,6 @@ def check_config(config: UNetConfig) -> None:
 def count_parameters(module: nn.Module) -> int:
     """Number of scalar parameters (trainable or not; buffers excluded)."""
     return sum(p.numel() for p in module.parameters())
-
-
-def group_norm(channels: int) -> nn.GroupNorm:
-    """GroupNorm with up to 32 groups of at least 4 channels each (Wu & He 2018; ADM uses 32 groups)."""
-    groups = min(32, channels // 4)
-    while channels % groups:
-        groups -= 1
-    return nn.GroupNorm(groups, channels)
-
-
-def zero_init(module: nn.Module) -> nn.Module:
-    for p in module.parameters():
-        nn.init.zeros_(p)
-    return module
 
 
 class ResBlock(nn.Module):

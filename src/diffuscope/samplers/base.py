@@ -14,9 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from diffuscope.errors import UsageError
-from diffuscope.schedules import check_sigmas
-from diffuscope.validate import quote
+from diffuscope.checks.errors import UsageError, quote
+from diffuscope.core.schedules import check_sigmas
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
 Callback = Callable[["StepInfo"], None] | None

@@ -17,9 +17,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from diffuscope.errors import UsageError
+from diffuscope.checks.errors import UsageError, quote
 from diffuscope.samplers.base import Callback, Generators, StepInfo, denoise, noise_like, prepare
-from diffuscope.validate import quote
 
 SDE_SOLVER_TYPES = ("midpoint", "heun")
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from diffuscope.errors import UsageError
+from diffuscope.checks.errors import UsageError
 from diffuscope.samplers.base import Callback, Generators, StepInfo, denoise, noise_like, prepare
 
 

@@ -21,9 +21,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from diffuscope.errors import UsageError
+from diffuscope.checks.errors import UsageError, quote
 from diffuscope.samplers.base import Callback, Generators, StepInfo, denoise, prepare
-from diffuscope.validate import quote
 
 # Adams-Bashforth coefficients for equal steps, newest derivative first (Hairer et al., Table III.1.1).
 AB_COEFFICIENTS = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from diffuscope.errors import choices_error
+from diffuscope.checks.errors import choices_error
 from diffuscope.samplers.ddim import sample_ddim, sample_ddpm
 from diffuscope.samplers.dpmpp import sample_dpmpp_2m, sample_dpmpp_2m_sde
 from diffuscope.samplers.dpmpp_3m import sample_dpmpp_3m_sde

@@ -15,10 +15,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from diffuscope.errors import UsageError
+from diffuscope.checks.errors import UsageError, quote
 from diffuscope.samplers.ipndm import AB_COEFFICIENTS, variable_step_coefficients
 from diffuscope.samplers.registry import get_sampler
-from diffuscope.validate import quote
 
 History = tuple  # a stepper's memory of the path so far (never mutated: a node's history is shared by its children)
 Stepper = Callable[[Tensor, Tensor, float, float, History], tuple[Tensor, History]]

@@ -19,10 +19,10 @@ import math
 import re
 from dataclasses import dataclass
 
-from diffuscope import limits, validate
-from diffuscope.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
-from diffuscope.errors import UsageError, choices_error
-from diffuscope.guidance import check_interval
+from diffuscope.checks import limits
+from diffuscope.checks.errors import UsageError, choices_error, quote
+from diffuscope.core.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
+from diffuscope.core.guidance import check_interval
 
 MAX_STEP_VALUES = 64  # a longer list is almost certainly a typo ("1-1000")
 STEP_SYNTAX = "e.g. 10,25,50,100 or 5-100 [8] or 10-50 (+10)"
@@ -95,7 +95,7 @@ def parse_steps(text: str | int | tuple | list) -> tuple[int, ...]:
             values.update(parse_steps(v))
         return _check_values(sorted(values), str(text))
     if not isinstance(text, str) or not text.strip():
-        raise UsageError(f"malformed step list {validate.quote(text)}: {STEP_SYNTAX}")
+        raise UsageError(f"malformed step list {quote(text)}: {STEP_SYNTAX}")
     values: set[int] = set()
     for part in text.split(","):
         values.update(_parse_part(part.strip(), text))
@@ -116,26 +116,26 @@ def _parse_part(part: str, whole: str) -> list[int]:
         if m:
             break
     else:
-        raise UsageError(f"malformed step list {validate.quote(whole)} (at {validate.quote(part)}): {STEP_SYNTAX}")
+        raise UsageError(f"malformed step list {quote(whole)} (at {quote(part)}): {STEP_SYNTAX}")
     lo, hi = int(m.group(1)), int(m.group(2))
     # bounded before any list is built
     if hi > limits.MAX_STEPS or (m.re.groups >= 3 and int(m.group(3)) > limits.MAX_STEPS):
-        raise UsageError(f"step range {validate.quote(part)} goes past the limit of {limits.MAX_STEPS} steps "
+        raise UsageError(f"step range {quote(part)} goes past the limit of {limits.MAX_STEPS} steps "
                          "(docs/limits.md)")
     if lo < 1 or lo > hi:
-        raise UsageError(f"step range {validate.quote(part)} must go from a positive start up to its end")
+        raise UsageError(f"step range {quote(part)} must go from a positive start up to its end")
     if pattern is _RANGE:
         if hi - lo + 1 > MAX_STEP_VALUES:
-            raise UsageError(f"step range {validate.quote(part)} has {hi - lo + 1} values (at most {MAX_STEP_VALUES}): "
+            raise UsageError(f"step range {quote(part)} has {hi - lo + 1} values (at most {MAX_STEP_VALUES}): "
                              f"give a count, e.g. {lo}-{hi} [8]")
         return list(range(lo, hi + 1))
     k = int(m.group(3))
     if pattern is _INCREMENT:
         if k < 1:
-            raise UsageError(f"step increment in {validate.quote(part)} must be positive")
+            raise UsageError(f"step increment in {quote(part)} must be positive")
         return list(range(lo, hi + 1, k))
     if k < 1:
-        raise UsageError(f"step count in {validate.quote(part)} must be positive")
+        raise UsageError(f"step count in {quote(part)} must be positive")
     if k == 1:
         return [lo]
     return [round(math.exp(math.log(lo) + i * (math.log(hi) - math.log(lo)) / (k - 1))) for i in range(k)]
@@ -143,13 +143,13 @@ def _parse_part(part: str, whole: str) -> list[int]:
 
 def _check_values(values: list[int], text: str) -> tuple[int, ...]:
     if not values:
-        raise UsageError(f"malformed step list {validate.quote(text)}: {STEP_SYNTAX}")
+        raise UsageError(f"malformed step list {quote(text)}: {STEP_SYNTAX}")
     if values[0] < 1:
-        raise UsageError(f"steps must be positive integers, got {values[0]} in {validate.quote(text)}")
+        raise UsageError(f"steps must be positive integers, got {values[0]} in {quote(text)}")
     if values[-1] > limits.MAX_STEPS:
         raise UsageError(f"{values[-1]} steps is more than the limit of {limits.MAX_STEPS} (docs/limits.md)")
     if len(values) > MAX_STEP_VALUES:
-        raise UsageError(f"{len(values)} step counts in {validate.quote(text)} (at most {MAX_STEP_VALUES})")
+        raise UsageError(f"{len(values)} step counts in {quote(text)} (at most {MAX_STEP_VALUES})")
     return tuple(values)
 
 
@@ -184,10 +184,10 @@ def check_config(config: SweepConfig) -> None:
         raise UsageError(f"a sampler is listed twice in {', '.join(config.samplers)}")
     ref = get_sampler(config.reference_sampler)
     if not ref.deterministic:
-        raise UsageError(f"the convergence reference must be a deterministic sampler, got {validate.quote(ref.name)} "
+        raise UsageError(f"the convergence reference must be a deterministic sampler, got {quote(ref.name)} "
                          f"(e.g. Heun, DPM++ 2M)")
     if isinstance(config.n, bool) or not isinstance(config.n, int) or config.n < 1:
-        raise UsageError(f"n must be a positive integer, got {validate.quote(config.n)}")
+        raise UsageError(f"n must be a positive integer, got {quote(config.n)}")
     for group in config.metrics or ():
         if group not in METRIC_GROUPS:
             raise choices_error("metric", group, METRIC_GROUPS)

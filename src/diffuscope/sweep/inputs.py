@@ -12,7 +12,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diffuscope.errors import UsageError
+from diffuscope.checks.errors import UsageError
+from diffuscope.metrics.evaluation import Evaluator
 from diffuscope.sweep.config import CLASSIFIER_GROUPS, SweepConfig, resolve_metrics
 
 
@@ -106,8 +107,8 @@ def model_inputs(model, config: SweepConfig, *, device: str | torch.device = "cp
     measure. Prompts become conditions through the model's conditioner; samples are decoded by the model; real
     images, features and classes come from its evaluator (evaluation.py). A classifier metric asked for without a
     classifier -> UsageError saying how to train one."""
-    from diffuscope.checkpoint import load_model
-    from diffuscope.model import DiffusionModel
+    from diffuscope.core.model import DiffusionModel
+    from diffuscope.models.load import load_model
 
     loaded: DiffusionModel = model if isinstance(model, DiffusionModel) else load_model(model, device=device)
     conditioner = loaded.conditioner
@@ -132,7 +133,7 @@ def model_inputs(model, config: SweepConfig, *, device: str | torch.device = "cp
     null = conditioner.null(1) if conditioner.has_null else None
     inputs = SweepInputs(loaded.denoiser, loaded.schedule, tuple(loaded.sample_shape), labels, null, names,
                          info=info, cond=cond, decode=loaded.decode if loaded.is_latent else None)
-    evaluator = loaded.evaluator(device=device, real=config.real)
+    evaluator = Evaluator.for_model(loaded, device=device, real=config.real)
     if evaluator.is_features_only:
         return _features_only(inputs, evaluator, config, info)
     if evaluator.classifier is None:

@@ -23,10 +23,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diffuscope.conditioning import as_cond
-from diffuscope.errors import UsageError
-from diffuscope.events import Cancelled, CancelToken, Observer, ProgressDenoiser
-from diffuscope.jsonsafe import json_safe
+from diffuscope.checks.errors import UsageError
+from diffuscope.core.conditioning import as_cond
+from diffuscope.core.events import Cancelled, CancelToken, Observer, ProgressDenoiser
+from diffuscope.io.jsonsafe import json_safe
 from diffuscope.sweep.config import (
     CLASSIFIER_GROUPS,
     DISTRIBUTION_GROUPS,
@@ -195,11 +195,11 @@ def sweep(model, config: SweepConfig | None = None, *, schedule=None, shape: tup
     on_event, cancel  Progress events (task "sweep", one per network call) and a CancelToken (events.py);
                       cancelling stops the sweep as Ctrl-C does, with a valid partial result
     """
-    from diffuscope.generate import generate
-    from diffuscope.model import DiffusionModel
+    from diffuscope.core.model import DiffusionModel
+    from diffuscope.core.schedules import make_grid
+    from diffuscope.generation.generate import generate
+    from diffuscope.grids.store import reference_spacing, sweep_rows
     from diffuscope.samplers import get_sampler, resolve_seed
-    from diffuscope.schedules import make_grid
-    from diffuscope.tuned_grids import reference_spacing, sweep_rows
 
     config = config or SweepConfig()
     check_config(config)

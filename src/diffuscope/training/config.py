@@ -16,13 +16,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from diffuscope import config as config_io
-from diffuscope import validate
-from diffuscope.defaults import DEFAULT_GUIDANCE
-from diffuscope.errors import UsageError
-from diffuscope.model import ModelConfig
+from diffuscope.checks import validate
+from diffuscope.checks.errors import UsageError, quote
+from diffuscope.core.defaults import DEFAULT_GUIDANCE
+from diffuscope.core.schedules import ScheduleConfig
+from diffuscope.io import config as config_io
+from diffuscope.models.config import ModelConfig
 from diffuscope.nets import UNetConfig
-from diffuscope.schedules import ScheduleConfig
 
 
 @dataclass(frozen=True)
@@ -116,11 +116,11 @@ def check_run_config(config: RunConfig) -> None:
     if not 0 <= t.ema_decay < 1:
         raise UsageError(f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
     if t.lr_decay not in ("none", "cosine"):
-        raise UsageError(f"unknown train.lr_decay {validate.quote(t.lr_decay)} (valid: none, cosine)")
+        raise UsageError(f"unknown train.lr_decay {quote(t.lr_decay)} (valid: none, cosine)")
     if t.precision not in ("fp32", "bf16"):
-        raise UsageError(f"unknown train.precision {validate.quote(t.precision)} (valid: fp32, bf16)")
+        raise UsageError(f"unknown train.precision {quote(t.precision)} (valid: fp32, bf16)")
     if t.device not in ("auto", "cpu", "cuda"):
-        raise UsageError(f"unknown device {validate.quote(t.device)} (valid: auto, cpu, cuda)")
+        raise UsageError(f"unknown device {quote(t.device)} (valid: auto, cpu, cuda)")
 
 
 def resolve(data_name: str | None, toml_path: str | Path | None, overrides: dict[str, dict[str, Any]]) -> RunConfig:
@@ -129,7 +129,7 @@ def resolve(data_name: str | None, toml_path: str | Path | None, overrides: dict
     with validate.in_file(toml_path or "--config"):
         for section in ("data", "model", "train"):  # tables, before anything reads inside them
             if section in file_cfg and not isinstance(file_cfg[section], dict):
-                raise UsageError(f"[{section}] must be a table, got {validate.quote(file_cfg[section])}")
+                raise UsageError(f"[{section}] must be a table, got {quote(file_cfg[section])}")
         file_name = file_cfg.get("data", {}).get("name")
         if file_name is not None:
             validate.name(file_name, "[data] name") if isinstance(file_name, str) else \

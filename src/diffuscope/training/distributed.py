@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from diffuscope.errors import UsageError
+from diffuscope.checks.errors import UsageError
 
 
 @dataclass(frozen=True)

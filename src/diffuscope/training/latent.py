@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from diffuscope.codec import CODEC_FILES, AutoencoderCodec, load_codec, load_embedded_codec
+from diffuscope.checks.errors import UsageError
 from diffuscope.data import ImageDataset
-from diffuscope.errors import UsageError
+from diffuscope.nets.codec import CODEC_FILES, AutoencoderCodec, load_codec, load_embedded_codec
 
 ENCODE_BATCH = 256
 

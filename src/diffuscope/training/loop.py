@@ -16,17 +16,16 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from diffuscope import checkpoint as ckpt_io
-from diffuscope import config as config_io
-from diffuscope import limits
-from diffuscope.conditioning import ClassCond, Cond, as_cond
+from diffuscope.checks.errors import UsageError
+from diffuscope.core.conditioning import ClassCond, Cond, as_cond
+from diffuscope.core.events import CancelToken, Observer, Progress, report
+from diffuscope.core.precond import Denoiser, make_denoiser
+from diffuscope.core.schedules import sample_training_sigmas
 from diffuscope.data import ImageDataset, batch_indices, load_dataset
-from diffuscope.device import pick_device
-from diffuscope.errors import UsageError
-from diffuscope.events import CancelToken, Observer, Progress, report
-from diffuscope.model import ModelConfig, build_denoiser, check_model_config, fit_to_data
-from diffuscope.precond import Denoiser, make_denoiser
-from diffuscope.schedules import sample_training_sigmas
+from diffuscope.io import checkpoint as ckpt_io
+from diffuscope.io import config as config_io
+from diffuscope.io.device import pick_device
+from diffuscope.models.config import ModelConfig, build_denoiser, check_model, check_model_config, fit_to_data
 from diffuscope.training.config import RunConfig, TrainConfig, warmup_steps
 from diffuscope.training.distributed import (
     Dist,
@@ -110,8 +109,9 @@ def preview(denoiser: Denoiser, model_config: ModelConfig, t: TrainConfig, path:
             prompts: list[str] | None = None, codec=None) -> None:
     """A grid of samples from the EMA model, fixed seeds, so grids are comparable: each class in a column (or the
     first training prompts of a text model; 16 images of an unconditional one); a latent model's are decoded."""
-    from diffuscope.generate import generate_from_prompts
-    from diffuscope.model import DiffusionModel, build_conditioner
+    from diffuscope.core.model import DiffusionModel
+    from diffuscope.generation.generate import generate_from_prompts
+    from diffuscope.models.config import build_conditioner
     from diffuscope.viz import save_grid
 
     u = model_config.unet
@@ -133,7 +133,7 @@ def preview(denoiser: Denoiser, model_config: ModelConfig, t: TrainConfig, path:
 def training_conditions(model_config: ModelConfig, data: ImageDataset, device) -> tuple[Cond | None, Cond | None]:
     """(one condition per training image, the null condition) for the model's conditioner: class labels, the
     images' prompts through the text encoder (encoded once: the encoder is frozen), or none."""
-    from diffuscope.model import build_conditioner
+    from diffuscope.models.config import build_conditioner
 
     conditioner = build_conditioner(model_config)
     if conditioner.kind == "none":
@@ -178,7 +178,7 @@ def train(
             config = replace(config, model=replace(config.model, autoencoder=str(codec.path)))
     model_config = fit_to_data(config.model, image_size=size, channels=channels, class_names=data.class_names)
     check_model_config(model_config)
-    limits.check_model(model_config)
+    check_model(model_config)
     ddp, device = init_distributed(pick_device(t.device))
     try:
         with run_lock(run_dir, resume, enabled=ddp.is_main):  # the exclusive lock, then the check again

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from diffuscope import checkpoint as ckpt_io
-from diffuscope import outputs
-from diffuscope.errors import UsageError
+from diffuscope.checks.errors import UsageError
+from diffuscope.io import checkpoint as ckpt_io
+from diffuscope.io import outputs
 
 METRICS_FIELDS = ("step", "loss", "lr", "grad_norm", "images_per_s", "elapsed_s")
 

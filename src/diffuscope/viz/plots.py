@@ -1,6 +1,6 @@
 """Plots of the phase measurements (matplotlib, Agg backend, imported only when a plot is made).
 
-Each function takes a result object of ``diffuscope.phases`` (read by attribute only) and a path, writes one PNG
+Each function takes a result object of ``diffuscope.lesson.phases`` (read by attribute only) and a path, writes one PNG
 and returns its path.
 """
 

@@ -27,9 +27,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
-from diffuscope.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
-from diffuscope.errors import UsageError
-from diffuscope.validate import quote
+from diffuscope.checks.errors import UsageError, quote
+from diffuscope.core.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
 from diffuscope.web import lesson
 from diffuscope.web.jobs import QueueFull, Worker
 

@@ -21,8 +21,8 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 
-from diffuscope.errors import UsageError
-from diffuscope.events import Cancelled, CancelToken
+from diffuscope.checks.errors import UsageError
+from diffuscope.core.events import Cancelled, CancelToken
 
 log = logging.getLogger("diffuscope.web")
 KEEP_JOBS = 200  # finished jobs remembered (their events); older ones are forgotten, their files stay on disk

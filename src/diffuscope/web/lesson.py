@@ -18,10 +18,9 @@ from typing import Any
 
 import torch
 
-from diffuscope import validate
-from diffuscope.conditioning import NoConditioner
-from diffuscope.errors import UsageError
-from diffuscope.events import CancelToken
+from diffuscope.checks.errors import UsageError, quote
+from diffuscope.core.conditioning import NoConditioner
+from diffuscope.core.events import CancelToken
 
 Emit = Callable[[dict], None]
 MAX_STEPS = 1000  # per generation (a discrete model allows at most its T)
@@ -49,7 +48,7 @@ class ModelEntry:
 
     name: str
     ref: str
-    model: Any  # diffuscope.model.DiffusionModel
+    model: Any  # diffuscope.core.model.DiffusionModel
     data: str  # the data set its real images come from
     data_note: str = ""  # where they come from when the model has no data set of its own
     user_data: bool = False  # ``data`` is the user's --real images
@@ -84,8 +83,8 @@ class ModelEntry:
         return load_dataset(self.data, split="all" if self.user_data else "test", image_size=h, channels=c)
 
     def describe(self) -> dict:
-        from diffuscope.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
-        from diffuscope.demo import default_prompt
+        from diffuscope.core.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
+        from diffuscope.lesson.demo import default_prompt
         from diffuscope.samplers import SAMPLERS
 
         schedule = self.model.denoiser.schedule
@@ -113,7 +112,7 @@ def load_entry(ref: str, device: str | torch.device = "cpu", dtype: str | None =
     """A model for the page. Its real images (forward process, inversion) come from its own data set; a model
     without one (a diffusers pipeline) uses ``real`` (`serve --real DATA`), else a built-in set of its channels
     (emoji for colour, mnist for grey), and the page says so."""
-    from diffuscope.checkpoint import load_model
+    from diffuscope.models.load import load_model
 
     model = load_model(ref, device=device, dtype=dtype)
     name = model.run_config.get("model_name") or (Path(ref).name if model.run_config.get("pipeline") else str(ref))
@@ -157,8 +156,8 @@ def _checked_model(entry: ModelEntry, token: CancelToken):
 def forward_frames(entry: ModelEntry, *, index: int, seed: int) -> dict:
     """The forward process of real test image ``index``, closed form and chain: every FORWARD_STRIDE-th t of a
     discrete VP model, or SIGMA_FRAMES sigmas log-spaced over a continuous model's range (plus sigma = 0)."""
-    from diffuscope.forward_process import forward_process, forward_process_sigma, sigma_frames
-    from diffuscope.schedules import VPSchedule
+    from diffuscope.core.schedules import VPSchedule
+    from diffuscope.lesson.forward import forward_process, forward_process_sigma, sigma_frames
 
     schedule = entry.model.denoiser.schedule
     test = entry.real_set
@@ -206,7 +205,7 @@ PREVIEWS = ("decode", "cheap")
 
 def check_generate(entry: ModelEntry, req: GenerateRequest) -> None:
     """Refuse bad parameters before the job is queued (UsageError, one line)."""
-    from diffuscope.guidance import check_interval
+    from diffuscope.core.guidance import check_interval
     from diffuscope.samplers import get_sampler
 
     get_sampler(req.sampler)
@@ -222,7 +221,7 @@ def check_generate(entry: ModelEntry, req: GenerateRequest) -> None:
     if req.preview_every < 0:
         raise UsageError(f"preview_every must be >= 0 (0 = none), got {req.preview_every}")
     if req.preview not in PREVIEWS:
-        raise UsageError(f"unknown preview {validate.quote(req.preview)}; valid: {', '.join(PREVIEWS)}")
+        raise UsageError(f"unknown preview {quote(req.preview)}; valid: {', '.join(PREVIEWS)}")
     if req.preview == "cheap" and not entry.cheap_preview:
         raise UsageError(f"model {entry.name} has no cheap latent preview (a diffusers pipeline's VAE has one); "
                          "valid: decode")
@@ -231,7 +230,7 @@ def check_generate(entry: ModelEntry, req: GenerateRequest) -> None:
 
 def run_generate(entry: ModelEntry, req: GenerateRequest, out: Path, emit: Emit, token: CancelToken) -> dict:
     """One image, as ``diffuscope sample --n 1`` makes it, with a step event (and previews) as each step is done."""
-    from diffuscope.generate import generate_from_prompts, image_params, write_images
+    from diffuscope.generation.generate import generate_from_prompts, image_params, write_images
 
     decode = entry.model.decode if entry.model.is_latent else (lambda v: v)
     if req.preview == "cheap":  # a linear map per latent pixel instead of the VAE decoder (vae.py)
@@ -321,7 +320,7 @@ def exercise_nfe(config) -> int:
 
 def run_exercise(entry: ModelEntry, req: ExerciseRequest, out: Path, emit: Emit, token: CancelToken) -> dict:
     """The sweep of the exercise; one event per finished cell (its first image, saved with its parameters)."""
-    from diffuscope.pngmeta import save_png
+    from diffuscope.io.pngmeta import save_png
     from diffuscope.sweep import sweep, write_reports
     from diffuscope.sweep.answer import exercise_answers
     from diffuscope.viz import to_pil
@@ -374,8 +373,8 @@ def check_phases(entry: ModelEntry, *, prompt: str, steps: int, n: int) -> None:
 def run_phases(entry: ModelEntry, *, prompt: str, steps: int, n: int, seed: int, out: Path, emit: Emit,
                token: CancelToken) -> dict:
     """The phase measures (``diffuscope phases``) with the lesson's claims and a one-line verdict each."""
-    from diffuscope.phases_report import measure_phases, save_phases
-    from diffuscope.verdicts import phase_verdicts
+    from diffuscope.lesson.phases_report import measure_phases, save_phases
+    from diffuscope.lesson.verdicts import phase_verdicts
 
     check_phases(entry, prompt=prompt, steps=steps, n=n)
     emit({"type": "plan", "message": f"{steps} steps, {n} images"})
@@ -424,7 +423,7 @@ def check_invert(entry: ModelEntry, req: InvertRequest) -> None:
 def run_invert(entry: ModelEntry, req: InvertRequest, out: Path, emit: Emit, token: CancelToken) -> dict:
     """``diffuscope invert`` on real test image ``req.index``: its inverted noise, the regenerated image and the
     lesson's claim answered in one sentence; the same files as the CLI in ``out``."""
-    from diffuscope.inversion_report import invert_image, reachability, save_inversion
+    from diffuscope.lesson.inversion_report import invert_image, reachability, save_inversion
 
     check_invert(entry, req)
     image, label = _test_image(entry, req.index)

@@ -1,0 +1,37 @@
+"""The one error type for bad user input (the CLI prints it on one line and exits with code 2), and how user text
+is quoted in an error line so that it stays one line."""
+
+from __future__ import annotations
+
+from typing import Any
+
+QUOTE_CHARS = 80
+MAX_ERROR_CHARS = 400  # a whole error line, the last safety net (cli main)
+
+
+def quote(value: Any, limit: int = QUOTE_CHARS) -> str:
+    """``repr`` of user text, cut to ``limit`` characters with the full length said: error lines stay one line."""
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) <= limit:
+        return repr(text) if isinstance(value, str) else text
+    shown = repr(text[:limit]) if isinstance(value, str) else text[:limit]
+    return f"{shown}... ({len(text):,} characters)"
+
+
+def one_line(message: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """A message as one line of at most ``limit`` characters."""
+    text = " ".join(str(message).split("\n"))
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text):,} characters)"
+
+
+
+
+class UsageError(ValueError):
+    """Bad input from a user (a flag, a file, a config key). The message names the problem and the valid choices."""
+
+
+def choices_error(what: str, value: object, valid) -> UsageError:
+    """`unknown sampler 'foo' (valid: a, b, c)`."""
+    valid = [str(v) for v in valid]
+    shown = ", ".join(valid[:30]) + (f", ... ({len(valid)} in all)" if len(valid) > 30 else "")
+    return UsageError(f"unknown {what} {quote(value)} (valid: {shown})")

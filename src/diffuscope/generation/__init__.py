@@ -1,0 +1,1 @@
+"""Generation: prompts -> conditions -> guided denoiser -> sampler -> decoded images, in one path."""

@@ -1,0 +1,1 @@
+"""Step grids tuned per model: the search and learning algorithms (tuning) and their storage (store)."""

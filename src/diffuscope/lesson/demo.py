@@ -1,0 +1,202 @@
+"""The whole lesson in one run: forward strip, reverse strip, the step sweep with its diminishing-returns point, and
+the phase measures, gathered in one self-contained ``report.html`` (``diffuscope demo --out DIR``)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from diffuscope.core.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
+from diffuscope.core.events import Observer
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    model: str = "mnist"  # a built-in model name, checkpoint folder or run folder
+    prompt: str | None = None  # the reverse strip's prompt; None: "7" for a class model, the first TEXT_PROMPTS
+    sweep_prompt: str = "all"  # a class model's sweep prompts: "all" spreads the images over every class
+    steps: tuple[int, ...] = (10, 25, 50, 100)  # the lesson's step counts
+    samplers: tuple[str, ...] = ("DDIM", DEFAULT_SAMPLER)
+    n: int = 32  # images per sweep cell (and the real-vs-real floor at the same N); small to keep the demo short
+    reference_sampler: str = "DPM++ 2M"  # the sweep's convergence reference: cheaper than Heun's 2N - 1 NFE
+    # 150 steps: second order, so about (100/150)^2 x 0.0006 = 0.0003 pixel RMSE from its limit (0.0006 measured at
+    # 100 vs 200 steps, docs/benchmarks.md), far below the 2/255 tolerance; 50 fewer steps than `sweep`'s default
+    # keep the demo within 5 minutes on 2 cores.
+    reference_steps: int = 150
+    reverse_steps: int = 50  # steps of the reverse strip and the phase measures
+    phases_n: int = 16  # images / finishes for the phase measures
+    phases_points: int = 8  # restart points of the commitment curve
+    seed: int = 0
+    guidance: float = DEFAULT_GUIDANCE
+    device: str = "auto"
+
+
+TEXT_PROMPTS = ("red apple", "crying cat", "palm tree")  # a text model's sweep prompts (issue 18's examples)
+FORWARD_SIGMAS = (0.2, 1.0, 5.0)  # the report's forward strip of a continuous model: 0, these, sigma_max
+
+
+def default_prompt(model) -> str | None:
+    """The reverse strip's prompt when none is given: "7" (or the first class), a text model's first example."""
+    kind = model.conditioner.kind
+    if kind == "class":
+        return "7" if "7" in model.class_names else model.class_names[0]
+    return TEXT_PROMPTS[0] if kind == "text" else None
+
+
+@dataclass
+class Section:
+    title: str
+    text: str
+    images: list[Path] = field(default_factory=list)
+
+
+def _embed(path: Path) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    kind = "gif" if path.suffix == ".gif" else "png"
+    return f'<img alt="{html.escape(path.name)}" src="data:image/{kind};base64,{data}">'
+
+
+def write_report(out: Path, sections: list[Section], title: str) -> Path:
+    """One HTML file with every picture embedded, readable offline."""
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
+             "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+             "img{max-width:100%;image-rendering:pixelated;border:1px solid #ddd;margin:.5em 0}"
+             "pre{background:#f6f6f6;padding:.8em;white-space:pre-wrap}</style></head><body>",
+             f"<h1>{html.escape(title)}</h1>"]
+    for s in sections:
+        parts.append(f"<h2>{html.escape(s.title)}</h2><pre>{html.escape(s.text)}</pre>")
+        parts.extend(_embed(p) for p in s.images if Path(p).is_file())
+    parts.append("</body></html>")
+    path = Path(out) / "report.html"
+    path.write_text("\n".join(parts))
+    return path
+
+
+def knee_summary(result) -> str:
+    """One line per sampler and metric that resolves something at this n: the diminishing-returns point (EDM's 3%
+    rule, Kneedle) or 'not plateaued'; the metrics that resolve nothing are named once, folded."""
+    from diffuscope.sweep.report import folded_note
+
+    folded = result.unresolved_metrics
+    lines = [f"n = {result.config.n} images per cell; full numbers in sweep/report.html"]
+    if folded:
+        lines.append(folded_note(result))
+    for sampler, knees in result.knees.items():
+        for metric, k in knees.items():
+            if metric in folded:
+                continue
+            values = ", ".join(f"{x}: {v:.4g}" for x, v in zip(k.nfe, k.values))
+            lines.append(f"{sampler:<10} {metric:<14} knee (EDM 3%) at NFE {k.edm_nfe}, Kneedle {k.kneedle_nfe}; "
+                         f"{k.note}  [NFE: value  {values}]")
+    return "\n".join(lines)
+
+
+def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] = print,
+             on_event: Observer | None = None) -> Path:
+    """Run every part of the lesson on ``config.model`` and write ``out/report.html``; returns its path.
+    ``on_event`` receives the sweep's Progress events (events.py)."""
+    from diffuscope.io.device import pick_device
+    from diffuscope.lesson.forward import forward_process, forward_process_sigma, save_forward
+    from diffuscope.lesson.phases_report import measure_phases, save_phases
+    from diffuscope.lesson.reverse import reverse_process, save_reverse
+    from diffuscope.models.load import load_model
+    from diffuscope.sweep import SweepConfig, sweep, write_reports
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = pick_device(config.device)
+    model = load_model(config.model, device=device)
+    channels, size, _ = model.image_shape
+    data_name = model.data_name or "mnist"
+    sections, t0 = [], time.perf_counter()
+    part_s: dict[str, float] = {}  # wall seconds per part, written to demo.json
+
+    def lap(part: str) -> None:
+        part_s[part] = time.perf_counter() - t0 - sum(part_s.values())
+
+    # 1. the forward process: fixed, simple math, on the model's own schedule (a continuous one along sigma)
+    log("[1/4] forward process")
+    from diffuscope.core.schedules import VPSchedule
+    from diffuscope.data import load_dataset
+
+    test = load_dataset(data_name, split="test", image_size=size, channels=channels)
+    schedule = model.denoiser.schedule
+    source = f"{data_name} test image 0"
+    if isinstance(schedule, VPSchedule):
+        fwd = forward_process(test.images[0], schedule, [0, 250, 500, 750, schedule.num_timesteps],
+                              seed=config.seed, source=source)
+        rows = [f"t = {k:>4}: sqrt(alpha_bar) = {s:.4f}, SNR = {d:+.1f} dB"
+                for k, s, d in zip(fwd.t, fwd.sqrt_alpha_bar, fwd.snr_db)]
+    else:
+        sigmas = [0.0] + [s for s in FORWARD_SIGMAS if schedule.sigma_min <= s < schedule.sigma_max]
+        fwd = forward_process_sigma(test.images[0], [*sigmas, schedule.sigma_max], seed=config.seed,
+                                    source=source, schedule=schedule.name)
+        rows = [f"sigma = {g:>6.3g}: shown x / sqrt(1 + sigma^2), sqrt(alpha_bar) = {s:.4f}, SNR = {d:+.1f} dB"
+                for g, s, d in zip(fwd.sigma, fwd.sqrt_alpha_bar, fwd.snr_db)]
+    fwd_paths = save_forward(fwd, out / "forward")
+    sections.append(Section("Forward process: adding noise is fixed, simple math",
+                            f"The model's own {fwd.schedule} schedule. Top row: the closed form; bottom row: the "
+                            "step-by-step chain, same seed.\n" + "\n".join(rows),
+                            [p for p in fwd_paths if p.suffix == ".png"]))
+
+    lap("forward")
+
+    # 2. the reverse process from a real model
+    log("[2/4] reverse process")
+    prompt = (config.prompt or default_prompt(model)) if model.conditioner.kind != "none" else None
+    guidance = config.guidance if model.conditioner.has_null else 1.0
+    rev = reverse_process(model, prompt, steps=config.reverse_steps, sampler=DEFAULT_SAMPLER, guidance=guidance,
+                          seed=config.seed, device=device)
+    prompt = rev.prompt
+    rev_paths = save_reverse(rev, out / "reverse", show=min(8, config.reverse_steps))
+    sections.append(Section(f"Reverse process: prompt {prompt!r}, {config.reverse_steps} steps of {rev.sampler}",
+                            "Top row: the noisy state x_t; bottom row: the model's predicted clean image.\n"
+                            f"sigmas: {', '.join(f'{float(s):.3g}' for s in rev.trajectory.sigmas)}",
+                            [p for p in rev_paths if p.suffix in (".png", ".gif")]))
+
+    lap("reverse")
+
+    # 3. the exercise: the same prompt and seed at 10/25/50/100 steps, measured
+    log("[3/4] step sweep")
+    sweep_prompts = (config.sweep_prompt,) if model.conditioner.kind == "class" else (
+        (TEXT_PROMPTS if config.prompt is None else (prompt,)) if model.conditioner.kind == "text" else ())
+    sweep_cfg = SweepConfig(prompts=sweep_prompts, steps=config.steps, samplers=config.samplers,
+                            seed=config.seed, n=config.n, guidance=guidance,
+                            reference_sampler=config.reference_sampler, reference_steps=config.reference_steps,
+                            ci_resamples=50)
+    result = sweep(model, sweep_cfg, device=device, on_event=on_event)
+    sweep_paths = write_reports(result, out / "sweep")
+    sections.append(Section("The exercise: same prompts and seeds at " + "/".join(map(str, config.steps))
+                            + " steps", knee_summary(result),
+                            [sweep_paths[k] for k in ("grid.png", "quality.png") if k in sweep_paths]))
+
+    lap("sweep")
+
+    # 4. when are the big decisions made?
+    log("[4/4] phases")
+    freq, commit, consist, notes = measure_phases(model, prompt=None, steps=config.reverse_steps, n=config.phases_n,
+                                                  seed=config.seed, points=config.phases_points,
+                                                  consistency_steps=config.steps, batch_size=64, device=device)
+    phase_paths, summary = save_phases(out / "phases", freq=freq, commit=commit, consist=consist, notes=notes)
+    sections.append(Section("Phases: early steps decide composition, late steps fine detail", summary,
+                            [p for p in phase_paths if p.suffix == ".png"]))
+
+    lap("phases")
+    from diffuscope.lesson.verdicts import verdict_lines
+    from diffuscope.sweep.answer import exercise_answers
+
+    sections.insert(0, Section("The answers (numbers below)", "\n".join(
+        [*exercise_answers(result).values(), "", *verdict_lines(freq, commit)])))
+    elapsed = time.perf_counter() - t0
+    (out / "demo.json").write_text(json.dumps({"model": str(model.path), "elapsed_s": round(elapsed, 1),
+                                               "part_s": {k: round(v, 1) for k, v in part_s.items()},
+                                               "torch_threads": torch.get_num_threads()}, indent=2))
+    title = f"diffuscope: the forward and reverse processes of {config.model} (generated in {elapsed:.0f} s)"
+    return write_report(out, sections, title)
