@@ -223,9 +223,9 @@ def test_small_exercise_fills_cells_and_answers(client):
 def test_a_job_nobody_watches_any_more_is_cancelled(client, monkeypatch):
     import time
 
-    import diffuscope.web.app as web_app
+    import diffuscope.web.routes.jobs as web_jobs
 
-    monkeypatch.setattr(web_app, "DISCONNECT_GRACE_S", 0.2)
+    monkeypatch.setattr(web_jobs, "DISCONNECT_GRACE_S", 0.2)
     job = post(client, "/api/generate", {"steps": 1000, "sampler": "Euler", "preview_every": 0}).json()["job"]
     with client.stream("GET", f"/api/jobs/{job}/events") as r:
         next(line for line in r.iter_lines() if line.startswith("data: "))  # the client goes away after one step

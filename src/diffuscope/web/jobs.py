@@ -108,11 +108,16 @@ class Worker:
             job.token.cancel()
         return job
 
+    def cancel_all(self) -> None:
+        """Cancel every queued and running job (it only sets their tokens: each stops at its next step)."""
+        with self._lock:
+            jobs = list(self.jobs.values())
+        for job in jobs:
+            job.token.cancel()
+
     def close(self, timeout: float = 5.0) -> None:
         """Cancel everything and stop the thread."""
-        with self._lock:
-            for job in self.jobs.values():
-                job.token.cancel()
+        self.cancel_all()
         if self._thread.is_alive():
             with contextlib.suppress(queue.Full):
                 self.queue.put(None, timeout=timeout)
