@@ -1,6 +1,6 @@
 """diffuscope: diffusion image generation end to end, made visible and measurable.
 
-Everything meets at one contract (ARCHITECTURE.md):
+Everything meets at one contract (docs/architecture.md):
 
     D(x, sigma, cond=None) -> x0_hat
 

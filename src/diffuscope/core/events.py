@@ -2,7 +2,7 @@
 
 Library code reports progress by calling an ``Observer`` with small ``Progress`` events and stops at a
 ``CancelToken``; it never draws a progress bar itself. The CLI subscribes a tqdm bar, the web page a server-sent
-event stream: two observers of the same events (ARCHITECTURE.md). A token is safe to cancel from another thread.
+event stream: two observers of the same events (docs/architecture.md). A token is safe to cancel from another thread.
 
     token = CancelToken()
     generate(..., on_event=print, cancel=token)       # token.cancel() from any thread stops it with Cancelled

@@ -2,7 +2,7 @@
 models), built from one frozen config; and ``DiffusionModel``, what every consumer asks of a model of any kind.
 
 ``build_denoiser(config)`` gives the denoiser D(x, sigma, cond) that every sampler, metric and picture speaks to
-(ARCHITECTURE.md: one contract). The config is what a checkpoint stores as JSON beside its weights.
+(docs/architecture.md: one contract). The config is what a checkpoint stores as JSON beside its weights.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class Codec(Protocol):
 @dataclass
 class DiffusionModel:
     """What generation, the sweep, the strips, phases and the page ask of a model, whatever its kind
-    (ARCHITECTURE.md, "A model, whatever its kind"). Pictures and metrics always see decoded images."""
+    (docs/architecture.md, "A model, whatever its kind"). Pictures and metrics always see decoded images."""
 
     denoiser: Any  # D(x, sigma, cond) -> x0_hat in the model's own space (pixels or latents); has .schedule
     conditioner: Conditioner

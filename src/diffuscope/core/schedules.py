@@ -1,8 +1,8 @@
 """Noise schedules, the forward process, sampling grids and training noise-level densities.
 
-Everything lives in *sigma space* (ARCHITECTURE.md): ``x = x0 + sigma * noise``. A discrete-time variance-preserving
-(VP) schedule with cumulative signal ``alpha_bar[t]`` (t = 0..T-1, diffusers' ``alphas_cumprod`` convention) maps to
-it by ``sigma = sqrt((1 - alpha_bar) / alpha_bar)`` and ``x_vp = x / sqrt(1 + sigma^2)``.
+Everything lives in *sigma space* (docs/architecture.md): ``x = x0 + sigma * noise``. A discrete-time
+variance-preserving (VP) schedule with cumulative signal ``alpha_bar[t]`` (t = 0..T-1, diffusers' ``alphas_cumprod``
+convention) maps to it by ``sigma = sqrt((1 - alpha_bar) / alpha_bar)`` and ``x_vp = x / sqrt(1 + sigma^2)``.
 
 The forward process ("forward is fixed, simple math") is here in both forms: the closed form q(x_t | x_0)
 (Ho et al. 2020, Eq. 4) and the step-by-step chain q(x_t | x_{t-1}) (Ho et al. 2020, Eq. 2).
@@ -344,7 +344,7 @@ def tuned_sigma_grid(tuned: Mapping[int, Sequence[float]] | None, steps: int) ->
 
 
 def check_sigmas(sigmas: Tensor) -> list[float]:
-    """A sampler's precondition (ARCHITECTURE.md: 'Sigma grids are data'): strictly decreasing, last = 0. Returns
+    """A sampler's precondition (docs/architecture.md: 'Sigma grids are data'): strictly decreasing, last = 0. Returns
     the grid as Python floats (float64), for the samplers' per-step scalar arithmetic."""
     if sigmas.ndim != 1 or len(sigmas) < 2:
         raise ValueError(f"sigmas must be 1-D with at least 2 entries, got shape {tuple(sigmas.shape)}")

@@ -1,4 +1,4 @@
-"""Frozen config dataclasses <-> TOML/JSON mappings, with unknown keys rejected (ARCHITECTURE.md: Config).
+"""Frozen config dataclasses <-> TOML/JSON mappings, with unknown keys rejected (docs/architecture.md: Config).
 
 Each component owns its own frozen dataclass (``UNetConfig`` in ``nets``, ``TrainConfig`` in ``training`` ...);
 this module only converts between them and plain mappings.

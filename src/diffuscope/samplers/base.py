@@ -1,6 +1,6 @@
 """What every sampler shares: the per-step callback record, reproducible noise, seeds and an NFE counter.
 
-Reproducible noise (ARCHITECTURE.md): image i of a batch draws from its own generator seeded ``seed + i``, so an
+Reproducible noise (docs/architecture.md): image i of a batch draws from its own generator seeded ``seed + i``, so an
 image does not change when the batch size changes. Noise is drawn in float32 and cast, so float32 and float64
 runs start from the same numbers.
 """
