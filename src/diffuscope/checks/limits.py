@@ -17,6 +17,7 @@ from diffuscope.checks.errors import UsageError
 
 # --- documented maxima (docs/limits.md) ------------------------------------------------------------------------
 MAX_STEPS = 10_000  # sampler steps per request (the sweep's reference uses at most a few hundred)
+MAX_SERVE_STEPS = 1_000  # sampler steps per job of `diffuscope serve` (a page: each job holds the one worker)
 MAX_N = 100_000  # images per request (FD is usually measured on 10k-50k)
 MAX_BATCH_SIZE = 8_192  # images per network call or per training step
 MAX_GUIDANCE = 100.0  # classifier-free guidance scale (published scales are 1..15)

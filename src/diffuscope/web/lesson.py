@@ -18,12 +18,13 @@ from typing import Any
 
 import torch
 
+from diffuscope.checks import limits
 from diffuscope.checks.errors import UsageError, quote
 from diffuscope.core.conditioning import NoConditioner
 from diffuscope.core.events import CancelToken
 
 Emit = Callable[[dict], None]
-MAX_STEPS = 1000  # per generation (a discrete model allows at most its T)
+MAX_STEPS = limits.MAX_SERVE_STEPS  # per job (a discrete model allows at most its T); the page asks /api/info
 MAX_EXERCISE_N = 64  # images per exercise cell
 MAX_EXERCISE_CELLS = 32  # samplers x step counts
 MAX_EXERCISE_IMAGE_NFE = 200_000  # n x total NFE: about 10 minutes of a small CPU model
