@@ -67,8 +67,9 @@ def save_text_pipeline(folder: Path, scheduler=None) -> Path:
     return folder
 
 
-def save_ddpm_pipeline(folder: Path, num_classes: int = 0) -> Path:
-    """A tiny DDPMPipeline (UNet2DModel, 2x8x8 pixels), class-conditional when ``num_classes``."""
+def save_ddpm_pipeline(folder: Path, num_classes: int = 0, scheduler=None) -> Path:
+    """A tiny DDPMPipeline (UNet2DModel, 3x8x8 pixels), class-conditional when ``num_classes``; ``scheduler`` replaces
+    its DDPMScheduler (any diffusers scheduler: the folder's config then names it)."""
     import diffusers
 
     torch.manual_seed(0)
@@ -77,7 +78,8 @@ def save_ddpm_pipeline(folder: Path, num_classes: int = 0) -> Path:
         norm_num_groups=4, down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
         num_class_embeds=num_classes or None,
     )
-    diffusers.DDPMPipeline(unet=unet, scheduler=diffusers.DDPMScheduler(clip_sample=False)).save_pretrained(folder)
+    scheduler = scheduler or diffusers.DDPMScheduler(clip_sample=False)
+    diffusers.DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(folder)
     return folder
 
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import sys
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,7 +33,7 @@ from diffuscope.adapters.diffusers import PREDICTION_TYPES, schedule_from_diffus
 from diffuscope.checks.errors import UsageError, choices_error, quote
 from diffuscope.core.conditioning import ClassConditioner, Conditioner, NoConditioner
 from diffuscope.core.model import DiffusionModel
-from diffuscope.core.schedules import DISCRETE_GRIDS
+from diffuscope.core.schedules import DISCRETE_GRIDS, VPSchedule, check_sigmas
 
 PIPELINE_INDEX = "model_index.json"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -67,6 +69,24 @@ def _require(module: str):
     if quiet is not None:
         quiet()
     return loaded
+
+
+@contextmanager
+def quiet_libraries():
+    """transformers' and diffusers' own log lines (unused weights, config notes, ~25 lines before an error) held
+    back to errors only while we load: what the user sees is our one-line message (their logging.set_verbosity_error,
+    restored after)."""
+    restore = []
+    for name in ("transformers", "diffusers"):
+        logging = getattr(getattr(sys.modules.get(name), "utils", None), "logging", None)
+        if logging is not None and hasattr(logging, "set_verbosity_error"):
+            restore.append((logging, logging.get_verbosity()))
+            logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        for logging, level in restore:
+            logging.set_verbosity(level)
 
 
 def read_index(path: Path) -> dict:
@@ -176,10 +196,61 @@ def rounds_timesteps(config: dict) -> bool:
     return not (name == "DPMSolverMultistepScheduler" and config.get("beta_schedule") == "squaredcos_cap_v2")
 
 
+# Config switches that make a scheduler's grid a sigma grid (Karras et al. 2022, Eq. 5, and its relatives): the
+# timesteps are then t(sigma) interpolated in log sigma (diffusers' ``_sigma_to_t``).
+SIGMA_GRIDS = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas")
+
+
+def _distinct(values: torch.Tensor) -> torch.Tensor:
+    """``values`` without consecutive repeats (Heun's interleaved [t0, t1, t1, t2, ...], PNDM's repeated step)."""
+    values = values.reshape(-1)
+    keep = torch.ones(len(values), dtype=torch.bool)
+    keep[1:] = values[1:] != values[:-1]
+    return values[keep]
+
+
+def scheduler_grid(config: dict, schedule: VPSchedule):
+    """steps -> (sigmas ending at 0, timesteps): the grid the folder's own scheduler visits, by its own
+    ``set_timesteps`` (each diffusers scheduler has its own rule: Euler's ``linspace`` is fractional timesteps
+    linspace(0, T-1, N) with sigma interpolated linearly, DPM-Solver's is round(linspace(0, T-1, N + 1))[:-1], ...).
+    Sigma grids (Karras) take the scheduler's sigmas; timestep grids take ``schedule.sigma(t)``, with the linear
+    interpolation of ``schedule`` where t is fractional. The last sigma is 0 (diffusers' ``final_sigmas_type``
+    "zero"; DDIM with ``set_alpha_to_one``)."""
+    diffusers = _require("diffusers")
+    cls = getattr(diffusers, str(config.get("_class_name")), None)
+    sigma_grid = any(config.get(k) for k in SIGMA_GRIDS)
+
+    def grid(steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if steps > schedule.num_timesteps:
+            raise UsageError(f"steps must be in 1..{schedule.num_timesteps} for this discrete model, got {steps}")
+        scheduler = cls.from_config(config)
+        try:
+            with quiet_libraries():
+                scheduler.set_timesteps(steps)
+        except (ValueError, IndexError) as e:
+            raise UsageError(f"{cls.__name__} cannot make {steps} steps: {str(e).strip().splitlines()[0]}") from None
+        ts = _distinct(torch.as_tensor(scheduler.timesteps).detach().cpu().to(torch.float64))
+        own = getattr(scheduler, "sigmas", None)
+        if sigma_grid and own is not None:
+            sigmas = _distinct(torch.as_tensor(own).detach().cpu().to(torch.float64))[: len(ts)]
+        else:
+            sigmas = schedule.sigma(ts.long() if bool((ts == ts.round()).all()) else ts)
+        sigmas = torch.cat([sigmas, torch.zeros(1, dtype=torch.float64)])
+        try:
+            check_sigmas(sigmas)
+        except ValueError as e:
+            raise UsageError(f"{cls.__name__}'s {steps}-step grid is unusable here: {e}") from None
+        return sigmas, ts
+
+    return grid if cls is not None else None
+
+
 def denoiser_from_pipeline(unet: nn.Module, config: dict, *, net_dtype: torch.dtype = torch.float32):
     """The denoiser of a pipeline's UNet under its scheduler config, with the config's default grid (spacing,
-    ``steps_offset``; Karras sigmas with ``use_karras_sigmas``) attached to its schedule; the UNet sees rounded
-    timesteps where the folder's scheduler rounds them (``rounds_timesteps``)."""
+    ``steps_offset``; Karras sigmas with ``use_karras_sigmas``) attached to its schedule and computed by the folder's
+    scheduler itself (``scheduler_grid``). The UNet sees the timesteps that scheduler feeds it: fractional ones
+    inverted by linear sigma interpolation (Euler-family ``linspace``), log-sigma interpolation on sigma grids, and
+    rounded where the scheduler rounds them (``rounds_timesteps``)."""
     prediction_type = config.get("prediction_type", "epsilon")
     if prediction_type not in PREDICTION_TYPES:
         raise choices_error("diffusers prediction_type", prediction_type, PREDICTION_TYPES)
@@ -187,7 +258,9 @@ def denoiser_from_pipeline(unet: nn.Module, config: dict, *, net_dtype: torch.dt
     if spacing not in (*DISCRETE_GRIDS, "karras"):
         raise choices_error("timestep_spacing", spacing, DISCRETE_GRIDS)
     schedule = replace(schedule_from_diffusers(config), default_spacing=spacing,
-                       steps_offset=int(config.get("steps_offset", 0)))
+                       steps_offset=int(config.get("steps_offset", 0)),
+                       interpolation="log" if any(config.get(k) for k in SIGMA_GRIDS) else "linear")
+    schedule = replace(schedule, native_grid=scheduler_grid(config, schedule))
     denoiser = PREDICTION_TYPES[prediction_type](unet, schedule)
     if net_dtype != torch.float32:
         denoiser.net_dtype = net_dtype

@@ -11,7 +11,7 @@ The forward process ("forward is fixed, simple math") is here in both forms: the
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 
@@ -24,6 +24,7 @@ SCHEDULES = ("linear", "cosine", "scaled_linear", "edm")
 GRIDS = ("trailing", "leading", "linspace", "karras", "logsnr", "tuned")
 TUNED = "tuned"  # a grid searched per model and sampler (tuning.py), stored with the model (tuned_grids.py)
 DISCRETE_GRIDS = ("trailing", "leading", "linspace")
+INTERPOLATIONS = ("log", "linear")  # of sigma between a discrete schedule's integer timesteps (VPSchedule.sigma)
 # diffusers sets the last alpha_bar of a zero-terminal-SNR schedule to this, so that sigma_max stays finite.
 ZERO_SNR_ALPHA_BAR = 2.0**-24
 
@@ -80,8 +81,10 @@ def rescale_zero_terminal_snr(betas: Tensor) -> Tensor:
 class VPSchedule:
     """A discrete-time VP schedule: ``alpha_bar[t]`` for t = 0..T-1 (float64).
 
-    ``sigma(t)`` accepts fractional t (log-sigma interpolated between integer steps, as k-diffusion's
-    ``DiscreteSchedule`` does), so a continuous sigma grid can drive a discrete model.
+    ``sigma(t)`` accepts fractional t, interpolated between integer steps in log sigma (``interpolation="log"``,
+    k-diffusion's ``DiscreteSchedule``) or in sigma (``"linear"``: diffusers' Euler-family schedulers,
+    ``np.interp(t, arange(T), sigmas)``), so a continuous sigma grid can drive a discrete model; ``t_from_sigma`` is
+    its inverse. Integer t is a table lookup either way.
     """
 
     alpha_bar: Tensor
@@ -90,6 +93,10 @@ class VPSchedule:
     # steps_offset); None: trailing (Lin et al. 2024).
     default_spacing: str | None = None
     steps_offset: int = 1
+    interpolation: str = "log"  # "log" | "linear": how sigma(t) interpolates between integer timesteps
+    # steps -> (sigmas ending at 0, timesteps): the default grid computed by its owner's own rule (a diffusers
+    # folder's scheduler, adapters.pipeline.scheduler_grid); None: ``make_grid``'s spacings.
+    native_grid: Callable[[int], tuple[Tensor, Tensor]] | None = field(default=None, repr=False)
     log_sigmas: Tensor = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -99,6 +106,8 @@ class VPSchedule:
         if not bool((ab[1:] < ab[:-1]).all()):
             raise ValueError("alpha_bar must be strictly decreasing")
         object.__setattr__(self, "alpha_bar", ab)
+        if self.interpolation not in INTERPOLATIONS:
+            raise choices_error("sigma interpolation", self.interpolation, INTERPOLATIONS)
         object.__setattr__(self, "log_sigmas", 0.5 * torch.log((1 - ab) / ab))
 
     is_discrete = True
@@ -127,6 +136,9 @@ class VPSchedule:
         low = t.floor().long()
         high = (low + 1).clamp(max=self.num_timesteps - 1)
         w = t - low
+        if self.interpolation == "linear":
+            table = self.log_sigmas.exp()
+            return (1 - w) * table[low] + w * table[high]
         return ((1 - w) * self.log_sigmas[low] + w * self.log_sigmas[high]).exp()
 
     def t_from_sigma(self, sigma: Tensor | float) -> Tensor:
@@ -136,6 +148,8 @@ class VPSchedule:
         high = high.clamp(1, self.num_timesteps - 1)
         low = high - 1
         lo, hi = self.log_sigmas[low], self.log_sigmas[high]
+        if self.interpolation == "linear":
+            lo, hi, log_sigma = lo.exp(), hi.exp(), log_sigma.exp()
         w = ((log_sigma - lo) / (hi - lo)).clamp(0, 1)
         return low + w
 
@@ -171,18 +185,18 @@ Schedule = VPSchedule | EDMSchedule
 
 def make_schedule(config: ScheduleConfig) -> Schedule:
     """Build the schedule a config names. Unknown names fail with the valid ones."""
-    kind, T = config.kind, config.num_timesteps
-    if kind not in SCHEDULES:
-        raise choices_error("schedule", kind, SCHEDULES)
-    if kind == "edm":
+    family, T = config.kind, config.num_timesteps
+    if family not in SCHEDULES:
+        raise choices_error("schedule", family, SCHEDULES)
+    if family == "edm":
         if not 0 < config.sigma_min < config.sigma_max:
             raise UsageError(f"need 0 < sigma_min < sigma_max, got {config.sigma_min}, {config.sigma_max}")
         return EDMSchedule(config.sigma_min, config.sigma_max)
     if T < 2:
         raise UsageError(f"num_timesteps must be at least 2, got {T}")
-    if kind == "linear":
+    if family == "linear":
         betas = linear_betas(T, config.beta_start or 1e-4, config.beta_end or 0.02)
-    elif kind == "scaled_linear":
+    elif family == "scaled_linear":
         betas = scaled_linear_betas(T, config.beta_start or 0.00085, config.beta_end or 0.012)
     else:
         betas = cosine_betas(T)
@@ -194,7 +208,7 @@ def make_schedule(config: ScheduleConfig) -> Schedule:
         # A finite sigma_max, as diffusers does with 2^-24; for the rescaled linear schedule alpha_bar[T-2] is already
         # 4.2e-9 < 2^-24, which would make sigma non-monotonic there, so take the smaller of the two.
         alpha_bar[-1] = min(ZERO_SNR_ALPHA_BAR, float(alpha_bar[-2]) / 2)
-    name = kind + ("+zsnr" if config.zero_terminal_snr else "")
+    name = family + ("+zsnr" if config.zero_terminal_snr else "")
     return VPSchedule(alpha_bar, name=name)
 
 
@@ -265,8 +279,8 @@ class SigmaGrid:
 
     def describe(self) -> dict:
         d = {"spacing": self.spacing, "sigmas": [round(float(s), 6) for s in self.sigmas]}
-        if self.timesteps is not None:
-            d["timesteps"] = [int(t) for t in self.timesteps]
+        if self.timesteps is not None:  # fractional where a diffusers scheduler's grid has them (Euler linspace)
+            d["timesteps"] = [int(t) if float(t).is_integer() else round(float(t), 4) for t in self.timesteps]
         return d
 
 
@@ -318,6 +332,10 @@ def make_grid(schedule: Schedule, steps: int, spacing: str | None = None, *, rho
         raise choices_error("grid spacing", spacing, GRIDS)
     if spacing == TUNED:
         return tuned_sigma_grid(tuned, steps)
+    native = getattr(schedule, "native_grid", None)
+    if native is not None and spacing == default:  # the owner's own rule for its default grid
+        sigmas, ts = native(steps)
+        return SigmaGrid(sigmas, spacing, ts)
     zero = torch.zeros(1, dtype=torch.float64)
     if spacing in DISCRETE_GRIDS:
         if not schedule.is_discrete:
