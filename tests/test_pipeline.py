@@ -244,3 +244,55 @@ def test_missing_library_names_the_extra(sd_folder, monkeypatch, missing):
     with pytest.raises(UsageError, match=r"needs the .* package: pip install 'diffuscope\[diffusers\]'") as e:
         load_pipeline_model(sd_folder)
     assert missing in one_line(e)
+
+
+def test_huge_num_train_timesteps_is_refused_before_any_table_is_built(ddpm_folder, tmp_path):
+    """num_train_timesteps 1e9 made diffusers allocate 4.2 GB of betas, then traceback: bounded by MAX_TIMESTEPS
+    when the scheduler config is read (one past the bound here, which diffusers itself would build happily)."""
+    from diffuscope.checks.limits import MAX_TIMESTEPS
+
+    folder = copy_of(ddpm_folder, tmp_path)
+    file = folder / "scheduler" / "scheduler_config.json"
+    file.write_text(json.dumps({**json.loads(file.read_text()), "num_train_timesteps": MAX_TIMESTEPS + 1}))
+    with pytest.raises(UsageError, match="num_train_timesteps") as e:
+        load_pipeline_model(folder)
+    assert "docs/limits.md" in one_line(e)
+
+
+def test_tokenizer_beyond_the_encoders_vocabulary_is_refused_at_load(sd_folder, tmp_path):
+    """Added tokens the text encoder has no embedding row for: an IndexError on the first such prompt before; now
+    one line when the folder is loaded."""
+    from transformers import CLIPTokenizer
+
+    folder = copy_of(sd_folder, tmp_path)
+    tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
+    tokenizer.add_tokens(["zebra</w>", "unicorn"])
+    tokenizer.save_pretrained(folder / "tokenizer")
+    with pytest.raises(UsageError, match="token ids but the text encoder embeds only") as e:
+        load_pipeline_model(folder)
+    one_line(e)
+
+
+def test_library_logs_are_silenced_around_loads(sd_folder, tmp_path):
+    """A text encoder whose config does not fit its weights: transformers logged a ~25-line load report before our
+    error line; now only our line, and the libraries' verbosity is restored after."""
+    import logging
+
+    import transformers
+
+    folder = copy_of(sd_folder, tmp_path)
+    file = folder / "text_encoder" / "config.json"
+    file.write_text(json.dumps({**json.loads(file.read_text()), "num_hidden_layers": 3, "hidden_size": 48}))
+    before = transformers.utils.logging.get_verbosity()
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # what transformers' own stderr handler would print
+    logging.getLogger("transformers").addHandler(handler)
+    try:
+        with pytest.raises(UsageError, match="text encoder") as e:
+            load_pipeline_model(folder)
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
+    one_line(e)
+    assert not records, [r.getMessage()[:200] for r in records]
+    assert transformers.utils.logging.get_verbosity() == before

@@ -31,6 +31,7 @@ from torch import nn
 
 from diffuscope.adapters.diffusers import PREDICTION_TYPES, schedule_from_diffusers
 from diffuscope.checks.errors import UsageError, choices_error, quote
+from diffuscope.checks.limits import MAX_TIMESTEPS, check_range
 from diffuscope.core.conditioning import ClassConditioner, Conditioner, NoConditioner
 from diffuscope.core.model import DiffusionModel
 from diffuscope.core.schedules import DISCRETE_GRIDS, VPSchedule, check_sigmas
@@ -72,10 +73,12 @@ def _require(module: str):
 
 
 @contextmanager
-def quiet_libraries():
+def quiet_libraries(*names: str):
     """transformers' and diffusers' own log lines (unused weights, config notes, ~25 lines before an error) held
     back to errors only while we load: what the user sees is our one-line message (their logging.set_verbosity_error,
-    restored after)."""
+    restored after). ``names``: libraries to import first (their import sets their own level)."""
+    for name in names:
+        _require(name)
     restore = []
     for name in ("transformers", "diffusers"):
         logging = getattr(getattr(sys.modules.get(name), "utils", None), "logging", None)
@@ -163,6 +166,25 @@ def _shape(channels: int, size) -> tuple[int, int, int]:
     return int(channels), int(h), int(w)
 
 
+def check_scheduler_file(folder: Path) -> None:
+    """The scheduler config's sizes, read before diffusers builds its tables: ``num_train_timesteps`` (and
+    ``trained_betas``) at most ``MAX_TIMESTEPS`` (1e9 would allocate 4 GB of betas, then fail)."""
+    file = folder / "scheduler_config.json"
+    try:
+        data = json.loads(file.read_text()) if file.is_file() else {}
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{file} is unreadable: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{file} is not a scheduler config (a JSON object)")
+    t = data.get("num_train_timesteps", 1000)
+    if isinstance(t, bool) or not isinstance(t, int):
+        raise UsageError(f"{file}: num_train_timesteps must be an integer, got {quote(t)}")
+    check_range(f"{file.parent.parent.name} scheduler num_train_timesteps", t, 2, MAX_TIMESTEPS)
+    betas = data.get("trained_betas")
+    if isinstance(betas, list):
+        check_range(f"{file.parent.parent.name} scheduler trained_betas length", len(betas), 2, MAX_TIMESTEPS)
+
+
 def load_scheduler_config(path: Path, index: dict) -> dict:
     """The folder's scheduler config with the scheduler class's defaults filled in (e.g. ``timestep_spacing`` is
     "leading" for DDPM/DDIM/PNDM and "linspace" for Euler/DPM-Solver when the file does not say)."""
@@ -171,6 +193,7 @@ def load_scheduler_config(path: Path, index: dict) -> dict:
     cls = _class(library, name, None, "scheduler")
     if not (isinstance(cls, type) and issubclass(cls, diffusers.SchedulerMixin)):
         raise UsageError(f"pipeline {path}: {name} is not a diffusers scheduler")
+    check_scheduler_file(path / "scheduler")
     try:
         scheduler = cls.from_pretrained(str(path / "scheduler"), local_files_only=True)
     except (OSError, ValueError, TypeError) as e:
@@ -290,7 +313,13 @@ def load_pipeline_model(path: str | Path, *, device: str | torch.device = "cpu",
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA GPU is available here (valid: auto, cpu, cuda)")
     index = read_index(path)
-    _require("diffusers")
+    unet_entry = index.get("unet")
+    text = isinstance(unet_entry, list) and unet_entry[-1:] == [TEXT_UNETS[0]]
+    with quiet_libraries("diffusers", *(("transformers",) if text else ())):
+        return _load_pipeline(path, index, device, dtype)
+
+
+def _load_pipeline(path: Path, index: dict, device: torch.device, dtype: torch.dtype) -> DiffusionModel:
     library, unet_name = component_class(index, path, "unet")
     unet_cls = _class(library, unet_name, (*PIXEL_UNETS, *TEXT_UNETS), "unet")
     config = load_scheduler_config(path, index)
@@ -310,6 +339,20 @@ def load_pipeline_model(path: str | Path, *, device: str | torch.device = "cpu",
         name=path.name, path=path, config=config,
         run_config={"pipeline": index.get("_class_name"), "dtype": str(dtype).removeprefix("torch.")},
     )
+
+
+def check_vocabulary(path: Path, tokenizer, text_encoder: nn.Module) -> None:
+    """Every id the tokenizer can produce has a row in the text encoder's token embedding (else the first prompt
+    with such a token is an IndexError deep in the encoder): checked once, at load time."""
+    embeddings = text_encoder.get_input_embeddings() if hasattr(text_encoder, "get_input_embeddings") else None
+    rows = getattr(embeddings, "num_embeddings", None)
+    try:
+        ids = len(tokenizer)  # the vocabulary with added tokens
+    except TypeError:
+        ids = getattr(tokenizer, "vocab_size", None)
+    if rows is not None and ids is not None and int(ids) > int(rows):
+        raise UsageError(f"pipeline {path}: the tokenizer has {ids} token ids but the text encoder embeds only "
+                         f"{rows} (tokenizer and text_encoder folders do not belong together)")
 
 
 def _load_text_pipeline(path: Path, index: dict, unet_cls, config: dict, device: torch.device,
@@ -338,6 +381,7 @@ def _load_text_pipeline(path: Path, index: dict, unet_cls, config: dict, device:
     except (OSError, ValueError, TypeError) as e:
         raise UsageError(f"cannot load the tokenizer from {path / 'tokenizer'}: {str(e).strip().splitlines()[0]}") \
             from None
+    check_vocabulary(path, tokenizer, text_encoder)
     sample_shape = _shape(unet.config.in_channels, unet.config.sample_size)
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
     image_shape = (int(vae.config.out_channels), sample_shape[1] * factor, sample_shape[2] * factor)
