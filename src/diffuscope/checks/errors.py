@@ -3,6 +3,7 @@ is quoted in an error line so that it stays one line."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 QUOTE_CHARS = 80
@@ -18,9 +19,30 @@ def quote(value: Any, limit: int = QUOTE_CHARS) -> str:
     return f"{shown}... ({len(text):,} characters)"
 
 
+# C0 and C1 control characters (ESC, CSI, BEL, ...) and the Unicode line/paragraph separators and bidi controls:
+# what a terminal would act on instead of showing.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` with every control character shown escaped (``\\x1b``) instead of acted on by the terminal: text
+    read from files or argv (a PNG's parameters, a prompt) is printed through this. ``keep_newlines`` keeps
+    ``\\n`` as a line break (multi-line text such as a PNG's ``parameters``)."""
+    def escape(m: re.Match) -> str:
+        c = m.group()
+        if keep_newlines and c == "\n":
+            return c
+        return c.encode("unicode_escape").decode("ascii")
+
+    text = str(text)
+    # surrogate-escaped bytes (undecodable argv or file names) are shown as \udcff instead of failing to print
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return _CONTROL.sub(escape, text)
+
+
 def one_line(message: str, limit: int = MAX_ERROR_CHARS) -> str:
-    """A message as one line of at most ``limit`` characters."""
-    text = " ".join(str(message).split("\n"))
+    """A message as one line of at most ``limit`` characters, control characters escaped."""
+    text = printable(" ".join(str(message).split("\n")))
     return text if len(text) <= limit else text[:limit] + f"... ({len(text):,} characters)"
 
 

@@ -49,19 +49,86 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TiB"  # pragma: no cover
 
 
-def available_memory() -> int:
-    """Bytes of memory available to a new allocation (MemAvailable on Linux; total physical memory elsewhere)."""
+def _meminfo_available() -> int:
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024
-    except OSError:
+    except (OSError, ValueError, IndexError):
         pass
     try:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
         return 2**40
+
+
+def _proc_status_bytes(key: str) -> int:
+    """A 'VmSize:'-style line of /proc/self/status in bytes (0 when unknown)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _rlimit_headroom() -> int | None:
+    """Address space this process may still map under its soft RLIMIT_AS (``ulimit -v``); None when unlimited."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    except (ImportError, ValueError, OSError):  # pragma: no cover - not POSIX
+        return None
+    if soft == resource.RLIM_INFINITY or soft < 0:
+        return None
+    return max(0, soft - _proc_status_bytes("VmSize:"))
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def _cgroup_headroom(root: Path | None = None) -> int | None:
+    """memory.max - memory.current of this process's cgroup (v2, or v1's limit_in_bytes); None without a limit."""
+    root = CGROUP_ROOT if root is None else root
+    candidates = [(root / "memory.max", root / "memory.current"),
+                  (root / "memory" / "memory.limit_in_bytes", root / "memory" / "memory.usage_in_bytes")]
+    try:  # the process's own cgroup (v2: "0::/path"; v1: "N:memory:/path"), tried first
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            parts = line.split(":", 2)
+            if len(parts) == 3 and parts[2].strip("/"):
+                sub = parts[2].strip("/")
+                if parts[0] == "0":
+                    candidates.insert(0, (root / sub / "memory.max", root / sub / "memory.current"))
+                elif "memory" in parts[1].split(","):
+                    candidates.insert(0, (root / "memory" / sub / "memory.limit_in_bytes",
+                                          root / "memory" / sub / "memory.usage_in_bytes"))
+    except OSError:
+        pass
+    for limit_file, usage_file in candidates:
+        try:
+            text = limit_file.read_text().strip()
+        except OSError:
+            continue
+        if text == "max" or not text.isdigit() or int(text) >= 2**60:  # v1 says "no limit" with a huge number
+            return None
+        try:
+            used = int(usage_file.read_text().strip())
+        except (OSError, ValueError):
+            used = 0
+        return max(0, int(text) - used)
+    return None
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation: the least of the machine's available memory (MemAvailable
+    on Linux, total physical memory elsewhere), what the process's RLIMIT_AS still allows, and what its cgroup's
+    memory.max still allows (a container's limit)."""
+    bounds = [_meminfo_available(), _rlimit_headroom(), _cgroup_headroom()]
+    return min(b for b in bounds if b is not None)
 
 
 def check_range(name: str, value: int | float, lo: int | float, hi: int | float) -> None:

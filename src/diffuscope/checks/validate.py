@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,6 +36,32 @@ def name(text: str, what: str = "name") -> str:
         raise UsageError(f"{what} must not be empty or blank, got {quote(text)}")
     if len(text) > limits.MAX_PROMPT_CHARS:
         raise UsageError(f"{what} is longer than {limits.MAX_PROMPT_CHARS} characters: {quote(text)}")
+    return text.strip()
+
+
+def prompt(text: Any, what: str = "prompt") -> str:
+    """A prompt, decoded and checked once before any model, file or terminal sees it: a string of valid UTF-8 (an
+    undecodable command-line byte arrives as a lone surrogate, ``\\udcff``, and is refused), no control characters
+    (newlines, tabs, ESC sequences), at most MAX_PROMPT_CHARS characters, not blank. Every command that takes a
+    prompt, and the web layer, call this; returns it stripped."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UsageError(f"{what} is not valid UTF-8: {quote(text)}") from None
+    if not isinstance(text, str):
+        raise UsageError(f"{what} must be text, got {quote(text)}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"{what} is not valid UTF-8 (undecodable bytes): {quote(text)}") from None
+    if len(text) > limits.MAX_PROMPT_CHARS:
+        raise UsageError(f"{what} is longer than {limits.MAX_PROMPT_CHARS} characters: {quote(text)}")
+    if not text.strip():
+        raise UsageError(f"{what} must not be empty or blank, got {quote(text)}")
+    bad = next((c for c in text if unicodedata.category(c) in ("Cc", "Cs") or c in "\u2028\u2029"), None)
+    if bad is not None:
+        raise UsageError(f"{what} contains the control character {bad!r}: use printable text, {quote(text)}")
     return text.strip()
 
 
@@ -117,6 +144,14 @@ RANGES: dict[str, dict[str, Range]] = {
         "seed": Range(0, 2**32 - 1), "checkpoint_every": Range(0, BIG), "keep_checkpoints": Range(0, BIG),
         "max_bad_batches": Range(0, BIG), "sample_every": Range(0, BIG), "sample_steps": Range(1, L.MAX_STEPS),
         "sample_guidance": Range(0, L.MAX_GUIDANCE), "log_every": Range(0, BIG), "threads": Range(0, 1024),
+    },
+    "AutoencoderTrainConfig": {
+        "max_steps": Range(1, BIG), "batch_size": Range(1, L.MAX_BATCH_SIZE), "lr": Range(0, 1, lo_open=True),
+        "warmup_steps": Range(0, BIG), "lr_min_ratio": Range(0, 1), "kl_weight": Range(0, 1e3),
+        "ema_decay": Range(0, 1, hi_open=True), "grad_clip": Range(0, 1e6), "seed": Range(0, 2**32 - 1),
+        "val_fraction": Range(0, 1, lo_open=True, hi_open=True), "eval_every": Range(0, BIG),
+        "checkpoint_every": Range(0, BIG), "keep_checkpoints": Range(0, BIG), "log_every": Range(0, BIG),
+        "threads": Range(0, 1024),
     },
     "DataConfig": {"image_size": Range(L.MIN_IMAGE_SIZE, L.MAX_IMAGE_SIZE), "channels": Range(1, 3)},
     "ModelConfig": {"sigma_data": Range(0, 100, lo_open=True),
@@ -285,6 +320,12 @@ def parse_png_params(raw: Any, where: str, schema_version: int) -> dict[str, Any
     for key in ("sampler", "spacing", "prompt"):
         if params.get(key) is not None and not params[key].strip() and key != "prompt":
             raise UsageError(f"{where}: {key} must not be empty")
+    for key in ("prompt", "negative_prompt"):  # "" = no prompt; any other text obeys the prompt rule
+        if params.get(key):
+            try:
+                params[key] = prompt(params[key], key)
+            except UsageError as e:
+                raise UsageError(f"{where}: {e}") from None
     return params
 
 

@@ -59,8 +59,12 @@ guidance = float_range(0.0, limits.MAX_GUIDANCE, "guidance")
 learning_rate = float_range(0.0, 1.0, "learning_rate", lo_open=True)
 fraction = float_range(0.0, 1.0, "fraction")
 name = _typed(validate.name, "name")
+prompt = _typed(validate.prompt, "prompt")  # valid UTF-8, no control characters, bounded (validate.prompt)
 interval = _typed(validate.interval, "interval")
 port = int_range(1, 65535, "port")
+base_channels = int_range(1, limits.MAX_BASE_CHANNELS, "base_channels")
+latent_channels = int_range(1, 64, "latent_channels")
+threads = int_range(0, 1024, "threads")
 
 
 def add_dtype(parser: argparse.ArgumentParser) -> None:

@@ -15,20 +15,21 @@ def add_parser(sub) -> None:
                                    "(1 / std of the latents). Pass the run folder to `train --autoencoder`.")
     p.add_argument("--data", default="emoji", help="emoji | digits | mnist | PATH (default: emoji)")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (must be new or empty unless --resume)")
-    p.add_argument("--image-size", type=types.positive_int, help="resize the data to this size (emoji: 32 or 64)")
-    p.add_argument("--latent-channels", type=types.positive_int, help="channels of the latent (default 4)")
+    p.add_argument("--image-size", type=types.image_size, help="resize the data to this size (emoji: 32 or 64)")
+    p.add_argument("--latent-channels", type=types.latent_channels, help="channels of the latent (default 4)")
     p.add_argument("--downsample", type=int, choices=(1, 2, 4, 8),
                    help="latent side = image side / this (default 2: 32x32x3 -> 16x16x4)")
-    p.add_argument("--base-channels", type=types.positive_int, help="width of the first level (default 32)")
+    p.add_argument("--base-channels", type=types.base_channels, help="width of the first level (default 32)")
     p.add_argument("--max-steps", type=types.positive_int, help="optimizer steps (default 6000)")
-    p.add_argument("--batch-size", type=types.positive_int, help="batch size (default 32)")
-    p.add_argument("--lr", type=float, help="peak learning rate (default 2e-3)")
-    p.add_argument("--seed", type=types.non_negative_int, help="initialisation, data order and posterior noise")
+    p.add_argument("--batch-size", type=types.batch_size, help="batch size (default 32)")
+    p.add_argument("--lr", type=types.learning_rate, help="peak learning rate (default 2e-3)")
+    p.add_argument("--seed", type=types.int_range(0, 2**32 - 1, "seed"),
+                   help="initialisation, data order and posterior noise")
     p.add_argument("--checkpoint-every", type=types.non_negative_int, help="steps between checkpoints")
     p.add_argument("--eval-every", type=types.non_negative_int, help="steps between held-out PSNR evaluations")
     p.add_argument("--keep-checkpoints", type=types.non_negative_int, metavar="K",
                    help="keep only the newest K checkpoints (0 = all)")
-    p.add_argument("--threads", type=types.non_negative_int, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--threads", type=types.threads, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: auto (cuda when present)")
     p.add_argument("--resume", metavar="latest|CHECKPOINT", help="continue from the newest checkpoint of RUN_DIR "
                                                                  "('latest') or from a checkpoint folder")
@@ -37,13 +38,10 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from diffuscope.checks.errors import UsageError
     from diffuscope.io import config as config_io
     from diffuscope.nets.codec import load_codec
     from diffuscope.training.autoencoder import AutoencoderRunConfig, levels_for, train_autoencoder
 
-    if args.lr is not None and args.lr <= 0:
-        raise UsageError(f"--lr must be positive, got {args.lr}")
     channel_mult, blocks = levels_for(args.downsample) if args.downsample else (None, None)
     config = config_io.merge(AutoencoderRunConfig(), {
         "data": {"name": args.data, "image_size": args.image_size},

@@ -16,7 +16,7 @@ def add_parser(sub) -> None:
                                    "diminishing-returns point, and the phase measures, gathered in DIR/report.html.")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--model", default=d.model, help=f"built-in name, checkpoint or run folder (default {d.model})")
-    p.add_argument("--prompt", default=d.prompt,
+    p.add_argument("--prompt", default=d.prompt, type=types.prompt,
                    help="prompt of the reverse strip (default: 7 for a class model; for a text model 'red apple', "
                         "and the sweep prompts 'red apple', 'crying cat', 'palm tree')")
     p.add_argument("--n", type=types.positive_int, default=d.n, help=f"images per sweep cell (default {d.n})")

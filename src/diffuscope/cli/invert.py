@@ -19,14 +19,15 @@ def add_parser(sub) -> None:
     p.add_argument("--model", required=True, help="checkpoint folder, run folder, or a built-in model name")
     p.add_argument("--image", required=True, metavar="X.png", help="the image (converted to the model's channels; "
                    "resized to its size when it differs)")
-    p.add_argument("--prompt", help="the image's class, e.g. 3 (required for a class-conditional model)")
-    p.add_argument("--regen-prompt", metavar="PROMPT",
+    p.add_argument("--prompt", type=types.prompt,
+                   help="the image's class, e.g. 3 (required for a class-conditional model)")
+    p.add_argument("--regen-prompt", type=types.prompt, metavar="PROMPT",
                    help="regenerate with another class (default --prompt): the simplest edit, e.g. a 3 as an 8")
     p.add_argument("--steps", type=types.positive_int, default=50, help="sampler steps, both ways (default 50)")
     p.add_argument("--sampler", default=DEFAULT_SAMPLER,
                    help=f"Euler, DDIM, iPNDM, iPNDM v or DPM++ 2M (default {DEFAULT_SAMPLER!r})")
     p.add_argument("--spacing", help="sigma grid: karras, logsnr, tuned, ... (default: the model's)")
-    p.add_argument("--guidance", type=types.non_negative_float, default=1.0,
+    p.add_argument("--guidance", type=types.guidance, default=1.0,
                    help="classifier-free guidance both ways (default 1 = off: guided inversion is biased and "
                         "reconstructs worse)")
     p.add_argument("--out", required=True, metavar="DIR")
@@ -38,13 +39,17 @@ def add_parser(sub) -> None:
 def load_image(path: str, channels: int, size: int):
     """A PNG/JPEG as [1, C, size, size] in [-1, 1], and whether it had to be resized."""
     import numpy as np
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
+    from diffuscope.checks import limits
     from diffuscope.checks.errors import UsageError
     from diffuscope.data.dataset import fit_size, from_uint8
 
-    try:
-        with Image.open(path) as im:
+    try:  # bounded file size and pixels (checked from the header), decoder refusals (bombs) in one line
+        with limits.open_image(path) as im:
+            w, h = im.size
+            # the float32 copies below (RGB, and the resized one): refused before they are made
+            limits.check_memory(f"image {path} ({w}x{h})", limits.images_bytes(2, (3, h, w)))
             im = im.convert("RGBA").convert("RGB") if im.mode in ("P", "LA", "RGBA") else im
             arr = np.array(im.convert("L" if channels == 1 else "RGB"))  # a writable copy for torch
     except (OSError, UnidentifiedImageError) as e:

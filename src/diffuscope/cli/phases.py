@@ -17,7 +17,7 @@ def add_parser(sub) -> None:
                                    "consistency.png, consistency_samples.png, phases.json and summary.md "
                                    "(also printed).")
     p.add_argument("--model", required=True, type=types.name, help="checkpoint folder or run folder")
-    p.add_argument("--prompt", type=types.name,
+    p.add_argument("--prompt", type=types.prompt,
                    help="a class name, e.g. 7; omit to sample unconditionally (the null prompt), "
                                     "where the class itself is still to be decided")
     p.add_argument("--steps", type=types.steps, default=50, help="sampler steps (default 50)")

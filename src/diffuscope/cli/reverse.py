@@ -15,7 +15,7 @@ def add_parser(sub) -> None:
                                    "spaced steps, first and last included), DIR/reverse.gif (every step, both side "
                                    "by side, then the final image) and DIR/reverse.json.")
     p.add_argument("--model", required=True, type=types.name, help="checkpoint folder or run folder")
-    p.add_argument("--prompt", type=types.name,
+    p.add_argument("--prompt", type=types.prompt,
                    help="a class name (e.g. 7 or seven) or text; leave out for an unconditional model")
     p.add_argument("--steps", type=types.steps, default=50, help="sampler steps (default 50)")
     p.add_argument("--show", type=types.int_range(-2**31, 2**31, "int"), default=8,

@@ -13,7 +13,7 @@ def add_parser(sub) -> None:
                        description="Generate images. Each PNG carries AUTOMATIC1111-style 'parameters' text and "
                                    "the full parameters as JSON (see `diffuscope info`).")
     p.add_argument("--model", type=types.name, help="checkpoint folder, run folder, or a built-in model name (mnist)")
-    p.add_argument("--prompt", type=types.name, help="a class name (e.g. 7 or seven), or text for a text model; "
+    p.add_argument("--prompt", type=types.prompt, help="a class name (e.g. 7 or seven), or text for a text model; "
                                                      "leave out for an unconditional model")
     p.add_argument("--sampler", type=types.name, help=f"sampler display name or id (default {DEFAULT_SAMPLER!r}); "
                                      "see `diffuscope samplers`")
@@ -42,12 +42,13 @@ def run(args: argparse.Namespace) -> int:
     from diffuscope.generation.generate import generate_from_prompts, image_params, write_images
     from diffuscope.grids.store import grid_for_sample
     from diffuscope.io.device import pick_device
-    from diffuscope.io.outputs import prepare_out
+    from diffuscope.io.outputs import next_image_number, prepare_out
     from diffuscope.io.pngmeta import read_png_params
     from diffuscope.models.load import load_model
 
     args.out = prepare_out(args.out, "sample")  # the --out rule (outputs.py): new, empty or our earlier images
     base = {}
+    start = next_image_number(args.out)  # 1 + the largest number there, fixed before sampling: never a collision
     if args.from_image:
         _, base = read_png_params(args.from_image)
         if not base:
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     shape = model.image_shape
     params = [image_params(gen, i, prompt=prompt or "", model_name=model.name, model_path=str(model_ref),
                            shape=shape) for i in range(n)]
-    paths = write_images(gen, args.out, params, grid_scale=max(1, 64 // shape[1]))
+    paths = write_images(gen, args.out, params, grid_scale=max(1, 64 // shape[1]), start=start)
     interval = "" if gen.guidance_interval is None else " on ({:g}, {:g}]".format(*gen.guidance_interval)
     shown = "no prompt" if prompt is None else f"prompt {prompt!r}"
     print(f"{n} image(s), {shown}, {gen.sampler}, {gen.grid.steps} steps ({gen.nfe} NFE), "

@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
                                    "a partial report of the finished cells (exit 130).")
     p.add_argument("--model", required=True, type=types.name,
                    help="checkpoint folder, run folder, or a built-in model name")
-    p.add_argument("--prompt", action="append", type=types.name, metavar="PROMPT",
+    p.add_argument("--prompt", action="append", type=types.prompt, metavar="PROMPT",
                    help="a class name or text; repeat for several, or 'all' for every class (images spread "
                         "round-robin over the prompts, the same in every cell); leave out for an unconditional "
                         "model")

@@ -176,15 +176,18 @@ def image_params(gen: Generation, index: int, *, prompt: str, model_name: str, m
     }
 
 
-def write_images(gen: Generation, out_dir: str | Path, params: list[dict], *, grid_scale: int = 1) -> list[Path]:
+def write_images(gen: Generation, out_dir: str | Path, params: list[dict], *, grid_scale: int = 1,
+                 start: int | None = None) -> list[Path]:
     """One PNG per image at its native size (with its parameters) and a grid (upscaled by ``grid_scale``),
-    numbered after what ``out_dir`` already holds: nothing there is overwritten."""
+    numbered from ``start`` (default: 1 + the largest number ``out_dir`` already holds, outputs.next_image_number,
+    which a caller reads before sampling): nothing there is overwritten."""
+    from diffuscope.io.outputs import next_image_number, save_atomic
     from diffuscope.io.pngmeta import save_png
     from diffuscope.viz import image_grid, to_pil
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    start = len(list(out_dir.glob("[0-9][0-9][0-9][0-9][0-9]-*.png")))
+    start = next_image_number(out_dir) if start is None else start
     paths = []
     for i, (image, p) in enumerate(zip(gen.images, params)):
         paths.append(save_png(to_pil(image), out_dir / f"{start + i:05d}-{p['seed']}.png", p))
@@ -193,5 +196,6 @@ def write_images(gen: Generation, out_dir: str | Path, params: list[dict], *, gr
     while grid_path.exists():
         grid_path = out_dir / f"grid-{k:05d}.png"
         k += 1
-    image_grid(gen.images, scale=grid_scale).save(grid_path)
+    grid = image_grid(gen.images, scale=grid_scale)
+    save_atomic(grid_path, lambda f: grid.save(f, format="PNG"), overwrite=False)  # whole or nothing, never replaced
     return [*paths, grid_path]

@@ -53,14 +53,23 @@ def _fsync_file(path: Path) -> None:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """temp file, fsync, os.replace: a reader sees the old file or the new one, never half of one."""
+    from diffuscope.io.outputs import write_failed
+
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TMP_PREFIX, suffix=".json")
+    text = json.dumps(data, indent=2)  # before any file exists: a value that cannot be written leaves nothing
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TMP_PREFIX, suffix=".json")
+    except OSError as e:
+        raise write_failed(e, path) from None
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # a full or read-only disk: one line naming the file; the old file (if any) is intact
+        Path(tmp).unlink(missing_ok=True)
+        raise write_failed(e, path) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -123,9 +132,13 @@ def save_or_stop(ckpt_dir: Path, step: int, error: type[Exception], **save_optio
     previous = list_checkpoints(ckpt_dir)
     try:
         return save_checkpoint(ckpt_dir, step, **save_options)
-    except (OSError, SafetensorError) as e:  # safetensors reports a full disk as SafetensorError
+    except validate.NonFiniteError:
+        raise
+    # safetensors reports a full disk as SafetensorError, torch.save as RuntimeError ('PytorchStreamWriter failed
+    # writing file ...: file write failed')
+    except (OSError, SafetensorError, RuntimeError) as e:
         kept = f"the previous checkpoint {previous[-1]} is intact" if previous else "no earlier checkpoint exists"
-        reason = getattr(e, "strerror", None) or str(e).splitlines()[0][:160]
+        reason = getattr(e, "strerror", None) or (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
         raise error(f"could not save the checkpoint of step {step} ({reason}) to {ckpt_dir}; {kept}") from None
 
 

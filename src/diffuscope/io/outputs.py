@@ -14,6 +14,8 @@ from __future__ import annotations
 import errno
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from diffuscope.checks.errors import UsageError
@@ -22,16 +24,104 @@ LOCK = ".lock"
 _WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EFBIG})
 
 
+class WriteFailed(OSError):
+    """A write that failed (a full or read-only disk), with the path it was writing: one line, exit 1."""
+
+
 def os_error_line(e: OSError, path: str | Path | None = None) -> str:
     """'cannot write PATH: No space left on device' for any OSError."""
     where = path or e.filename or "a file"
     reason = e.strerror or str(e) or type(e).__name__
-    verb = "cannot write" if e.errno in _WRITE_ERRNOS else "file error on"
+    verb = "cannot write" if e.errno in _WRITE_ERRNOS or isinstance(e, WriteFailed) else "file error on"
     return f"{verb} {where}: {reason}"
 
 
+def write_failed(e: BaseException, path: str | Path) -> WriteFailed:
+    """``e`` (an OSError, or the RuntimeError/SafetensorError torch.save and safetensors raise on a full disk) as
+    a WriteFailed naming ``path``."""
+    if isinstance(e, OSError) and e.errno is not None:
+        return WriteFailed(e.errno, e.strerror or str(e), str(path))
+    reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+    return WriteFailed(errno.EIO, reason, str(path))
+
+
+@contextmanager
+def writing(path: str | Path, *, remove_partial: bool = False) -> Iterator[None]:
+    """Run a write of ``path``: an OSError or RuntimeError (a full or read-only disk, torch.save's
+    'PytorchStreamWriter failed') becomes one WriteFailed line naming ``path``; with ``remove_partial`` a file
+    that the failed write left behind (0 bytes or half written) is removed."""
+    path = Path(path)
+    existed = path.exists()
+    try:
+        yield
+    except (OSError, RuntimeError) as e:
+        if isinstance(e, WriteFailed) or (isinstance(e, RuntimeError) and not _is_write_runtime_error(e)):
+            raise
+        if remove_partial and not existed:
+            with suppress(OSError):
+                path.unlink(missing_ok=True)
+        raise write_failed(e, path) from None
+
+
+def _is_write_runtime_error(e: RuntimeError) -> bool:
+    """torch.save / PIL / safetensors report a failed write as a RuntimeError naming a file write."""
+    text = str(e).lower()
+    return any(k in text for k in ("write", "space", "disk", "file", "errno"))
+
+
+def save_atomic(path: str | Path, write, *, overwrite: bool = True) -> Path:
+    """Write ``path`` whole under a temporary name beside it (``write(binary_file)``), then move it into place: a
+    full or read-only disk leaves nothing behind (no 0-byte or half file) and is one WriteFailed line naming
+    ``path`` (exit 1). ``overwrite=False`` links instead of renaming: an existing file is never replaced."""
+    import tempfile
+
+    path = Path(path)
+    if not overwrite and path.exists():
+        raise UsageError(f"{path} already exists: refusing to overwrite it")
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+            tmp = None
+        else:
+            os.link(tmp, path)
+    except FileExistsError:
+        raise UsageError(f"{path} already exists: refusing to overwrite it") from None
+    except (OSError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and not _is_write_runtime_error(e):
+            raise
+        raise write_failed(e, path) from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def write_text_atomic(path: str | Path, text: str, *, overwrite: bool = True) -> Path:
+    """``save_atomic`` for text (UTF-8)."""
+    data = text.encode("utf-8")
+    return save_atomic(path, lambda f: f.write(data), overwrite=overwrite)
+
+
 # What `sample` names its files (generate.write_images): numbered images and grids, never reused.
-_OWN_FILES = {"sample": re.compile(r"^(\d{5}-\d+|grid(-\d{5})?)\.png$")}
+_OWN_FILES = {"sample": re.compile(r"^(\d{5,}-\d+|grid(-\d{5,})?)\.png$")}
+_IMAGE_NUMBER = re.compile(r"^(\d{5,})-\d+\.png$")
+
+
+def next_image_number(folder: str | Path) -> int:
+    """The number of the next image `sample` writes into ``folder``: 1 + the largest number already there (0 for
+    none). Never a count of files: after an image was deleted, new numbers still never collide with old ones."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    numbers = [int(m[1]) for p in folder.iterdir() if (m := _IMAGE_NUMBER.match(p.name))]
+    return max(numbers) + 1 if numbers else 0
 
 
 def _visible(folder: Path) -> list[Path]:
@@ -91,7 +181,7 @@ class RunLock:
     """An exclusive, non-blocking ``flock`` on RUN_DIR/.lock; released on ``release()`` or when the process ends
     (the kernel drops it, so a killed run never leaves a stale lock)."""
 
-    def __init__(self, run_dir: str | Path):
+    def __init__(self, run_dir: str | Path, holder: str = "another training process"):
         import fcntl
 
         self.path = Path(run_dir) / LOCK
@@ -107,7 +197,7 @@ class RunLock:
         except OSError as e:
             os.close(self.fd)
             if e.errno in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
-                raise UsageError(f"run folder {run_dir} is in use by another training process{self._holder()}: "
+                raise UsageError(f"run folder {run_dir} is in use by {holder}{self._holder()}: "
                                  "wait for it to finish or choose another --out") from None
             raise UsageError(os_error_line(e, self.path)) from None
         try:  # who holds it, for the message above (informative only: the flock is the lock)
@@ -133,6 +223,31 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+@contextmanager
+def locked_out(out: str | Path, command: str) -> Iterator[Path]:
+    """``prepare_out`` (the --out rule) and then the folder's exclusive lock for the whole command, with the rule
+    checked again once the lock is held: two runs of a long command (``tune-steps``) into one folder, even started
+    in the same instant, cannot mix their files; the second is refused in one line. If the command fails and the
+    folder holds nothing but the lock, the lock file (and the folder, if this call created it) is removed."""
+    out = prepare_out(out, command)
+    created = not out.exists()
+    lock = RunLock(out, f"another `{command}` run")
+    try:
+        prepare_out(out, command)
+        yield out
+    except BaseException:
+        lock.release()
+        try:
+            if not _visible(out):
+                (out / LOCK).unlink(missing_ok=True)
+                if created:
+                    out.rmdir()
+        except OSError:
+            pass
+        raise
+    lock.release()
 
 
 def is_run_folder(path: str | Path) -> bool:

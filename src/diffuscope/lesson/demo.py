@@ -75,7 +75,9 @@ def write_report(out: Path, sections: list[Section], title: str) -> Path:
         parts.extend(_embed(p) for p in s.images if Path(p).is_file())
     parts.append("</body></html>")
     path = Path(out) / "report.html"
-    path.write_text("\n".join(parts))
+    from diffuscope.io.outputs import write_text_atomic  # whole or nothing; a full disk: one line
+
+    write_text_atomic(path, "\n".join(parts))
     return path
 
 
@@ -195,7 +197,9 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
     sections.insert(0, Section("The answers (numbers below)", "\n".join(
         [*exercise_answers(result).values(), "", *verdict_lines(freq, commit)])))
     elapsed = time.perf_counter() - t0
-    (out / "demo.json").write_text(json.dumps({"model": str(model.path), "elapsed_s": round(elapsed, 1),
+    from diffuscope.io.outputs import write_text_atomic  # whole or nothing; a full disk: one line
+
+    write_text_atomic(out / "demo.json", json.dumps({"model": str(model.path), "elapsed_s": round(elapsed, 1),
                                                "part_s": {k: round(v, 1) for k, v in part_s.items()},
                                                "torch_threads": torch.get_num_threads()}, indent=2))
     title = f"diffuscope: the forward and reverse processes of {config.model} (generated in {elapsed:.0f} s)"

@@ -173,7 +173,9 @@ def save_forward(result: ForwardResult, out: str | Path, *, scale: int | None = 
                              row_titles=rows, scale=scale)
     png = save_png(picture, out / "forward.png")
     meta = out / "forward.json"
-    meta.write_text(json.dumps({
+    from diffuscope.io.outputs import write_text_atomic  # whole or nothing; a full disk: one line
+
+    write_text_atomic(meta, json.dumps({
         "source": result.source, "schedule": result.schedule, "num_timesteps": result.num_timesteps,
         "seed": result.seed, "t": result.t, "sqrt_alpha_bar": result.sqrt_alpha_bar,
         "snr_db": [None if math.isinf(v) else v for v in result.snr_db],

@@ -129,6 +129,7 @@ def save_inversion(result: InversionResult, out: str | Path, **about: Any) -> li
     from diffuscope.viz import image_grid, to_pil
 
     out = Path(out)
+    from diffuscope.io.outputs import save_atomic, write_text_atomic, writing
     out.mkdir(parents=True, exist_ok=True)
     noise, regen = result.trip.noise.float().cpu(), result.trip.images.float().cpu()
     image = result.image.float()
@@ -136,18 +137,24 @@ def save_inversion(result: InversionResult, out: str | Path, **about: Any) -> li
     meta = {"sampler": result.sampler, "steps": str(result.grid.steps),
             "sigma_max": str(float(result.grid.sigmas[0])), "prompt": str(result.prompt),
             **{k: str(v) for k, v in about.items()}}
-    save_file({"noise": noise.contiguous()}, str(out / "noise.safetensors"), metadata=meta)
+    with writing(out / "noise.safetensors", remove_partial=True):
+        save_file({"noise": noise.contiguous()}, str(out / "noise.safetensors"), metadata=meta)
     scale = max(1, 64 // size)
-    to_pil(image[0], scale).save(out / "original.png")
+
+    def png(picture, name: str) -> None:  # whole or nothing; a full disk is one line naming the file
+        save_atomic(out / name, lambda f: picture.save(f, format="PNG"), overwrite=False)
+
+    png(to_pil(image[0], scale), "original.png")
     # +-3 standard deviations span the greys; a latent's first channels stand in for the image's
     shown = (noise / 3).clamp(-1, 1)[:, : image.shape[1]]
     if shown.shape[1] < image.shape[1]:
         shown = shown[:, :1].expand(-1, image.shape[1], -1, -1)  # fewer latent channels: the first, in grey
     if shown.shape[-1] != size:
         shown = torch.nn.functional.interpolate(shown, size=image.shape[-2:], mode="nearest")
-    to_pil(shown[0], scale).save(out / "noise.png")
-    to_pil(regen[0], scale).save(out / "regenerated.png")  # no sample parameters: its noise is not a seed's
-    image_grid(torch.cat([image, shown, regen]), nrow=3, scale=scale).save(out / "side_by_side.png")
-    (out / "invert.json").write_text(json.dumps({**about, **result.report(),
-                                                 "reachability": reachability(result)}, indent=2))
+    png(to_pil(shown[0], scale), "noise.png")
+    png(to_pil(regen[0], scale), "regenerated.png")  # no sample parameters: its noise is not a seed's
+    png(image_grid(torch.cat([image, shown, regen]), nrow=3, scale=scale), "side_by_side.png")
+    write_text_atomic(out / "invert.json", json.dumps({**about, **result.report(),
+                                                       "reachability": reachability(result)}, indent=2),
+                      overwrite=False)
     return [out / name for name in OUTPUTS]

@@ -78,8 +78,10 @@ def save_phases(out: str | Path, *, freq=None, commit=None, consist=None, notes:
         data["consistency"] = {"sampler": consist.sampler, "steps": consist.steps, "rmse": consist.rmse,
                                "reference_steps": consist.reference_steps, "class_agreement": consist.agreement}
     summary = summary_text(freq, commit, consist, notes=notes)
-    (out / "phases.json").write_text(json.dumps(json_safe(data), indent=2))
-    (out / "summary.md").write_text(summary)
+    from diffuscope.io.outputs import write_text_atomic  # whole or nothing; a full disk: one line
+
+    write_text_atomic(out / "phases.json", json.dumps(json_safe(data), indent=2))
+    write_text_atomic(out / "summary.md", summary)
     return [*paths, out / "phases.json", out / "summary.md"], summary
 
 

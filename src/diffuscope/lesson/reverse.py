@@ -112,7 +112,9 @@ def save_reverse(result: ReverseResult, out: str | Path, *, show: int = 8, scale
                                scale=scale or panel_scale(max(traj.final.shape[-2:]), GIF_PANEL))
     gif = save_gif(frames, out / "reverse.gif", duration_ms=frame_ms)
     meta = out / "reverse.json"
-    meta.write_text(json.dumps({
+    from diffuscope.io.outputs import write_text_atomic  # whole or nothing; a full disk: one line
+
+    write_text_atomic(meta, json.dumps({
         "prompt": result.prompt, "label": result.label, "sampler": result.sampler, "steps": result.steps,
         "seed": result.seed, "guidance": result.guidance,
         "guidance_interval": None if result.guidance_interval is None else list(result.guidance_interval),

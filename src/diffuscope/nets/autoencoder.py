@@ -52,15 +52,35 @@ class AutoencoderConfig:
         return (self.latent_channels, self.latent_size, self.latent_size)
 
 
-def check_autoencoder_config(c: AutoencoderConfig) -> None:
-    if not c.channel_mult or any(m < 1 for m in c.channel_mult):
-        raise UsageError(f"autoencoder channel_mult must be positive integers, got {c.channel_mult}")
-    if len(c.num_res_blocks) != len(c.channel_mult) or any(n < 0 for n in c.num_res_blocks):
-        raise UsageError(f"autoencoder num_res_blocks needs one count >= 0 per level of channel_mult "
-                         f"{c.channel_mult}, got {c.num_res_blocks}")
-    for name in ("image_size", "in_channels", "latent_channels", "base_channels"):
-        if getattr(c, name) < 1:
-            raise UsageError(f"autoencoder {name} must be a positive integer, got {getattr(c, name)}")
+MAX_LATENT_CHANNELS = 64
+
+
+def check_autoencoder_config(c: AutoencoderConfig, *, count: bool = True) -> None:
+    """Bound every size of an autoencoder config (docs/limits.md), then, with ``count``, its parameter count on
+    torch's meta device and the memory of its weights: refused before anything is allocated."""
+    from diffuscope.checks import limits
+
+    if not 1 <= len(c.channel_mult) <= 8 or any(not isinstance(m, int) or not 1 <= m <= limits.MAX_CHANNEL_MULT
+                                                for m in c.channel_mult):
+        raise UsageError(f"autoencoder channel_mult must be 1..8 integers in 1..{limits.MAX_CHANNEL_MULT}, got "
+                         f"{str(c.channel_mult)[:80]}")
+    if len(c.num_res_blocks) != len(c.channel_mult) or any(
+            not isinstance(n, int) or not 0 <= n <= limits.MAX_RES_BLOCKS for n in c.num_res_blocks):
+        raise UsageError(f"autoencoder num_res_blocks needs one count in 0..{limits.MAX_RES_BLOCKS} per level of "
+                         f"channel_mult {c.channel_mult}, got {str(c.num_res_blocks)[:80]}")
+    for name, lo, hi in (("image_size", limits.MIN_IMAGE_SIZE, limits.MAX_IMAGE_SIZE), ("in_channels", 1, 4),
+                         ("latent_channels", 1, MAX_LATENT_CHANNELS), ("base_channels", 1, limits.MAX_BASE_CHANNELS)):
+        value = getattr(c, name)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise UsageError(f"autoencoder {name} must be an integer, got {str(value)[:80]!r}")
+        limits.check_range(f"autoencoder {name}", value, lo, hi)
+    if count:
+        with torch.device("meta"):
+            n = sum(p.numel() for p in Autoencoder(c).parameters())
+        if n > limits.MAX_PARAMETERS:
+            raise UsageError(f"the autoencoder would have {n:,} parameters, more than the limit of "
+                             f"{limits.MAX_PARAMETERS:,}")
+        limits.check_memory(f"an autoencoder of {n:,} parameters (weights, EMA, gradients, Adam)", 5 * 4 * n)
     if c.image_size % c.downsample:
         raise UsageError(f"image size {c.image_size} is not divisible by the autoencoder's downsampling "
                          f"{c.downsample} (channel_mult {c.channel_mult})")
@@ -135,7 +155,7 @@ class Autoencoder(nn.Module):
 
     def __init__(self, config: AutoencoderConfig):
         super().__init__()
-        check_autoencoder_config(config)
+        check_autoencoder_config(config, count=False)  # the sizes; callers bound the parameter count first
         self.config = config
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)

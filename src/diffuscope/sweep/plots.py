@@ -103,10 +103,10 @@ def sweep_grid(result) -> tuple[Image.Image, GridLayout]:
 
 
 def save_grid(result, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sweep_grid(result)[0].save(path, format="PNG")
-    return path
+    from diffuscope.io.outputs import save_atomic
+
+    grid = sweep_grid(result)[0]
+    return save_atomic(path, lambda f: grid.save(f, format="PNG"))
 
 
 def _pyplot():

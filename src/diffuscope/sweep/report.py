@@ -249,6 +249,6 @@ def write_reports(result, out_dir: str | Path, *, plots: bool = True) -> dict[st
 
 def _write_text(path: Path, text: str) -> None:
     """Write to a temp file and rename: an interrupted write leaves the old report, never half of one."""
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    from diffuscope.io.outputs import write_text_atomic
+
+    write_text_atomic(path, text)  # a full disk: one line naming the file, no half or 0-byte file

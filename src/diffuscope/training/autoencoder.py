@@ -31,7 +31,7 @@ from diffuscope.io import config as config_io
 from diffuscope.io.device import pick_device
 from diffuscope.nets.autoencoder import Autoencoder, AutoencoderConfig, check_autoencoder_config, kl_divergence
 from diffuscope.training.config import DataConfig
-from diffuscope.training.rundir import MetricsLog, check_run_dir, find_resume, prune_checkpoints
+from diffuscope.training.rundir import MetricsLog, check_run_dir, find_resume, prune_checkpoints, run_lock
 
 RUN_KIND = "autoencoder"  # config.json's run.kind: tells an autoencoder checkpoint from a diffusion model's
 METRICS_FIELDS = ("step", "loss", "l1", "kl", "lr", "grad_norm", "images_per_s", "elapsed_s")
@@ -89,6 +89,9 @@ def levels_for(downsample: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
 
 
 def check_train_config(t: AutoencoderTrainConfig) -> None:
+    from diffuscope.checks import validate
+
+    validate.check_ranges(t, "train")  # every field finite and in its documented range (validate.RANGES)
     for name in ("max_steps", "batch_size"):
         if getattr(t, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(t, name)}")
@@ -146,18 +149,31 @@ def step_generator(seed: int, step: int) -> torch.Generator:
 def train_autoencoder(config: AutoencoderRunConfig, run_dir: str | Path, *, resume: str | None = None,
                       progress: bool = True, stop_at: int | None = None) -> AutoencoderResult:
     """Train the autoencoder ``config`` describes into ``run_dir``; ``resume`` and ``stop_at`` as in ``train``."""
-    from diffuscope.training.loop import TrainingError, ema_decay_at, ema_update
+    from diffuscope.checks import validate
 
     t = config.train
     check_train_config(t)
+    validate.check_ranges(config.data, "data")
+    # the sizes before any image is loaded or resized (--image-size 100000 would resize the data first)
+    check_autoencoder_config(replace(config.model, image_size=config.data.image_size or config.model.image_size),
+                             count=False)
     run_dir = Path(run_dir)
+    check_run_dir(run_dir, resume)
     if t.threads:
         torch.set_num_threads(t.threads)
     train_images, heldout = split_images(config)
     model_config = replace(config.model, image_size=int(train_images.shape[-1]),
                            in_channels=int(train_images.shape[1]))
-    check_autoencoder_config(model_config)
-    check_run_dir(run_dir, resume)
+    check_autoencoder_config(model_config)  # with the parameter count (meta device) and the weights' memory
+    with run_lock(run_dir, resume):  # the exclusive lock on RUN_DIR for the whole run, then the check again
+        return _train(config, model_config, run_dir, resume, progress, stop_at, train_images, heldout)
+
+
+def _train(config: AutoencoderRunConfig, model_config: AutoencoderConfig, run_dir: Path, resume: str | None,
+           progress: bool, stop_at: int | None, train_images: Tensor, heldout: Tensor) -> AutoencoderResult:
+    from diffuscope.training.loop import TrainingError, ema_decay_at, ema_update
+
+    t = config.train
     resolved = replace(config, model=model_config)
     device = pick_device(t.device)
     ckpt_dir = run_dir / "checkpoints"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -64,11 +65,45 @@ class MetricsLog:
         if start_step and path.is_file():
             with path.open() as f:
                 rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start_step]
-        with path.open("w", newline="") as f:
-            w = csv.DictWriter(f, self.fields)
-            w.writeheader()
-            w.writerows(rows)
+        text = io.StringIO()
+        w = csv.DictWriter(text, self.fields)
+        w.writeheader()
+        w.writerows(rows)
+        self._replace(text.getvalue())
+
+    def _replace(self, text: str) -> None:
+        """The whole file, written aside and renamed into place: a full disk leaves the old file (or none), never
+        a 0-byte or half one; the error names the file."""
+        import os
+        import tempfile
+
+        tmp = None
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-", suffix=".csv")
+            with os.fdopen(fd, "w", newline="") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+            tmp = None
+        except OSError as e:
+            raise outputs.write_failed(e, self.path) from None
+        finally:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
 
     def write(self, row: dict) -> None:
-        with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, self.fields).writerow(row)
+        """Append one row; a failed append (a full disk) is cut back off, so the file keeps only whole rows."""
+        text = io.StringIO()
+        csv.DictWriter(text, self.fields).writerow(row)
+        size = self.path.stat().st_size if self.path.exists() else 0
+        try:
+            with self.path.open("a", newline="") as f:
+                f.write(text.getvalue())
+        except OSError as e:
+            try:
+                with self.path.open("r+") as f:
+                    f.truncate(size)
+            except OSError:
+                pass
+            raise outputs.write_failed(e, self.path) from None

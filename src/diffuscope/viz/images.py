@@ -46,7 +46,7 @@ def image_grid(images: Tensor, nrow: int | None = None, padding: int = 2, scale:
 
 
 def save_grid(images: Tensor, path: str | Path, nrow: int | None = None, scale: int = 1) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image_grid(images, nrow=nrow, scale=scale).save(path)
-    return path
+    from diffuscope.io.outputs import save_atomic
+
+    grid = image_grid(images, nrow=nrow, scale=scale)
+    return save_atomic(path, lambda f: grid.save(f, format="PNG"))

@@ -146,10 +146,9 @@ def labelled_strip(rows: Sequence[Tensor], captions: Sequence[Sequence[str]] = (
 
 
 def save_png(image: Image.Image, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, format="PNG")
-    return path
+    from diffuscope.io.outputs import save_atomic
+
+    return save_atomic(path, lambda f: image.save(f, format="PNG"))  # whole or nothing; a full disk: one line
 
 
 def trajectory_frames(x_display: Tensor, denoised: Tensor, titles: Sequence[str], *,
@@ -170,10 +169,9 @@ def save_gif(frames: Sequence[Image.Image], path: str | Path, *, duration_ms: in
     """An animated GIF that loops forever; the last frame is held for ``last_ms``."""
     if not frames:
         raise ValueError("a GIF needs at least one frame")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from diffuscope.io.outputs import save_atomic
+
     durations = [duration_ms] * (len(frames) - 1) + [last_ms]
     frames = [f.convert("RGB") for f in frames]
-    frames[0].save(path, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0,
-                   optimize=False, disposal=1)
-    return path
+    return save_atomic(path, lambda f: frames[0].save(f, format="GIF", save_all=True, append_images=frames[1:],
+                                                      duration=durations, loop=0, optimize=False, disposal=1))
