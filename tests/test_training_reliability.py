@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -42,24 +41,70 @@ def toml(tmp_path):
     return path
 
 
-def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path, toml):
-    steps = ["--config", str(toml), "--max-steps", "24", "--checkpoint-every", "3"]
-    subprocess.run(_cli(tmp_path / "full", *steps), check=True, capture_output=True, timeout=600)
-    proc = subprocess.Popen(_cli(tmp_path / "killed", *steps), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 600
+# The killed run, held at a known point until it is killed: "mid-save" inside the checkpoint of step 9 (its
+# model.safetensors written to a .tmp- folder, the rest not), "mid-step" inside training step 8. It says "held" on
+# stdout when it gets there, so the kill always lands there, on a slow machine or a fast GPU alike.
+HELD_RUN = """
+import sys, threading
+from diffuscope.io import checkpoint
+from diffuscope.training import loop
+where = sys.argv.pop(1)
+
+def hold():
+    print("held", flush=True)
+    threading.Event().wait()  # until killed
+
+real_save, real_batch = checkpoint.save_file, loop.training_batch
+
+def save_file(tensors, filename, metadata=None):
+    real_save(tensors, filename, metadata=metadata)
+    if where == "mid-save" and (metadata or {}).get("step") == "9" and filename.endswith("model.safetensors"):
+        hold()
+
+def training_batch(data, images, conds, denoiser, t, step, null=None):
+    out = real_batch(data, images, conds, denoiser, t, step, null)
+    if where == "mid-step" and step + 1 == 8:
+        hold()
+    return out
+
+checkpoint.save_file, loop.training_batch = save_file, training_batch
+from diffuscope.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """The same 24 steps never interrupted: what a killed and resumed run must reproduce bit for bit."""
+    root = tmp_path_factory.mktemp("full")
+    (root / "tiny.toml").write_text(TINY_TOML)
+    steps = ["--config", str(root / "tiny.toml"), "--max-steps", "24", "--checkpoint-every", "3"]
+    subprocess.run(_cli(root / "full", *steps), check=True, capture_output=True, timeout=600)
+    return root / "full", steps
+
+
+@pytest.mark.parametrize("where", ["mid-save", "mid-step"])
+def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path, full_run, where):
+    full, steps = full_run
+    args = _cli(tmp_path / "killed", *steps)[3:]  # after `python -m diffuscope`
+    proc = subprocess.Popen([sys.executable, "-c", HELD_RUN, where, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        said = proc.stdout.readline()  # blocks until the run is held (or ends: then it says nothing)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert said == "held\n", f"the run ended without reaching {where}: {proc.stderr.read()[-2000:]}"
     ckpts = tmp_path / "killed" / "checkpoints"
-    while time.time() < deadline and len(list_checkpoints(ckpts)) < 2 and proc.poll() is None:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)  # at an arbitrary moment: maybe mid-step, maybe mid-save
-    proc.wait()
-    killed_at = list_checkpoints(ckpts)[-1].name
-    assert killed_at != "step-0000024", "the run finished before it could be killed"
+    assert list_checkpoints(ckpts)[-1].name == "step-0000006"
+    half_written = [p.name for p in ckpts.iterdir() if p.name.startswith(".tmp-")]
+    assert bool(half_written) == (where == "mid-save"), half_written
     subprocess.run(_cli(tmp_path / "killed", *steps, "--resume", "latest"), check=True, capture_output=True,
                    timeout=600)
     assert not [p for p in ckpts.iterdir() if p.name.startswith(".tmp-")]  # stale temp files cleaned
     for name in ("model.safetensors", "ema.safetensors"):
-        full = (tmp_path / "full" / "checkpoints" / "step-0000024" / name).read_bytes()
-        assert full == (ckpts / "step-0000024" / name).read_bytes(), f"{name} differs after resuming {killed_at}"
+        reference = (full / "checkpoints" / "step-0000024" / name).read_bytes()
+        assert reference == (ckpts / "step-0000024" / name).read_bytes(), f"{name} differs after resuming ({where})"
     rows = (tmp_path / "killed" / "metrics.csv").read_text().splitlines()
     assert [int(r.split(",")[0]) for r in rows[1:]] == list(range(1, 25))  # no duplicated or missing rows
 

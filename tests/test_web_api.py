@@ -1,10 +1,14 @@
 """`diffuscope serve`'s server rules, through starlette's TestClient: every refusal, the job queue, server-sent
 events, cancel, saved files. Real shipped model, tiny step counts."""
 
+import dataclasses
 import json
 import os
+import threading
+import time
 
 import pytest
+import torch
 
 pytest.importorskip("fastapi", reason="the web extra (fastapi) is not installed")
 from fastapi.testclient import TestClient
@@ -33,6 +37,55 @@ def _client(mnist, out, **kw):
 def client(mnist, tmp_path):
     with _client(mnist, tmp_path / "out") as c:
         yield c
+
+
+class Gate:
+    """The model's denoiser, held at the job's second sampler step (its first call at a lower sigma) until
+    ``release()`` returns True: a job cannot run past step 1 before the test has done what it tests, however fast
+    the machine. ``release`` is polled on an Event, never slept on; after TIMEOUT_S the step fails loudly."""
+
+    TIMEOUT_S = 120
+
+    def __init__(self, denoiser):
+        self.denoiser, self.release = denoiser, lambda: True
+        self.first_sigma, self.held = None, threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self.denoiser, name)  # .schedule and the rest of the denoiser
+
+    def __call__(self, x, sigma, cond=None):
+        s = float(torch.as_tensor(sigma).flatten()[0])
+        self.first_sigma = s if self.first_sigma is None else self.first_sigma
+        if s < self.first_sigma and not self.held.is_set():
+            self.held.set()
+            wake = threading.Event()
+            deadline = time.monotonic() + self.TIMEOUT_S
+            while not self.release():
+                assert time.monotonic() < deadline, "the gate was never released"
+                wake.wait(0.01)
+        return self.denoiser(x, sigma, cond)
+
+
+@pytest.fixture
+def gated(mnist, tmp_path):
+    """A client whose one model is the shipped mnist behind a Gate; yields (client, gate)."""
+    gate = Gate(mnist.model.denoiser)
+    entry = dataclasses.replace(mnist, model=dataclasses.replace(mnist.model, denoiser=gate))
+    with _client(entry, tmp_path / "out") as c:
+        yield c, gate
+
+
+def job_token(client, job):
+    return client.app.state.server.worker.get(job).token
+
+
+def wait_finished(client, job) -> str:
+    """The job's final state, waited for on its own condition variable (no sleeps)."""
+    j = client.app.state.server.worker.get(job)
+    deadline = time.monotonic() + Gate.TIMEOUT_S
+    while not j.events_since(len(j.events), 1.0)[1]:
+        assert time.monotonic() < deadline, f"job {job} did not finish"
+    return j.state
 
 
 def post(client, url, body, **headers):
@@ -170,8 +223,10 @@ def test_full_queue_answers_429_and_cancel_before_start(mnist, tmp_path):
         assert post(c, f"/api/jobs/{'f' * 32}/cancel", {}).status_code == 404
 
 
-def test_cancel_stops_a_running_job_at_the_next_step(client):
+def test_cancel_stops_a_running_job_at_the_next_step(gated):
+    client, gate = gated
     job = post(client, "/api/generate", {"steps": 1000, "sampler": "Euler", "preview_every": 0}).json()["job"]
+    gate.release = lambda: job_token(client, job).cancelled  # step 2 waits for the cancel
     seen = []
     with client.stream("GET", f"/api/jobs/{job}/events") as r:
         for line in r.iter_lines():
@@ -182,8 +237,8 @@ def test_cancel_stops_a_running_job_at_the_next_step(client):
                 assert post(client, f"/api/jobs/{job}/cancel", {}).status_code == 200
             if seen[-1]["type"] != "step":
                 break
-    assert seen[-1]["type"] == "cancelled"
-    assert len(seen) < 100  # stopped long before step 1000
+    # cancelled during step 2: it stops at that step's end, before reporting it
+    assert [e["type"] for e in seen] == ["step", "cancelled"] and seen[0]["k"] == 1, seen
     assert client.get(f"/api/jobs/{job}").json()["state"] == "cancelled"
 
 
@@ -220,19 +275,16 @@ def test_small_exercise_fills_cells_and_answers(client):
     assert params["steps"] == 2 and params["sampler"] == "DDIM" and params["prompt"] == "3"
 
 
-def test_a_job_nobody_watches_any_more_is_cancelled(client, monkeypatch):
-    import time
-
+def test_a_job_nobody_watches_any_more_is_cancelled(gated, monkeypatch):
     import diffuscope.web.routes.jobs as web_jobs
 
+    client, gate = gated
     monkeypatch.setattr(web_jobs, "DISCONNECT_GRACE_S", 0.2)
     job = post(client, "/api/generate", {"steps": 1000, "sampler": "Euler", "preview_every": 0}).json()["job"]
+    gate.release = lambda: job_token(client, job).cancelled  # step 2 waits: only the grace timer can end the job
     with client.stream("GET", f"/api/jobs/{job}/events") as r:
         next(line for line in r.iter_lines() if line.startswith("data: "))  # the client goes away after one step
-    deadline = time.monotonic() + 30
-    while client.get(f"/api/jobs/{job}").json()["state"] != "cancelled":
-        assert time.monotonic() < deadline, "the job went on without a subscriber"
-        time.sleep(0.05)
+    assert wait_finished(client, job) == "cancelled"
 
 
 def test_cli_serve_refuses_bad_flags_in_one_line(capsys):
