@@ -12,8 +12,8 @@ import sys
 
 from diffuscope.checks.errors import UsageError, one_line
 
-COMMANDS = ("demo", "train", "sample", "info", "samplers", "sweep", "classifier", "forward", "reverse", "phases",
-            "tune_steps", "invert", "autoencoder", "serve")  # module names; tune_steps registers `tune-steps`
+COMMANDS = ("demo", "train", "distill", "sample", "info", "samplers", "sweep", "classifier", "forward", "reverse",
+            "phases", "tune_steps", "invert", "autoencoder", "serve")  # module names; tune_steps registers `tune-steps`
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,0 +1,204 @@
+"""`diffuscope distill` (issue 32): the Euler target, the teacher's fine solver, a tiny distillation that lowers the
+student's K-step error, bit-identical resume, the run lock, one-line refusals and the student's sampling defaults."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from diffuscope.checks.errors import UsageError
+from diffuscope.cli import main
+from diffuscope.core.guidance import CFGDenoiser
+from diffuscope.core.reference import GaussianDenoiser, GaussianMixtureDenoiser
+from diffuscope.core.schedules import EDMSchedule, make_grid
+from diffuscope.io import checkpoint as ckpt_io
+from diffuscope.io.outputs import RunLock
+from diffuscope.models.config import build_denoiser, fit_to_data
+from diffuscope.models.load import load_model
+from diffuscope.models.student import student_defaults
+from diffuscope.samplers import sample_euler
+from diffuscope.samplers.base import euler_step
+from diffuscope.training.distill import (
+    DistillConfig,
+    distill,
+    euler_target,
+    solve_interval,
+    teacher_trajectory,
+)
+from helpers import tiny_config
+
+K = 3  # Karras at 3 steps on sigma_max 80: 80, 2.5, 0.002, 0 (at 2 steps one interval does all the work)
+
+
+def _karras(steps: int) -> torch.Tensor:
+    return make_grid(EDMSchedule(sigma_min=0.002, sigma_max=20.0), steps, "karras").sigmas
+
+
+def test_euler_step_with_the_target_lands_on_the_teachers_next_state():
+    means = torch.tensor([[-1.0, 0.5, 2.0], [1.5, -0.5, 0.0], [0.0, 2.0, -2.0]], dtype=torch.float64)
+    teacher = GaussianMixtureDenoiser(means, torch.tensor([0.3, 0.5, 0.2]), classes=torch.tensor([0, 1, 1]))
+    sigmas = _karras(3)
+    x = torch.randn(16, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * sigmas[0]
+    cond = torch.tensor([0, 1] * 8)
+    states = teacher_trajectory(teacher, x, sigmas, cond, substeps=4)
+    assert states.shape == (4, 16, 3)
+    for i in range(3):
+        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+        target = euler_target(states[i], states[i + 1], s, s_next)
+        landed = euler_step(states[i], target, s, s_next)
+        torch.testing.assert_close(landed, states[i + 1], rtol=0, atol=1e-9)
+    # the teacher's own (exact) denoiser is not the target: one Euler step of it over the first interval misses x_1
+    s, s_next = float(sigmas[0]), float(sigmas[1])
+    assert (euler_step(states[0], teacher(states[0], s, cond), s, s_next) - states[1]).abs().max() > 1e-2
+    assert torch.equal(euler_target(states[2], states[3], float(sigmas[2]), 0.0), states[3])  # D* = x_K at sigma 0
+    # per-sample sigmas ([B]) give the same target
+    per = euler_target(states[0], states[1], sigmas[0].expand(16), sigmas[1].expand(16))
+    torch.testing.assert_close(per, euler_target(states[0], states[1], float(sigmas[0]), float(sigmas[1])))
+
+
+def test_the_teachers_fine_solver_follows_the_exact_ode():
+    teacher = GaussianDenoiser(torch.tensor([0.5, -1.0]), 0.4)
+    x = torch.randn(8, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 20.0
+    exact = teacher.ode_solution(x, 20.0, 1.3)
+    err = {m: float((solve_interval(teacher, x, 20.0, 1.3, None, m) - exact).abs().max()) for m in (1, 8, 16)}
+    assert err[16] < 2e-3 and err[16] < err[1] / 50
+    assert err[8] / err[16] > 3  # Heun: second order in the sub-step
+
+
+# --- a tiny teacher on disk ---------------------------------------------------------------------------------------
+
+
+def _write_teacher(folder):
+    """A tiny untrained class-conditional 8x8 model as a checkpoint; its zero-initialised layers get small random
+    weights, so its ODE is not the trivial Gaussian one."""
+    config = tiny_config()
+    model_config = fit_to_data(config.model, image_size=8, channels=1, class_names=tuple("0123456789"))
+    torch.manual_seed(0)
+    denoiser = build_denoiser(model_config)
+    with torch.no_grad():
+        for p in denoiser.net.parameters():
+            if p.ndim > 1 and not p.abs().sum():
+                p.normal_(0, 0.05)
+    ckpt_io.save_checkpoint(folder / "checkpoints", 1, model=denoiser.net, ema=denoiser.net,
+                            model_config=model_config, run_config={"data": {"name": "digits"}}, state={"step": 1})
+    return folder
+
+
+def _config(teacher, **kw) -> DistillConfig:
+    options = {"steps": K, "substeps": 3, "batch_size": 32, "lr": 5e-3, "chunk": 64, "chunk_steps": 5,
+               "max_steps": 20, "checkpoint_every": 10, "log_every": 1, "ema_decay": 0.9, "device": "cpu",
+               "threads": 1, **kw}  # one thread: the test machine is shared (2 threads ran 14x slower)
+    return DistillConfig(teacher=str(teacher), **options)
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    return _write_teacher(tmp_path_factory.mktemp("teacher"))
+
+
+@pytest.fixture(scope="module")
+def student_run(teacher, tmp_path_factory):
+    run = tmp_path_factory.mktemp("student") / "run"
+    distill(_config(teacher), run)
+    return run
+
+
+def _k_step_error(model, teacher_model, guidance: float, sigmas) -> float:
+    """RMSE of ``model``'s K-step Euler samples (guidance 1) to the teacher's fine guided solution, on held-out
+    noise (seed 999, never drawn by the run's chunks) for every class."""
+    g = torch.Generator().manual_seed(999)
+    x = torch.randn(40, 1, 8, 8, generator=g) * float(sigmas[0])
+    cond = teacher_model.conditioner.encode([str(k % 10) for k in range(40)])
+    guided = CFGDenoiser(teacher_model.denoiser, guidance, teacher_model.conditioner.null(1))
+    reference = teacher_trajectory(guided, x, sigmas, cond, substeps=3)[-1]
+    mine = sample_euler(model.denoiser, x, sigmas, cond=cond)
+    return float((mine - reference).pow(2).mean().sqrt())
+
+
+def test_distillation_lowers_the_students_k_step_error(teacher, student_run):
+    student = load_model(student_run)
+    start = load_model(teacher)  # the student's initialisation: the teacher itself, taking K Euler steps
+    sigmas = torch.tensor(student.run_config["student"]["sigmas"], dtype=torch.float64)
+    assert len(sigmas) == K + 1 and sigmas[-1] == 0
+    before = _k_step_error(start, start, 1.25, sigmas)
+    after = _k_step_error(student, start, 1.25, sigmas)
+    print(f"K-step RMSE to the teacher: start {before:.4f}, student {after:.4f}")
+    assert after < 0.6 * before, (before, after)
+    losses = [float(r.split(",")[1]) for r in (student_run / "metrics.csv").read_text().splitlines()[1:]]
+    assert len(losses) == 20 and math.isfinite(losses[-1])
+
+
+def test_resume_is_bit_identical(teacher, tmp_path):
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    distill(_config(teacher, max_steps=6, checkpoint_every=3, chunk_steps=2, chunk=32), whole)
+    distill(_config(teacher, max_steps=6, checkpoint_every=3, chunk_steps=2, chunk=32), parts, stop_at=3)
+    assert [p.name for p in ckpt_io.list_checkpoints(parts / "checkpoints")] == ["step-0000003"]
+    distill(_config(teacher, max_steps=6, checkpoint_every=3, chunk_steps=2, chunk=32), parts, resume="latest")
+    for name in ("model.safetensors", "ema.safetensors", "tuned_grids.json"):
+        a = (whole / "checkpoints" / "step-0000006" / name).read_bytes()
+        assert a == (parts / "checkpoints" / "step-0000006" / name).read_bytes(), name
+
+    def loss_column(run):
+        return [r.split(",")[:2] for r in (run / "metrics.csv").read_text().splitlines()]
+
+    assert loss_column(whole) == loss_column(parts)
+    with pytest.raises(UsageError, match="batch_size was 32"):  # a resumed run keeps its recorded settings
+        distill(_config(teacher, max_steps=8, batch_size=16, chunk=32, chunk_steps=2), parts, resume="latest")
+
+
+def test_a_second_run_into_the_same_folder_is_refused(teacher, tmp_path, student_run, capsys):
+    run = tmp_path / "run"
+    with RunLock(run), pytest.raises(UsageError, match="in use by another training process"):
+        distill(_config(teacher, max_steps=2), run)
+    assert main(["distill", "--model", str(teacher), "--steps", "2", "--out", str(student_run)]) == 2
+    assert "already exists and is not empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--steps", "0"], "argument --steps: must be a positive integer"),
+    (["--steps", "four"], "argument --steps"),
+    (["--steps", "4", "--spacing", "wiggly"], "argument --spacing: invalid choice"),
+    (["--steps", "4", "--substeps", "0"], "argument --substeps"),
+    (["--steps", "4", "--lr", "nan"], "argument --lr"),
+])
+def test_bad_flags_are_one_line_exit_2(args, says, tmp_path, capsys):
+    assert main(["distill", "--model", "mnist", *args, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert says in err and "\n" not in err and not (tmp_path / "run").exists()
+
+
+def test_a_diffusers_pipeline_is_refused_before_any_work(tmp_path, capsys):
+    pipe = tmp_path / "pipe"
+    pipe.mkdir()
+    (pipe / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    assert main(["distill", "--model", str(pipe), "--steps", "4", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "diffusers pipeline" in err and "\n" not in err and not (tmp_path / "run").exists()
+
+
+def test_the_student_is_a_model_that_samples_with_its_own_grid(teacher, student_run, tmp_path, capsys):
+    student = load_model(student_run)
+    ckpt = student.path
+    record = student.run_config["student"]
+    assert record["teacher"]["sha256"] == ckpt_io.read_manifest(ckpt_io.resolve_checkpoint(teacher))["files"][
+        "ema.safetensors"]["sha256"]
+    assert record["teacher"]["guidance"] == 1.25 and record["guidance"] == 1.0
+    assert "tuned_grids.json" in ckpt_io.read_manifest(ckpt)["files"]
+    tuned = json.loads((ckpt / "tuned_grids.json").read_text())
+    assert tuned["grids"]["euler"][str(K)] == record["sigmas"]
+    defaults = student_defaults(student)
+    assert (defaults.steps, defaults.sampler, defaults.spacing, defaults.guidance) == (K, "Euler", "tuned", 1.0)
+    assert student_defaults(load_model(teacher)) is None
+
+    assert main(["sample", "--model", str(student_run), "--prompt", "3", "--n", "2", "--device", "cpu",
+                 "--out", str(tmp_path / "img")]) == 0
+    out = capsys.readouterr().out
+    assert f"Euler, {K} steps ({K} NFE), guidance 1," in out
+    assert out.split("sigmas: ")[1].splitlines()[0] == ", ".join(f"{s:.4g}" for s in record["sigmas"])
+    # another step count falls back to the model's default grid (the student's own exists only at K steps)
+    assert main(["sample", "--model", str(student_run), "--prompt", "3", "--n", "1", "--steps", "4",
+                 "--device", "cpu", "--out", str(tmp_path / "img3")]) == 0
+    assert "Euler, 4 steps" in capsys.readouterr().out
