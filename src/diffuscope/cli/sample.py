@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from diffuscope.io.outputs import next_image_number, prepare_out
     from diffuscope.io.pngmeta import read_png_params
     from diffuscope.models.load import load_model
+    from diffuscope.models.student import student_defaults
 
     args.out = prepare_out(args.out, "sample")  # the --out rule (outputs.py): new, empty or our earlier images
     base = {}
@@ -62,9 +63,12 @@ def run(args: argparse.Namespace) -> int:
     if model.conditioner.check(prompt) is None:  # the model's own rule: a class name, any text, or no prompt
         prompt = None
     n = args.n or (1 if args.from_image else 16)
-    default_guidance = DEFAULT_GUIDANCE if model.conditioner.has_null else 1.0
-    sampler = args.sampler if args.sampler is not None else base.get("sampler", DEFAULT_SAMPLER)
-    steps, spacing = args.steps or base.get("steps", DEFAULT_STEPS), args.spacing or base.get("spacing")
+    student = student_defaults(model)  # a distilled student samples as it was trained (models/student.py)
+    default_guidance = (student.guidance if student else DEFAULT_GUIDANCE if model.conditioner.has_null else 1.0)
+    sampler = args.sampler if args.sampler is not None else base.get(
+        "sampler", student.sampler if student else DEFAULT_SAMPLER)
+    steps = args.steps or base.get("steps", student.steps if student else DEFAULT_STEPS)
+    spacing = args.spacing or base.get("spacing") or (student.spacing_for(sampler, steps) if student else None)
     grid = grid_for_sample(model.path, sampler, steps, spacing, base)  # None unless --spacing tuned
     gen = generate_from_prompts(
         model, None if prompt is None else [prompt], n=n, sampler=sampler, steps=steps, spacing=spacing, grid=grid,
