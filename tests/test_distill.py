@@ -202,3 +202,46 @@ def test_the_student_is_a_model_that_samples_with_its_own_grid(teacher, student_
     assert main(["sample", "--model", str(student_run), "--prompt", "3", "--n", "1", "--steps", "4",
                  "--device", "cpu", "--out", str(tmp_path / "img3")]) == 0
     assert "Euler, 4 steps" in capsys.readouterr().out
+
+
+def test_a_latent_text_teacher_gives_a_student_that_carries_its_codec(tmp_path, capsys):
+    """Latent + text conditioning: the teacher's autoencoder travels into every student checkpoint (listed in the
+    manifest, byte-identical) and the student samples text prompts, decoded to pixels."""
+    from diffuscope.models.config import ModelConfig
+    from diffuscope.nets import UNetConfig
+    from diffuscope.nets.autoencoder import AutoencoderConfig
+    from diffuscope.nets.codec import CODEC_FILES, CODEC_WEIGHTS, load_codec
+    from diffuscope.training.autoencoder import (
+        AutoencoderRunConfig,
+        AutoencoderTrainConfig,
+        levels_for,
+        train_autoencoder,
+    )
+    from diffuscope.training.config import DataConfig
+
+    torch.set_num_threads(1)
+    mult, blocks = levels_for(1)  # 8x8x1 digits -> 2x8x8 latents
+    ae = AutoencoderConfig(image_size=8, in_channels=1, latent_channels=2, base_channels=8, channel_mult=mult,
+                           num_res_blocks=blocks)
+    t = AutoencoderTrainConfig(max_steps=1, batch_size=8, warmup_steps=1, eval_every=0, checkpoint_every=1)
+    train_autoencoder(AutoencoderRunConfig(DataConfig(name="digits"), ae, t), tmp_path / "ae", progress=False)
+    codec = load_codec(tmp_path / "ae")
+    unet = UNetConfig(in_channels=2, image_size=8, base_channels=8, channel_mult=(1, 2), num_res_blocks=1,
+                      attention_resolutions=(8,), num_heads=1, text_dim=384)
+    model_config = ModelConfig(unet=unet, conditioning="text", text_encoder="all-MiniLM-L6-v2", sigma_data=1.0,
+                               class_names=("a zero", "a seven"), autoencoder=str(codec.path))
+    torch.manual_seed(0)
+    denoiser = build_denoiser(model_config)
+    ckpt_io.save_checkpoint(tmp_path / "teacher" / "checkpoints", 1, model=denoiser.net, ema=denoiser.net,
+                            model_config=model_config, run_config={}, state={"step": 1}, codec=codec)
+    distill(_config(tmp_path / "teacher", max_steps=2, chunk=4, batch_size=4, substeps=1), tmp_path / "run")
+
+    student = load_model(tmp_path / "run")
+    assert student.is_latent and student.conditioner.kind == "text" and student.sample_shape == (2, 8, 8)
+    files = ckpt_io.read_manifest(student.path)["files"]
+    teacher_files = ckpt_io.read_manifest(ckpt_io.resolve_checkpoint(tmp_path / "teacher"))["files"]
+    assert set(CODEC_FILES) <= set(files)
+    assert files[CODEC_WEIGHTS]["sha256"] == teacher_files[CODEC_WEIGHTS]["sha256"]  # the very same autoencoder
+    assert main(["sample", "--model", str(tmp_path / "run"), "--prompt", "a seven", "--n", "1", "--device", "cpu",
+                 "--out", str(tmp_path / "img")]) == 0
+    assert f"Euler, {K} steps" in capsys.readouterr().out

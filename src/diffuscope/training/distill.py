@@ -325,7 +325,8 @@ def _distill(config: DistillConfig, run_dir: Path, source: Path | None, stop_at:
     limits.check_memory("the teacher trajectories of one chunk",
                         limits.images_bytes(config.chunk * (config.steps + 1), shape))
     conditioner = teacher.conditioner
-    vocab = list(teacher.class_names) if conditioner.kind != "none" else []
+    # prompts: a class model's class names, a text model's training vocabulary (its config's class_names)
+    vocab = list(teacher.config.class_names or teacher.trained_prompts()) if conditioner.kind != "none" else []
     if conditioner.kind != "none" and not vocab:
         raise UsageError(f"--model {config.teacher}: a conditional teacher without a prompt vocabulary (class "
                          f"names) cannot be distilled here")
