@@ -31,7 +31,7 @@ import torch
 from diffuscope.core.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
 from diffuscope.data import load_dataset
 from diffuscope.data.emoji import HELD_OUT_PROMPTS, emoji_prompts
-from diffuscope.generation.generate import generate_from_prompts
+from diffuscope.generation.generate import GenerationRequest, generate
 from diffuscope.metrics import kernel_distance
 from diffuscope.metrics.efficientnet import EfficientNetFeatures
 from diffuscope.metrics.retrieval import RetrievalGallery, histogram_distance, mean_hue, retrieval_features
@@ -47,8 +47,8 @@ def training_prompts(count: int) -> list[str]:
 
 def draw(model, prompts: list[str], seeds: int, args) -> torch.Tensor:
     """seeds images per prompt, [seeds * P] seed-major (image i = prompt i % P, seed i)."""
-    gen = generate_from_prompts(model, prompts * seeds, guidance=args.guidance, sampler=args.sampler,
-                                steps=args.steps, seed=0, batch_size=args.batch_size)
+    gen = generate(model, GenerationRequest(prompts=tuple(prompts * seeds), guidance=args.guidance,
+                                            sampler=args.sampler, steps=args.steps, batch_size=args.batch_size))
     return gen.images.clamp(-1, 1)
 
 
@@ -93,7 +93,7 @@ def main() -> None:
     gen = gallery.score(images, targets)
     real_p = real.images[[by_prompt[p] for p in prompts]]
     ceiling = gallery.score(real_p, [by_prompt[p] for p in prompts])
-    recon = model.decode(model.encode(real_p)).clamp(-1, 1) if model.is_latent else real_p
+    recon = model.decode(model.encode(real_p)).clamp(-1, 1)  # the identity for a pixel model
     recon_r = gallery.score(recon, [by_prompt[p] for p in prompts])
     reference = real_p.repeat(args.seeds, 1, 1, 1)
     others = real.images[[i for i in range(len(real)) if real.class_names[i] not in set(prompts)][:len(prompts)]]

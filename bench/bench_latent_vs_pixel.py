@@ -28,7 +28,7 @@ from bench_emoji import training_prompts
 
 from diffuscope.core.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
 from diffuscope.data import load_dataset
-from diffuscope.generation.generate import generate_from_prompts
+from diffuscope.generation.generate import GenerationRequest, generate
 from diffuscope.io.checkpoint import list_checkpoints
 from diffuscope.metrics.retrieval import RetrievalGallery
 from diffuscope.models.load import load_model
@@ -46,8 +46,8 @@ def minutes_at(run: Path) -> dict[int, float]:
 
 def score(model, prompts, gallery, by_prompt) -> tuple[float, float, float]:
     t0 = time.perf_counter()
-    gen = generate_from_prompts(model, prompts, guidance=DEFAULT_GUIDANCE, sampler=DEFAULT_SAMPLER,
-                                steps=DEFAULT_STEPS, seed=0, batch_size=64)
+    gen = generate(model, GenerationRequest(prompts=tuple(prompts), guidance=DEFAULT_GUIDANCE,
+                                            sampler=DEFAULT_SAMPLER, steps=DEFAULT_STEPS, batch_size=64))
     ms = 1000 * (time.perf_counter() - t0) / len(prompts)
     r = gallery.score(gen.images.clamp(-1, 1), [by_prompt[p] for p in prompts])
     return r.top1, r.top5, ms

@@ -30,7 +30,6 @@ import time
 import torch
 
 from diffuscope.core.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
-from diffuscope.core.guidance import CFGDenoiser
 from diffuscope.core.schedules import make_grid
 from diffuscope.grids import store as tuned_grids
 from diffuscope.grids import tuning
@@ -43,7 +42,7 @@ def part_tuned(model, args) -> list[dict]:
     u = model.config.unet
     shape = (u.in_channels, u.image_size, u.image_size)
     schedule = model.denoiser.schedule
-    denoiser = CFGDenoiser(model.denoiser, args.guidance, u.num_classes) if args.guidance != 1 else model.denoiser
+    denoiser = model.guided(args.guidance)
     labels = torch.arange(args.n) % u.num_classes
     noise = randn((args.n, *shape), make_generators(0, args.n))
     t0 = time.perf_counter()
@@ -79,8 +78,7 @@ def part_fd(model, args) -> list[dict]:
     cond = model.conditioner.labels(labels)
     real = evaluator.features(evaluator.real_sets(labels).reference).numpy()
     schedule = model.denoiser.schedule
-    denoiser = CFGDenoiser(model.denoiser, args.guidance, model.conditioner.null(1)) if args.guidance != 1 \
-        else model.denoiser
+    denoiser = model.guided(args.guidance)
     noise = randn((args.n, *model.sample_shape), make_generators(0, args.n))
 
     def features(sigmas) -> torch.Tensor:
@@ -124,15 +122,15 @@ def part_invert(model, args) -> list[dict]:
     real = load_dataset(data, split=args.split, image_size=size, channels=c)
     images, labels = real.images[: args.n], real.labels[: args.n]
     conditioner = model.conditioner  # each image with its own class (or, for a text model, its own name)
-    if conditioner.kind == "class":
+    if conditioner.has_classes:
         cond = conditioner.labels(labels)
-    elif conditioner.kind == "text":
+    elif conditioner.has_text:
         cond = conditioner.encode([real.class_names[int(y)] for y in labels])
     else:
         cond = None
     schedule = model.denoiser.schedule
     codec = None  # a latent model: decode(encode(x)), what the autoencoder alone gives back
-    if model.is_latent:
+    if model.codec is not None:
         with torch.inference_mode():
             codec = torch.cat([model.decode(model.encode(b)) for b in images.split(args.batch_size)]).float()
     rows = []

@@ -61,15 +61,19 @@ def judge_setup(eval_n: int):
 
 def evaluate_snapshots(snapshots: list[dict], eval_n: int) -> None:
     """Add accuracy and FD to each snapshot {"minutes", "denoiser"} (in place; the denoiser is dropped after)."""
-    from diffuscope.generation.generate import generate
+    from diffuscope.core.conditioning import ClassConditioner
+    from diffuscope.core.model import DiffusionModel
+    from diffuscope.generation.generate import GenerationRequest, generate
     from diffuscope.metrics import compute_metrics
 
     clf, reference, labels = judge_setup(eval_n)
     for snap in snapshots:
         d = snap.pop("denoiser")
         with torch.inference_mode():
-            images = generate(d, d.schedule, labels, (1, 28, 28), sampler="DPM++ 2M", steps=20, guidance=2.0,
-                              seed=0, null_label=10).images
+            model = DiffusionModel(d, ClassConditioner(tuple(str(c) for c in range(10))), (1, 28, 28))
+            request = GenerationRequest(prompts=tuple(str(int(c)) for c in labels), sampler="DPM++ 2M", steps=20,
+                                        guidance=2.0)
+            images = generate(model, request).images
         report = compute_metrics(images, labels, clf, reference, n_resamples=0)
         snap.update(accuracy=float(report.accuracy), fd=float(report.fd))
         print(f"  {snap['recipe']:>9} step {snap['step']:>5} at {snap['minutes']:5.1f} min: "

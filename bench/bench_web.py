@@ -71,7 +71,7 @@ def main() -> None:
     import torch
     import uvicorn
 
-    from diffuscope.generation.generate import generate
+    from diffuscope.generation.generate import GenerationRequest, generate
     from diffuscope.web.app import create_app
     from diffuscope.web.lesson import load_entry
 
@@ -88,8 +88,8 @@ def main() -> None:
 
     def library() -> dict:
         t0, c0 = time.perf_counter(), time.process_time()
-        generate(entry.model.denoiser, entry.model.denoiser.schedule, [7], entry.shape, sampler=args.sampler,
-                 steps=args.steps, guidance=1.25, null_label=entry.null_label)
+        generate(entry.model, GenerationRequest(prompts=("7",), sampler=args.sampler, steps=args.steps,
+                                                guidance=1.25))
         return {"total": time.perf_counter() - t0, "cpu": time.process_time() - c0, "first_step": None,
                 "first_preview": None}
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from diffuscope.generation.generate import generate
+from diffuscope.generation.generate import GenerationRequest, generate
 from diffuscope.models.load import load_model
 
 
@@ -27,13 +28,13 @@ def main() -> int:
         return 1
     for device in ("cpu", "cuda"):
         model = load_model("mnist", device=device)
-        u = model.config.unet
-        shape = (u.in_channels, u.image_size, u.image_size)
-        kw = dict(sampler="iPNDM", steps=20, guidance=1.25, seed=0, null_label=10, device=device, batch_size=256)
-        generate(model.denoiser, model.denoiser.schedule, torch.arange(8), shape, **kw)  # warm-up
+        digits = tuple(str(c) for c in range(10))
+        request = GenerationRequest(prompts=digits, n=8, sampler="iPNDM", steps=20, guidance=1.25, device=device,
+                                    batch_size=256)
+        generate(model, request)  # warm-up
         torch.cuda.synchronize()
         start = time.perf_counter()
-        generate(model.denoiser, model.denoiser.schedule, torch.arange(10).repeat(26)[:256], shape, **kw)
+        generate(model, replace(request, n=256))
         torch.cuda.synchronize()
         print(f"info: 256 images, iPNDM 20 steps, guidance 1.25 on {device}: {time.perf_counter() - start:.2f} s")
     return 0

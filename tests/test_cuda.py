@@ -10,11 +10,13 @@ units, since the two devices' convolutions round differently (and TF32 is left a
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from diffuscope.core.guidance import CFGDenoiser
-from diffuscope.generation.generate import generate
+from diffuscope.generation.generate import GenerationRequest, generate
 from diffuscope.io.checkpoint import builtin_models
 from diffuscope.models.load import load_model
 
@@ -61,9 +63,10 @@ def test_denoiser_on_the_device_matches_the_cpu(models):
 def test_sampler_images_match_the_cpu(models, sampler, interval):
     cpu, gpu = models
     labels = torch.arange(10).repeat(7)[:64]
-    kw = dict(sampler=sampler, steps=20, guidance=1.25, guidance_interval=interval, seed=0, null_label=10)
-    a = generate(cpu.denoiser, cpu.denoiser.schedule, labels, _shape(cpu), **kw).images
-    b = generate(gpu.denoiser, gpu.denoiser.schedule, labels, _shape(gpu), device=DEVICE, **kw).images
+    request = GenerationRequest(prompts=tuple(cpu.class_names[int(c)] for c in labels), sampler=sampler, steps=20,
+                                guidance=1.25, guidance_interval=interval, seed=0)
+    a = generate(cpu, request).images
+    b = generate(gpu, replace(request, device=DEVICE)).images
     diff = (a - b).abs()
     assert float(diff.mean()) < TOL, (float(diff.mean()), float(diff.max()))
 

@@ -107,9 +107,9 @@ def test_sweep_accuracy_is_retrieval_top1(folder, encoder, offset, accuracy):
 
 
 def test_phases_judge_identity_by_retrieval(folder, encoder):
-    from diffuscope.lesson.phases_report import measure_phases
+    from diffuscope.lesson.phases_report import PhasesConfig, measure_phases
 
-    _, commit, _, notes = measure_phases(oracle_model(folder, encoder, 0), prompt="green square", steps=3,
-                                               n=2, points=2, consistency_steps=(2, 3), guidance=1.0)
+    config = PhasesConfig(prompt="green square", steps=3, n=2, points=2, consistency_steps=(2, 3), guidance=1.0)
+    _, commit, _, notes = measure_phases(oracle_model(folder, encoder, 0), config)
     assert commit.keep is not None and all(k == 1.0 for k in commit.keep)
     assert any("identity decided by retrieval" in n for n in notes)

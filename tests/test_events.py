@@ -11,7 +11,7 @@ from diffuscope.core.events import Cancelled, CancelToken, Progress
 from diffuscope.core.model import DiffusionModel
 from diffuscope.core.reference import GaussianMixtureDenoiser
 from diffuscope.core.schedules import EDMSchedule
-from diffuscope.generation.generate import generate_from_prompts
+from diffuscope.generation.generate import GenerationRequest, generate
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def model():
 
 def test_generation_reports_every_step_and_stops_when_cancelled(model):
     events = []
-    generate_from_prompts(model, ["a"], n=3, steps=5, on_event=events.append, batch_size=2)
+    generate(model, GenerationRequest(prompts=("a",), n=3, steps=5, batch_size=2), observer=events.append)
     assert [e.task for e in events] == ["generate"] * 10  # 5 steps x 2 batches
     assert [e.done for e in events[:5]] == [1, 2, 3, 4, 5] and all(e.total == 5 for e in events)
     token = CancelToken()
@@ -34,7 +34,7 @@ def test_generation_reports_every_step_and_stops_when_cancelled(model):
             token.cancel()
 
     with pytest.raises(Cancelled):
-        generate_from_prompts(model, ["a"], n=2, steps=8, on_event=cancel_at_step_2, cancel=token)
+        generate(model, GenerationRequest(prompts=("a",), n=2, steps=8), observer=cancel_at_step_2, cancel=token)
 
 
 def test_a_cancelled_sweep_returns_a_valid_partial_result(model):
@@ -55,10 +55,11 @@ def test_a_cancelled_sweep_returns_a_valid_partial_result(model):
 
 
 def test_phases_report_progress_within_their_announced_total(model):
-    from diffuscope.lesson.phases_report import measure_phases
+    from diffuscope.lesson.phases_report import PhasesConfig, measure_phases
 
     events = []
-    measure_phases(model, prompt="b", steps=4, n=2, points=2, consistency_steps=(2, 4), on_event=events.append)
+    config = PhasesConfig(prompt="b", steps=4, n=2, points=2, consistency_steps=(2, 4))
+    measure_phases(model, config, on_event=events.append)
     assert events and all(e.task == "phases" for e in events)
     assert events[-1].done == events[-1].total  # the announced total is what was called
 

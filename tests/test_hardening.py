@@ -46,13 +46,16 @@ def test_empty_names_are_errors_not_defaults(capsys, tmp_path, flag, value):
 
 
 def test_guidance_refused_by_the_library_too():
+    from diffuscope.core.conditioning import ClassConditioner
+    from diffuscope.core.model import DiffusionModel
     from diffuscope.core.schedules import ScheduleConfig, make_schedule
-    from diffuscope.generation.generate import generate
+    from diffuscope.generation.generate import GenerationRequest, generate
 
-    schedule = make_schedule(ScheduleConfig())
+    model = DiffusionModel.bare(lambda x, s, cond=None: x, make_schedule(ScheduleConfig()), (1, 4, 4),
+                                ClassConditioner(("0",)))
     for value in (float("inf"), float("nan"), 1e300):
         with pytest.raises(UsageError, match="guidance"):
-            generate(lambda x, s, cond=None: x, schedule, [0], (1, 4, 4), guidance=value, null_label=1)
+            generate(model, GenerationRequest(prompts=("0",), guidance=value))
 
 
 def test_nan_weights_are_refused(ckpt):
@@ -69,14 +72,17 @@ def test_nan_weights_are_refused(ckpt):
 
 
 def test_a_denoiser_returning_nan_stops_with_one_line():
+    from diffuscope.core.conditioning import ClassConditioner
+    from diffuscope.core.model import DiffusionModel
     from diffuscope.core.schedules import ScheduleConfig, make_schedule
-    from diffuscope.generation.generate import generate
+    from diffuscope.generation.generate import GenerationRequest, generate
 
     def nan_denoiser(x, sigma, cond=None):
         return torch.full_like(x, float("nan"))
 
+    model = DiffusionModel.bare(nan_denoiser, make_schedule(ScheduleConfig()), (1, 8, 8), ClassConditioner(("0",)))
     with pytest.raises(validate.NonFiniteError, match="NaN/inf"):
-        generate(nan_denoiser, make_schedule(ScheduleConfig()), [0, 0], (1, 8, 8), steps=2, sampler="Euler")
+        generate(model, GenerationRequest(prompts=("0", "0"), steps=2, sampler="Euler"))
 
 
 def test_flipped_bit_in_tensor_data_is_caught_by_sha256(ckpt):

@@ -91,6 +91,7 @@ def test_a_latent_models_inversion_is_saved_as_pictures_of_the_image_size(tmp_pa
     from PIL import Image
 
     from diffuscope.data import load_dataset
+    from diffuscope.generation.generate import GenerationRequest
     from diffuscope.io.checkpoint import builtin_models
     from diffuscope.lesson.inversion_report import OUTPUTS, invert_image, reachability, save_inversion
     from diffuscope.models.load import load_model
@@ -100,7 +101,7 @@ def test_a_latent_models_inversion_is_saved_as_pictures_of_the_image_size(tmp_pa
     model = load_model("emoji")
     test = load_dataset(model.data_name, split="test", image_size=32, channels=3)
     prompt = test.class_names[int(test.labels[0])]
-    result = invert_image(model, test.images[:1], prompt=prompt, steps=4)
+    result = invert_image(model, test.images[:1], GenerationRequest(prompts=(prompt,), steps=4))
     assert result.trip.noise.shape == (1, 4, 16, 16) and result.trip.images.shape == (1, 3, 32, 32)
     paths = save_inversion(result, tmp_path, model="emoji")
     assert [p.name for p in paths] == list(OUTPUTS) and all(p.is_file() for p in paths)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from diffuscope.checks.errors import UsageError
-from diffuscope.generation.generate import generate_from_prompts
+from diffuscope.generation.generate import GenerationRequest, generate
 from diffuscope.io.checkpoint import list_checkpoints, read_manifest
 from diffuscope.models.load import export_model, load_model
 from diffuscope.nets import UNetConfig
@@ -54,7 +54,7 @@ def test_a_latent_model_carries_its_autoencoder_and_decodes(tmp_path, autoencode
     model = load_model(tmp_path / "run")
     assert model.is_latent and model.sample_shape == (2, 8, 8) and model.image_shape == (1, 8, 8)
     assert model.config.autoencoder == str(list_checkpoints(autoencoder / "checkpoints")[-1])
-    gen = generate_from_prompts(model, ["3", "7"], steps=3, seed=0)
+    gen = generate(model, GenerationRequest(prompts=("3", "7"), steps=3))
     assert gen.images.shape == (2, 1, 8, 8) and gen.samples.shape == (2, 2, 8, 8)
     assert torch.equal(gen.images, load_codec(autoencoder).decode(gen.samples))  # the very autoencoder it trained in
     assert (tmp_path / "run" / "samples" / "step-0000004.png").is_file()  # the preview is decoded pixels

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from diffuscope.core.conditioning import ClassConditioner
 from diffuscope.core.model import DiffusionModel
 from diffuscope.core.reference import GaussianMixtureDenoiser
 from diffuscope.core.schedules import EDMSchedule, ScheduleConfig, make_schedule
+from diffuscope.generation.generate import GenerationRequest
 from diffuscope.io.imagefile import load_image_file
 from diffuscope.lesson.forward import forward_process, parse_t_list, save_forward
 from diffuscope.lesson.reverse import reverse_process, save_reverse, show_indices
@@ -182,7 +184,7 @@ def test_reverse_strip_and_gif(tmp_path):
     den = GaussianMixtureDenoiser(means, 0.2)
     model = DiffusionModel(den, ClassConditioner(("0", "1")), (1, 8, 8))
     den.schedule = EDMSchedule()
-    r = reverse_process(model, "0", steps=12, sampler="Euler", seed=4)
+    r = reverse_process(model, GenerationRequest(prompts=("0",), steps=12, sampler="Euler", seed=4))
     assert r.trajectory.x.shape == (12, 1, 1, 8, 8) and r.nfe == 12
     png, gif, meta = save_reverse(r, tmp_path, show=5)
     with Image.open(png) as im:
@@ -353,14 +355,14 @@ def test_reverse_process_matches_generate_bit_for_bit(sampler, guidance, interva
     model = load_model("mnist")
     u = model.config.unet
     shape = (u.in_channels, u.image_size, u.image_size)
-    kw = dict(steps=6, sampler=sampler, guidance=guidance, guidance_interval=interval, seed=11)
-    r = reverse_process(model, "3", **kw)
-    kw["null_label"] = 10
-    gen = generate(model.denoiser, model.denoiser.schedule, torch.tensor([3]), shape, **kw)
+    request = GenerationRequest(prompts=("3",), steps=6, sampler=sampler, guidance=guidance,
+                                guidance_interval=interval, seed=11)
+    r = reverse_process(model, request)
+    gen = generate(model, request)
     assert torch.equal(r.trajectory.final, gen.images)
     assert torch.equal(r.trajectory.sigmas, gen.grid.sigmas.double())
     assert (r.nfe, r.seed, r.sampler, r.steps) == (gen.nfe, gen.seed, gen.sampler, gen.grid.steps)
     assert r.trajectory.x.shape == (6, 1, *shape)
     torch.testing.assert_close(r.trajectory.denoised[-1], gen.images)  # the step to sigma = 0 lands on D
-    other = generate(model.denoiser, model.denoiser.schedule, torch.tensor([3]), shape, **{**kw, "seed": 12})
+    other = generate(model, replace(request, seed=12))
     assert not torch.equal(other.images, gen.images)  # the seed matters: the equality above is not vacuous

@@ -15,7 +15,7 @@ from diffuscope.core.conditioning import TEXT_ENCODERS, TextCond, TextConditione
 from diffuscope.core.model import DiffusionModel
 from diffuscope.core.reference import GaussianDenoiser
 from diffuscope.core.schedules import EDMSchedule
-from diffuscope.generation.generate import generate_from_prompts
+from diffuscope.generation.generate import GenerationRequest, generate
 
 TOY_DIM = 8
 
@@ -103,7 +103,7 @@ def _train_text_model(tmp_path, encoder_name):
 
 def test_toy_text_model_trains_and_goes_through_generation_guidance_sweep_reverse_and_phases(tmp_path,
                                                                                               toy_text_encoder):
-    from diffuscope.lesson.phases_report import measure_phases
+    from diffuscope.lesson.phases_report import PhasesConfig, measure_phases
     from diffuscope.lesson.reverse import reverse_process
     from diffuscope.sweep import SweepConfig, sweep
 
@@ -117,18 +117,18 @@ def test_toy_text_model_trains_and_goes_through_generation_guidance_sweep_revers
     d = model.denoiser(x[:1].expand(2, -1, -1, -1), sigma, cond)
     assert not torch.allclose(d[0], d[1])
     # guided generation with the empty prompt as the null condition; repeatable per seed
-    gen = generate_from_prompts(model, ["seven"], n=3, steps=4, guidance=2.0, seed=1)
-    again = generate_from_prompts(model, ["seven", "seven", "seven"], steps=4, guidance=2.0, seed=1)
+    gen = generate(model, GenerationRequest(prompts=("seven",), n=3, steps=4, guidance=2.0, seed=1))
+    again = generate(model, GenerationRequest(prompts=("seven",) * 3, steps=4, guidance=2.0, seed=1))
     assert gen.images.shape == (3, 1, 8, 8) and torch.equal(gen.images, again.images)
-    plain = generate_from_prompts(model, ["seven"], n=3, steps=4, guidance=1.0, seed=1)
+    plain = generate(model, GenerationRequest(prompts=("seven",), n=3, steps=4, guidance=1.0, seed=1))
     assert not torch.allclose(gen.images, plain.images)  # guidance changed the images
     result = sweep(model, SweepConfig(steps=(2, 4), samplers=("Euler",), prompts=("seven", "two"), n=4,
                                       reference_steps=8, metrics=("convergence",), guidance=2.0))
     assert [c.steps for c in result.cells] == [2, 4] and result.info["prompts"] == ["seven", "two"]
-    rev = reverse_process(model, "seven", steps=4, guidance=2.0)
+    rev = reverse_process(model, GenerationRequest(prompts=("seven",), steps=4, guidance=2.0))
     assert rev.trajectory.x.shape[:2] == (4, 1) and rev.prompt == "seven"
-    freq, commit, consist, _ = measure_phases(model, prompt="seven", steps=4, n=2, points=2,
-                                              consistency_steps=(2, 4))
+    freq, commit, consist, _ = measure_phases(model, PhasesConfig(prompt="seven", steps=4, n=2, points=2,
+                                                                consistency_steps=(2, 4)))
     assert len(freq.steps) == 3 and commit.keep is None and consist.steps == [2, 4]
 
 
@@ -162,12 +162,12 @@ def test_toy_latent_model_generates_decoded_images_strips_and_sweeps():
 
     model = _latent_model()
     assert model.image_shape == (1, 8, 8) and model.is_latent
-    gen = generate_from_prompts(model, None, n=3, steps=6, seed=0)
+    gen = generate(model, GenerationRequest(n=3, steps=6))
     assert gen.images.shape == (3, 1, 8, 8) and gen.samples.shape == (3, 1, 4, 4)
     torch.testing.assert_close(gen.images, PoolCodec().decode(gen.samples))
     round_trip = model.encode(model.decode(gen.samples))
     torch.testing.assert_close(round_trip, gen.samples)
-    rev = reverse_process(model, None, steps=5)
+    rev = reverse_process(model, GenerationRequest(steps=5))
     assert rev.trajectory.x.shape == (5, 1, 1, 8, 8) and rev.trajectory.denoised.shape == (5, 1, 1, 8, 8)
     assert rev.x_is_vp
     result = sweep(model, SweepConfig(steps=(3, 6), samplers=("Heun",), n=4, reference_steps=12,
@@ -180,9 +180,8 @@ def test_toy_latent_model_generates_decoded_images_strips_and_sweeps():
 def test_a_text_prompt_given_to_a_class_model_is_refused_and_unconditional_generation_needs_n():
     from diffuscope.checks.errors import UsageError
     from diffuscope.core.conditioning import ClassConditioner
-    from diffuscope.generation.generate import generate
-
     with pytest.raises(UsageError, match="unknown prompt"):
         ClassConditioner(("0", "1")).encode(["red apple"])
+    model = DiffusionModel.bare(GaussianDenoiser(mu=torch.zeros(1, 2, 2), s=1.0), EDMSchedule(), (1, 2, 2))
     with pytest.raises(UsageError, match="needs the number of images"):
-        generate(GaussianDenoiser(mu=torch.zeros(1, 2, 2), s=1.0), EDMSchedule(), None, (1, 2, 2), steps=2)
+        generate(model, GenerationRequest(steps=2))

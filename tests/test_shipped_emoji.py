@@ -39,12 +39,12 @@ def test_shipped_config_is_what_the_documented_recipe_writes():
 
 
 def test_shipped_emoji_model_draws_the_prompted_emoji():
-    from diffuscope.generation.generate import generate_from_prompts
+    from diffuscope.generation.generate import GenerationRequest, generate
 
     model = load_model("emoji")
     judge = Evaluator.for_model(model).classifier
     prompts = ["red heart", "palm tree", "crying cat", "red apple"]
-    gen = generate_from_prompts(model, prompts, steps=20, guidance=1.25, seed=0)
+    gen = generate(model, GenerationRequest(prompts=tuple(prompts), steps=20, guidance=1.25))
     assert gen.images.shape == (4, 3, 32, 32)
     found = [judge.class_names[i] for i in judge.predict(gen.images.clamp(-1, 1))]
     assert sum(f == p for f, p in zip(found, prompts)) >= 3, found
@@ -55,7 +55,7 @@ def test_shipped_emoji_model_meets_the_bars():
     """Issue 18: on 200 training prompts x 8 seeds at the defaults, retrieval top-5 >= 90% and top-1 >= 75%."""
     from diffuscope.data import load_dataset
     from diffuscope.data.emoji import emoji_prompts
-    from diffuscope.generation.generate import generate_from_prompts
+    from diffuscope.generation.generate import GenerationRequest, generate
     from diffuscope.metrics.retrieval import RetrievalGallery
 
     model = load_model("emoji")
@@ -63,7 +63,7 @@ def test_shipped_emoji_model_meets_the_bars():
     prompts = list(train[:: len(train) // 200][:200])
     real = load_dataset("emoji", split="all")
     gallery = RetrievalGallery(real.images, real.class_names)
-    gen = generate_from_prompts(model, prompts * 8, guidance=1.25, steps=20, seed=0, batch_size=200)
+    gen = generate(model, GenerationRequest(prompts=tuple(prompts * 8), guidance=1.25, steps=20, batch_size=200))
     result = gallery.score(gen.images.clamp(-1, 1), prompts * 8)
     assert result.top5 >= 0.90 and result.top1 >= 0.75, (result.top1, result.top5)
     assert torch.isfinite(gen.images).all()

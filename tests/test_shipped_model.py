@@ -15,12 +15,11 @@ pytestmark = pytest.mark.skipif("mnist" not in builtin_models(), reason="the shi
 def _generate(model, labels):
     """At `diffuscope sample`'s defaults: the quality bar is stated for them."""
     from diffuscope.core.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
-    from diffuscope.generation.generate import generate
+    from diffuscope.generation.generate import GenerationRequest, generate
 
-    u = model.config.unet
-    return generate(model.denoiser, model.denoiser.schedule, labels, (u.in_channels, u.image_size, u.image_size),
-                    sampler=DEFAULT_SAMPLER, steps=DEFAULT_STEPS, guidance=DEFAULT_GUIDANCE, seed=0,
-                    null_label=u.num_classes).images
+    prompts = tuple(model.class_names[int(c)] for c in labels)
+    return generate(model, GenerationRequest(prompts=prompts, sampler=DEFAULT_SAMPLER, steps=DEFAULT_STEPS,
+                                             guidance=DEFAULT_GUIDANCE, seed=0)).images
 
 
 def test_shipped_model_and_classifier_load_and_agree():

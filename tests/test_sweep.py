@@ -20,7 +20,16 @@ from diffuscope.checks.errors import UsageError
 from diffuscope.core.reference import GaussianMixtureDenoiser
 from diffuscope.core.schedules import EDMSchedule, ScheduleConfig, make_grid, make_schedule
 from diffuscope.data import load_dataset
-from diffuscope.sweep import SweepConfig, check_config, parse_steps, prompt_labels, real_sets, sweep, write_reports
+from diffuscope.sweep import (
+    SweepConfig,
+    SweepInputs,
+    check_config,
+    parse_steps,
+    prompt_labels,
+    real_sets,
+    sweep,
+    write_reports,
+)
 from diffuscope.sweep.plots import GAP, plotted_metrics, sweep_grid
 from diffuscope.viz import to_pil
 
@@ -45,22 +54,22 @@ def _real(gmm, labels, seed):
     return images, torch.repeat_interleave(torch.arange(3), counts)
 
 
-def _inputs(gmm, n=N):
+def _inputs(gmm, n=N, denoiser=None):
     """Pixels as features, the nearest component mean as the classifier, exact samples as the real sets."""
     labels = torch.arange(n) % 3
     means = gmm.means.flatten(1).double()
     floor, floor_labels = _real(gmm, labels, 2)
-    return {"schedule": EDMSchedule(), "shape": (1, 4, 4), "labels": labels, "null_label": 3,
-            "features": lambda x: x.flatten(1),
-            "classify": lambda x: torch.cdist(x.flatten(1).double(), means).argmin(1),
-            "reference_images": _real(gmm, labels, 1)[0], "floor_images": floor, "floor_labels": floor_labels,
-            "num_classes": 3}
+    return SweepInputs(denoiser or gmm, EDMSchedule(), (1, 4, 4), labels, null_label=3,
+                       features=lambda x: x.flatten(1),
+                       classify=lambda x: torch.cdist(x.flatten(1).double(), means).argmin(1),
+                       reference_images=_real(gmm, labels, 1)[0], floor_images=floor, floor_labels=floor_labels,
+                       num_classes=3)
 
 
 @pytest.fixture(scope="module")
 def known():
     config = SweepConfig(steps=STEPS, samplers=SAMPLERS, n=N, guidance=1.0, ci_resamples=50)
-    return sweep(_mixture(), config, **_inputs(_mixture()))
+    return sweep(_inputs(_mixture()), config)
 
 
 def _by_hand_edm(cells, key, higher, threshold=0.03):
@@ -212,7 +221,7 @@ def test_ctrl_c_leaves_a_valid_partial_report(tmp_path):
         if len(seen) == 3:
             raise KeyboardInterrupt
 
-    r = sweep(gmm, config, on_cell=stop_after_three, **_inputs(gmm, 8))
+    r = sweep(_inputs(gmm, 8), config, on_cell=stop_after_three)
     assert r.interrupted and [(c.sampler, c.steps) for c in r.cells] == [("DDIM", 2), ("DDIM", 4), ("DDIM", 8)]
     assert list(r.knees) == ["DDIM"] and r.knees["DDIM"]["fd"].nfe == (2, 4, 8)
     write_reports(r, tmp_path)
@@ -228,7 +237,7 @@ def test_ctrl_c_leaves_a_valid_partial_report(tmp_path):
             raise KeyboardInterrupt
         return gmm(x, sigma, cond)
 
-    r = sweep(flaky, config, **_inputs(gmm, 8))
+    r = sweep(_inputs(gmm, 8, flaky), config)
     assert r.interrupted and [c.steps for c in r.cells] == [2, 4]
 
 
@@ -241,7 +250,8 @@ def test_parse_steps():
     assert parse_steps("10-50 (+10)") == (10, 20, 30, 40, 50)
     assert parse_steps("5, 10-30 (+10), 100") == (5, 10, 20, 30, 100)
     assert parse_steps("7-7 [3]") == (7,) and parse_steps(25) == (25,)
-    for bad in ("", "abc", "10,,20", "10;20", "0", "10-5", "5-100 [0]", "1-1000", "2.5", "-5", "5-100 [8"):
+    for bad in ("", "abc", "10,,20", "10;20", "0", "10-5", "5-100 [0]", "1-1000", "2.5", "-5", "5-100 [8", "9" * 5000,
+                "1-" + "9" * 5000):
         with pytest.raises(UsageError):
             parse_steps(bad)
 
@@ -264,15 +274,15 @@ def test_bad_config_and_inputs_raise_one_line_usage_errors():
             check_config(config)
     discrete = make_schedule(ScheduleConfig(kind="linear", num_timesteps=50))
     with pytest.raises(UsageError, match="T=50"):
-        sweep(gmm, SweepConfig(steps=(10, 100), n=2, guidance=1.0, metrics=("convergence",)), schedule=discrete,
-              shape=(1, 4, 4))
+        sweep(SweepInputs(gmm, discrete, (1, 4, 4)), SweepConfig(steps=(10, 100), n=2, guidance=1.0,
+                                                                  metrics=("convergence",)))
     with pytest.raises(UsageError, match="features"):
-        sweep(gmm, SweepConfig(n=4, metrics=("fd",)), schedule=EDMSchedule(), shape=(1, 4, 4))
+        sweep(SweepInputs(gmm, EDMSchedule(), (1, 4, 4)), SweepConfig(n=4, metrics=("fd",)))
     with pytest.raises(UsageError, match="schedule"):
         sweep(gmm, SweepConfig(n=4))
     # without features, classifier or labels the default is convergence only, unconditional
-    r = sweep(gmm, SweepConfig(steps=(1, 2), samplers=("Euler",), n=2, reference_steps=3), schedule=EDMSchedule(),
-              shape=(1, 4, 4), null_label=3)
+    r = sweep(SweepInputs(gmm, EDMSchedule(), (1, 4, 4), null_label=3),
+              SweepConfig(steps=(1, 2), samplers=("Euler",), n=2, reference_steps=3))
     assert r.groups == ("convergence",) and r.labels is None and r.info["guidance_used"] == 1.0
     assert set(r.cells[0].metrics) == {"conv_pixel"}
 
@@ -376,7 +386,7 @@ def test_cli_with_a_classifier_measures_everything(run_cli, tiny_model, tmp_path
 
 
 def test_cli_ctrl_c_writes_partial_report_and_exits_130(run_cli, tiny_model, tmp_path, monkeypatch):
-    import diffuscope.generation.generate as gen_module
+    import diffuscope.sweep.run as gen_module  # the sweep calls generate from there
 
     real, calls = gen_module.generate, []
 

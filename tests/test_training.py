@@ -116,9 +116,7 @@ def test_bf16_training_on_cpu(tmp_path):
     scale = max(float(b[k].abs().max()) for k in b)
     assert 0 < diff < 0.05 * scale, (diff, scale)
     model = load_model(bf16.run_dir)
-    u = model.config.unet
-    from diffuscope.generation.generate import generate
+    from diffuscope.generation.generate import GenerationRequest, generate
 
-    images = generate(model.denoiser, model.denoiser.schedule, torch.arange(4), (u.in_channels, u.image_size,
-                      u.image_size), steps=4, seed=0).images
+    images = generate(model, GenerationRequest(prompts=model.class_names[:4], steps=4, seed=0)).images
     assert torch.isfinite(images).all()

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         from diffuscope.models.load import load_model
 
         model = load_model(args.model)
-        if not model.is_latent:
+        if model.codec is None:
             raise UsageError(f"--model {args.model} is not a latent model: its forward process is the pixel one "
                              f"(leave --model out)")
     data = args.data or (model.data_name if model is not None else None) or "mnist"

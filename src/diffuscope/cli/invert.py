@@ -62,26 +62,25 @@ def load_image(path: str, channels: int, size: int):
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from diffuscope.checks.errors import UsageError
+    from diffuscope.checks import limits
+    from diffuscope.generation.generate import GenerationRequest
     from diffuscope.io.device import pick_device
+    from diffuscope.io.outputs import prepare_out
     from diffuscope.lesson.inversion_report import invert_image, reachability, save_inversion
     from diffuscope.models.load import load_model
     from diffuscope.samplers import get_sampler
     from diffuscope.samplers.steppers import stepper
 
     stepper(get_sampler(args.sampler).name)  # one that has an upward step: refused before the model loads
-    out = Path(args.out)
-    taken = [n for n in OUTPUTS if (out / n).exists()]
-    if taken:
-        raise UsageError(f"{out} already holds {', '.join(taken)}: choose a new --out (nothing is overwritten)")
+    out = prepare_out(args.out, "invert")  # the --out rule of every command (outputs.py), before any work
+    limits.open_image(args.image).close()  # a missing, oversized or broken image: refused before the model loads
     device = pick_device(args.device)
     model = load_model(args.model, device=device, dtype=args.dtype)
     channels, size, _ = model.image_shape
     image, resized = load_image(args.image, channels, size)
-    result = invert_image(model, image, prompt=args.prompt, regen_prompt=args.regen_prompt, steps=args.steps,
-                          sampler=args.sampler, spacing=args.spacing, guidance=args.guidance, device=device)
+    request = GenerationRequest(prompts=(args.prompt,), sampler=args.sampler, steps=args.steps,
+                                spacing=args.spacing, guidance=args.guidance, device=device)
+    result = invert_image(model, image, request, regen_prompt=args.regen_prompt)
     paths = save_inversion(result, out, model=str(model.path), image=str(args.image), resized=resized)
     r = result.report()
     edit = f", regenerated as {result.regen_prompt!r}" if result.regen_prompt != result.prompt else ""

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from diffuscope.checks.errors import UsageError
     from diffuscope.grids.store import grid_for_sample
     from diffuscope.io.device import pick_device
-    from diffuscope.lesson.phases_report import measure_phases, save_phases
+    from diffuscope.lesson.phases_report import PhasesConfig, measure_phases, save_phases
     from diffuscope.models.load import load_model
     from diffuscope.samplers import get_sampler
 
@@ -99,12 +99,13 @@ def run(args: argparse.Namespace) -> int:
 
     bar = TqdmObserver("phases", unit="NFE")
     try:
-        freq, commit, consist, notes = measure_phases(
-            model, prompt=args.prompt, steps=args.steps, n=args.n, seed=args.seed, sampler=args.sampler,
+        config = PhasesConfig(
+            prompt=args.prompt, steps=args.steps, n=args.n, seed=args.seed, sampler=args.sampler,
             finish_sampler=args.finish_sampler, points=args.points, cutoff=args.cutoff,
-            consistency_steps=consistency_steps, guidance=args.guidance, classifier=args.classifier,
-            batch_size=args.batch_size, device=device, guidance_interval=args.guidance_interval, on_event=bar,
+            consistency_steps=tuple(consistency_steps), guidance=args.guidance,
+            guidance_interval=args.guidance_interval, classifier=args.classifier, batch_size=args.batch_size,
             spacing=args.spacing, grid=grid_for_sample(model.path, args.sampler, args.steps, args.spacing))
+        freq, commit, consist, notes = measure_phases(model, config, device=device, on_event=bar)
     finally:
         bar.close()
     paths, summary = save_phases(args.out, freq=freq, commit=commit, consist=consist, notes=notes)

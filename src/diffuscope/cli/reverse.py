@@ -37,6 +37,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from diffuscope.generation.generate import GenerationRequest
     from diffuscope.grids.store import grid_for_sample
     from diffuscope.io.device import pick_device
     from diffuscope.io.outputs import prepare_out
@@ -51,10 +52,11 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model, device=device, dtype=args.dtype)
     guidance = args.guidance if args.guidance is not None else (
         DEFAULT_GUIDANCE if model.conditioner.has_null else 1.0)
-    result = reverse_process(model, args.prompt, steps=args.steps, sampler=args.sampler, guidance=guidance,
-                             seed=args.seed, spacing=args.spacing, device=device,
-                             guidance_interval=args.guidance_interval,
-                             grid=grid_for_sample(model.path, args.sampler, args.steps, args.spacing))  # tuned only
+    request = GenerationRequest(prompts=(args.prompt,), sampler=args.sampler, steps=args.steps,
+                                spacing=args.spacing, guidance=guidance, guidance_interval=args.guidance_interval,
+                                seed=args.seed, device=device,
+                                grid=grid_for_sample(model.path, args.sampler, args.steps, args.spacing))  # tuned only
+    result = reverse_process(model, request)
     paths = save_reverse(result, args.out, show=args.show)
     sig = result.trajectory.sigmas
     interval = " on ({:g}, {:g}]".format(*result.guidance_interval) if result.guidance_interval else ""

@@ -39,7 +39,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from diffuscope.checks.errors import UsageError
-    from diffuscope.generation.generate import generate_from_prompts, image_params, write_images
+    from diffuscope.generation.generate import GenerationRequest, generate, image_params, write_images
     from diffuscope.grids.store import grid_for_sample
     from diffuscope.io.device import pick_device
     from diffuscope.io.outputs import next_image_number, prepare_out
@@ -48,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
     from diffuscope.models.student import student_defaults
 
     args.out = prepare_out(args.out, "sample")  # the --out rule (outputs.py): new, empty or our earlier images
-    base = {}
     start = next_image_number(args.out)  # 1 + the largest number there, fixed before sampling: never a collision
+    base = {}
     if args.from_image:
         _, base = read_png_params(args.from_image)
         if not base:
@@ -70,13 +70,14 @@ def run(args: argparse.Namespace) -> int:
     steps = args.steps or base.get("steps", student.steps if student else DEFAULT_STEPS)
     spacing = args.spacing or base.get("spacing") or (student.spacing_for(sampler, steps) if student else None)
     grid = grid_for_sample(model.path, sampler, steps, spacing, base)  # None unless --spacing tuned
-    gen = generate_from_prompts(
-        model, None if prompt is None else [prompt], n=n, sampler=sampler, steps=steps, spacing=spacing, grid=grid,
+    request = GenerationRequest(
+        prompts=None if prompt is None else (prompt,), n=n, sampler=sampler, steps=steps, spacing=spacing, grid=grid,
         guidance=args.guidance if args.guidance is not None else base.get("guidance", default_guidance),
         guidance_interval=(args.guidance_interval if args.guidance_interval is not None
                            else base.get("guidance_interval")),
         seed=args.seed if args.seed is not None else base.get("seed", 0),
         batch_size=args.batch_size, device=device)
+    gen = generate(model, request)
     shape = model.image_shape
     params = [image_params(gen, i, prompt=prompt or "", model_name=model.name, model_path=str(model_ref),
                            shape=shape) for i in range(n)]

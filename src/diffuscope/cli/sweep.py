@@ -93,7 +93,7 @@ def _dry_run(config, model_ref: str, device, dtype: str | None = None) -> int:
     from diffuscope.sweep.config import reference_steps
 
     model = load_model(model_ref, device=device, dtype=dtype)
-    if model.conditioner.kind == "class":
+    if model.conditioner.has_classes:
         _, prompts = prompt_labels(config.prompts, model.class_names, config.n)
     else:
         prompts = [p for p in (model.conditioner.check(p) for p in (config.prompts or [None])) if p is not None]

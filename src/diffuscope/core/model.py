@@ -14,7 +14,8 @@ from typing import Any, Protocol
 from torch import Tensor
 
 from diffuscope.checks.errors import UsageError
-from diffuscope.core.conditioning import Conditioner
+from diffuscope.core.conditioning import Conditioner, NoConditioner
+from diffuscope.core.guidance import CFGDenoiser, check_interval, check_scale
 
 
 class Codec(Protocol):
@@ -43,6 +44,13 @@ class DiffusionModel:
     run_config: dict[str, Any] = field(default_factory=dict)
     codec: Codec | None = None  # latent models only
 
+    @classmethod
+    def bare(cls, denoiser, schedule, sample_shape: tuple[int, int, int],
+             conditioner: Conditioner | None = None) -> DiffusionModel:
+        """Any denoiser D(x, sigma, cond) and its schedule as a model (a reference denoiser, a sweep's bare
+        denoiser): unconditional unless a conditioner is given, no codec."""
+        return cls(_Scheduled(denoiser, schedule), conditioner or NoConditioner(), tuple(sample_shape))
+
     @property
     def schedule(self):
         return self.denoiser.schedule
@@ -54,6 +62,18 @@ class DiffusionModel:
     @property
     def is_latent(self) -> bool:
         return self.codec is not None
+
+    def guided(self, scale: float, interval: tuple[float, float] | None = None):
+        """The denoiser with classifier-free guidance at ``scale`` (1 = the plain denoiser), guided only where
+        sigma_lo < sigma <= sigma_hi for an ``interval`` (guidance.py; Ho & Salimans 2022, Eq. 6; Kynkaanniemi et
+        al. 2024). The one place a denoiser is guided; a model without a null condition refuses scale != 1."""
+        scale = check_scale(scale)
+        if scale == 1:
+            return self.denoiser
+        if not self.conditioner.has_null:
+            raise UsageError("this model has no null condition (an unconditional model or no empty prompt): "
+                             "guidance must be 1")
+        return CFGDenoiser(self.denoiser, scale, self.conditioner.null(1), check_interval(interval))
 
     def decode(self, x: Tensor) -> Tensor:
         """What the sampler produced -> pixel images in about [-1, 1]."""
@@ -75,7 +95,7 @@ class DiffusionModel:
     def trained_prompts(self) -> tuple[str, ...]:
         """The prompts the model was trained on: its class names, or for a text model the names of its data set's
         training images (read from the data set; none for a model without one, e.g. a diffusers pipeline)."""
-        if self.conditioner.kind != "text":
+        if not self.conditioner.has_text:
             return tuple(self.class_names)
         if not self.data_name:
             return ()
@@ -85,3 +105,13 @@ class DiffusionModel:
             return tuple(load_dataset(self.data_name, split="train").class_names)
         except UsageError:  # the data set is not on this machine
             return ()
+
+
+class _Scheduled:
+    """A bare denoiser with the schedule it was given (what ``DiffusionModel.schedule`` reads)."""
+
+    def __init__(self, denoiser, schedule):
+        self.denoiser, self.schedule = denoiser, schedule
+
+    def __call__(self, x: Tensor, sigma: Tensor, cond=None) -> Tensor:
+        return self.denoiser(x, sigma, cond)

@@ -1,16 +1,19 @@
-"""Generation: pure noise -> images for a batch of conditions (or prompts), with any sampler, grid and guidance.
+"""Generation: pure noise -> images for prompts (or unconditionally), with any sampler, grid and guidance.
 
-This is the one place that turns (sampler name, steps, seed, guidance) into images; the CLI, the training preview,
-the sweep, the page and the pictures all call it. Image i uses its own generator seeded ``seed + i``
-(ARCHITECTURE.md), so an image does not change with the batch size it was generated in. A latent model's samples
-are decoded to pixels here (``decode``): what callers see is always pixel images.
+    gen = generate(model, GenerationRequest(prompts=("7",), n=8, sampler="DPM++ 2M", steps=20, guidance=2.0))
+
+This is the one place that turns a request (prompts, sampler, steps, seed, guidance) into images; the CLI, the
+training preview, the sweep, the page and the pictures all call it. Image i uses its own generator seeded
+``seed + i`` (docs/architecture.md), so an image does not change with the batch size it was generated in. Samples
+are decoded to pixels by the model (the identity for a pixel model): what callers see is always pixel images.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -18,12 +21,37 @@ from torch import Tensor
 from diffuscope.checks.errors import UsageError
 from diffuscope.checks.limits import check_request
 from diffuscope.checks.validate import check_finite
-from diffuscope.core.conditioning import Cond, as_cond
-from diffuscope.core.defaults import DEFAULT_SAMPLER
+from diffuscope.core.defaults import DEFAULT_SAMPLER, DEFAULT_STEPS
 from diffuscope.core.events import CancelToken, Observer, Progress, report
-from diffuscope.core.guidance import CFGDenoiser, check_interval, check_scale
-from diffuscope.core.schedules import Schedule, SigmaGrid, make_grid
+from diffuscope.core.guidance import check_interval, check_scale
+from diffuscope.core.model import DiffusionModel
+from diffuscope.core.schedules import SigmaGrid, make_grid
 from diffuscope.samplers import CountingDenoiser, get_sampler, initial_noise, make_generators, resolve_seed
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What to generate with a model: the flags of `diffuscope sample`, the page's form or one sweep cell."""
+
+    prompts: tuple[str | None, ...] | None = None  # prompt i % len for image i; None: unconditional (null condition)
+    n: int | None = None  # number of images (None: one per prompt)
+    sampler: str = DEFAULT_SAMPLER
+    steps: int = DEFAULT_STEPS
+    spacing: str | None = None  # the grid's spacing (None: the model's default; schedules.make_grid)
+    grid: SigmaGrid | None = None  # an explicit sigma grid: overrides steps and spacing
+    guidance: float = 1.0  # classifier-free guidance scale (1 = off; Ho & Salimans 2022)
+    guidance_interval: tuple[float, float] | None = None  # guided only where lo < sigma <= hi (None: everywhere)
+    seed: int = 0  # image i draws from its own generator seeded seed + i; -1 = a random seed
+    batch_size: int = 64
+    device: str | torch.device = "cpu"
+    dtype: torch.dtype = torch.float32  # the sampler's arithmetic
+    sampler_options: Mapping[str, Any] | None = None  # eta, s_churn, ... (samplers)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.prompts, str):
+            raise TypeError(f"prompts is a sequence of prompts, got the string {self.prompts!r}: give a tuple")
+        if self.prompts is not None:
+            object.__setattr__(self, "prompts", tuple(self.prompts))
 
 
 @dataclass(frozen=True)
@@ -35,120 +63,60 @@ class Generation:
     nfe: int  # measured network evaluations per image batch
     guidance: float
     guidance_interval: tuple[float, float] | None = None  # guided only where lo < sigma <= hi (None: everywhere)
-    samples: Tensor | None = None  # what the sampler produced (latents for a latent model; None = images)
+    samples: Tensor | None = None  # what the sampler produced (latents for a latent model, else the images)
 
 
-def _step_observer(on_event: Observer | None, cancel: CancelToken | None, callback: Callable | None,
-                   start: int, n: int) -> Callable | None:
-    """The sampler callback: the caller's callback, then a 'generate' Progress event (data: the StepInfo of the
-    batch holding images start..start+len), checking the cancel token at every step."""
-    if on_event is None and cancel is None:
-        return callback
+def _step_observer(observer: Observer | None, cancel: CancelToken | None, start: int, n: int) -> Callable | None:
+    """The sampler callback: a 'generate' Progress event per step (data: the StepInfo of the batch holding images
+    start..start+len), checking the cancel token at every step."""
+    if observer is None and cancel is None:
+        return None
 
     def step(info) -> None:
-        if callback is not None:
-            callback(info)
-        report(on_event, cancel, Progress("generate", info.i + 1, info.steps, f"images {start + 1}-{n}", info))
+        report(observer, cancel, Progress("generate", info.i + 1, info.steps, f"images {start + 1}-{n}", info))
 
     return step
 
 
-def generate(
-    denoiser: Callable,
-    schedule: Schedule,
-    labels: Cond | Tensor | Sequence[int] | None,
-    shape: tuple[int, int, int],
-    *,
-    sampler: str = DEFAULT_SAMPLER,
-    steps: int = 25,
-    spacing: str | None = None,
-    guidance: float = 1.0,
-    guidance_interval: tuple[float, float] | None = None,
-    seed: int = 0,
-    null_label: Cond | int | None = None,
-    batch_size: int = 64,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
-    callback: Callable | None = None,
-    sampler_options: dict | None = None,
-    grid: SigmaGrid | None = None,
-    n: int | None = None,
-    decode: Callable[[Tensor], Tensor] | None = None,
-    on_event: Observer | None = None,
-    cancel: CancelToken | None = None,
-) -> Generation:
-    """Generate one image of ``shape`` (C, H, W) per row of ``labels``: a ``Cond`` (class labels or text), int
-    class labels (wrapped as ``ClassCond``), or None for an unconditional model (then give ``n``).
-
-    ``guidance`` != 1 needs ``null_label``, the null condition (a Cond, or the null class index);
-    ``guidance_interval`` = (sigma_lo, sigma_hi) applies it only where sigma_lo < sigma <= sigma_hi (see
-    guidance.py). ``grid`` overrides ``steps`` and ``spacing`` with an explicit sigma grid. ``callback`` receives
-    each batch's StepInfo (see samplers); ``on_event`` receives Progress events and ``cancel`` stops the work
-    (events.py). ``decode`` maps the samples to pixel images (a latent model's decoder).
-    """
-    spec = get_sampler(sampler)
-    guidance = check_scale(guidance)
-    if batch_size < 1:
-        raise UsageError(f"batch size must be a positive integer, got {batch_size}")
-    guidance_interval = check_interval(guidance_interval) if guidance != 1.0 else None  # no guidance: no interval
-    seed = resolve_seed(seed)
-    grid = grid or make_grid(schedule, steps, spacing)
-    cond = as_cond(labels)
-    if cond is None:
-        if n is None or n < 1:
-            raise UsageError("an unconditional generation needs the number of images n >= 1")
-        if guidance != 1.0:
-            raise UsageError("this model is unconditional: guidance must be 1 (there is no prompt to guide towards)")
-    else:
-        if n is not None and n != len(cond):
-            cond = cond.expand(n)
-        n = len(cond)
-    check_request(guidance, n, shape, grid.steps, batch_size)
-    if guidance != 1.0:
-        if null_label is None:
-            raise UsageError("this model has no empty prompt (null condition): guidance must be 1")
-        model = CFGDenoiser(denoiser, guidance, null_label, guidance_interval)
-    else:
-        model = denoiser
-    counter = CountingDenoiser(model)
+def generate(model: DiffusionModel, request: GenerationRequest, *, observer: Observer | None = None,
+             cancel: CancelToken | None = None) -> Generation:
+    """Generate ``request`` with a ``DiffusionModel`` (core/model.py; docs/architecture.md): prompts -> conditions
+    through its conditioner (``conditions``), its denoiser guided by ``model.guided``, pure noise -> samples by the
+    sampler, samples -> pixel images by ``model.decode``. Unconditional sampling (``prompts=None``) of a
+    conditional model samples its null condition, unguided. ``observer`` receives a Progress event per sampler
+    step (data: its StepInfo) and ``cancel`` stops the work (events.py)."""
+    spec = get_sampler(request.sampler)
+    guidance = check_scale(request.guidance)
+    if request.prompts is None and model.conditioner.has_null:
+        guidance = 1.0  # the null condition guided towards itself is itself: one call per step
+    if request.batch_size < 1:
+        raise UsageError(f"batch size must be a positive integer, got {request.batch_size}")
+    interval = check_interval(request.guidance_interval) if guidance != 1.0 else None  # no guidance: no interval
+    seed = resolve_seed(request.seed)
+    grid = request.grid or make_grid(model.schedule, request.steps, request.spacing)
+    cond = model.conditioner.conditions(request.prompts, request.n)
+    n = request.n if cond is None else len(cond)
+    check_request(guidance, n, model.sample_shape, grid.steps, request.batch_size)
+    counter = CountingDenoiser(model.guided(guidance, interval))
     generators = make_generators(seed, n)
+    device, batch_size = request.device, request.batch_size
     sigmas = grid.sigmas.to(device)
     samples, images = [], []
     nfe = 0
     with torch.inference_mode():
         for start in range(0, n, batch_size):
             end = min(start + batch_size, n)
-            x = initial_noise((end - start, *shape), generators[start:end], float(grid.sigmas[0]), dtype, device)
+            x = initial_noise((end - start, *model.sample_shape), generators[start:end], float(grid.sigmas[0]),
+                              request.dtype, device)
             counter.reset()
             batch_cond = None if cond is None else cond[start:end].to(device)
             x = spec.fn(counter, x, sigmas, cond=batch_cond, generator=generators[start:end],
-                        callback=_step_observer(on_event, cancel, callback, start, n), **(sampler_options or {}))
+                        callback=_step_observer(observer, cancel, start, n), **(request.sampler_options or {}))
             nfe = counter.nfe
             check_finite(x, f"the denoiser returned NaN/inf (images {start}..{end - 1}): nothing was written")
             samples.append(x.float().cpu())
-            images.append(samples[-1] if decode is None else decode(x).float().cpu())
-    images = torch.cat(images)
-    return Generation(images, grid, spec.name, seed, nfe, guidance, guidance_interval,
-                      None if decode is None else torch.cat(samples))
-
-
-def generate_from_prompts(model, prompts: Sequence[str | None] | None, *, n: int | None = None,
-                          guidance: float = 1.0, device: str | torch.device = "cpu", **options) -> Generation:
-    """Generate with a ``DiffusionModel`` (model.py): prompt i -> condition through the model's conditioner (the
-    one place prompts are read), its null condition for guidance, its sample shape, decoded to pixels. An
-    unconditional model takes ``prompts=None`` and ``n``; a single prompt with ``n`` repeats it."""
-    conditioner = model.conditioner
-    if prompts is None or conditioner.kind == "none":
-        conditioner.encode(list(prompts or []))  # a prompt given to an unconditional model is refused
-        cond, null = None, None
-    else:
-        prompts = list(prompts)
-        if n is not None and len(prompts) == 1:
-            prompts = prompts * n
-        cond = conditioner.encode(prompts)
-        null = conditioner.null(1) if guidance != 1 else None
-    return generate(model.denoiser, model.schedule, cond, model.sample_shape, guidance=guidance, null_label=null,
-                    n=n, device=device, decode=model.decode if model.is_latent else None, **options)
+            images.append(model.decode(x).float().cpu())
+    return Generation(torch.cat(images), grid, spec.name, seed, nfe, guidance, interval, torch.cat(samples))
 
 
 def image_params(gen: Generation, index: int, *, prompt: str, model_name: str, model_path: str,

@@ -44,10 +44,9 @@ FORWARD_SIGMAS = (0.2, 1.0, 5.0)  # the report's forward strip of a continuous m
 
 def default_prompt(model) -> str | None:
     """The reverse strip's prompt when none is given: "7" (or the first class), a text model's first example."""
-    kind = model.conditioner.kind
-    if kind == "class":
+    if model.conditioner.has_classes:
         return "7" if "7" in model.class_names else model.class_names[0]
-    return TEXT_PROMPTS[0] if kind == "text" else None
+    return TEXT_PROMPTS[0] if model.conditioner.has_text else None
 
 
 @dataclass
@@ -104,9 +103,10 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
              on_event: Observer | None = None) -> Path:
     """Run every part of the lesson on ``config.model`` and write ``out/report.html``; returns its path.
     ``on_event`` receives the sweep's Progress events (events.py)."""
+    from diffuscope.generation.generate import GenerationRequest
     from diffuscope.io.device import pick_device
     from diffuscope.lesson.forward import forward_process, forward_process_sigma, save_forward
-    from diffuscope.lesson.phases_report import measure_phases, save_phases
+    from diffuscope.lesson.phases_report import PhasesConfig, measure_phases, save_phases
     from diffuscope.lesson.reverse import reverse_process, save_reverse
     from diffuscope.models.load import load_model
     from diffuscope.sweep import SweepConfig, sweep, write_reports
@@ -152,10 +152,11 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
 
     # 2. the reverse process from a real model
     log("[2/4] reverse process")
-    prompt = (config.prompt or default_prompt(model)) if model.conditioner.kind != "none" else None
+    prompt = (config.prompt or default_prompt(model)) if model.conditioner.takes_prompts else None
     guidance = config.guidance if model.conditioner.has_null else 1.0
-    rev = reverse_process(model, prompt, steps=config.reverse_steps, sampler=DEFAULT_SAMPLER, guidance=guidance,
-                          seed=config.seed, device=device)
+    rev = reverse_process(model, GenerationRequest(prompts=(prompt,), sampler=DEFAULT_SAMPLER,
+                                                   steps=config.reverse_steps, guidance=guidance, seed=config.seed,
+                                                   device=device))
     prompt = rev.prompt
     rev_paths = save_reverse(rev, out / "reverse", show=min(8, config.reverse_steps))
     sections.append(Section(f"Reverse process: prompt {prompt!r}, {config.reverse_steps} steps of {rev.sampler}",
@@ -167,8 +168,8 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
 
     # 3. the exercise: the same prompt and seed at 10/25/50/100 steps, measured
     log("[3/4] step sweep")
-    sweep_prompts = (config.sweep_prompt,) if model.conditioner.kind == "class" else (
-        (TEXT_PROMPTS if config.prompt is None else (prompt,)) if model.conditioner.kind == "text" else ())
+    sweep_prompts = (config.sweep_prompt,) if model.conditioner.has_classes else (
+        (TEXT_PROMPTS if config.prompt is None else (prompt,)) if model.conditioner.has_text else ())
     sweep_cfg = SweepConfig(prompts=sweep_prompts, steps=config.steps, samplers=config.samplers,
                             seed=config.seed, n=config.n, guidance=guidance,
                             reference_sampler=config.reference_sampler, reference_steps=config.reference_steps,
@@ -183,9 +184,9 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
 
     # 4. when are the big decisions made?
     log("[4/4] phases")
-    freq, commit, consist, notes = measure_phases(model, prompt=None, steps=config.reverse_steps, n=config.phases_n,
-                                                  seed=config.seed, points=config.phases_points,
-                                                  consistency_steps=config.steps, batch_size=64, device=device)
+    phases = PhasesConfig(steps=config.reverse_steps, n=config.phases_n, seed=config.seed,
+                          points=config.phases_points, consistency_steps=tuple(config.steps), batch_size=64)
+    freq, commit, consist, notes = measure_phases(model, phases, device=device)
     phase_paths, summary = save_phases(out / "phases", freq=freq, commit=commit, consist=consist, notes=notes)
     sections.append(Section("Phases: early steps decide composition, late steps fine detail", summary,
                             [p for p in phase_paths if p.suffix == ".png"]))

@@ -2,7 +2,7 @@
 files both write: the real image, its inverted noise (safetensors and a picture), the regenerated image, the three
 side by side, and invert.json with the reconstruction error (inversion.py has the ODE itself).
 
-    result = invert_image(model, image, prompt="3", steps=50)
+    result = invert_image(model, image, GenerationRequest(prompts=("3",), steps=50))
     save_inversion(result, "out/", model_path=..., image_name="heldout3.png")
     reachability(result)        # "reachable: regenerated within 0.29 grey levels (RMSE) of the real image ..."
 """
@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # torch is imported where it is used: the CLI imports OUTPUTS
     import torch
     from torch import Tensor
 
+    from diffuscope.generation.generate import GenerationRequest
     from diffuscope.samplers.inversion import RoundTrip
 
 OUTPUTS = ("original.png", "noise.safetensors", "noise.png", "regenerated.png", "side_by_side.png", "invert.json")
@@ -66,34 +67,36 @@ def _rmse_grey(a: Tensor, b: Tensor) -> float:
     return float(((a.float() - b.float()) ** 2).mean().sqrt()) / GREY_LEVEL
 
 
-def invert_image(model, image: Tensor, *, prompt: str | None = None, regen_prompt: str | None = None,
-                 steps: int = 50, sampler: str = "iPNDM", spacing: str | None = None, guidance: float = 1.0,
-                 device: str | torch.device = "cpu") -> InversionResult:
-    """Invert ``image`` [1, C, H, W] (conditioned on ``prompt``) with ``model`` and regenerate it on the same grid
-    (conditioned on ``regen_prompt``, default ``prompt``). Prompts are checked by the model's conditioner."""
+def invert_image(model, image: Tensor, request: GenerationRequest, *,
+                 regen_prompt: str | None = None) -> InversionResult:
+    """Invert ``image`` [1, C, H, W] with ``model`` on the grid of ``request`` (its one prompt or None, sampler,
+    steps, spacing or grid, guidance and guidance interval, device) and regenerate it on the same grid (conditioned
+    on ``regen_prompt``, default the prompt). Prompts are checked by the model's conditioner; the denoiser is
+    guided by ``model.guided`` both ways."""
     import torch
 
-    from diffuscope.core.guidance import CFGDenoiser
     from diffuscope.grids.store import grid_for
     from diffuscope.samplers import get_sampler
     from diffuscope.samplers.inversion import round_trip
     from diffuscope.samplers.steppers import stepper
 
-    spec = get_sampler(sampler)
+    spec = get_sampler(request.sampler)
     stepper(spec.name)  # one that has an upward step
-    conditioner = model.conditioner  # prompts -> conditions in one place (the model's own rule)
-    prompt = conditioner.check(prompt)
+    conditioner, device = model.conditioner, request.device  # prompts -> conditions in one place
+    prompts = request.prompts or (None,)
+    if len(prompts) != 1:
+        raise UsageError(f"one image is inverted: give one prompt, got {len(prompts)}")
+    prompt = conditioner.check(prompts[0])
     regen_prompt = conditioner.check(regen_prompt) if regen_prompt else prompt
-    if guidance != 1 and not conditioner.has_null:
-        raise UsageError("this model has no empty prompt (null condition): guidance must be 1")
-    denoiser = model.denoiser if guidance == 1 else CFGDenoiser(model.denoiser, guidance, conditioner.null(1))
-    grid = grid_for(model.path, model.denoiser.schedule, steps, spacing, spec.name)
-    cond = None if prompt is None else conditioner.encode([prompt]).to(device)
-    regen_cond = None if regen_prompt is None else conditioner.encode([regen_prompt]).to(device)
+    guidance = request.guidance
+    denoiser = model.guided(guidance, request.guidance_interval if guidance != 1 else None)
+    grid = request.grid or grid_for(model.path, model.schedule, request.steps, request.spacing, spec.name)
+    cond = None if prompt is None else conditioner.conditions((prompt,), 1).to(device)
+    regen_cond = None if regen_prompt is None else conditioner.conditions((regen_prompt,), 1).to(device)
     trip = round_trip(denoiser, image.to(device), grid.sigmas, sampler=spec.name, cond=cond, regen_cond=regen_cond,
                       encode=model.encode, decode=model.decode)
     codec_image = None
-    if model.is_latent:
+    if model.codec is not None:  # what the autoencoder alone gives back
         with torch.inference_mode():
             codec_image = model.decode(model.encode(image.to(device))).float().cpu()
     return InversionResult(image.cpu(), trip, grid, spec.name, prompt, regen_prompt, guidance, codec_image)
@@ -126,10 +129,10 @@ def save_inversion(result: InversionResult, out: str | Path, **about: Any) -> li
     import torch
     from safetensors.torch import save_file
 
+    from diffuscope.io.outputs import save_atomic, write_text_atomic, writing
     from diffuscope.viz import image_grid, to_pil
 
     out = Path(out)
-    from diffuscope.io.outputs import save_atomic, write_text_atomic, writing
     out.mkdir(parents=True, exist_ok=True)
     noise, regen = result.trip.noise.float().cpu(), result.trip.images.float().cpu()
     image = result.image.float()

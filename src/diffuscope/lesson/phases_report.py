@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -13,6 +14,8 @@ from torch import Tensor
 
 from diffuscope.checks.errors import UsageError
 from diffuscope.core.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
+from diffuscope.core.events import CancelToken, Observer
+from diffuscope.core.schedules import SigmaGrid
 from diffuscope.io.jsonsafe import json_safe
 from diffuscope.metrics.evaluation import Evaluator
 from diffuscope.viz.strips import labelled_strip, save_png
@@ -85,24 +88,40 @@ def save_phases(out: str | Path, *, freq=None, commit=None, consist=None, notes:
     return [*paths, out / "phases.json", out / "summary.md"], summary
 
 
-def measure_phases(model, *, prompt: str | None, steps: int = 50, n: int = 64, seed: int = 0,
-                   sampler: str = DEFAULT_SAMPLER, finish_sampler: str = "DDPM", points: int = 10,
-                   cutoff: float = 0.125, consistency_steps=(10, 25, 50, 100), guidance: float | None = None,
-                   classifier=None, batch_size: int = 64, device="cpu",
-                   guidance_interval: tuple[float, float] | None = None, spacing: str | None = None,
-                   grid=None, on_event=None, cancel=None):
+@dataclass(frozen=True)
+class PhasesConfig:
+    """What the phase measures run (`diffuscope phases`; phases.py)."""
+
+    prompt: str | None = None  # None: unconditional sampling (the null condition), so the class is decided too
+    steps: int = 50  # steps of the trajectory and the commitment
+    n: int = 64  # images (and finishes per restart point)
+    seed: int = 0  # image i uses seed + i
+    sampler: str = DEFAULT_SAMPLER
+    finish_sampler: str = "DDPM"  # finishes from a restart point with fresh noise
+    points: int = 10  # restart points of the commitment curve
+    cutoff: float = 0.125  # the low/high frequency split, in cycles per pixel
+    consistency_steps: tuple[int, ...] = (10, 25, 50, 100)  # step counts compared from the same noise
+    guidance: float | None = None  # None: DEFAULT_GUIDANCE with a prompt (as `sample`)
+    guidance_interval: tuple[float, float] | None = None  # guided only where lo < sigma <= hi (guidance.py)
+    classifier: str | Path | None = None  # None: the model's own classifier, where it has one
+    batch_size: int = 64
+    spacing: str | None = None
+    grid: SigmaGrid | None = None  # a grid of ``steps`` steps (e.g. a tuned one) for trajectory and commitment
+
+
+def measure_phases(model, config: PhasesConfig, *, device: str | torch.device = "cpu",
+                   on_event: Observer | None = None, cancel: CancelToken | None = None):
     """The three phase measures on a ``DiffusionModel``: (FrequencySplit, Commitment, Consistency, notes).
     ``on_event`` receives a 'phases' Progress event per network call and ``cancel`` stops the work (events.py).
 
     With a prompt, guidance defaults to DEFAULT_GUIDANCE (as ``diffuscope sample``); without one, sampling uses the
-    null condition (unconditional), so for a class model the class itself is decided along the way.
-    ``guidance_interval`` = (sigma_lo, sigma_hi) limits guidance to sigma_lo < sigma <= sigma_hi (see guidance.py).
-    Every measure is taken on decoded (pixel) images. ``grid`` (a SigmaGrid of ``steps`` steps, e.g. a tuned one)
-    replaces ``make_grid(schedule, steps, spacing)`` for the trajectory and the commitment; the step consistency
-    compares other step counts, so it keeps ``spacing`` unless that is "tuned" (then the model's default).
+    null condition (unconditional), so for a class model the class itself is decided along the way. Every measure
+    is taken on decoded (pixel) images. ``config.grid`` replaces ``make_grid(schedule, steps, spacing)`` for the
+    trajectory and the commitment; the step consistency compares other step counts, so it keeps ``spacing`` unless
+    that is "tuned" (then the model's default).
     """
     from diffuscope.core.events import ProgressDenoiser
-    from diffuscope.core.guidance import CFGDenoiser, check_interval
+    from diffuscope.core.guidance import check_interval
     from diffuscope.core.schedules import make_grid
     from diffuscope.lesson.phases import (
         commitment_curve,
@@ -113,28 +132,28 @@ def measure_phases(model, *, prompt: str | None, steps: int = 50, n: int = 64, s
     )
     from diffuscope.samplers import get_sampler, make_generators, randn
 
-    conditioner = model.conditioner
-    denoiser, notes = model.denoiser, []
-    if prompt is not None:
-        prompt = conditioner.check(prompt)  # an unconditional model refuses a prompt here
-        cond = conditioner.encode([prompt])
-        guidance = DEFAULT_GUIDANCE if guidance is None else guidance
-        interval = check_interval(guidance_interval) if guidance != 1 else None
-        if guidance != 1:
-            denoiser = CFGDenoiser(denoiser, guidance, conditioner.null(1), interval)
+    c = config
+    conditioner, n, steps, spacing = model.conditioner, c.n, c.steps, c.spacing
+    notes = []
+    if c.prompt is not None:
+        prompt = conditioner.check(c.prompt)  # an unconditional model refuses a prompt here
+        guidance = DEFAULT_GUIDANCE if c.guidance is None else c.guidance
+        interval = check_interval(c.guidance_interval) if guidance != 1 else None
+        denoiser = model.guided(guidance, interval)
+        cond = conditioner.conditions((prompt,), n)
         on = "" if interval is None else " on ({:g}, {:g}]".format(*interval)
         notes.append(f"prompt {prompt!r}, guidance {guidance:g}{on}: the prompt fixes what is drawn, so class "
                      "agreement is expected to be high throughout; the pixel distance shows when the particular "
                      "image is decided")
     else:
-        if guidance is not None or guidance_interval is not None:
+        if c.guidance is not None or c.guidance_interval is not None:
             raise UsageError("--guidance and --guidance-interval need --prompt (without one, sampling is "
                              "unconditional)")
-        cond = conditioner.null(1)  # None for an unconditional model
+        denoiser, cond = model.denoiser, conditioner.conditions(None, n)  # the null condition (None: no classes)
         notes.append("no prompt: unconditional sampling, so what is drawn is itself decided along the way")
-    classify, note = find_classify(model.path, classifier, model.class_names) if model.class_names else (
+    classify, note = find_classify(model.path, c.classifier, model.class_names) if model.class_names else (
         None, "no classes to decide: pixel distance only")
-    if classify is None and classifier is None and conditioner.kind == "text":
+    if classify is None and c.classifier is None and conditioner.has_text:
         judge = Evaluator.for_model(model).classifier  # one real image per prompt: the nearest is it
         if getattr(judge, "kind", "") == "retrieval":
             classify = judge.predict
@@ -142,11 +161,13 @@ def measure_phases(model, *, prompt: str | None, steps: int = 50, n: int = 64, s
                     f"{len(judge.class_names)} {judge.data} images, pixels at {judge.gallery.size}x"
                     f"{judge.gallery.size}) stays the same")
     notes.append(note)
-    notes.append(f"model {model.path or model.name} (step {model.step}); {steps} steps of {get_sampler(sampler).name}"
-                 f"; images use seeds {seed}..{seed + n - 1}; the commitment restarts image 0")
-    if model.is_latent:
+    notes.append(f"model {model.path or model.name} (step {model.step}); {steps} steps of "
+                 f"{get_sampler(c.sampler).name}; images use seeds {c.seed}..{c.seed + n - 1}; the commitment "
+                 "restarts image 0")
+    if model.codec is not None:
         notes.append("a latent model: every measure is taken on decoded images")
     schedule = model.schedule
+    grid = c.grid
     if grid is None:
         grid = make_grid(schedule, steps, spacing)
     elif len(grid.sigmas) != steps + 1:
@@ -155,24 +176,24 @@ def measure_phases(model, *, prompt: str | None, steps: int = 50, n: int = 64, s
         notes.append(f"tuned grid ({steps} steps) for the trajectory and the commitment; the step consistency "
                      "compares the model's default grids")
         spacing = None
-    noise = randn((n, *model.sample_shape), make_generators(seed, n), device)
-    cond = None if cond is None else cond.expand(n).to(device)
+    noise = randn((n, *model.sample_shape), make_generators(c.seed, n), device)
+    cond = None if cond is None else cond.to(device)
     sigmas = grid.sigmas.to(device)
-    decode = model.decode if model.is_latent else None
-    spec, finish = get_sampler(sampler), get_sampler(finish_sampler)
-    batches = -(-n // batch_size)
-    total = (spec.nfe(steps) + batches * sum(finish.nfe(steps - k) for k in commitment_points(steps, points))
-             + batches * sum(spec.nfe(s) for s in set(consistency_steps)))  # what the three measures call
+    decode = model.decode  # the identity for a pixel model
+    spec, finish = get_sampler(c.sampler), get_sampler(c.finish_sampler)
+    batches = -(-n // c.batch_size)
+    total = (spec.nfe(steps) + batches * sum(finish.nfe(steps - k) for k in commitment_points(steps, c.points))
+             + batches * sum(spec.nfe(s) for s in set(c.consistency_steps)))  # what the three measures call
     denoiser = ProgressDenoiser(denoiser, "phases", total, on_event, cancel)
-    traj = sample_trajectory(denoiser, noise * float(sigmas[0]), sigmas, sampler=sampler, cond=cond)
-    denoised = traj.denoised if decode is None else torch.stack([_decoded(decode, d, device) for d in traj.denoised])
-    freq = frequency_split(denoised, cutoff, grid.sigmas.tolist())
+    traj = sample_trajectory(denoiser, noise * float(sigmas[0]), sigmas, sampler=c.sampler, cond=cond)
+    denoised = torch.stack([_decoded(decode, d, device) for d in traj.denoised])
+    freq = frequency_split(denoised, c.cutoff, grid.sigmas.tolist())
     commit = commitment_curve(denoiser, sigmas, noise[:1] * float(sigmas[0]), cond=None if cond is None else cond[:1],
-                              finish_sampler=finish_sampler, points=points, n=n, seed=seed,
-                              classify=classify, batch_size=batch_size, trajectory=traj.select(slice(0, 1)),
+                              finish_sampler=c.finish_sampler, points=c.points, n=n, seed=c.seed,
+                              classify=classify, batch_size=c.batch_size, trajectory=traj.select(slice(0, 1)),
                               decode=decode)
-    consist = step_consistency(denoiser, schedule, noise, cond=cond, steps=consistency_steps, sampler=sampler,
-                               classify=classify, batch_size=batch_size, spacing=spacing, decode=decode)
+    consist = step_consistency(denoiser, schedule, noise, cond=cond, steps=c.consistency_steps, sampler=c.sampler,
+                               classify=classify, batch_size=c.batch_size, spacing=spacing, decode=decode)
     return freq, commit, consist, notes
 
 

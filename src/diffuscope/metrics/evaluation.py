@@ -157,7 +157,7 @@ def retrieval_judge(model):
     from diffuscope.data import load_dataset
     from diffuscope.metrics.retrieval import RetrievalJudge
 
-    if model.conditioner.kind != "text" or model.data_name is None:
+    if not model.conditioner.has_text or model.data_name is None:
         return None
     c, h, _ = model.image_shape
     try:

@@ -13,19 +13,22 @@ import torch
 from torch import Tensor
 
 from diffuscope.checks.errors import UsageError
+from diffuscope.core.conditioning import ClassConditioner, NoConditioner
+from diffuscope.core.model import DiffusionModel
 from diffuscope.metrics.evaluation import Evaluator
 from diffuscope.sweep.config import CLASSIFIER_GROUPS, SweepConfig, resolve_metrics
 
 
 @dataclass
 class SweepInputs:
-    """Everything ``sweep`` needs besides its config. Only denoiser, schedule and shape are required."""
+    """Everything ``sweep`` needs besides its config: a model's (``model_inputs``), or a bare denoiser's given by
+    hand (then only denoiser, schedule and shape are required)."""
 
     denoiser: Callable  # D(x, sigma, cond) -> x0_hat
     schedule: Any  # schedules.Schedule (its grids; is_discrete / num_timesteps)
     shape: tuple[int, int, int]  # (C, H, W)
     labels: Tensor | None = None  # int64 [n], the class each image is prompted with (None: unconditional)
-    null_label: Any = None  # the null condition (a Cond, or the null class index; needed for guidance != 1)
+    null_label: int | None = None  # a bare denoiser's null class index (= its number of classes; None: no classes)
     class_names: tuple[str, ...] = ()
     features: Callable[[Tensor], Tensor] | None = None  # images [N, C, H, W] -> features [N, D]
     classify: Callable[[Tensor], Tensor] | None = None  # images -> predicted class [N]
@@ -34,8 +37,27 @@ class SweepInputs:
     floor_labels: Tensor | None = None  # their true classes (the floor's accuracy)
     floor_comparison: str = "real vs real"
     info: dict[str, Any] = field(default_factory=dict)  # model path, step, data, classifier: for the report
-    cond: Any = None  # a Cond with one row per image (None: ``labels`` as class labels, or unconditional)
-    decode: Callable[[Tensor], Tensor] | None = None  # a latent model's decoder (samples -> pixel images)
+    num_classes: int | None = None  # classes of the classifier's accuracy (None: len(class_names))
+    model: DiffusionModel | None = None  # the loaded model (None: a bare denoiser)
+    prompts: tuple[str, ...] | None = None  # the prompt of each image (None: unconditional, the null condition)
+
+    def generation_model(self) -> DiffusionModel:
+        """The model generation goes through (its conditioner, guidance and decoder): the loaded one, or the bare
+        denoiser as an unconditional model, or a class model whose null class is ``null_label``."""
+        if self.model is not None:
+            return self.model
+        k = self.null_label if self.null_label is not None else (
+            None if self.labels is None else int(self.labels.max()) + 1)
+        conditioner = NoConditioner() if k is None else ClassConditioner(
+            self.class_names[:k] if len(self.class_names) >= k else tuple(str(c) for c in range(k)))
+        return DiffusionModel.bare(self.denoiser, self.schedule, self.shape, conditioner)
+
+    def image_prompts(self) -> tuple[str, ...] | None:
+        """The prompt of each image: ``prompts``, or a bare denoiser's labels as its class names."""
+        if self.prompts is not None or self.labels is None or self.model is not None:
+            return self.prompts
+        names = self.generation_model().class_names
+        return tuple(names[int(c)] for c in self.labels)
 
 
 def prompt_labels(prompts: tuple[str, ...], class_names: tuple[str, ...], n: int) -> tuple[Tensor, list[str]]:
@@ -107,38 +129,37 @@ def model_inputs(model, config: SweepConfig, *, device: str | torch.device = "cp
     measure. Prompts become conditions through the model's conditioner; samples are decoded by the model; real
     images, features and classes come from its evaluator (evaluation.py). A classifier metric asked for without a
     classifier -> UsageError saying how to train one."""
-    from diffuscope.core.model import DiffusionModel
     from diffuscope.models.load import load_model
 
     loaded: DiffusionModel = model if isinstance(model, DiffusionModel) else load_model(model, device=device)
     conditioner = loaded.conditioner
     names = tuple(loaded.class_names)
-    cond, prompts = None, []
+    image_prompts, prompts = None, []
     if labels is not None:
         labels = torch.as_tensor(labels, dtype=torch.long)
         prompts = [_name(names, int(c)) for c in labels.unique()]
-        cond = conditioner.labels(labels) if conditioner.kind == "class" else None
-    elif conditioner.kind == "class":
+        if conditioner.has_classes:
+            image_prompts = tuple(names[int(c)] for c in conditioner.labels(labels).labels)
+    elif conditioner.has_classes:
         labels, prompts = prompt_labels(config.prompts, names, config.n)
-        cond = conditioner.labels(labels)
-    elif conditioner.kind == "text":
+        image_prompts = tuple(names[int(c)] for c in labels)
+    elif conditioner.has_text:
         if not config.prompts:
             raise UsageError(f"give at least one prompt ({conditioner.describe()})")
         prompts = [conditioner.check(p) for p in config.prompts]
-        cond = conditioner.encode([prompts[i % len(prompts)] for i in range(config.n)])
+        image_prompts = tuple(prompts[i % len(prompts)] for i in range(config.n))
     elif config.prompts:
         conditioner.check(config.prompts[0])  # an unconditional model refuses a prompt
     info: dict[str, Any] = {"model_path": str(loaded.path or ""), "model_step": loaded.step,
                             "model_name": loaded.name, "prompts": prompts}
-    null = conditioner.null(1) if conditioner.has_null else None
-    inputs = SweepInputs(loaded.denoiser, loaded.schedule, tuple(loaded.sample_shape), labels, null, names,
-                         info=info, cond=cond, decode=loaded.decode if loaded.is_latent else None)
+    inputs = SweepInputs(loaded.denoiser, loaded.schedule, tuple(loaded.sample_shape), labels, None, names,
+                         info=info, model=loaded, prompts=image_prompts)
     evaluator = Evaluator.for_model(loaded, device=device, real=config.real)
     if evaluator.is_features_only:
         return _features_only(inputs, evaluator, config, info)
     if evaluator.classifier is None:
         _no_evaluator(inputs, loaded, info)
-    if conditioner.kind == "text" and labels is None and evaluator.is_retrieval:
+    if conditioner.has_text and labels is None and evaluator.is_retrieval:
         # judged by retrieval: each prompt's real image is its class (None: a prompt without one)
         per_prompt = evaluator.labels_for(prompts)
         if per_prompt is None:

@@ -51,11 +51,11 @@ def _setup(result) -> list[str]:
         f"Total wall time: {result.wall_s:.1f} s" + ("; INTERRUPTED: partial results" if result.interrupted else ""),
     ]
     judge = info.get("classifier")
-    kind = (judge or {}).get("kind")
-    if kind == "features":
+    judged_by = (judge or {}).get("kind")
+    if judged_by == "features":
         lines.append(f"Real images (--real): {judge['path']}; FD/KID/precision/recall and feature convergence in "
                      f"{judge['features']}")
-    elif kind == "retrieval":
+    elif judged_by == "retrieval":
         lines.append(f"Judge: {judge['path']}: accuracy vs prompt = retrieval top-1 (real images score "
                      f"{fmt(judge['held_out_accuracy'])}: duplicates tie); FD/KID/precision/recall and feature "
                      f"convergence in {judge.get('features', 'the retrieval space')}")

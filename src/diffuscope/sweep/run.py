@@ -24,8 +24,8 @@ import torch
 from torch import Tensor
 
 from diffuscope.checks.errors import UsageError
-from diffuscope.core.conditioning import as_cond
 from diffuscope.core.events import Cancelled, CancelToken, Observer, ProgressDenoiser
+from diffuscope.generation.generate import GenerationRequest, generate
 from diffuscope.io.jsonsafe import json_safe
 from diffuscope.sweep.config import (
     CLASSIFIER_GROUPS,
@@ -175,44 +175,108 @@ def _notes(config: SweepConfig, specs, grids, ref_steps: int, groups, inputs: Sw
     return notes
 
 
-def sweep(model, config: SweepConfig | None = None, *, schedule=None, shape: tuple[int, int, int] | None = None,
-          labels: Tensor | None = None, null_label: int | None = None, features: Callable | None = None,
-          classify: Callable | None = None, reference_images: Tensor | None = None,
-          floor_images: Tensor | None = None, floor_labels: Tensor | None = None, num_classes: int | None = None,
-          device: str | torch.device = "cpu", on_cell: Callable[[Cell], None] | None = None,
-          on_event: Observer | None = None, cancel: CancelToken | None = None) -> SweepResult:
+def sweep(model, config: SweepConfig | None = None, *, device: str | torch.device = "cpu", labels: Tensor | None = None,
+          on_cell: Callable[[Cell], None] | None = None, on_event: Observer | None = None,
+          cancel: CancelToken | None = None) -> SweepResult:
     """Run the sweep (see the module notes).
 
     model             a checkpoint/run folder, built-in model name or DiffusionModel (then the schedule, shape,
-                      prompts (config.prompts), decoder, evaluator and real images come from it), or any denoiser
-                      D(x, sigma, cond) with ``schedule`` and ``shape`` given.
-    labels            int64 [n] class per image (default for a model: config.prompts round-robin; for a
-                      denoiser: unconditional, i.e. cond = null_label, or 0 without one, for every image)
-    features/classify images -> features [N, D] / predicted classes [N]: turn on FD, KID, precision/recall
-                      (with reference_images) and accuracy (with labels)
-    floor_images      n real images disjoint from reference_images (with floor_labels): the real-vs-real floor
+                      prompts (config.prompts), decoder, evaluator and real images come from it), or the
+                      ``SweepInputs`` of any denoiser D(x, sigma, cond) (its schedule, shape, labels, null class,
+                      features/classify, real and floor images given by hand)
+    labels            int64 [n] class per image of a model (default: config.prompts round-robin)
     on_cell           called after each finished cell (a KeyboardInterrupt raised there stops the sweep cleanly)
     on_event, cancel  Progress events (task "sweep", one per network call) and a CancelToken (events.py);
                       cancelling stops the sweep as Ctrl-C does, with a valid partial result
     """
-    from diffuscope.core.model import DiffusionModel
-    from diffuscope.core.schedules import make_grid
-    from diffuscope.generation.generate import generate
-    from diffuscope.grids.store import reference_spacing, sweep_rows
-    from diffuscope.samplers import get_sampler, resolve_seed
-
     config = config or SweepConfig()
     check_config(config)
     t0 = time.perf_counter()
-    if not isinstance(model, str | Path | DiffusionModel):
-        if schedule is None or shape is None:
-            raise UsageError("a bare denoiser needs schedule= and shape=")
-        inputs = SweepInputs(model, schedule, tuple(shape), labels, null_label, (), features, classify,
-                             reference_images, floor_images, floor_labels)
-        groups = config.metrics or _available(inputs)
-    else:
+    inputs, groups = _inputs(model, config, device, labels)
+    plan = _plan(config, inputs, groups)
+    if inputs.labels is not None and len(inputs.labels) != config.n:
+        raise UsageError(f"{len(inputs.labels)} labels for n={config.n} images")
+    meter = Meter(groups, features=inputs.features, classify=inputs.classify,
+                  reference_images=inputs.reference_images, ci_resamples=plan.ci_resamples, seed=plan.seed,
+                  num_classes=inputs.num_classes or (len(inputs.class_names) or None))
+    f_dim = None if meter.ref_f is None else meter.ref_f.shape[1]
+    notes = _notes(config, plan.specs, plan.grids, plan.ref_steps, groups, inputs, f_dim) + plan.grid_notes
+    gen_model = inputs.generation_model()
+    denoiser = ProgressDenoiser(gen_model.denoiser, "sweep", plan.total_nfe(config), on_event, cancel)
+    gen_model = replace(gen_model, denoiser=denoiser)
+    request = _request(config, inputs, plan.seed, device)
+    floor, cells = None, []
+    reference: dict[str, Any] = {"sampler": plan.ref_spec.name, "steps": plan.ref_steps,
+                                 "grid": plan.ref_grid.describe()}
+    ref_images = None
+    interrupted = False
+    try:
+        floor = _floor(inputs, meter)
+        denoiser.stage = f"reference {plan.ref_spec.name} {plan.ref_steps} steps"
+        start = time.perf_counter()
+        ref = generate(gen_model, replace(request, sampler=plan.ref_spec.name, grid=plan.ref_grid))
+        reference.update(nfe=ref.nfe, wall_s=time.perf_counter() - start)
+        meter.set_convergence_reference(ref.images)
+        ref_images = ref.images[: config.grid_rows]
+        for label, spec, per in plan.rows:
+            for steps in per:
+                denoiser.stage = f"{label} {steps} steps"
+                run = partial(generate, gen_model, replace(request, sampler=spec.name, grid=per[steps]))
+                cells.append(_cell(spec, steps, run, meter, inputs.labels, config.grid_rows, label))
+                if on_cell is not None:
+                    on_cell(cells[-1])
+    except (KeyboardInterrupt, Cancelled):
+        interrupted = True
+        notes.append(f"interrupted: {len(cells)} of {sum(len(per) for _, _, per in plan.rows)} cells finished")
+    info = {**inputs.info, "shape": list(inputs.shape), "guidance_used": request.guidance,
+            "guidance_interval_used": (None if request.guidance == 1 or request.guidance_interval is None
+                                       else list(request.guidance_interval))}
+    return SweepResult(config, plan.seed, None if inputs.labels is None else inputs.labels.tolist(), groups, cells,
+                       floor, reference, compute_knees(cells, config.threshold, meter), notes, info, interrupted,
+                       time.perf_counter() - t0, ref_images)
+
+
+def _inputs(model, config: SweepConfig, device, labels: Tensor | None) -> tuple[SweepInputs, tuple[str, ...]]:
+    """The sweep's inputs and the metric groups it measures: a model's (``model_inputs``) or those given."""
+    from diffuscope.core.model import DiffusionModel
+
+    if isinstance(model, SweepInputs):
+        if labels is not None:
+            raise UsageError("give a bare denoiser's labels in its SweepInputs")
+        inputs, groups = model, config.metrics or _available(model)
+    elif isinstance(model, str | Path | DiffusionModel):
         inputs, groups = model_inputs(model, config, device=device, labels=labels)
+    else:
+        raise UsageError("a bare denoiser needs its schedule and shape: pass SweepInputs(denoiser, schedule, shape)")
     _check_inputs(config, inputs, groups)
+    return inputs, groups
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What the sweep will run: the seed, the samplers, the rows of grids and the convergence reference."""
+
+    seed: int
+    specs: list
+    rows: list  # (row label, sampler spec, {steps: SigmaGrid}) per sampler and spacing
+    grids: dict
+    grid_notes: list[str]
+    ref_spec: Any
+    ref_steps: int
+    ref_grid: Any
+    ci_resamples: int
+
+    def total_nfe(self, config: SweepConfig) -> int:
+        """Network calls of the whole sweep (the progress total): the reference and every cell, per batch."""
+        cells = sum(s.nfe(k) for _, s, per in self.rows for k in per)
+        return math.ceil(config.n / config.batch_size) * (self.ref_spec.nfe(self.ref_steps) + cells)
+
+
+def _plan(config: SweepConfig, inputs: SweepInputs, groups: tuple[str, ...]) -> _Plan:
+    from diffuscope.core.schedules import make_grid
+    from diffuscope.grids.store import reference_spacing, sweep_rows
+    from diffuscope.samplers import get_sampler, resolve_seed
+
     seed = resolve_seed(config.seed)
     specs = [get_sampler(s) for s in config.samplers]
     ref_spec = get_sampler(config.reference_sampler)
@@ -225,63 +289,27 @@ def sweep(model, config: SweepConfig | None = None, *, schedule=None, shape: tup
                                   config.spacing)
     grids = {(label, k): g for label, _, per in rows for k, g in per.items()}
     ref_grid = make_grid(inputs.schedule, ref_steps, reference_spacing(config.spacing))
+    ci = config.ci_resamples if config.n <= config.ci_max_n else 0
+    return _Plan(seed, specs, rows, grids, grid_notes, ref_spec, ref_steps, ref_grid, ci)
 
-    n, labels_t = config.n, inputs.labels
-    if labels_t is not None and len(labels_t) != n:
-        raise UsageError(f"{len(labels_t)} labels for n={n} images")
-    gen_cond = inputs.cond if inputs.cond is not None else labels_t
-    if gen_cond is None and inputs.null_label is not None:
-        gen_cond = as_cond(inputs.null_label).expand(n)  # unconditional sampling of a conditional model
-    common_n = {"n": n, "decode": inputs.decode}
-    ci = config.ci_resamples if n <= config.ci_max_n else 0
-    meter = Meter(groups, features=inputs.features, classify=inputs.classify,
-                  reference_images=inputs.reference_images, ci_resamples=ci, seed=seed,
-                  num_classes=num_classes or (len(inputs.class_names) or None))
-    f_dim = None if meter.ref_f is None else meter.ref_f.shape[1]
-    notes = _notes(config, specs, grids, ref_steps, groups, inputs, f_dim) + grid_notes
 
-    batches = math.ceil(n / config.batch_size)
-    total = batches * (ref_spec.nfe(ref_steps) + sum(s.nfe(k) for _, s, per in rows for k in per))
-    denoiser = ProgressDenoiser(inputs.denoiser, "sweep", total, on_event, cancel)
-    common = {"guidance": config.guidance, "guidance_interval": config.guidance_interval, "seed": seed,
-              "null_label": inputs.null_label, "batch_size": config.batch_size, "device": device, **common_n}
-    if inputs.cond is None and labels_t is None and config.guidance != 1:
-        common["guidance"], common["guidance_interval"] = 1.0, None  # unconditional: nothing to guide
-    floor = None
-    cells: list[Cell] = []
-    reference: dict[str, Any] = {"sampler": ref_spec.name, "steps": ref_steps, "grid": ref_grid.describe()}
-    ref_images = None
-    interrupted = False
-    try:
-        if inputs.floor_images is not None and meter.ref_f is not None:
-            m = meter.measure(inputs.floor_images, inputs.floor_labels, convergence=False)
-            floor = {"comparison": inputs.floor_comparison, "n": len(inputs.floor_images),
-                     "n_reference": meter.n_reference, "metrics": m.values, "intervals": m.intervals,
-                     "extra": m.extra}
-        denoiser.stage = f"reference {ref_spec.name} {ref_steps} steps"
-        start = time.perf_counter()
-        ref = generate(denoiser, inputs.schedule, gen_cond, inputs.shape, sampler=ref_spec.name,
-                       grid=ref_grid, **common)
-        reference.update(nfe=ref.nfe, wall_s=time.perf_counter() - start)
-        meter.set_convergence_reference(ref.images)
-        ref_images = ref.images[: config.grid_rows]
-        for label, spec, per in rows:
-            for steps in per:
-                denoiser.stage = f"{label} {steps} steps"
-                run = partial(generate, denoiser, inputs.schedule, gen_cond, inputs.shape, sampler=spec.name,
-                              grid=per[steps], **common)
-                cells.append(_cell(spec, steps, run, meter, labels_t, config.grid_rows, label))
-                if on_cell is not None:
-                    on_cell(cells[-1])
-    except (KeyboardInterrupt, Cancelled):
-        interrupted = True
-        notes.append(f"interrupted: {len(cells)} of {sum(len(per) for _, _, per in rows)} cells finished")
-    info = {**inputs.info, "shape": list(inputs.shape), "guidance_used": common["guidance"],
-            "guidance_interval_used": (None if common["guidance"] == 1 or common["guidance_interval"] is None
-                                       else list(common["guidance_interval"]))}
-    return SweepResult(config, seed, None if labels_t is None else labels_t.tolist(), groups, cells, floor,
-                       reference, compute_knees(cells, config.threshold, meter), notes, info, interrupted,
-                       time.perf_counter() - t0, ref_images)
+def _request(config: SweepConfig, inputs: SweepInputs, seed: int, device) -> GenerationRequest:
+    """Every cell's generation but its sampler and grid: the same prompts, seed and guidance. Unconditional
+    sampling is unguided (nothing to guide towards)."""
+    prompts = inputs.image_prompts()
+    guided = prompts is not None and config.guidance != 1
+    return GenerationRequest(prompts=prompts, n=config.n, guidance=config.guidance if guided else 1.0,
+                             guidance_interval=config.guidance_interval if guided else None, seed=seed,
+                             batch_size=config.batch_size, device=device)
+
+
+def _floor(inputs: SweepInputs, meter: Meter) -> dict[str, Any] | None:
+    """The real-vs-real floor at the same N: real images measured as if they were generated."""
+    if inputs.floor_images is None or meter.ref_f is None:
+        return None
+    m = meter.measure(inputs.floor_images, inputs.floor_labels, convergence=False)
+    return {"comparison": inputs.floor_comparison, "n": len(inputs.floor_images), "n_reference": meter.n_reference,
+            "metrics": m.values, "intervals": m.intervals, "extra": m.extra}
 
 
 def _cell(spec, steps: int, run: Callable, meter: Meter, labels: Tensor | None, grid_rows: int,

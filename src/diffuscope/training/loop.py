@@ -110,7 +110,7 @@ def preview(denoiser: Denoiser, model_config: ModelConfig, t: TrainConfig, path:
     """A grid of samples from the EMA model, fixed seeds, so grids are comparable: each class in a column (or the
     first training prompts of a text model; 16 images of an unconditional one); a latent model's are decoded."""
     from diffuscope.core.model import DiffusionModel
-    from diffuscope.generation.generate import generate_from_prompts
+    from diffuscope.generation.generate import GenerationRequest, generate
     from diffuscope.models.config import build_conditioner
     from diffuscope.viz import save_grid
 
@@ -119,14 +119,14 @@ def preview(denoiser: Denoiser, model_config: ModelConfig, t: TrainConfig, path:
     model = DiffusionModel(denoiser, conditioner, (u.in_channels, u.image_size, u.image_size), codec=codec)
     names = list(prompts or model_config.class_names)[:16]
     scale = max(1, 64 // model.image_shape[-1])
-    if conditioner.kind == "none":
-        gen = generate_from_prompts(model, None, n=16, sampler=t.sample_sampler, steps=t.sample_steps, seed=0,
-                                    device=device)
+    request = GenerationRequest(sampler=t.sample_sampler, steps=t.sample_steps, seed=0, device=device)
+    if not conditioner.takes_prompts:
+        gen = generate(model, replace(request, n=16))
         save_grid(gen.images, path, nrow=4, scale=scale)
         return
     per_prompt = 4 if len(names) <= 10 else 1
-    gen = generate_from_prompts(model, [p for _ in range(per_prompt) for p in names], sampler=t.sample_sampler,
-                                steps=t.sample_steps, guidance=t.sample_guidance, seed=0, device=device)
+    gen = generate(model, replace(request, prompts=tuple(p for _ in range(per_prompt) for p in names),
+                                  guidance=t.sample_guidance))
     save_grid(gen.images, path, nrow=len(names), scale=scale)
 
 
@@ -136,9 +136,9 @@ def training_conditions(model_config: ModelConfig, data: ImageDataset, device) -
     from diffuscope.models.config import build_conditioner
 
     conditioner = build_conditioner(model_config)
-    if conditioner.kind == "none":
+    if not conditioner.takes_prompts:
         return None, None
-    if conditioner.kind == "class":
+    if conditioner.has_classes:
         return ClassCond(data.labels).to(device), conditioner.null(1).to(device)
     prompts = [data.class_names[int(k)] for k in data.labels]
     return conditioner.encode(prompts).to(device), conditioner.null(1).to(device)

@@ -20,7 +20,6 @@ import torch
 
 from diffuscope.checks import limits
 from diffuscope.checks.errors import UsageError, quote
-from diffuscope.core.conditioning import NoConditioner
 from diffuscope.core.events import CancelToken
 
 Emit = Callable[[dict], None]
@@ -94,7 +93,7 @@ class ModelEntry:
                 "max_steps": min(MAX_STEPS, schedule.num_timesteps) if schedule.is_discrete else MAX_STEPS,
                 "samplers": [{"name": s.name, "id": s.id} for s in SAMPLERS.values()],
                 "default_sampler": DEFAULT_SAMPLER,
-                "conditioning": self.model.conditioner.kind, "latent": bool(self.model.is_latent),
+                "conditioning": self.model.conditioner.kind, "latent": self.model.codec is not None,
                 "default_prompt": default_prompt(self.model) or "", "cheap_preview": self.cheap_preview,
                 "default_guidance": DEFAULT_GUIDANCE if self.has_null else 1.0}
 
@@ -102,7 +101,7 @@ class ModelEntry:
         """The prompt as the model takes it (None: unconditional); the model's conditioner decides what is valid.
         An empty prompt for a class model means the null prompt (sampling unconditionally)."""
         if not prompt:
-            if self.model.conditioner.kind == "text":
+            if self.model.conditioner.has_text:
                 raise UsageError(f"model {self.name} needs a prompt ({self.model.conditioner.describe()})")
             return None
         return self.model.conditioner.check(prompt)
@@ -165,7 +164,7 @@ def forward_frames(entry: ModelEntry, *, index: int, seed: int) -> dict:
     _check_index(entry, index)
     source = f"{entry.data} {'image' if entry.user_data else 'test image'} {index}"
     notes = [entry.data_note] if entry.data_note else []
-    if entry.model.is_latent:
+    if entry.model.codec is not None:
         notes.append("in pixel space (the model itself works on the autoencoder's latents)")
     note = "; ".join(notes)
     if isinstance(schedule, VPSchedule):
@@ -231,9 +230,9 @@ def check_generate(entry: ModelEntry, req: GenerateRequest) -> None:
 
 def run_generate(entry: ModelEntry, req: GenerateRequest, out: Path, emit: Emit, token: CancelToken) -> dict:
     """One image, as ``diffuscope sample --n 1`` makes it, with a step event (and previews) as each step is done."""
-    from diffuscope.generation.generate import generate_from_prompts, image_params, write_images
+    from diffuscope.generation.generate import GenerationRequest, generate, image_params, write_images
 
-    decode = entry.model.decode if entry.model.is_latent else (lambda v: v)
+    decode = entry.model.decode  # the identity for a pixel model
     if req.preview == "cheap":  # a linear map per latent pixel instead of the VAE decoder (vae.py)
         decode = entry.model.codec.preview
 
@@ -243,19 +242,15 @@ def run_generate(entry: ModelEntry, req: GenerateRequest, out: Path, emit: Emit,
         event = {"type": "step", "k": k, "n": info.steps, "sigma": float(info.sigma)}
         if req.preview_every and (k % req.preview_every == 0 or k == info.steps):
             with torch.no_grad():
-                event["xt"] = data_url(decode(info.x[:1] / (1 + float(info.sigma) ** 2) ** 0.5)[0].float().cpu()
-                                       if entry.model.is_latent else info.x[0].float().cpu(),
-                                       vp_sigma=None if entry.model.is_latent else float(info.sigma))
+                event["xt"] = data_url(decode(info.x[:1] / (1 + float(info.sigma) ** 2) ** 0.5)[0].float().cpu())
                 event["x0"] = data_url(decode(info.denoised[:1])[0].float().cpu())
         emit(event)
 
-    prompt = entry.prompt(req.prompt)
-    null_prompt = prompt is None and entry.model.conditioner.kind == "class"  # the null class: unconditional
-    guidance = req.guidance if entry.has_null and not null_prompt else 1.0
-    model = replace(entry.model, conditioner=NoConditioner()) if null_prompt else entry.model
-    gen = generate_from_prompts(model, None if prompt is None else [prompt], n=1, sampler=req.sampler,
-                                steps=req.steps, guidance=guidance, guidance_interval=req.guidance_interval,
-                                seed=req.seed, callback=on_step, cancel=token, device=_device(entry))
+    prompt = entry.prompt(req.prompt)  # None: unconditional (a class model's null class, unguided)
+    request = GenerationRequest(prompts=None if prompt is None else (prompt,), n=1, sampler=req.sampler,
+                                steps=req.steps, guidance=req.guidance if entry.has_null else 1.0,
+                                guidance_interval=req.guidance_interval, seed=req.seed, device=_device(entry))
+    gen = generate(entry.model, request, observer=lambda event: on_step(event.data), cancel=token)
     params = [image_params(gen, 0, prompt=req.prompt, model_name=entry.name, model_path=entry.ref,
                            shape=entry.shape)]
     paths = write_images(gen, out, params)
@@ -374,16 +369,14 @@ def check_phases(entry: ModelEntry, *, prompt: str, steps: int, n: int) -> None:
 def run_phases(entry: ModelEntry, *, prompt: str, steps: int, n: int, seed: int, out: Path, emit: Emit,
                token: CancelToken) -> dict:
     """The phase measures (``diffuscope phases``) with the lesson's claims and a one-line verdict each."""
-    from diffuscope.lesson.phases_report import measure_phases, save_phases
+    from diffuscope.lesson.phases_report import PhasesConfig, measure_phases, save_phases
     from diffuscope.lesson.verdicts import phase_verdicts
 
     check_phases(entry, prompt=prompt, steps=steps, n=n)
     emit({"type": "plan", "message": f"{steps} steps, {n} images"})
-    freq, commit, consist, notes = measure_phases(_checked_model(entry, token), prompt=prompt or None, steps=steps,
-                                                  n=n, seed=seed, points=min(8, steps),
-                                                  consistency_steps=tuple(sorted({max(1, steps // 5), steps // 2,
-                                                                                  steps})),
-                                                  device=_device(entry))
+    config = PhasesConfig(prompt=prompt or None, steps=steps, n=n, seed=seed, points=min(8, steps),
+                          consistency_steps=tuple(sorted({max(1, steps // 5), steps // 2, steps})))
+    freq, commit, consist, notes = measure_phases(_checked_model(entry, token), config, device=_device(entry))
     paths, summary = save_phases(out, freq=freq, commit=commit, consist=consist, notes=notes)
     return {"type": "done", "verdicts": [list(v) for v in phase_verdicts(freq, commit)], "summary": summary,
             "plots": [p.name for p in paths if p.suffix == ".png"]}
@@ -424,15 +417,16 @@ def check_invert(entry: ModelEntry, req: InvertRequest) -> None:
 def run_invert(entry: ModelEntry, req: InvertRequest, out: Path, emit: Emit, token: CancelToken) -> dict:
     """``diffuscope invert`` on real test image ``req.index``: its inverted noise, the regenerated image and the
     lesson's claim answered in one sentence; the same files as the CLI in ``out``."""
+    from diffuscope.generation.generate import GenerationRequest
     from diffuscope.lesson.inversion_report import invert_image, reachability, save_inversion
 
     check_invert(entry, req)
     image, label = _test_image(entry, req.index)
-    prompt = (req.prompt or label) if entry.model.conditioner.kind != "none" else None
+    prompt = (req.prompt or label) if entry.model.conditioner.takes_prompts else None
     emit({"type": "plan", "message": f"{req.steps} steps up to the noise and {req.steps} back down "
                                      f"({2 * req.steps - 1} NFE)"})
-    result = invert_image(_checked_model(entry, token), image, prompt=prompt, regen_prompt=req.regen_prompt or None,
-                          steps=req.steps, sampler=req.sampler, device=_device(entry))
+    request = GenerationRequest(prompts=(prompt,), sampler=req.sampler, steps=req.steps, device=_device(entry))
+    result = invert_image(_checked_model(entry, token), image, request, regen_prompt=req.regen_prompt or None)
     save_inversion(result, out, model=entry.ref, image=f"{entry.data} test image {req.index}")
     return {"type": "done", "answer": reachability(result), "report": result.report(), "label": label,
             "files": {"original": "original.png", "noise": "noise.png", "regenerated": "regenerated.png",
