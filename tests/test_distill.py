@@ -202,6 +202,11 @@ def test_the_student_is_a_model_that_samples_with_its_own_grid(teacher, student_
     assert main(["sample", "--model", str(student_run), "--prompt", "3", "--n", "1", "--steps", "4",
                  "--device", "cpu", "--out", str(tmp_path / "img3")]) == 0
     assert "Euler, 4 steps" in capsys.readouterr().out
+    # the sweep takes the same defaults: K steps, Euler on the student's own grid, guidance 1
+    assert main(["sweep", "--model", str(student_run), "--prompt", "all", "--out", str(tmp_path / "sweep"),
+                 "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"Euler, steps {K} (tuned): sigmas " in out and '"guidance": 1.0' in out and "DDIM" not in out
 
 
 def test_a_latent_text_teacher_gives_a_student_that_carries_its_codec(tmp_path, capsys):

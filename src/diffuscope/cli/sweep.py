@@ -26,16 +26,17 @@ def add_parser(sub) -> None:
                    help="a class name or text; repeat for several, or 'all' for every class (images spread "
                         "round-robin over the prompts, the same in every cell); leave out for an unconditional "
                         "model")
-    p.add_argument("--steps", default=DEFAULT_STEPS,
-                   help=f"step counts (default {DEFAULT_STEPS}); ranges: 10-15, 10-50 (+10), and 5-100 [8] = 8 "
-                        "values spaced geometrically (log), rounded and deduplicated")
-    p.add_argument("--samplers", default=DEFAULT_SAMPLERS,
-                   help=f"comma-separated sampler names or ids (default {DEFAULT_SAMPLERS!r}); stochastic ones are "
-                        "allowed and flagged; see `diffuscope samplers`")
+    p.add_argument("--steps",
+                   help=f"step counts (default {DEFAULT_STEPS}; a distilled student's: its K); ranges: 10-15, "
+                        "10-50 (+10), and 5-100 [8] = 8 values spaced geometrically (log), rounded and deduplicated")
+    p.add_argument("--samplers",
+                   help=f"comma-separated sampler names or ids (default {DEFAULT_SAMPLERS!r}; a student's: Euler on "
+                        "its own grid); stochastic ones are allowed and flagged; see `diffuscope samplers`")
     p.add_argument("--seed", type=types.seed, default=0, help="image i uses seed + i in every cell (-1 = random)")
     p.add_argument("--n", type=types.count, default=256, help="images per cell (default 256)")
-    p.add_argument("--guidance", type=types.guidance, default=DEFAULT_GUIDANCE,
-                   help=f"classifier-free guidance scale, 1 = off (default {DEFAULT_GUIDANCE:g}, as `sample`)")
+    p.add_argument("--guidance", type=types.guidance,
+                   help=f"classifier-free guidance scale, 1 = off (default {DEFAULT_GUIDANCE:g}, as `sample`; a "
+                        "student's: 1)")
     p.add_argument("--guidance-interval", type=types.interval, metavar="LO,HI",
                    help="apply guidance only where LO < sigma <= HI, as `sample` (default: everywhere)")
     p.add_argument("--spacing", type=types.name,
@@ -68,13 +69,18 @@ def add_parser(sub) -> None:
 
 
 def build_config(args: argparse.Namespace):
+    from diffuscope.models.student import student_defaults_at
     from diffuscope.sweep import SweepConfig, check_config, parse_steps
     from diffuscope.sweep.config import parse_list
 
+    student = student_defaults_at(args.model)  # a distilled student: its K steps, Euler, its grid, guidance 1
+    own = student is not None and args.steps is None and args.samplers is None
     config = SweepConfig(
-        steps=parse_steps(args.steps), samplers=parse_list(args.samplers), prompts=tuple(args.prompt or ()),
-        seed=args.seed, n=args.n, guidance=args.guidance, guidance_interval=args.guidance_interval,
-        spacing=args.spacing,
+        steps=parse_steps(args.steps or (str(student.steps) if student else DEFAULT_STEPS)),
+        samplers=parse_list(args.samplers or (student.sampler if student else DEFAULT_SAMPLERS)),
+        prompts=tuple(args.prompt or ()), seed=args.seed, n=args.n,
+        guidance=args.guidance if args.guidance is not None else student.guidance if student else DEFAULT_GUIDANCE,
+        guidance_interval=args.guidance_interval, spacing=args.spacing or (student.spacing if own else None),
         reference_sampler=args.reference_sampler, reference_steps=args.reference_steps,
         metrics=parse_list(args.metrics) if args.metrics else None, threshold=args.threshold,
         batch_size=args.batch_size, grid_rows=args.grid_rows, ci_resamples=args.ci_resamples, real=args.real)

@@ -47,3 +47,23 @@ def student_defaults(model) -> StudentDefaults | None:
     guidance = validate.finite_number(raw.get("guidance", 1.0), where, "guidance", 0, limits.MAX_GUIDANCE)
     teacher = raw.get("teacher") if isinstance(raw.get("teacher"), dict) else {}
     return StudentDefaults(steps, get_sampler(sampler).name, spacing, float(guidance), str(teacher.get("name", "")))
+
+
+def student_defaults_at(ref) -> StudentDefaults | None:
+    """``student_defaults`` of the model ``ref`` names (a built-in name, run or checkpoint folder), from its
+    config.json alone, before any weights load (the sweep resolves its defaults first); None for a diffusers
+    pipeline folder or any model that is not a student."""
+    from pathlib import Path
+
+    from diffuscope.io.checkpoint import resolve_checkpoint
+    from diffuscope.models.load import load_config
+
+    if (Path(ref) / "model_index.json").is_file():
+        return None
+    ckpt = resolve_checkpoint(ref)
+    _, run = load_config(ckpt)
+
+    class _Config:  # what student_defaults reads of a model
+        run_config, path = run, ckpt
+
+    return student_defaults(_Config)
