@@ -288,10 +288,15 @@ def test_a_job_nobody_watches_any_more_is_cancelled(gated, monkeypatch):
 
 
 def test_cli_serve_refuses_bad_flags_in_one_line(capsys):
+    import socket
+
     from diffuscope.cli import main
 
     assert main(["serve", "--port", "70000"]) == 2
-    assert main(["serve", "--model", "mnist", "--model", "mnist", "--port", "1"]) == 2
+    with socket.socket() as s:  # a free port: the socket is bound before the models load
+        s.bind(("127.0.0.1", 0))
+        free = str(s.getsockname()[1])
+    assert main(["serve", "--model", "mnist", "--model", "mnist", "--port", free]) == 2
     assert main(["serve", "--model", "/no/such/model", "--real", "/no/such/folder"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and "1..65535" in err[0] and "share a name" in err[1] and "not found" in err[2]
@@ -350,6 +355,20 @@ def test_the_worker_survives_a_failing_job():
         assert good.state == "done" and good.events[-1] == {"type": "done", "id": good.id}
     finally:
         worker.close()
+
+
+def test_the_page_takes_its_limits_and_defaults_from_the_server(client):
+    from diffuscope.checks import limits
+    from diffuscope.core.defaults import DEFAULT_STEPS
+
+    info = client.get("/api/info").json()
+    assert info["limits"]["max_steps"] == limits.MAX_SERVE_STEPS == client.get("/api/models").json()[0]["max_steps"]
+    assert info["defaults"]["steps"] == DEFAULT_STEPS and info["limits"]["max_exercise_n"] == lesson.MAX_EXERCISE_N
+    page, script = client.get("/").text, client.get("/static/app.js").text
+    assert 'max="1000"' not in page and 'max="64"' not in page and "1000" not in script  # nothing repeated
+    assert "/api/info" in script
+    r = post(client, "/api/generate", {"preview_every": 0})  # the body's default steps are DEFAULT_STEPS too
+    assert [e for e in events(client, r.json()["job"]) if e["type"] == "step"][-1]["n"] == DEFAULT_STEPS
 
 
 def test_models_say_their_kind_and_default_prompt(client, tmp_path):

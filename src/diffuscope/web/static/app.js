@@ -293,12 +293,19 @@ function fillModel() {
     label.append(box, " " + s.name); return label;
   }));
   $("guidance").value = m.default_guidance;
-  $("steps").max = m.max_steps;
+  for (const id of ["steps", "phases-steps", "invert-steps"]) $(id).max = m.max_steps;
   $("preview-mode-box").hidden = !m.cheap_preview;
   loadForward();
   plan();
 }
 async function start() {
+  // the limits and defaults are the server's (one source of truth): nothing here repeats them
+  const info = await api("GET", "/api/info");
+  $("steps").value = info.defaults.steps;
+  for (const id of ["seed", "forward-seed"]) $(id).max = info.limits.max_seed;
+  for (const id of ["exercise-n", "phases-n"]) $(id).max = info.limits.max_exercise_n;
+  $("guidance").max = info.limits.max_guidance;
+  $("prompt").maxLength = info.limits.max_prompt_chars;
   MODELS = await api("GET", "/api/models");
   $("model").replaceChildren(...MODELS.map((m) => { const o = document.createElement("option"); o.value = m.name; o.textContent = m.name; return o; }));
   $("model").addEventListener("change", fillModel);
