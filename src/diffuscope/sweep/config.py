@@ -102,7 +102,7 @@ def parse_steps(text: str | int | tuple | list) -> tuple[int, ...]:
     return _check_values(sorted(values), text)
 
 
-_INT = r"(\d+)"
+_INT = r"(\d{1,18})"  # longer is malformed (int() refuses past 4,300 digits; every limit is far below)
 _RANGE = re.compile(rf"^{_INT}\s*-\s*{_INT}$")
 _COUNT = re.compile(rf"^{_INT}\s*-\s*{_INT}\s*\[\s*{_INT}\s*\]$")
 _INCREMENT = re.compile(rf"^{_INT}\s*-\s*{_INT}\s*\(\s*\+\s*{_INT}\s*\)$")
