@@ -6,6 +6,7 @@ Set DIFFUSCOPE_SCREENSHOTS=DIR to keep a screenshot of each section there (the R
 """
 
 import os
+import re
 import shutil
 import socket
 import threading
@@ -74,8 +75,12 @@ def page(browser, server):
     page = context.new_page()
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    # the server's Content-Security-Policy (self only) must not block anything the page does
+    page.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
     page.goto(server)
-    page.wait_for_function("document.getElementById('forward-image').src.startsWith('data:')")
+    # (a locator wait: wait_for_function evaluates a string, which the page's CSP forbids, as it should)
+    sync_api.expect(page.get_by_test_id("forward-image")).to_have_attribute("src", re.compile("^data:"),
+                                                                          timeout=60_000)
     yield page
     context.close()
     assert not errors, errors
