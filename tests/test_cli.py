@@ -106,12 +106,13 @@ def test_python_dash_m_entry_point():
 def test_sweep_and_demo_default_to_the_shared_guidance():
     """One default guidance for every command (diffuscope.core.defaults): a sweep must measure what `sample` makes."""
     from diffuscope.cli import build_parser
+    from diffuscope.cli.sweep import build_config
     from diffuscope.core.defaults import DEFAULT_GUIDANCE
     from diffuscope.lesson.demo import DemoConfig
     from diffuscope.sweep import SweepConfig
 
     args = build_parser().parse_args(["sweep", "--model", "mnist", "--prompt", "7", "--out", "x"])
-    assert args.guidance == DEFAULT_GUIDANCE == SweepConfig().guidance == DemoConfig().guidance
+    assert build_config(args).guidance == DEFAULT_GUIDANCE == SweepConfig().guidance == DemoConfig().guidance
 
 
 def test_samplers_lists_every_sampler_and_marks_the_default(capsys):

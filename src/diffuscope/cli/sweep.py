@@ -76,8 +76,9 @@ def build_config(args: argparse.Namespace):
     student = student_defaults_at(args.model)  # a distilled student: its K steps, Euler, its grid, guidance 1
     own = student is not None and args.steps is None and args.samplers is None
     config = SweepConfig(
-        steps=parse_steps(args.steps or (str(student.steps) if student else DEFAULT_STEPS)),
-        samplers=parse_list(args.samplers or (student.sampler if student else DEFAULT_SAMPLERS)),
+        steps=parse_steps(args.steps if args.steps is not None else str(student.steps) if student else DEFAULT_STEPS),
+        samplers=parse_list(args.samplers if args.samplers is not None else student.sampler if student
+                            else DEFAULT_SAMPLERS),
         prompts=tuple(args.prompt or ()), seed=args.seed, n=args.n,
         guidance=args.guidance if args.guidance is not None else student.guidance if student else DEFAULT_GUIDANCE,
         guidance_interval=args.guidance_interval, spacing=args.spacing or (student.spacing if own else None),
