@@ -11,7 +11,6 @@ import torch
 
 from diffuscope.checks.errors import UsageError
 from diffuscope.cli import main
-from diffuscope.core.guidance import CFGDenoiser
 from diffuscope.core.reference import GaussianDenoiser, GaussianMixtureDenoiser
 from diffuscope.core.schedules import EDMSchedule, make_grid
 from diffuscope.io import checkpoint as ckpt_io
@@ -112,7 +111,7 @@ def _k_step_error(model, teacher_model, guidance: float, sigmas) -> float:
     g = torch.Generator().manual_seed(999)
     x = torch.randn(40, 1, 8, 8, generator=g) * float(sigmas[0])
     cond = teacher_model.conditioner.encode([str(k % 10) for k in range(40)])
-    guided = CFGDenoiser(teacher_model.denoiser, guidance, teacher_model.conditioner.null(1))
+    guided = teacher_model.guided(guidance)
     reference = teacher_trajectory(guided, x, sigmas, cond, substeps=3)[-1]
     mine = sample_euler(model.denoiser, x, sigmas, cond=cond)
     return float((mine - reference).pow(2).mean().sqrt())

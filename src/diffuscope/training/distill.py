@@ -45,7 +45,6 @@ from diffuscope.checks import limits, validate
 from diffuscope.checks.errors import UsageError, choices_error, quote
 from diffuscope.core.defaults import DEFAULT_GUIDANCE
 from diffuscope.core.events import CancelToken, Observer, Progress, report
-from diffuscope.core.guidance import CFGDenoiser
 from diffuscope.core.schedules import GRIDS, TUNED, check_sigmas, make_grid
 from diffuscope.grids.store import FORMAT, TUNED_FILE, VERSION, load_tuned, round_sigmas
 from diffuscope.io import checkpoint as ckpt_io
@@ -326,14 +325,12 @@ def _distill(config: DistillConfig, run_dir: Path, source: Path | None, stop_at:
                         limits.images_bytes(config.chunk * (config.steps + 1), shape))
     conditioner = teacher.conditioner
     # prompts: a class model's class names, a text model's training vocabulary (its config's class_names)
-    vocab = list(teacher.config.class_names or teacher.trained_prompts()) if conditioner.kind != "none" else []
-    if conditioner.kind != "none" and not vocab:
+    vocab = list(teacher.config.class_names or teacher.trained_prompts()) if conditioner.takes_prompts else []
+    if conditioner.takes_prompts and not vocab:
         raise UsageError(f"--model {config.teacher}: a conditional teacher without a prompt vocabulary (class "
                          f"names) cannot be distilled here")
     cond_table = conditioner.encode(vocab).to(device) if vocab else None
-    guided = teacher.denoiser
-    if guidance != 1 and cond_table is not None:
-        guided = CFGDenoiser(teacher.denoiser, guidance, conditioner.null(1).to(device))
+    guided = teacher.guided(guidance) if cond_table is not None else teacher.denoiser  # Ho & Salimans 2022, Eq. 6
 
     student = copy.deepcopy(teacher.denoiser).requires_grad_(True).train()  # initialised from the teacher
     ema_net = copy.deepcopy(student.net).requires_grad_(False)
