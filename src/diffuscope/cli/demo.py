@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
 
     from diffuscope.checks.errors import UsageError
-    from diffuscope.io.outputs import prepare_out
+    from diffuscope.io.outputs import no_empty_folder_on_failure, prepare_out
     from diffuscope.lesson.demo import DemoConfig, run_demo
 
     out = prepare_out(args.out, "demo")  # the one --out rule: new or empty folder, writable, room on its disk
@@ -38,8 +38,9 @@ def run(args: argparse.Namespace) -> int:
 
     bar = TqdmObserver("sweep", unit="NFE")
     try:
-        report = run_demo(DemoConfig(model=args.model, prompt=args.prompt, n=args.n, seed=args.seed,
-                                     device=args.device), out, on_event=bar)
+        with no_empty_folder_on_failure(out):  # a model that does not load leaves no empty --out behind
+            report = run_demo(DemoConfig(model=args.model, prompt=args.prompt, n=args.n, seed=args.seed,
+                                         device=args.device), out, on_event=bar)
     finally:
         bar.close()
     print(f"report: {report}")

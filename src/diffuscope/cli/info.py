@@ -14,7 +14,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from diffuscope.checks.errors import UsageError
+    from diffuscope.checks.errors import UsageError, printable
     from diffuscope.io.pngmeta import read_png_params
 
     text, params = read_png_params(args.image)
@@ -23,8 +23,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(params, indent=2, sort_keys=True))
         return 0
-    if text:
-        print(text)
+    if text:  # a file's text, shown, never acted on: escape sequences and other control characters escaped
+        print(printable(text, keep_newlines=True))
     if params:
         print()
         print(json.dumps(params, indent=2, sort_keys=True))

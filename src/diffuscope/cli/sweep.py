@@ -139,8 +139,8 @@ def run(args: argparse.Namespace) -> int:
     from diffuscope.io.outputs import prepare_out
     from diffuscope.models.load import load_model
 
+    args.out = prepare_out(args.out, "sweep")  # the --out rule, before the model loads
     model = load_model(args.model, device=device, dtype=args.dtype)
-    args.out = prepare_out(args.out, "sweep")
     bar = TqdmObserver("sweep", unit="NFE", disable=args.no_progress)
     try:
         result = sweep(model, config, device=device, on_event=bar)

@@ -33,6 +33,46 @@ _TYPE_CODES = {dt.newbyteorder(">"): code for code, dt in IDX_TYPES.items()}
 _NAME = re.compile(r"^(train|t10k)-(images|labels)[-.]idx([13])-ubyte(\.gz)?$")
 
 
+def read_idx_header(path: str | Path) -> tuple[np.dtype, tuple[int, ...]]:
+    """(dtype, dimensions) an IDX file declares, read from its header alone (plain or gzip): what the data will
+    cost is known before any of it is read."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            gz = f.read(2) == b"\x1f\x8b"
+        with (gzip.open(path, "rb") if gz else path.open("rb")) as f:
+            head = f.read(4)
+            if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in IDX_TYPES or head[3] == 0:
+                raise UsageError(f"{path} is not an IDX file (bad magic number {head[:4].hex() or 'empty'})")
+            raw_dims = f.read(4 * head[3])
+    except (OSError, EOFError, zlib.error) as e:
+        raise UsageError(f"cannot read IDX file {path}: {e}") from None
+    if len(raw_dims) < 4 * head[3]:
+        raise UsageError(f"{path} is not a valid IDX file (header cut short)")
+    return IDX_TYPES[head[2]], struct.unpack(f">{head[3]}I", raw_dims)
+
+
+def check_images_header(path: Path, image_size: int | None, channels: int | None) -> tuple[int, ...]:
+    """An IDX images file checked from its header before anything is read or converted: square uint8 images
+    [N, H, W], N >= 1, the output side within the U-Net's range, and the float32 copies (the conversion and the
+    resized/recoloured output) within the memory limit. Returns the dimensions."""
+    dtype, dims = read_idx_header(path)
+    if dtype != np.uint8 or len(dims) != 3 or dims[1] != dims[2]:
+        raise UsageError(f"{path}: expected square uint8 images [N, H, W], got {dtype} {dims}")
+    n, side = dims[0], dims[1]
+    if n == 0 or side == 0:
+        raise UsageError(f"{path} declares {n} images of {side}x{side} pixels: a data set needs at least one image")
+    out_side = image_size or side
+    if not limits.MIN_IMAGE_SIZE <= out_side <= limits.MAX_IMAGE_SIZE:
+        hint = "" if image_size else " (pass --image-size to resize them)"
+        raise UsageError(f"{path} holds {side}x{side} images: the image size must be in "
+                         f"{limits.MIN_IMAGE_SIZE}..{limits.MAX_IMAGE_SIZE}{hint}")
+    c = channels or 1
+    limits.check_memory(f"IDX images {path} ({n} x {side}x{side}, as float32)",
+                        limits.images_bytes(n, (1, side, side)) + limits.images_bytes(n, (c, out_side, out_side)))
+    return dims
+
+
 def read_idx(path: str | Path) -> np.ndarray:
     """The array stored in an IDX file (plain or gzip); a malformed file raises UsageError naming it."""
     path = Path(path)
@@ -104,7 +144,9 @@ def labels_beside(images_path: Path) -> Path:
     raise UsageError(f"no labels file beside {images_path} (looked for {stem} and {stem}.gz)")
 
 
-def _read_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _read_pair(images_path: Path, labels_path: Path, image_size: int | None = None,
+               channels: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    check_images_header(images_path, image_size, channels)  # before a byte of data is read or converted
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1] != images.shape[2]:
         raise UsageError(f"{images_path}: expected square uint8 images [N, H, W], "
@@ -126,12 +168,12 @@ def load_idx(path: Path, split: str, image_size: int | None, channels: int | Non
             if (prefix, "images") not in files or (prefix, "labels") not in files:
                 raise UsageError(f"{path} has no {prefix}-images-idx3-ubyte + {prefix}-labels-idx1-ubyte "
                                  f"(plain or .gz) for split={split!r}")
-            pairs.append(_read_pair(files[prefix, "images"], files[prefix, "labels"]))
+            pairs.append(_read_pair(files[prefix, "images"], files[prefix, "labels"], image_size, channels))
         if len({p[0].shape[1:] for p in pairs}) > 1:
             raise UsageError(f"{path}: train and test images differ in size")
         all_labels = [read_idx(files[p, "labels"]) for p in ("train", "t10k") if (p, "labels") in files]
     else:
-        pairs = [_read_pair(path, labels_beside(path))]
+        pairs = [_read_pair(path, labels_beside(path), image_size, channels)]
         all_labels = [pairs[0][1]]
     pixels = np.concatenate([p[0] for p in pairs])
     labels = np.concatenate([p[1] for p in pairs])

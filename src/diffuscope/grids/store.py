@@ -60,9 +60,12 @@ def check_tuned(data: Any, source: str = "tuned grids") -> dict[str, Any]:
 
 def load_tuned(model_dir: str | Path) -> dict[str, Any]:
     """The model folder's tuned grids (an empty document when it has none)."""
+    from diffuscope.io.checkpoint import verify_listed
+
     path = Path(model_dir) / TUNED_FILE
     if not path.is_file():
         return empty()
+    verify_listed(model_dir, TUNED_FILE)  # in a checkpoint: listed in its manifest, size and sha256 unchanged
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:

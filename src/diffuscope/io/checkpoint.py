@@ -28,6 +28,9 @@ MANIFEST = "manifest.json"
 # 1: {"files": {name: size}}; 2: {"files": {name: {"size", "sha256"}}}, verified on every load (docs/limits.md).
 FORMAT_VERSION = 2
 HASH_CHUNK = 1024 * 1024
+# Every file a model folder may use (a checkpoint, a built-in model): present, it must be listed in the manifest.
+USED_FILES = ("config.json", "model.safetensors", "ema.safetensors", "state.pt", "tuned_grids.json",
+              "autoencoder.json", "autoencoder.safetensors", "classifier.json", "classifier.safetensors")
 TMP_PREFIX = ".tmp-"
 
 
@@ -235,6 +238,10 @@ def read_manifest(ckpt: Path, *, required: tuple[str, ...] = ("config.json", "em
     missing = [n for n in required if n not in manifest.files]
     if missing:
         raise UsageError(f"{where} does not list {', '.join(missing)}: the checkpoint cannot be verified")
+    unlisted = [n for n in USED_FILES if n not in manifest.files and (Path(ckpt) / n).exists()]
+    if unlisted:  # a file the model would use (tuned grids, a classifier) that nobody vouched for
+        raise UsageError(f"checkpoint {ckpt} holds {', '.join(unlisted)}, not listed in its {MANIFEST}: refusing "
+                         "a file it cannot verify (remove it, or install it with the command that writes it)")
     for name, entry in manifest.files.items():
         f = Path(ckpt) / name
         if not f.is_file() or f.stat().st_size != entry.size:
@@ -262,6 +269,24 @@ def remanifest(ckpt: str | Path) -> Path:
     raw["files"] = file_entries(ckpt, manifest.files)
     write_json_atomic(ckpt / MANIFEST, raw)
     return ckpt / MANIFEST
+
+
+def verify_listed(ckpt: str | Path, name: str) -> bool:
+    """Whether file ``name`` of a model folder may be used: True when the folder has a manifest listing it with
+    its current size and sha256; False when the folder has no manifest (not a checkpoint: nothing to verify
+    against). A file unlisted in, or changed since, the folder's manifest is refused in one line."""
+    ckpt = Path(ckpt)
+    if not (ckpt / MANIFEST).is_file():
+        return False
+    manifest = parse_manifest_file(ckpt)
+    entry = manifest.files.get(name)
+    f = ckpt / name
+    if entry is None:
+        raise UsageError(f"{f} is not listed in {ckpt / MANIFEST}: refusing a file the checkpoint cannot verify")
+    if not f.is_file() or f.stat().st_size != entry.size or sha256_file(f) != entry.sha256:
+        raise UsageError(f"{f} does not match the size and sha256 in {ckpt / MANIFEST}: it was changed after it "
+                         "was installed")
+    return True
 
 
 def record_in_manifest(ckpt: str | Path, name: str) -> None:

@@ -239,15 +239,34 @@ def locked_out(out: str | Path, command: str) -> Iterator[Path]:
         yield out
     except BaseException:
         lock.release()
-        try:
-            if not _visible(out):
-                (out / LOCK).unlink(missing_ok=True)
-                if created:
-                    out.rmdir()
-        except OSError:
-            pass
+        remove_if_unused(out, created)
         raise
     lock.release()
+
+
+def remove_if_unused(folder: Path, created: bool) -> None:
+    """After a failed command: a folder holding nothing but the lock file loses the lock file, and the folder
+    itself when this command created it (a failed command leaves no empty folder behind)."""
+    try:
+        if folder.is_dir() and not _visible(folder):
+            (folder / LOCK).unlink(missing_ok=True)
+            if created:
+                folder.rmdir()
+    except OSError:
+        pass
+
+
+@contextmanager
+def no_empty_folder_on_failure(out: str | Path) -> Iterator[None]:
+    """Around a command that creates ``out`` before it can fail (a model that does not load): if it fails and
+    ``out`` was new and is still empty, ``out`` is removed."""
+    out = Path(out)
+    created = not out.exists()
+    try:
+        yield
+    except BaseException:
+        remove_if_unused(out, created)
+        raise
 
 
 def is_run_folder(path: str | Path) -> bool:

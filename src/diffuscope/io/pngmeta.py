@@ -95,16 +95,22 @@ def save_png(image: Image.Image, path: str | Path, params: dict[str, Any]) -> Pa
     info.add_text(JSON_KEY, json.dumps({"schema": SCHEMA_VERSION, **params}, sort_keys=True))
     # Written whole under a temporary name, then linked into place: a full disk leaves no half PNG, and a file
     # that appeared meanwhile is never replaced (os.link fails on an existing name).
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".png")
+    from diffuscope.io.outputs import WriteFailed, write_failed
+
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".png")
         with os.fdopen(fd, "wb") as f:
             image.save(f, format="PNG", pnginfo=info)
         try:
             os.link(tmp, path)
         except FileExistsError:
             raise UsageError(f"{path} already exists: refusing to overwrite it") from None
+    except OSError as e:  # a full or read-only disk: one line naming the image (exit 1)
+        raise (e if isinstance(e, WriteFailed) else write_failed(e, path)) from None
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
     return path
 
 

@@ -31,9 +31,16 @@ def run_lock(run_dir: Path, resume: str | None, *, enabled: bool = True) -> Iter
     if not enabled:
         yield
         return
-    with outputs.RunLock(run_dir):
+    created = not Path(run_dir).exists()
+    lock = outputs.RunLock(run_dir)
+    try:
         check_run_dir(run_dir, resume)
         yield
+    except BaseException:  # nothing written yet (a teacher that did not load): no empty run folder is left
+        lock.release()
+        outputs.remove_if_unused(Path(run_dir), created)
+        raise
+    lock.release()
 
 
 def find_resume(run_dir: Path, resume: str) -> Path | None:
