@@ -4,7 +4,7 @@
 ship_model() {
   local dest="$ROOT/src/diffuscope/models/$2"
   rm -rf "$dest.new"
-  python -c "import sys; from diffuscope.io.checkpoint import export_model; \
+  python -c "import sys; from diffuscope.models.load import export_model; \
 export_model(sys.argv[1], sys.argv[2], classifier=sys.argv[3] or None)" "$1" "$dest.new" "${3:-}"
   rm -rf "$dest" && mv "$dest.new" "$dest"
   du -sh "$dest"
