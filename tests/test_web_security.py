@@ -135,6 +135,8 @@ def test_hostile_bodies_are_4xx_never_5xx(mnist, tmp_path, url, body):
 def test_a_huge_forward_seed_names_the_valid_range(client):
     r = client.get("/api/forward", params={"seed": 2**64})
     assert r.status_code == 400 and "seed must be" in r.json()["error"] and "0..4294967295" in r.json()["error"]
+    r = client.get("/api/forward", params={"index": 10**30})
+    assert r.status_code == 400 and "outside 0..999 (mnist test set)" in r.json()["error"]
 
 
 # --- security headers ------------------------------------------------------------------------------------------------
@@ -178,6 +180,7 @@ def test_the_secret_once_in_the_address_sets_a_strict_httponly_cookie(locked):
     assert page.status_code == 200 and TOKEN in page.text
     assert locked.get("/api/models").status_code == 200
     assert post(locked, "/api/generate", {"steps": 1}).status_code == 200
+    assert locked.get(f"/?token={SECRET}").status_code == 303  # with the cookie too: the address bar is cleaned
     assert locked.post("/api/generate", json={"steps": 1}).status_code == 403  # the page token is still needed
 
 

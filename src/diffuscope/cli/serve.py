@@ -74,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
     names = [e.name for e in entries]
     if len(set(names)) != len(names):
         raise UsageError(f"two models share a name ({', '.join(names)}): give each once")
+    if args.real is not None and not any(e.user_data for e in entries):
+        print(f"diffuscope: warning: --real is unused: every model has real images of its own ({', '.join(names)})",
+              file=sys.stderr)
     extra = tuple(args.allow_host) + (() if args.host in ("0.0.0.0", "::") else (args.host,))
     app = create_app(entries, args.out, queue_size=args.queue_size, allowed_hosts=extra, secret=secret)
     if args.host in ("0.0.0.0", "::"):

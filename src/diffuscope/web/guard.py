@@ -75,12 +75,13 @@ def _refusal(request: Request, state: ServerState) -> Response | None:
         return error(403, f"origin {origin[:80]!r} is not allowed: this server answers its own page only")
     if request.headers.get("sec-fetch-site") == "cross-site":
         return error(403, "cross-site requests are not allowed")
-    if state.secret is not None and not _has_secret(request, state.secret):
+    if state.secret is not None:
         given = request.query_params.get("token")
         if request.url.path == "/" and request.method == "GET" and _same(given, state.secret):
             page = RedirectResponse("/", status_code=303)  # the secret leaves the address bar and the history
             page.set_cookie(SECRET_COOKIE, cookie_value(state.secret), httponly=True, samesite="strict", path="/")
             return page
+    if state.secret is not None and not _has_secret(request, state.secret):
         return error(401, "this server needs its secret: open /?token=SECRET once (a cookie keeps it), or send "
                           "Authorization: Bearer SECRET")
     if request.method in STATE_CHANGING and not _same(request.headers.get(TOKEN_HEADER), state.token):
