@@ -169,6 +169,12 @@ def test_bad_flags_are_one_line_exit_2(args, says, tmp_path, capsys):
     assert says in err and "\n" not in err and not (tmp_path / "run").exists()
 
 
+def test_a_missing_teacher_is_one_line_and_makes_no_folder(tmp_path, capsys):
+    assert main(["distill", "--model", str(tmp_path / "nope"), "--steps", "4", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "model not found" in err and "\n" not in err and not (tmp_path / "run").exists()
+
+
 def test_a_diffusers_pipeline_is_refused_before_any_work(tmp_path, capsys):
     pipe = tmp_path / "pipe"
     pipe.mkdir()

@@ -302,6 +302,7 @@ def distill(config: DistillConfig, run_dir: str | Path, *, resume: str | None = 
     gets a 'distill' Progress event per step, ``cancel`` stops after the step in progress (events.py)."""
     check_distill_config(config)
     refuse_untrainable(config.teacher)
+    ckpt_io.resolve_checkpoint(config.teacher)  # a teacher that is not there: one line, before the folder is made
     run_dir = Path(run_dir)
     check_run_dir(run_dir, resume)
     if config.threads:
