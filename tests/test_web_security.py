@@ -280,8 +280,11 @@ def test_sigterm_stops_a_busy_server_and_its_job(tmp_path):
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             cwd=Path(__file__).parent.parent)
     try:
-        line = proc.stdout.readline()  # the server says where it serves once it is about to listen
-        assert line.startswith("diffuscope serve: http://"), line
+        said = []  # the server says where it serves once it is about to listen (read with a deadline)
+        reading = threading.Thread(target=lambda: said.append(proc.stdout.readline()), daemon=True)
+        reading.start()
+        reading.join(180)
+        assert said and said[0].startswith("diffuscope serve: http://"), said
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
         while True:  # listening: the socket was bound before the models loaded, uvicorn accepts soon after
