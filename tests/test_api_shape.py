@@ -28,8 +28,6 @@ NOT_LIBRARY = {"cli", "web", "__main__"}  # the shells: flags and routes map ont
 KNOWN_LONG = {
     "diffuscope.grids.tuning.search_grids": 10,
     "diffuscope.grids.tuning.learn_grid": 12,
-    "diffuscope.lesson.phases.commitment_curve": 14,
-    "diffuscope.lesson.phases.step_consistency": 10,
     "diffuscope.metrics.classifier_train.train_classifier": 10,
     "diffuscope.metrics.quality.evaluate": 13,
     "diffuscope.samplers.dpmpp.sample_dpmpp_2m_sde": 9,

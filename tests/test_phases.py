@@ -17,6 +17,7 @@ from diffuscope.checks.errors import UsageError
 from diffuscope.core.reference import GaussianMixtureDenoiser
 from diffuscope.core.schedules import EDMSchedule, make_grid
 from diffuscope.lesson.phases import (
+    PhasesConfig,
     band_energy,
     commitment_curve,
     commitment_points,
@@ -79,7 +80,7 @@ def test_commitment_unconditional_two_components_follows_the_posterior():
     classify = _component(means)
     x, sigmas = _start(4, 20)
     traj = sample_trajectory(den, x, sigmas, sampler="DPM++ 2M")
-    c = commitment_curve(den, sigmas, x, n=40, points=6, seed=1, classify=classify, trajectory=traj)
+    c = commitment_curve(den, sigmas, x, PhasesConfig(n=40, points=6, seed=1), classify=classify, trajectory=traj)
     assert c.points[0] == 0 and c.points[-1] == 19 and len(c.points) == 6
     # pure noise: a coin flip between the components; the last step: everything decided
     assert 0.35 <= c.keep[0] <= 0.65
@@ -102,12 +103,12 @@ def test_commitment_class_conditional_stays_in_class_and_splits_within_it():
     component = _component(means)
     x, sigmas = _start(3, 16, seed=5)
     cond = torch.zeros(3, dtype=torch.long)
-    c = commitment_curve(den, sigmas, x, cond=cond, n=40, points=4, seed=2, classify=component)
+    c = commitment_curve(den, sigmas, x, PhasesConfig(n=40, points=4, seed=2), cond=cond, classify=component)
     assert set(component(c.original).tolist()) <= {0, 1}
     assert 0.3 <= c.keep[0] <= 0.7  # two components left in the prompted class
     assert c.keep[-1] >= 0.98
     # the class itself is never in doubt: classify by class instead of component
-    by_class = commitment_curve(den, sigmas, x, cond=cond, n=20, points=3, seed=3,
+    by_class = commitment_curve(den, sigmas, x, PhasesConfig(n=20, points=3, seed=3), cond=cond,
                                 classify=lambda im: component(im) // 2)
     assert by_class.keep == [1.0, 1.0, 1.0]
 
@@ -116,9 +117,9 @@ def test_commitment_rejects_bad_input():
     den = GaussianMixtureDenoiser(_smooth_pair(), 0.15)
     x, sigmas = _start(1, 5)
     with pytest.raises(UsageError, match="at least 2 finishes"):
-        commitment_curve(den, sigmas, x, n=1)
+        commitment_curve(den, sigmas, x, PhasesConfig(n=1))
     with pytest.raises(UsageError, match="stochastic"):
-        commitment_curve(den, sigmas, x, n=4, finish_sampler="Euler")
+        commitment_curve(den, sigmas, x, PhasesConfig(n=4, finish_sampler="Euler"))
     assert commitment_points(50, 10) == [0, 5, 11, 16, 22, 27, 33, 38, 44, 49]
     assert commitment_points(3, 10) == [0, 1, 2]
 
@@ -126,7 +127,7 @@ def test_commitment_rejects_bad_input():
 def test_commitment_without_classifier_reports_pixels_only():
     den = GaussianMixtureDenoiser(_smooth_pair(), 0.15)
     x, sigmas = _start(1, 6)
-    c = commitment_curve(den, sigmas, x, n=8, points=3)
+    c = commitment_curve(den, sigmas, x, PhasesConfig(n=8, points=3))
     assert c.keep is None and len(c.rmse) == 3 and c.rmse[-1] < c.rmse[0]
     text = summary_text(commit=c)
     assert "keep the class" not in text and "Pixel RMSE" in text
@@ -177,7 +178,8 @@ def test_step_consistency_converges_to_the_most_steps():
     means = _smooth_pair()
     den = GaussianMixtureDenoiser(means, 0.3)
     noise = randn((8, 1, H, H), make_generators(0, 8))
-    c = step_consistency(den, SCHEDULE, noise, steps=(25, 5, 10, 50), sampler="Euler", classify=_component(means))
+    c = step_consistency(den, SCHEDULE, noise, PhasesConfig(consistency_steps=(25, 5, 10, 50), sampler="Euler"),
+                         classify=_component(means))
     assert c.steps == [5, 10, 25, 50] and c.reference_steps == 50 and c.rmse[-1] == 0
     assert c.rmse[0] > c.rmse[1] > c.rmse[2] > 0
     assert c.agreement[-1] == 1.0 and c.agreement[2] >= 0.8
@@ -185,16 +187,16 @@ def test_step_consistency_converges_to_the_most_steps():
     text = summary_text(consist=c)
     assert "- 5 steps: RMSE" in text and "class agrees" in text
     with pytest.raises(UsageError, match="deterministic"):
-        step_consistency(den, SCHEDULE, noise, sampler="Euler a")
+        step_consistency(den, SCHEDULE, noise, PhasesConfig(sampler="Euler a"))
     with pytest.raises(UsageError, match="2 different"):
-        step_consistency(den, SCHEDULE, noise, steps=(10, 10))
+        step_consistency(den, SCHEDULE, noise, PhasesConfig(consistency_steps=(10, 10)))
 
 
 def test_summary_states_when_the_class_is_decided():
     means = _smooth_pair()
     den = GaussianMixtureDenoiser(means, 0.15)
     x, sigmas = _start(2, 10)
-    c = commitment_curve(den, sigmas, x, n=16, points=4, classify=_component(means))
+    c = commitment_curve(den, sigmas, x, PhasesConfig(n=16, points=4), classify=_component(means))
     text = summary_text(commit=c, notes=["a note"])
     first = next(k for k, v in zip(c.points, c.keep) if v >= 0.9)
     assert f"By step {first} of 10" in text and "of finishes keep the class" in text and "- a note" in text

@@ -1,6 +1,7 @@
-"""The sampling defaults shared by the commands `sample`, `reverse`, `phases`, `sweep` and `demo`. The library's
-`generate` and the phase functions take DEFAULT_SAMPLER when none is named; the training previews take the guidance
-(their sampler is Heun, 18 steps). The shipped model's quality bar (docs/benchmarks.md) is stated for them."""
+"""The sampling defaults shared by the commands `sample`, `reverse`, `phases`, `sweep` and `demo`, the page and the
+library: a ``GenerationRequest`` (generation/generate.py) takes DEFAULT_SAMPLER and DEFAULT_STEPS when none is named,
+as `diffuscope sample` and the page's generate form do; the training previews take the guidance (their sampler is
+Heun, 18 steps). The shipped model's quality bar (docs/benchmarks.md) is stated for them."""
 
 # iPNDM (Zhang & Chen 2023; Adams-Bashforth-4 on the PF-ODE, Karras grid): on the shipped model its images are the
 # nearest to the converged ones at the default steps (the sweep behind this choice: docs/benchmarks.md).

@@ -5,7 +5,7 @@ Library code reports progress by calling an ``Observer`` with small ``Progress``
 event stream: two observers of the same events (docs/architecture.md). A token is safe to cancel from another thread.
 
     token = CancelToken()
-    generate(..., on_event=print, cancel=token)       # token.cancel() from any thread stops it with Cancelled
+    generate(model, request, observer=print, cancel=token)  # token.cancel() from any thread stops it: Cancelled
 """
 
 from __future__ import annotations

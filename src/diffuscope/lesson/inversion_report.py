@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 from diffuscope.checks.errors import UsageError
 
 if TYPE_CHECKING:  # torch is imported where it is used: the CLI imports OUTPUTS without it
-    import torch
     from torch import Tensor
 
     from diffuscope.generation.generate import GenerationRequest

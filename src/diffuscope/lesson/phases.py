@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -27,12 +28,34 @@ from torch import Tensor
 from diffuscope.checks.errors import UsageError
 from diffuscope.core.conditioning import as_cond
 from diffuscope.core.defaults import DEFAULT_SAMPLER
-from diffuscope.core.schedules import Schedule, make_grid
+from diffuscope.core.schedules import Schedule, SigmaGrid, make_grid
 from diffuscope.samplers import get_sampler, make_generators
 from diffuscope.samplers.base import MAX_SEED
 
 Classify = Callable[[Tensor], Tensor] | None
 DEFAULT_CUTOFF = 0.125  # cycles per pixel: a period of 8 pixels (a quarter of Nyquist)
+COMMITMENT_EXAMPLES = 7  # finishes kept per restart point for the pictures
+
+
+@dataclass(frozen=True)
+class PhasesConfig:
+    """What the phase measures run (`diffuscope phases`; the functions below and ``phases_report.measure_phases``)."""
+
+    prompt: str | None = None  # None: unconditional sampling (the null condition), so the class is decided too
+    steps: int = 50  # steps of the trajectory and the commitment
+    n: int = 64  # images (and finishes per restart point)
+    seed: int = 0  # image i uses seed + i
+    sampler: str = DEFAULT_SAMPLER  # deterministic: the trajectory and the step consistency
+    finish_sampler: str = "DDPM"  # stochastic: finishes from a restart point with fresh noise
+    points: int = 10  # restart points of the commitment curve
+    cutoff: float = DEFAULT_CUTOFF  # the low/high frequency split, in cycles per pixel
+    consistency_steps: tuple[int, ...] = (10, 25, 50, 100)  # step counts compared from the same noise
+    guidance: float | None = None  # None: DEFAULT_GUIDANCE with a prompt (as `sample`)
+    guidance_interval: tuple[float, float] | None = None  # guided only where lo < sigma <= hi (guidance.py)
+    classifier: str | Path | None = None  # None: the model's own classifier, where it has one
+    batch_size: int = 64
+    spacing: str | None = None
+    grid: SigmaGrid | None = None  # a grid of ``steps`` steps (e.g. a tuned one) for trajectory and commitment
 
 
 @dataclass(frozen=True)
@@ -183,26 +206,28 @@ def _finish_seed(seed: int, j: int, count: int) -> int:
     return (seed + 1_000_003 * (j + 1)) % (MAX_SEED - count)
 
 
-def commitment_curve(denoiser: Callable, sigmas: Tensor, x_start: Tensor | None = None, *, cond=None,
-                     sampler: str = DEFAULT_SAMPLER, finish_sampler: str = "DDPM", points: int = 10, n: int = 64,
-                     seed: int = 0, classify: Classify = None, batch_size: int = 64,
-                     trajectory: Trajectory | None = None, examples: int = 7,
-                     decode: Callable[[Tensor], Tensor] | None = None) -> Commitment:
-    """Restart the run at each of ``points`` steps and finish it ``n`` times with fresh noise.
+def commitment_curve(denoiser: Callable, sigmas: Tensor, x_start: Tensor | None = None,
+                     config: PhasesConfig | None = None, *, cond=None, classify: Classify = None,
+                     trajectory: Trajectory | None = None, decode: Callable[[Tensor], Tensor] | None = None
+                     ) -> Commitment:
+    """Restart the run at each of ``config.points`` steps and finish it ``config.n`` times with fresh noise.
 
-    The original run goes from ``x_start`` ([B, C, H, W] in sigma space) over ``sigmas`` with ``sampler`` (or is
-    given as ``trajectory``). Finishes use ``finish_sampler`` (it must be stochastic) on ``sigmas[k:]``, finish j
-    of point p drawing from its own generator. ``classify(images) -> labels`` decides "same class". ``decode``
-    maps samples to pixel images (a latent model) before they are compared."""
+    The original run goes from ``x_start`` ([B, C, H, W] in sigma space) over ``sigmas`` with ``config.sampler``
+    (or is given as ``trajectory``). Finishes use ``config.finish_sampler`` (it must be stochastic) on
+    ``sigmas[k:]``, finish j of point p drawing from its own generator (from ``config.seed``), ``config.batch_size``
+    at a time. ``classify(images) -> labels`` decides "same class". ``decode`` maps samples to pixel images (a
+    latent model) before they are compared."""
+    config = config or PhasesConfig()
+    n, seed, batch_size = config.n, config.seed, config.batch_size
     if n < 2:
         raise UsageError(f"need at least 2 finishes per point (--n), got {n}")
-    spec = get_sampler(finish_sampler)
+    spec = get_sampler(config.finish_sampler)
     if spec.deterministic:
         raise UsageError(f"the finishing sampler must be stochastic (fresh noise must matter); {spec.name} is not")
     if trajectory is None:
         if x_start is None:
             raise ValueError("give x_start or trajectory")
-        trajectory = sample_trajectory(denoiser, x_start, sigmas, sampler=sampler, cond=cond)
+        trajectory = sample_trajectory(denoiser, x_start, sigmas, sampler=config.sampler, cond=cond)
     device = x_start.device if x_start is not None else torch.device("cpu")
     dtype = x_start.dtype if x_start is not None else torch.float32
     sig = trajectory.sigmas.to(device)
@@ -212,7 +237,7 @@ def commitment_curve(denoiser: Callable, sigmas: Tensor, x_start: Tensor | None 
     cond = as_cond(cond)
     cond_rep = None if cond is None else cond.to(device).expand(b).repeat_interleave(n)
     orig_cls = None if classify is None else torch.as_tensor(classify(original)).cpu().long().repeat_interleave(n)
-    ks = commitment_points(trajectory.steps, points)
+    ks = commitment_points(trajectory.steps, config.points)
     keep, dist, shown = [], [], []
     for j, k in enumerate(ks):
         start = trajectory.x[k].to(device, dtype).repeat_interleave(n, 0)
@@ -224,7 +249,7 @@ def commitment_curve(denoiser: Callable, sigmas: Tensor, x_start: Tensor | None 
                 outs.append(_decode_cpu(decode, spec.fn(denoiser, start[a : a + batch_size], sig[k:], cond=c,
                                                         generator=gens[a : a + batch_size]), device))
         finishes = torch.cat(outs)
-        shown.append(finishes[: min(n, examples)])
+        shown.append(finishes[: min(n, COMMITMENT_EXAMPLES)])
         dist.append(float(rmse(finishes, original.repeat_interleave(n, 0)).mean()))
         if classify is not None:
             same = torch.as_tensor(classify(finishes)).cpu().long() == orig_cls
@@ -249,15 +274,18 @@ class Consistency:
     images: Tensor  # [len(steps), B, C, H, W]
 
 
-def step_consistency(denoiser: Callable, schedule: Schedule, noise: Tensor, *, cond=None,
-                     steps: Sequence[int] = (10, 25, 50, 100), sampler: str = DEFAULT_SAMPLER,
-                     spacing: str | None = None, classify: Classify = None, batch_size: int = 64,
+def step_consistency(denoiser: Callable, schedule: Schedule, noise: Tensor, config: PhasesConfig | None = None, *,
+                     cond=None, classify: Classify = None,
                      decode: Callable[[Tensor], Tensor] | None = None) -> Consistency:
-    """Sample the unit ``noise`` ([B, C, H, W]; scaled by each grid's first sigma) with every step count."""
-    spec = get_sampler(sampler)
+    """Sample the unit ``noise`` ([B, C, H, W]; scaled by each grid's first sigma) with every step count of
+    ``config.consistency_steps`` (``config.sampler`` on grids of ``config.spacing``, ``config.batch_size`` at a
+    time)."""
+    config = config or PhasesConfig()
+    spacing, batch_size = config.spacing, config.batch_size
+    spec = get_sampler(config.sampler)
     if not spec.deterministic:
         raise UsageError(f"step consistency needs a deterministic sampler; {spec.name} is stochastic")
-    steps = [int(s) for s in steps]
+    steps = [int(s) for s in config.consistency_steps]
     if len(steps) < 2 or len(set(steps)) != len(steps) or min(steps) < 1:
         raise UsageError(f"need at least 2 different positive step counts, got {steps}")
     steps = sorted(steps)

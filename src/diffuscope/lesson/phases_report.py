@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -13,10 +13,10 @@ from PIL import Image
 from torch import Tensor
 
 from diffuscope.checks.errors import UsageError
-from diffuscope.core.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
+from diffuscope.core.defaults import DEFAULT_GUIDANCE
 from diffuscope.core.events import CancelToken, Observer
-from diffuscope.core.schedules import SigmaGrid
 from diffuscope.io.jsonsafe import json_safe
+from diffuscope.lesson.phases import PhasesConfig
 from diffuscope.metrics.evaluation import Evaluator
 from diffuscope.viz.strips import labelled_strip, save_png
 
@@ -86,27 +86,6 @@ def save_phases(out: str | Path, *, freq=None, commit=None, consist=None, notes:
     write_text_atomic(out / "phases.json", json.dumps(json_safe(data), indent=2))
     write_text_atomic(out / "summary.md", summary)
     return [*paths, out / "phases.json", out / "summary.md"], summary
-
-
-@dataclass(frozen=True)
-class PhasesConfig:
-    """What the phase measures run (`diffuscope phases`; phases.py)."""
-
-    prompt: str | None = None  # None: unconditional sampling (the null condition), so the class is decided too
-    steps: int = 50  # steps of the trajectory and the commitment
-    n: int = 64  # images (and finishes per restart point)
-    seed: int = 0  # image i uses seed + i
-    sampler: str = DEFAULT_SAMPLER
-    finish_sampler: str = "DDPM"  # finishes from a restart point with fresh noise
-    points: int = 10  # restart points of the commitment curve
-    cutoff: float = 0.125  # the low/high frequency split, in cycles per pixel
-    consistency_steps: tuple[int, ...] = (10, 25, 50, 100)  # step counts compared from the same noise
-    guidance: float | None = None  # None: DEFAULT_GUIDANCE with a prompt (as `sample`)
-    guidance_interval: tuple[float, float] | None = None  # guided only where lo < sigma <= hi (guidance.py)
-    classifier: str | Path | None = None  # None: the model's own classifier, where it has one
-    batch_size: int = 64
-    spacing: str | None = None
-    grid: SigmaGrid | None = None  # a grid of ``steps`` steps (e.g. a tuned one) for trajectory and commitment
 
 
 def measure_phases(model, config: PhasesConfig, *, device: str | torch.device = "cpu",
@@ -188,12 +167,11 @@ def measure_phases(model, config: PhasesConfig, *, device: str | torch.device = 
     traj = sample_trajectory(denoiser, noise * float(sigmas[0]), sigmas, sampler=c.sampler, cond=cond)
     denoised = torch.stack([_decoded(decode, d, device) for d in traj.denoised])
     freq = frequency_split(denoised, c.cutoff, grid.sigmas.tolist())
-    commit = commitment_curve(denoiser, sigmas, noise[:1] * float(sigmas[0]), cond=None if cond is None else cond[:1],
-                              finish_sampler=c.finish_sampler, points=c.points, n=n, seed=c.seed,
-                              classify=classify, batch_size=c.batch_size, trajectory=traj.select(slice(0, 1)),
-                              decode=decode)
-    consist = step_consistency(denoiser, schedule, noise, cond=cond, steps=c.consistency_steps, sampler=c.sampler,
-                               classify=classify, batch_size=c.batch_size, spacing=spacing, decode=decode)
+    commit = commitment_curve(denoiser, sigmas, noise[:1] * float(sigmas[0]), c,
+                              cond=None if cond is None else cond[:1], classify=classify,
+                              trajectory=traj.select(slice(0, 1)), decode=decode)
+    consist = step_consistency(denoiser, schedule, noise, replace(c, spacing=spacing), cond=cond, classify=classify,
+                               decode=decode)
     return freq, commit, consist, notes
 
 

@@ -3,7 +3,7 @@ images and against a high-NFE reference, with the diminishing-returns point per 
 
     from diffuscope.sweep import SweepConfig, parse_steps, sweep, write_reports
     config = SweepConfig(steps=parse_steps("5-100 [8]"), samplers=("DDIM", "DPM++ 2M"), prompts=("7",), n=256)
-    result = sweep("runs/mnist", config, on_event=print)      # or any denoiser D(x, sigma, cond) + schedule=, shape=
+    result = sweep("runs/mnist", config, on_event=print)      # or SweepInputs(any denoiser D, schedule, shape, ...)
     write_reports(result, "out/sweep")                         # grid.png, quality.png, report.{json,md,html}
     result.knees["DDIM"]["fd"].edm_nfe                         # EDM's 3% point; .kneedle_nfe, .plateaued
 
