@@ -138,7 +138,7 @@ def part_invert(model, args) -> list[dict]:
         for steps in (int(s) for s in args.steps.split(",")):
             t0 = time.perf_counter()
             rt = round_trip(model.denoiser, images, make_grid(schedule, steps).sigmas, sampler=sampler, cond=cond,
-                            encode=model.encode, decode=model.decode, batch_size=args.batch_size)
+                            codec=model, batch_size=args.batch_size)
             grey = rt.rmse_grey
             row = {"model": args.model, "data": f"{data} {args.split}", "sampler": get_sampler(sampler).name,
                    "steps": steps, "n": len(images),

@@ -34,7 +34,6 @@ KNOWN_LONG = {
     "diffuscope.samplers.dpmpp_3m.sample_dpmpp_3m_sde": 9,
     "diffuscope.samplers.euler.sample_euler": 10,
     "diffuscope.samplers.euler.sample_heun": 10,
-    "diffuscope.samplers.inversion.round_trip": 10,
     "diffuscope.samplers.unipc.sample_unipc": 10,
 }
 

@@ -3,6 +3,7 @@ then generation is the identity up to the discretisation error, which shrinks at
 
 import math
 from itertools import pairwise
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -71,8 +72,8 @@ def test_encode_decode_wrap_the_round_trip_and_batches_do_not_matter():
     grid = _grid(10)
     plain = round_trip(d, images, grid, sampler="iPNDM", batch_size=2)
     assert torch.allclose(plain.images, round_trip(d, images, grid, sampler="iPNDM", batch_size=5).images)
-    wrapped = round_trip(d, images, grid, sampler="iPNDM", encode=lambda x: x * 2 - MU,
-                         decode=lambda z: (z + MU) / 2)
+    affine = SimpleNamespace(encode=lambda x: x * 2 - MU, decode=lambda z: (z + MU) / 2)  # a codec
+    wrapped = round_trip(d, images, grid, sampler="iPNDM", codec=affine)
     assert wrapped.images.shape == images.shape
     x = invert(d, images, grid, sampler="iPNDM")
     assert torch.allclose(regenerate(d, x, grid, sampler="iPNDM"), plain.images)

@@ -93,7 +93,7 @@ def invert_image(model, image: Tensor, request: GenerationRequest, *,
     cond = None if prompt is None else conditioner.conditions((prompt,), 1).to(device)
     regen_cond = None if regen_prompt is None else conditioner.conditions((regen_prompt,), 1).to(device)
     trip = round_trip(denoiser, image.to(device), grid.sigmas, sampler=spec.name, cond=cond, regen_cond=regen_cond,
-                      encode=model.encode, decode=model.decode)
+                      codec=model)
     codec_image = None
     if model.codec is not None:  # what the autoencoder alone gives back
         with torch.inference_mode():

@@ -80,14 +80,14 @@ class RoundTrip:
 
 
 def round_trip(denoiser: Callable, images: Tensor, sigmas: Tensor, *, sampler: str = "iPNDM", cond=None,
-               regen_cond=None, regen_denoiser: Callable | None = None,
-               encode: Callable[[Tensor], Tensor] = _identity, decode: Callable[[Tensor], Tensor] = _identity,
-               batch_size: int = 64) -> RoundTrip:
+               regen_cond=None, codec=None, batch_size: int = 64) -> RoundTrip:
     """Invert ``images`` (conditioned on ``cond``) and regenerate them on the same grid, conditioned on
-    ``regen_cond`` (default ``cond``: the reconstruction; another prompt: the simplest edit) with
-    ``regen_denoiser`` (default ``denoiser``, e.g. a guided one)."""
+    ``regen_cond`` (default ``cond``: the reconstruction; another prompt: the simplest edit). ``codec`` (anything
+    with ``encode``/``decode``, e.g. a ``DiffusionModel``: the identity for a pixel model) maps images to the
+    sampler's space and back; None: pixels."""
+    encode, decode = (_identity, _identity) if codec is None else (codec.encode, codec.decode)
     x = invert(denoiser, images, sigmas, sampler=sampler, cond=cond, encode=encode, batch_size=batch_size)
-    regen = regenerate(regen_denoiser or denoiser, x, sigmas, sampler=sampler,
-                       cond=cond if regen_cond is None else regen_cond, decode=decode, batch_size=batch_size)
+    regen = regenerate(denoiser, x, sigmas, sampler=sampler, cond=cond if regen_cond is None else regen_cond,
+                       decode=decode, batch_size=batch_size)
     rmse = ((regen.float() - images.float()) ** 2).flatten(1).mean(1).sqrt()
     return RoundTrip(x / float(sigmas[0]), regen, rmse)
