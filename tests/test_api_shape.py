@@ -26,8 +26,6 @@ NOT_LIBRARY = {"cli", "web", "__main__"}  # the shells: flags and routes map ont
 # The samplers keep k-diffusion's signature, sample_<name>(denoiser, x, sigmas, *, cond, generator, callback,
 # **the paper's own knobs: s_churn, s_tmin, s_tmax, s_noise (Karras et al. 2022, Algorithm 2), eta, order).
 KNOWN_LONG = {
-    "diffuscope.grids.tuning.search_grids": 10,
-    "diffuscope.grids.tuning.learn_grid": 12,
     "diffuscope.metrics.classifier_train.train_classifier": 10,
     "diffuscope.metrics.quality.evaluate": 13,
     "diffuscope.samplers.dpmpp.sample_dpmpp_2m_sde": 9,

@@ -60,9 +60,10 @@ def test_search_finds_valid_grids_that_beat_karras_on_other_noise(sampler):
     cal = torch.randn((16, 1, 4, 4), dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     ev = torch.randn((32, 1, 4, 4), dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     states = tuning.teacher_states(d, cal, fine, teacher="iPNDM")
-    found = tuning.search_grids(d, cal, fine, [6, 8], sampler=sampler, states=states, batch_size=64)
+    calibration = tuning.Calibration(cal, states)
+    found = tuning.search_grids(d, calibration, fine, [6, 8], sampler=sampler, batch_size=64)
     assert sorted(found) == [6, 8]
-    refined = {k: tuning.refine_grid(d, cal, fine, g, states[-1], sampler=sampler, rounds=3)
+    refined = {k: tuning.refine_grid(d, calibration, fine, g, sampler=sampler, rounds=3)
                for k, g in found.items()}
     assert all(refined[k].calibration_mse <= found[k].calibration_mse for k in found)
     found = refined
@@ -81,10 +82,11 @@ def test_search_finds_valid_grids_that_beat_karras_on_other_noise(sampler):
 def test_search_rejects_what_it_cannot_do():
     d = _mixture()
     noise = torch.randn((2, 1, 4, 4), dtype=torch.float64)
+    calibration = tuning.Calibration(noise, tuning.teacher_states(d, noise, _grid(10)))
     with pytest.raises(UsageError, match=r"no one-step form.*valid: Euler, DDIM"):
-        tuning.search_grids(d, noise, _grid(10), [3], sampler="Heun")
+        tuning.search_grids(d, calibration, _grid(10), [3], sampler="Heun")
     with pytest.raises(UsageError, match="fine grid of at least 12"):
-        tuning.search_grids(d, noise, _grid(10), [12], sampler="Euler")
+        tuning.search_grids(d, calibration, _grid(10), [12], sampler="Euler")
     with pytest.raises(UsageError, match="deterministic"):
         tuning.teacher_states(d, noise, _grid(10), teacher="Euler a")
 
@@ -235,9 +237,10 @@ def test_learned_step_times_lower_the_error_on_other_noise(sampler):
     cal = torch.randn((32, 1, 4, 4), dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     ev = torch.randn((64, 1, 4, 4), dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     states = tuning.teacher_states(d, cal, fine, teacher="iPNDM")
-    grid = tuning.search_grids(d, cal, fine, [4], sampler=sampler, states=states)[4]
-    learned = tuning.learn_grid(d, cal, grid, states[-1], sampler=sampler, sigma_min=0.002, iterations=60,
-                                learning_rate=0.05, batch_size=16)
+    calibration = tuning.Calibration(cal, states)
+    grid = tuning.search_grids(d, calibration, fine, [4], sampler=sampler)[4]
+    learned = tuning.learn_grid(d, calibration, grid, sampler=sampler, sigma_min=0.002,
+                                learning=tuning.Learning(iterations=60, learning_rate=0.05, batch_size=16))
     assert learned is not grid and learned.calibration_mse < 0.95 * grid.calibration_mse
     assert len(learned.sigmas) == 5 and learned.sigmas[0] == pytest.approx(20.0) and learned.sigmas[-1] == 0
     assert all(a > b for a, b in zip(learned.sigmas, learned.sigmas[1:]))
@@ -255,12 +258,14 @@ def test_learning_keeps_the_grid_when_it_cannot_improve_and_refuses_other_sample
     fine = _grid(20)
     cal = torch.randn((8, 1, 4, 4), dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     states = tuning.teacher_states(d, cal, fine, teacher="iPNDM")
-    grid = tuning.search_grids(d, cal, fine, [3], sampler="Euler", states=states)[3]
-    assert tuning.learn_grid(d, cal, grid, states[-1], sampler="Euler", sigma_min=0.002, iterations=0) is grid
+    calibration = tuning.Calibration(cal, states)
+    grid = tuning.search_grids(d, calibration, fine, [3], sampler="Euler")[3]
+    none = tuning.Learning(iterations=0)
+    assert tuning.learn_grid(d, calibration, grid, sampler="Euler", sigma_min=0.002, learning=none) is grid
     # the teacher's images are the grid's own: nothing can beat zero error, the grid comes back unchanged
     own = tuning.solve(d, cal, torch.tensor(grid.sigmas, dtype=torch.float64), sampler="Euler")
     perfect = tuning.TunedGrid(3, grid.sigmas, 0.0)
-    assert tuning.learn_grid(d, cal, perfect, own, sampler="Euler", sigma_min=0.002, iterations=5,
-                             learning_rate=0.5) is perfect
+    assert tuning.learn_grid(d, tuning.Calibration(cal, own[None]), perfect, sampler="Euler", sigma_min=0.002,
+                             learning=tuning.Learning(iterations=5, learning_rate=0.5)) is perfect
     with pytest.raises(UsageError, match=r"differentiable in sigma.*valid: Euler"):
-        tuning.learn_grid(d, cal, grid, states[-1], sampler="DPM++ 2M", sigma_min=0.002)
+        tuning.learn_grid(d, calibration, grid, sampler="DPM++ 2M", sigma_min=0.002)

@@ -123,15 +123,16 @@ def tune_grids(model: DiffusionModel, config: TuneConfig, *, device: str | torch
     t0 = time.perf_counter()
     states = tuning.teacher_states(denoiser, noise, fine.sigmas, cond=cond, teacher=teacher.name,
                                    batch_size=c.batch_size)
+    calibration = tuning.Calibration(noise, states, cond)
     t_teacher = time.perf_counter() - t0
-    found = tuning.search_grids(denoiser, noise, fine.sigmas, c.steps, sampler=spec.name, cond=cond,
-                                states=states, batch_size=c.batch_size,
+    found = tuning.search_grids(denoiser, calibration, fine.sigmas, c.steps, sampler=spec.name,
+                                batch_size=c.batch_size,
                                 progress=lambda k, n: log(f"level {k}/{n}, {time.perf_counter() - t0:.0f} s"))
     if c.refine_rounds:
-        found = {k: tuning.refine_grid(denoiser, noise, fine.sigmas, g, states[-1].to(device), sampler=spec.name,
-                                       cond=cond, rounds=c.refine_rounds) for k, g in found.items()}
+        found = {k: tuning.refine_grid(denoiser, calibration, fine.sigmas, g, sampler=spec.name,
+                                       rounds=c.refine_rounds) for k, g in found.items()}
     if c.learn_iterations:
-        found = _learned(model, denoiser, noise, cond, found, states[-1].to(device), float(fine.sigmas[-2]), c,
+        found = _learned(model, denoiser, calibration, found, float(fine.sigmas[-2]), c,
                          lambda line: log(f"{line} ({time.perf_counter() - t0:.0f} s)"))
     # stored (and evaluated) as a PNG records them: rounded to 6 decimals (store.py)
     found = {k: tuning.TunedGrid(k, store.round_sigmas(g.sigmas), g.calibration_mse) for k, g in found.items()}
@@ -161,7 +162,7 @@ def tune_grids(model: DiffusionModel, config: TuneConfig, *, device: str | torch
     return TuneResult(doc, record, found, rows, spec.name, spec.id)
 
 
-def _learned(model: DiffusionModel, denoiser, noise: Tensor, cond, found: dict, final: Tensor, sigma_min: float,
+def _learned(model: DiffusionModel, denoiser, calibration: tuning.Calibration, found: dict, sigma_min: float,
              c: TuneConfig, log: Callable[[str], None]) -> dict[int, tuning.TunedGrid]:
     """The searched grids with their step times learned by gradient descent (LD3); a grid learning does not lower
     is kept."""
@@ -175,8 +176,8 @@ def _learned(model: DiffusionModel, denoiser, noise: Tensor, cond, found: dict, 
     learned = {}
     for k, g in sorted(found.items()):
         learned[k] = tuning.learn_grid(
-            denoiser, noise, g, final, sampler=get_sampler(c.sampler).name, sigma_min=sigma_min, cond=cond,
-            iterations=c.learn_iterations, learning_rate=c.learn_rate, batch_size=c.learn_batch,
+            denoiser, calibration, g, sampler=get_sampler(c.sampler).name, sigma_min=sigma_min,
+            learning=tuning.Learning(c.learn_iterations, c.learn_rate, c.learn_batch),
             progress=lambda it, loss, k=k: report(k, it, loss))
         kept = "learned" if learned[k] is not g else "kept the search's grid (learning did not lower it)"
         log(f"{k} steps: calibration MSE {g.calibration_mse:.3g} -> {learned[k].calibration_mse:.3g}, {kept}")

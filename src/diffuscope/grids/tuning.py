@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -63,6 +64,32 @@ def teacher_states(denoiser: Callable, noise: Tensor, fine: Tensor, *, cond=None
 
 
 # --- the search ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The batch grids are tuned on: standard-normal ``noise`` [B, ...], its conditions (None: unconditional) and
+    the teacher's ``states`` at every point of the fine grid (``teacher_states``: [M + 1, B, ...], the last one its
+    final images)."""
+
+    noise: Tensor
+    states: Tensor
+    cond: Any = None
+
+    @property
+    def final(self) -> Tensor:
+        """The teacher's final images, where the noise lives."""
+        return self.states[-1].to(self.noise.device)
+
+
+@dataclass(frozen=True)
+class Learning:
+    """How ``learn_grid`` descends (LD3, Tong et al. 2025): Adam on the step times' log-sigma shares."""
+
+    iterations: int = 50
+    learning_rate: float = 0.02
+    batch_size: int = 32  # calibration images per iteration
+    seed: int = 0  # the order mini-batches are drawn in
 
 
 @dataclass(frozen=True)
@@ -109,13 +136,12 @@ def _denoise_nodes(denoiser: Callable, nodes: dict[int, _Node], sig: list[float]
     return out
 
 
-def search_grids(denoiser: Callable, noise: Tensor, fine: Tensor, steps: Sequence[int], *, sampler: str,
-                 cond=None, teacher: str = "iPNDM", batch_size: int = 64,
-                 states: Tensor | None = None, progress: Callable[[int, int], None] | None = None
-                 ) -> dict[int, TunedGrid]:
+def search_grids(denoiser: Callable, calibration: Calibration, fine: Tensor, steps: Sequence[int], *, sampler: str,
+                 batch_size: int = 64, progress: Callable[[int, int], None] | None = None) -> dict[int, TunedGrid]:
     """Tune one grid per step count in ``steps`` for ``sampler`` by dynamic programming over ``fine`` (see the
-    module notes). ``noise`` is the calibration batch (standard normal); ``states`` the teacher's states from
-    ``teacher_states`` (computed here when None); ``progress(k, K_max)`` is called after each level."""
+    module notes) on the ``calibration`` batch and its teacher states; ``progress(k, K_max)`` is called after each
+    level."""
+    noise, states, cond = calibration.noise, calibration.states, calibration.cond
     step = stepper(sampler)
     sig = check_sigmas(fine)
     m = len(sig) - 1  # fine points with sigma > 0: f_0 .. f_{M-1}; f_M = 0
@@ -125,8 +151,6 @@ def search_grids(denoiser: Callable, noise: Tensor, fine: Tensor, steps: Sequenc
     if wanted[-1] > m:
         raise UsageError(f"{wanted[-1]} steps need a fine grid of at least {wanted[-1]} points (it has {m}); "
                          f"raise the fine grid's steps")
-    if states is None:
-        states = teacher_states(denoiser, noise, fine, cond=cond, teacher=teacher, batch_size=batch_size)
     device = noise.device
     target = [states[j].to(device) for j in range(m + 1)]
     level = {0: _Node(noise * sig[0], (), (0,))}
@@ -173,13 +197,14 @@ def _final(denoiser: Callable, step, x: Tensor, hist, sigmas, cond) -> Tensor:
     raise AssertionError("unreachable: a grid has at least one step")
 
 
-def refine_grid(denoiser: Callable, noise: Tensor, fine: Tensor, grid: TunedGrid, final: Tensor, *, sampler: str,
-                cond=None, rounds: int = 1) -> TunedGrid:
+def refine_grid(denoiser: Callable, calibration: Calibration, fine: Tensor, grid: TunedGrid, *, sampler: str,
+                rounds: int = 1) -> TunedGrid:
     """Coordinate descent on the quantity the search stands in for, the final images' error to the teacher's
-    (``final`` = its last state): each inner sigma of ``grid`` in turn moves to the neighbouring fine-grid sigma
+    (``calibration.final``): each inner sigma of ``grid`` in turn moves to the neighbouring fine-grid sigma
     (up or down) when that lowers the calibration error. The DP's per-level criterion (nearest to the teacher's
     state) is greedy, and a few-step path that strays from the teacher midway can end nearer it; one round costs
     about K^2 network evaluations of the calibration batch for K steps (the path's prefix is reused)."""
+    noise, final, cond = calibration.noise, calibration.final, calibration.cond
     step = stepper(sampler)
     sig = check_sigmas(fine)
     index = {s: i for i, s in enumerate(sig)}
@@ -238,22 +263,25 @@ def _calibration_mse(denoiser, step, noise, sigmas, final, cond, batch_size) -> 
     return total / final.numel()
 
 
-def learn_grid(denoiser: Callable, noise: Tensor, grid: TunedGrid, final: Tensor, *, sampler: str, sigma_min: float,
-               cond=None, iterations: int = 50, learning_rate: float = 0.02, batch_size: int = 32, seed: int = 0,
-               progress: Callable[[int, float], None] | None = None) -> TunedGrid:
+def learn_grid(denoiser: Callable, calibration: Calibration, grid: TunedGrid, *, sampler: str, sigma_min: float,
+               learning: Learning | None = None, progress: Callable[[int, float], None] | None = None) -> TunedGrid:
     """Step times learned by gradient descent on the final error (LD3, Tong et al. 2025, without its slack term):
     starting from ``grid``, Adam moves the sigmas (any value in [sigma_min, sigma_max], not only fine-grid points)
-    to lower the mean squared error of the sampler's final images to the teacher's (``final``), through the
-    network, on mini-batches of the calibration noise. The search's greedy per-level criterion only stands in for
-    that error; the gradient follows it. Returns the learned grid if it is better on the whole calibration batch,
-    else ``grid``. Each iteration costs K network calls forward and backward on ``batch_size`` images."""
+    to lower the mean squared error of the sampler's final images to the teacher's (``calibration.final``),
+    through the network, on mini-batches of the calibration noise (``learning``: iterations, rate, batch, order).
+    The search's greedy per-level criterion only stands in for that error; the gradient follows it. Returns the
+    learned grid if it is better on the whole calibration batch, else ``grid``. Each iteration costs K network
+    calls forward and backward on ``learning.batch_size`` images."""
+    learning = learning or Learning()
+    iterations, batch_size = learning.iterations, learning.batch_size
+    noise, final, cond = calibration.noise, calibration.final, calibration.cond
     step = differentiable_stepper(sampler)
     if grid.steps < 2 or iterations == 0:
         return grid  # one step (sigma_max -> 0) has nothing to learn
     log_max, log_min = math.log(grid.sigmas[0]), math.log(sigma_min)
     logits = _logits_from_grid(grid.sigmas, log_min).requires_grad_(True)
-    optimiser = torch.optim.Adam([logits], lr=learning_rate)
-    order = torch.Generator().manual_seed(seed)
+    optimiser = torch.optim.Adam([logits], lr=learning.learning_rate)
+    order = torch.Generator().manual_seed(learning.seed)
     n = len(noise)
     for it in range(iterations):
         rows = torch.randperm(n, generator=order)[:batch_size].to(noise.device)
