@@ -62,10 +62,11 @@ def build_config(args: argparse.Namespace):
 
     from diffuscope.training.distill import DistillConfig, check_distill_config, refuse_untrainable
 
-    refuse_untrainable(args.model)
     config = replace(DistillConfig(teacher=args.model),
                      **{k: getattr(args, k) for k in _FLAGS if getattr(args, k) is not None})
     check_distill_config(config)
+    if args.dry_run:
+        refuse_untrainable(args.model)
     return config
 
 

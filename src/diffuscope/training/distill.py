@@ -301,10 +301,10 @@ def distill(config: DistillConfig, run_dir: str | Path, *, resume: str | None = 
     bit-identically on the same device; ``stop_at`` ends early after that step with a checkpoint; ``on_event``
     gets a 'distill' Progress event per step, ``cancel`` stops after the step in progress (events.py)."""
     check_distill_config(config)
+    run_dir = Path(run_dir)
+    check_run_dir(run_dir, resume)  # --out first, before the teacher is looked at
     refuse_untrainable(config.teacher)
     ckpt_io.resolve_checkpoint(config.teacher)  # a teacher that is not there: one line, before the folder is made
-    run_dir = Path(run_dir)
-    check_run_dir(run_dir, resume)
     if config.threads:
         torch.set_num_threads(config.threads)
     with run_lock(run_dir, resume):  # the exclusive lock, then the folder checked again (rundir.py)
