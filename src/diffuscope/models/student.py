@@ -52,7 +52,7 @@ def student_defaults(model) -> StudentDefaults | None:
 def student_defaults_at(ref) -> StudentDefaults | None:
     """``student_defaults`` of the model ``ref`` names (a built-in name, run or checkpoint folder), from its
     config.json alone, before any weights load (the sweep resolves its defaults first); None for a diffusers
-    pipeline folder or any model that is not a student."""
+    pipeline folder, a model that is not a student, or one that cannot be read (its load reports that)."""
     from pathlib import Path
 
     from diffuscope.io.checkpoint import resolve_checkpoint
@@ -60,8 +60,11 @@ def student_defaults_at(ref) -> StudentDefaults | None:
 
     if (Path(ref) / "model_index.json").is_file():
         return None
-    ckpt = resolve_checkpoint(ref)
-    _, run = load_config(ckpt)
+    try:
+        ckpt = resolve_checkpoint(ref)
+        _, run = load_config(ckpt)
+    except UsageError:  # not there or unreadable: the command's own load says so, after its --out check
+        return None
 
     class _Config:  # what student_defaults reads of a model
         run_config, path = run, ckpt
