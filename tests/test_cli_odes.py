@@ -138,7 +138,7 @@ def test_tune_steps_never_overwrites_and_rejects_bad_input(tuned_model, capsys):
     run, out, _ = tuned_model
     base = ("tune-steps", "--model", run, "--steps", "2", "--sampler", "Euler", "--seeds", "2", "--fine-steps", "4")
     code, _, err = _run(capsys, *base, "--out", out)
-    assert code == 2 and "exists" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "not empty" in err and len(err.strip().splitlines()) == 1  # the --out rule (outputs.py)
     code, _, err = _run(capsys, *base, "--eval-seed", "1000001", "--out", out / "x")
     assert code == 2 and "overlap" in err
     code, _, err = _run(capsys, *base[:-4], "--sampler", "Heun", "--out", out / "y")
@@ -241,10 +241,10 @@ def test_invert_round_trip_and_edit(tiny_model, capsys, tmp_path):
     assert code == 0 and "regenerated as '8'" in printed
     code, _, err = _run(capsys, "invert", "--model", tiny_model, "--image", tmp_path / "x.png", "--prompt", "3",
                         "--steps", "6", "--out", tmp_path / "o")
-    assert code == 2 and "nothing is overwritten" in err
+    assert code == 2 and "is overwritten" in err
     code, _, err = _run(capsys, "invert", "--model", tiny_model, "--image", tmp_path / "nope.png", "--prompt", "3",
                         "--out", tmp_path / "n")
-    assert code == 2 and "cannot read image" in err
+    assert code == 2 and "image not found" in err
     code, _, err = _run(capsys, "invert", "--model", tiny_model, "--image", tmp_path / "x.png", "--prompt", "3",
                         "--sampler", "Heun", "--out", tmp_path / "h")
     assert code == 2 and "no one-step form" in err
