@@ -146,6 +146,10 @@ def test_resume_is_bit_identical(teacher, tmp_path):
     assert loss_column(whole) == loss_column(parts)
     with pytest.raises(UsageError, match="batch_size was 32"):  # a resumed run keeps its recorded settings
         distill(_config(teacher, max_steps=8, batch_size=16, chunk=32, chunk_steps=2), parts, resume="latest")
+    # the command line: flags left out keep the run's own values (chunk 32, not the default 256)
+    assert main(["distill", "--model", str(teacher), "--steps", str(K), "--out", str(parts), "--resume", "latest",
+                 "--max-steps", "7", "--quiet"]) == 0
+    assert [p.name for p in ckpt_io.list_checkpoints(parts / "checkpoints")][-1] == "step-0000007"
 
 
 def test_a_second_run_into_the_same_folder_is_refused(teacher, tmp_path, student_run, capsys):

@@ -45,9 +45,9 @@ def add_parser(sub) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: auto (cuda when present)")
     p.add_argument("--threads", type=types.non_negative_int, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--resume", metavar="latest|CHECKPOINT", type=types.name,
-                   help="continue from the newest checkpoint of RUN_DIR ('latest') or a checkpoint folder; the run's "
-                        "recorded settings are kept (only --max-steps, --checkpoint-every, --keep-checkpoints, "
-                        "--log-every, --device, --threads may change)")
+                   help="continue from the newest checkpoint of RUN_DIR ('latest') or a checkpoint folder; flags "
+                        "left out keep the run's recorded values (only --max-steps, --checkpoint-every, "
+                        "--keep-checkpoints, --log-every, --device, --threads may change)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
@@ -60,9 +60,10 @@ _FLAGS = ("steps", "spacing", "substeps", "guidance", "max_steps", "batch_size",
 def build_config(args: argparse.Namespace):
     from dataclasses import replace
 
-    from diffuscope.training.distill import DistillConfig, check_distill_config, refuse_untrainable
+    from diffuscope.training.distill import DistillConfig, check_distill_config, recorded_config, refuse_untrainable
 
-    config = replace(DistillConfig(teacher=args.model),
+    base = (recorded_config(args.out) if args.resume else None) or DistillConfig()  # resume: the run's own values
+    config = replace(base, teacher=args.model,
                      **{k: getattr(args, k) for k in _FLAGS if getattr(args, k) is not None})
     check_distill_config(config)
     if args.dry_run:

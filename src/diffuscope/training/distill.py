@@ -31,6 +31,7 @@ sees exactly the pairs an uninterrupted run would have seen.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 from dataclasses import dataclass, replace
@@ -42,7 +43,7 @@ import torch
 from torch import Tensor
 
 from diffuscope.checks import limits, validate
-from diffuscope.checks.errors import UsageError, choices_error, quote
+from diffuscope.checks.errors import UsageError, choices_error, one_line, quote
 from diffuscope.core.defaults import DEFAULT_GUIDANCE
 from diffuscope.core.events import CancelToken, Observer, Progress, report
 from diffuscope.core.schedules import GRIDS, TUNED, check_sigmas, make_grid
@@ -256,8 +257,6 @@ class _Beside:
         self.codec, self.tuned = codec, tuned
 
     def save_into(self, folder: Path) -> None:
-        import json
-
         if self.codec is not None:
             self.codec.save_into(folder)
         (Path(folder) / TUNED_FILE).write_text(json.dumps(self.tuned, indent=2))
@@ -273,6 +272,24 @@ def chunk_generator(seed: int, chunk: int) -> torch.Generator:
 
 def warmup(config: DistillConfig) -> int:
     return min(100, config.max_steps // 10)
+
+
+def recorded_config(run_dir: str | Path) -> DistillConfig | None:
+    """The DistillConfig a run folder recorded in its config.json (checked), or None where there is none: what
+    ``--resume`` starts from, so flags left out keep the run's own values."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UsageError(f"{path} is unreadable: {one_line(str(e), 120)}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("distill"), dict):
+        raise UsageError(f"--resume: {path} is not a distill run's config (no 'distill' record)")
+    with validate.in_file(path):
+        recorded = config_io.from_dict(DistillConfig, raw["distill"], "distill")
+        check_distill_config(recorded)
+    return recorded
 
 
 def _recorded_config(source: Path, config: DistillConfig) -> DistillConfig:
