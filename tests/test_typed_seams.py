@@ -68,3 +68,78 @@ def test_unknown_text_encoder_is_a_usage_error_naming_the_valid_ones():
 
     with pytest.raises(UsageError, match="all-MiniLM-L6-v2"):
         make_conditioner({"kind": "text", "encoder": "nope"})
+
+
+# --- the Denoiser protocol ----------------------------------------------------------------------------------------
+
+
+def test_denoiser_protocol_types_the_model_guidance_and_sampler_seams():
+    from typing import get_type_hints
+
+    from diffuscope.core.contract import DenoiseFn, Denoiser
+    from diffuscope.core.guidance import CFGDenoiser
+    from diffuscope.core.model import DiffusionModel
+    from diffuscope.samplers import SAMPLERS
+
+    assert get_type_hints(DiffusionModel)["denoiser"] is Denoiser
+    assert get_type_hints(CFGDenoiser.__init__)["denoiser"] is DenoiseFn
+    for spec in SAMPLERS.values():
+        assert get_type_hints(spec.fn)["denoiser"] is DenoiseFn, spec.name
+
+
+def test_models_and_wrappers_satisfy_the_denoiser_protocol():
+    from diffuscope.core.contract import DenoiseFn, Denoiser
+    from diffuscope.models.load import load_model
+
+    model = load_model("mnist")
+    assert isinstance(model.denoiser, Denoiser)
+    assert isinstance(model.guided(2.0), DenoiseFn)
+    assert not isinstance(model.guided(2.0), Denoiser)  # guidance keeps the call, not the schedule
+    bare = model.bare(lambda x, sigma, cond=None: x, model.schedule, model.sample_shape)
+    assert isinstance(bare.denoiser, Denoiser) and bare.schedule is model.schedule
+
+
+# --- judges --------------------------------------------------------------------------------------------------------
+
+
+def test_judges_implement_the_judge_protocol_and_say_what_they_measure():
+    from pathlib import Path
+
+    import pytest
+
+    import diffuscope
+    from diffuscope.checks.errors import UsageError
+    from diffuscope.metrics.classifier import load_classifier
+    from diffuscope.metrics.evaluation import Evaluator
+    from diffuscope.metrics.feature_judge import FeatureJudge
+    from diffuscope.metrics.judge import Judge, Judgement
+    from diffuscope.metrics.retrieval import RetrievalJudge
+
+    images = torch.rand(6, 3, 16, 16) * 2 - 1
+    retrieval = RetrievalJudge(images, [f"p{i}" for i in range(6)], "toy")
+    features = FeatureJudge(images, "toy", lambda x: x.flatten(1))
+    classifier = load_classifier(Path(diffuscope.__file__).parent / "models" / "mnist")
+    expected = {retrieval: Judgement.RETRIEVAL, features: Judgement.FEATURES, classifier: Judgement.CLASSES}
+    for judge, measures in expected.items():
+        assert isinstance(judge, Judge), type(judge).__name__
+        assert judge.measures is measures
+        ev = Evaluator(judge, None, "toy", 16, 3, judge.class_names)
+        assert ev.is_retrieval == (measures is Judgement.RETRIEVAL)
+        assert ev.is_features_only == (not measures.predicts)
+        assert ev.describe() is not None
+    assert retrieval.predict(images).tolist() == list(range(6))
+    with pytest.raises(UsageError, match="predict nothing"):
+        features.predict(images)
+    assert len(classifier.class_names) == 10 and classifier.describe()["held_out_accuracy"] > 0.9
+
+
+def test_no_judge_is_chosen_by_a_kind_string():
+    import re
+    from pathlib import Path
+
+    import diffuscope
+
+    root = Path(diffuscope.__file__).parent
+    pattern = re.compile(r"""getattr\([^)]*["']kind["']""")
+    hits = [str(p.relative_to(root)) for p in root.rglob("*.py") if pattern.search(p.read_text())]
+    assert hits == []

@@ -16,13 +16,13 @@ sigma_hi and samples plainly conditionally (one call, no unconditional batch) el
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from diffuscope.checks.errors import UsageError, quote
 from diffuscope.core.conditioning import Cond, as_cond
+from diffuscope.core.contract import DenoiseFn
 
 
 def check_scale(scale) -> float:
@@ -55,7 +55,7 @@ class CFGDenoiser:
     image; for class models also an int null class index, as before). ``interval`` = (sigma_lo, sigma_hi) guides
     only where sigma_lo < sigma <= sigma_hi (None: everywhere)."""
 
-    def __init__(self, denoiser: Callable, scale: float, uncond: Cond | int | Tensor,
+    def __init__(self, denoiser: DenoiseFn, scale: float, uncond: Cond | int | Tensor,
                  interval: tuple[float, float] | None = None):
         self.denoiser = denoiser
         self.scale = check_scale(scale)

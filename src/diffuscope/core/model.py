@@ -15,7 +15,9 @@ from torch import Tensor
 
 from diffuscope.checks.errors import UsageError
 from diffuscope.core.conditioning import Conditioner, NoConditioner
+from diffuscope.core.contract import DenoiseFn, Denoiser
 from diffuscope.core.guidance import CFGDenoiser, check_interval, check_scale
+from diffuscope.core.schedules import Schedule
 
 
 class Codec(Protocol):
@@ -34,7 +36,7 @@ class DiffusionModel:
     """What generation, the sweep, the strips, phases and the page ask of a model, whatever its kind
     (docs/architecture.md, "A model, whatever its kind"). Pictures and metrics always see decoded images."""
 
-    denoiser: Any  # D(x, sigma, cond) -> x0_hat in the model's own space (pixels or latents); has .schedule
+    denoiser: Denoiser  # D(x, sigma, cond) -> x0_hat in the model's own space (pixels or latents), with .schedule
     conditioner: Conditioner
     sample_shape: tuple[int, int, int]  # (C, H, W) of what the sampler integrates
     name: str = "model"
@@ -45,14 +47,14 @@ class DiffusionModel:
     codec: Codec | None = None  # latent models only
 
     @classmethod
-    def bare(cls, denoiser, schedule, sample_shape: tuple[int, int, int],
+    def bare(cls, denoiser: DenoiseFn, schedule: Schedule, sample_shape: tuple[int, int, int],
              conditioner: Conditioner | None = None) -> DiffusionModel:
         """Any denoiser D(x, sigma, cond) and its schedule as a model (a reference denoiser, a sweep's bare
         denoiser): unconditional unless a conditioner is given, no codec."""
         return cls(_Scheduled(denoiser, schedule), conditioner or NoConditioner(), tuple(sample_shape))
 
     @property
-    def schedule(self):
+    def schedule(self) -> Schedule:
         return self.denoiser.schedule
 
     @property
@@ -110,7 +112,7 @@ class DiffusionModel:
 class _Scheduled:
     """A bare denoiser with the schedule it was given (what ``DiffusionModel.schedule`` reads)."""
 
-    def __init__(self, denoiser, schedule):
+    def __init__(self, denoiser: DenoiseFn, schedule: Schedule):
         self.denoiser, self.schedule = denoiser, schedule
 
     def __call__(self, x: Tensor, sigma: Tensor, cond=None) -> Tensor:

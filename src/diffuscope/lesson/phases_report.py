@@ -133,8 +133,9 @@ def measure_phases(model, config: PhasesConfig, *, device: str | torch.device = 
     classify, note = find_classify(model.path, c.classifier, model.class_names) if model.class_names else (
         None, "no classes to decide: pixel distance only")
     if classify is None and c.classifier is None and conditioner.has_text:
-        judge = Evaluator.for_model(model).classifier  # one real image per prompt: the nearest is it
-        if getattr(judge, "kind", "") == "retrieval":
+        evaluator = Evaluator.for_model(model)  # one real image per prompt: the nearest is it
+        if evaluator.is_retrieval:
+            judge = evaluator.classifier
             classify = judge.predict
             note = (f"identity decided by retrieval: an image 'keeps its class' when its nearest real image (of "
                     f"{len(judge.class_names)} {judge.data} images, pixels at {judge.gallery.size}x"

@@ -28,6 +28,7 @@ from torch import nn
 from diffuscope.checks.errors import UsageError, quote
 from diffuscope.io import config as config_io
 from diffuscope.io.checkpoint import load_weights
+from diffuscope.metrics.judge import Judgement
 
 WEIGHTS_FILE = "classifier.safetensors"
 INFO_FILE = "classifier.json"
@@ -144,7 +145,10 @@ class ClassifierInfo:
 
 
 class Classifier:
-    """A trained classifier in eval mode. Images: float [N, C, S, S] in [-1, 1] with the trained C and S."""
+    """A trained classifier in eval mode, a ``metrics.judge.Judge`` of classes. Images: float [N, C, S, S] in
+    [-1, 1] with the trained C and S."""
+
+    measures = Judgement.CLASSES
 
     def __init__(self, net: ClassifierNet, info: ClassifierInfo, device: str | torch.device = "cpu"):
         self.net = net.eval().requires_grad_(False).to(device)
@@ -158,6 +162,13 @@ class Classifier:
             raise UsageError(f"the classifier takes images [N, {want[0]}, {want[1]}, {want[2]}] "
                              f"(trained on {quote(self.info.data)}), got {list(images.shape)}: train a classifier at "
                              f"this size/channels (diffuscope classifier --image-size)")
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.info.class_names)
+
+    def describe(self) -> dict[str, Any]:
+        return {"path": str(self.info.path), "data": self.info.data, "held_out_accuracy": self.info.accuracy}
 
     def check_classes(self, class_names: tuple[str, ...] | list[str]) -> None:
         """Refuse a model whose prompts (class names) differ from the classifier's classes."""

@@ -25,11 +25,12 @@ import torch
 from torch import Tensor
 
 from diffuscope.checks.errors import UsageError
+from diffuscope.metrics.judge import Judge, Judgement
 
 
 @dataclass
 class Evaluator:
-    classifier: Any  # metrics.classifier.Classifier, or None
+    classifier: Judge | None  # a Classifier, RetrievalJudge or FeatureJudge (metrics/judge.py), or None
     classifier_path: Path | None
     data: str | None  # the data set name the real images come from
     image_size: int
@@ -88,13 +89,19 @@ class Evaluator:
                                                                                    **opts))
 
     @property
+    def measures(self) -> Judgement | None:
+        """What the judge measures (None: no judge, convergence metrics only)."""
+        return None if self.classifier is None else self.classifier.measures
+
+    @property
     def is_retrieval(self) -> bool:
-        return getattr(self.classifier, "kind", "") == "retrieval"
+        """Judged by retrieval among one real image per prompt: the reference is the prompted images."""
+        return self.measures is Judgement.RETRIEVAL
 
     @property
     def is_features_only(self) -> bool:
         """Judged in features against user-supplied real images: no classifier, no accuracy."""
-        return getattr(self.classifier, "kind", "") == "features"
+        return self.measures is not None and not self.measures.predicts
 
     def labels_for(self, prompts) -> Tensor | None:
         """The class (gallery index) of each prompt, or None when one has no real image to be judged against."""

@@ -18,15 +18,16 @@ from typing import Any
 from torch import Tensor
 
 from diffuscope.checks.errors import UsageError
+from diffuscope.metrics.judge import Judgement
 
 MIN_IMAGES = 4  # two on each side of the floor's split
 FEATURES_NAME = "EfficientNet-Lite0 ImageNet features"
 
 
 class FeatureJudge:
-    """Same interface as ``metrics.classifier.Classifier`` for features (no ``predict``): see the module notes."""
+    """A ``metrics.judge.Judge`` of features only (``predict`` is refused): see the module notes."""
 
-    kind = "features"
+    measures = Judgement.FEATURES
 
     def __init__(self, images: Tensor, data: str, features):
         if len(images) < MIN_IMAGES:
@@ -50,6 +51,15 @@ class FeatureJudge:
             images = images.expand(-1, 3, -1, -1)
         return self._features(images)
 
+    def predict(self, images: Tensor) -> Tensor:
+        raise UsageError(f"--real {self.data}: real images without classes predict nothing (prompt faithfulness is "
+                         "not measured)")
+
+    def check_images(self, images: Tensor) -> None:
+        if tuple(images.shape[2:]) != tuple(self.images.shape[2:]):
+            raise UsageError(f"--real {self.data} holds {'x'.join(map(str, self.images.shape[2:]))} images, got "
+                             f"{'x'.join(map(str, images.shape[2:]))}")
+
     def split(self, n: int) -> tuple[Tensor, Tensor]:
         """(stand-in, reference): the first min(n, half) images play the generated set, the rest are the
         reference, so the floor and the cells are measured against the same reference."""
@@ -58,5 +68,5 @@ class FeatureJudge:
 
     def describe(self) -> dict[str, Any]:
         return {"path": f"{len(self.images)} real images of {self.data} (no classifier: prompt faithfulness not "
-                        "measured)", "data": self.data, "held_out_accuracy": None, "kind": self.kind,
+                        "measured)", "data": self.data, "held_out_accuracy": None, "kind": self.measures.value,
                 "features": FEATURES_NAME}

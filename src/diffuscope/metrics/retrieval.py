@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from diffuscope.checks.errors import UsageError, quote
+from diffuscope.metrics.judge import Judgement
 
 RETRIEVAL_SIZE = 16
 HIST_LEVELS = 8
@@ -161,9 +162,9 @@ def mean_hue(images: Tensor, min_saturation: float = 0.25) -> Tensor:
 class RetrievalJudge:
     """The 'classifier' of a data set with one real image per prompt (emoji): an image is judged to show the
     gallery image nearest to it in retrieval space, so "accuracy vs prompt" is retrieval top-1, and its features
-    are that colour-sensitive space (pixels at 16x16). Same interface as ``metrics.classifier.Classifier``."""
+    are that colour-sensitive space (pixels at 16x16). A ``metrics.judge.Judge``."""
 
-    kind = "retrieval"
+    measures = Judgement.RETRIEVAL
 
     def __init__(self, images: Tensor, prompts: Sequence[str], data: str, size: int = RETRIEVAL_SIZE,
                  features=None, features_name: str = ""):
@@ -197,4 +198,4 @@ class RetrievalJudge:
     def describe(self) -> dict:
         return {"path": f"retrieval among the {len(self.gallery)} {self.data} images (pixels at "
                         f"{self.gallery.size}x{self.gallery.size})", "data": self.data,
-                "held_out_accuracy": self.ceiling_top1, "kind": self.kind, "features": self.features_name}
+                "held_out_accuracy": self.ceiling_top1, "kind": self.measures.value, "features": self.features_name}

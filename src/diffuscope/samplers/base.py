@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from diffuscope.checks.errors import UsageError, quote
+from diffuscope.core.contract import DenoiseFn
 from diffuscope.core.schedules import check_sigmas
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
@@ -94,7 +95,7 @@ class CountingDenoiser:
     """Wraps a denoiser and counts network function evaluations: one call (of any batch size) is one NFE.
     ``batch_sizes`` records the batch of each call."""
 
-    def __init__(self, denoiser: Callable):
+    def __init__(self, denoiser: DenoiseFn):
         self.denoiser = denoiser
         self.batch_sizes: list[int] = []
 
@@ -127,7 +128,7 @@ def sigma_batch(sigma: float, x: Tensor) -> Tensor:
     return torch.full((len(x),), sigma, dtype=torch.float64, device=x.device)
 
 
-def denoise(denoiser: Callable, x: Tensor, sigma: float, cond) -> Tensor:
+def denoise(denoiser: DenoiseFn, x: Tensor, sigma: float, cond) -> Tensor:
     """One network evaluation D(x, sigma, cond) at the [B] ``sigma_batch``, returned in x's dtype."""
     return denoiser(x, sigma_batch(sigma, x), cond).to(x.dtype)
 

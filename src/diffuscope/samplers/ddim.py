@@ -13,11 +13,10 @@ on the full T-step grid or a respaced one.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor
 
+from diffuscope.core.contract import DenoiseFn
 from diffuscope.samplers.base import (
     Callback,
     Generators,
@@ -32,7 +31,7 @@ from diffuscope.samplers.base import (
 
 @torch.no_grad()
 def sample_ddim(
-    denoiser: Callable,
+    denoiser: DenoiseFn,
     x: Tensor,
     sigmas: Tensor,
     *,
@@ -57,7 +56,7 @@ def sample_ddim(
 
 
 def sample_ddpm(
-    denoiser: Callable,
+    denoiser: DenoiseFn,
     x: Tensor,
     sigmas: Tensor,
     *,

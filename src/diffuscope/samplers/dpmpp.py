@@ -12,12 +12,12 @@ and the 2M step replaces ``denoised`` with a linear extrapolation through the pr
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from diffuscope.checks.errors import UsageError, quote
+from diffuscope.core.contract import DenoiseFn
 from diffuscope.samplers.base import Callback, Generators, StepInfo, denoise, noise_like, prepare
 
 SDE_SOLVER_TYPES = ("midpoint", "heun")
@@ -25,7 +25,7 @@ SDE_SOLVER_TYPES = ("midpoint", "heun")
 
 @torch.no_grad()
 def sample_dpmpp_2m(
-    denoiser: Callable,
+    denoiser: DenoiseFn,
     x: Tensor,
     sigmas: Tensor,
     *,
@@ -59,7 +59,7 @@ def sample_dpmpp_2m(
 
 @torch.no_grad()
 def sample_dpmpp_2m_sde(
-    denoiser: Callable,
+    denoiser: DenoiseFn,
     x: Tensor,
     sigmas: Tensor,
     *,

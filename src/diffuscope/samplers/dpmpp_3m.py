@@ -19,18 +19,18 @@ A1111/ComfyUI/diffusers; tests/test_samplers.py pins the observed order (and tha
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from diffuscope.checks.errors import UsageError
+from diffuscope.core.contract import DenoiseFn
 from diffuscope.samplers.base import Callback, Generators, StepInfo, denoise, noise_like, prepare
 
 
 @torch.no_grad()
 def sample_dpmpp_3m_sde(
-    denoiser: Callable,
+    denoiser: DenoiseFn,
     x: Tensor,
     sigmas: Tensor,
     *,

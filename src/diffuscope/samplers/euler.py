@@ -6,11 +6,10 @@ and ``sample_heun``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor
 
+from diffuscope.core.contract import DenoiseFn
 from diffuscope.samplers.base import (
     Callback,
     Generators,
@@ -26,7 +25,7 @@ from diffuscope.samplers.base import (
 
 @torch.no_grad()
 def sample_euler(
-    denoiser: Callable,
+    denoiser: DenoiseFn,
     x: Tensor,
     sigmas: Tensor,
     *,
@@ -52,7 +51,7 @@ def sample_euler(
 
 @torch.no_grad()
 def sample_euler_ancestral(
-    denoiser: Callable,
+    denoiser: DenoiseFn,
     x: Tensor,
     sigmas: Tensor,
     *,
@@ -79,7 +78,7 @@ def sample_euler_ancestral(
 
 @torch.no_grad()
 def sample_heun(
-    denoiser: Callable,
+    denoiser: DenoiseFn,
     x: Tensor,
     sigmas: Tensor,
     *,

@@ -16,12 +16,11 @@ ComfyUI's ``ipndm`` and ``ipndm_v`` samplers (taken from zju-pi/diff-sampler, Zh
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor
 
 from diffuscope.checks.errors import UsageError, quote
+from diffuscope.core.contract import DenoiseFn
 from diffuscope.samplers.base import Callback, Generators, StepInfo, denoise, prepare
 
 # Adams-Bashforth coefficients for equal steps, newest derivative first (Hairer et al., Table III.1.1).
@@ -85,7 +84,7 @@ def _ipndm(denoiser, x, sigmas, cond, callback, max_order: int, variable: bool) 
 
 @torch.no_grad()
 def sample_ipndm(
-    denoiser: Callable,
+    denoiser: DenoiseFn,
     x: Tensor,
     sigmas: Tensor,
     *,
@@ -100,7 +99,7 @@ def sample_ipndm(
 
 @torch.no_grad()
 def sample_ipndm_v(
-    denoiser: Callable,
+    denoiser: DenoiseFn,
     x: Tensor,
     sigmas: Tensor,
     *,

@@ -16,12 +16,12 @@ returns denoised.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from diffuscope.checks.errors import UsageError, quote
+from diffuscope.core.contract import DenoiseFn
 from diffuscope.samplers.base import Callback, Generators, StepInfo, denoise, prepare
 
 UNIPC_VARIANTS = ("bh1", "bh2")
@@ -87,7 +87,7 @@ def _uni_step(
 
 @torch.no_grad()
 def sample_unipc(
-    denoiser: Callable,
+    denoiser: DenoiseFn,
     x: Tensor,
     sigmas: Tensor,
     *,
