@@ -60,8 +60,7 @@ STUDENT_SAMPLER = "Euler"  # the student's own step (= DDIM at eta 0 in sigma sp
 TEACHER_SOLVER = "Heun"
 METRICS_FIELDS = ("step", "loss", "lr", "grad_norm", "pairs_per_s", "elapsed_s")
 TEACHER_BATCH = 256  # noises per teacher call while a chunk is solved
-MAX_SUBSTEPS = 1_000
-MAX_CHUNK = 1_000_000
+MAX_SUBSTEPS, MAX_CHUNK = limits.MAX_DISTILL_SUBSTEPS, limits.MAX_DISTILL_CHUNK
 # fields a resumed run may change; every other one must be what the run recorded
 RESUMABLE_CHANGES = ("max_steps", "checkpoint_every", "keep_checkpoints", "log_every", "device", "threads")
 
