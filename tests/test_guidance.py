@@ -177,3 +177,29 @@ def test_interval_while_sampling_doubles_the_batch_only_inside(mixture):
                             cond=torch.tensor([1, 1, 1]))
     expected = [6 if 0.28 < s <= 5.42 else 3 for s in sigmas[:-1].tolist()]
     assert counter.batch_sizes == expected and 3 in expected and 6 in expected
+
+
+def test_the_model_guides_and_conditions_in_one_place():
+    """DiffusionModel.guided is the CFG wrapper (the plain denoiser at 1, refused without a null condition);
+    Conditioner.conditions gives n rows round-robin, and the null condition for prompts=None."""
+    from diffuscope.core.conditioning import ClassConditioner, NoConditioner
+    from diffuscope.core.model import DiffusionModel
+
+    gmm = GaussianMixtureDenoiser(torch.randn(3, 1, 4, 4), 0.3, classes=torch.arange(3))
+    model = DiffusionModel.bare(gmm, EDMSchedule(), (1, 4, 4), ClassConditioner(("a", "b", "c")))
+    assert model.guided(1.0) is model.denoiser
+    guided = model.guided(2.0, (0.5, 5.0))
+    assert isinstance(guided, CFGDenoiser) and guided.interval == (0.5, 5.0)
+    x, sigma = torch.randn(2, 1, 4, 4), torch.full((2,), 1.0, dtype=torch.float64)
+    cond = model.conditioner.conditions(("a", "c"), 2)
+    torch.testing.assert_close(guided(x, sigma, cond), CFGDenoiser(model.denoiser, 2.0, 3, (0.5, 5.0))(x, sigma, cond))
+    assert model.conditioner.conditions(("a", "c"), 5).labels.tolist() == [0, 2, 0, 2, 0]
+    assert model.conditioner.conditions(None, 3).labels.tolist() == [3, 3, 3]  # the null class, as the page does
+    plain = DiffusionModel.bare(gmm, EDMSchedule(), (1, 4, 4))
+    assert plain.conditioner.conditions(None, 2) is None and plain.guided(1.0) is plain.denoiser
+    with pytest.raises(UsageError, match="null condition"):
+        plain.guided(2.0)
+    with pytest.raises(UsageError, match="unconditional"):
+        NoConditioner().conditions(("a",), 2)
+    with pytest.raises(UsageError, match="number of images"):
+        NoConditioner().conditions(None)
