@@ -152,6 +152,16 @@ def test_resume_is_bit_identical(teacher, tmp_path):
     assert [p.name for p in ckpt_io.list_checkpoints(parts / "checkpoints")][-1] == "step-0000007"
 
 
+def test_a_resumed_run_that_extends_max_steps_keeps_its_warm_up(teacher, tmp_path):
+    run = tmp_path / "run"
+    distill(_config(teacher, max_steps=30, chunk=16, chunk_steps=50), run, stop_at=2)  # warm-up 3 steps
+    distill(_config(teacher, max_steps=300, chunk=16, chunk_steps=50), run, resume="latest", stop_at=3)
+    assert json.loads((run / "config.json").read_text())["distill"]["warmup_steps"] == 3
+    rows = [r.split(",") for r in (run / "metrics.csv").read_text().splitlines()[1:]]
+    # the rate logged after each step (the next step's): warm-up 3 -> 2/3, 1, 1 (with 30 it would be 4/30 at step 3)
+    assert [float(r[2]) for r in rows] == pytest.approx([5e-3 * 2 / 3, 5e-3, 5e-3], rel=1e-5)
+
+
 def test_a_second_run_into_the_same_folder_is_refused(teacher, tmp_path, student_run, capsys):
     run = tmp_path / "run"
     with RunLock(run), pytest.raises(UsageError, match="in use by another training process"):

@@ -74,7 +74,8 @@ class DistillConfig:
     guidance: float | None = None  # the teacher's guidance scale; None = the model's default (1.25; 1 unconditional)
     max_steps: int = 2000  # optimizer steps
     batch_size: int = 64  # training pairs (x_i, i) per step
-    lr: float = 1e-4  # AdamW, after a linear warm-up of min(100, max_steps // 10) steps, constant
+    lr: float = 1e-4  # AdamW, after a linear warm-up, constant
+    warmup_steps: int | None = None  # None = min(100, max_steps // 10), resolved and recorded when the run starts
     ema_decay: float = 0.999  # warmed up as in training (loop.ema_decay_at)
     grad_clip: float = 1.0
     chunk: int = 256  # teacher trajectories per chunk
@@ -101,13 +102,15 @@ class DistillResult:
 _RANGES = {"steps": (1, limits.MAX_STEPS), "substeps": (1, MAX_SUBSTEPS), "max_steps": (1, validate.BIG),
            "batch_size": (1, limits.MAX_BATCH_SIZE), "chunk": (1, MAX_CHUNK), "chunk_steps": (1, validate.BIG),
            "seed": (0, 2**32 - 1), "checkpoint_every": (0, validate.BIG), "keep_checkpoints": (0, validate.BIG),
-           "log_every": (0, validate.BIG), "threads": (0, 1024)}
+           "log_every": (0, validate.BIG), "threads": (0, 1024), "warmup_steps": (0, validate.BIG)}
 
 
 def check_distill_config(config: DistillConfig) -> None:
     """Every field in its range (one line naming the field and the valid range), before any work."""
     for name, (lo, hi) in _RANGES.items():
         value = getattr(config, name)
+        if value is None and name == "warmup_steps":
+            continue
         if isinstance(value, bool) or not isinstance(value, int):
             raise UsageError(f"distill.{name} must be an integer in {lo}..{hi}, got {quote(value)}")
         validate.check_value(f"distill.{name}", value, validate.Range(lo, hi))
@@ -270,7 +273,19 @@ def chunk_generator(seed: int, chunk: int) -> torch.Generator:
 
 
 def warmup(config: DistillConfig) -> int:
-    return min(100, config.max_steps // 10)
+    """The LR warm-up: ``warmup_steps``, by default min(100, max_steps // 10) of the run's first ``max_steps`` (a
+    resumed run that extends --max-steps keeps it, so its learning rate continues exactly)."""
+    return config.warmup_steps if config.warmup_steps is not None else min(100, config.max_steps // 10)
+
+
+def _parse_record(raw: Any, path: Path) -> DistillConfig:
+    """The ``distill`` record of a run config (``raw``: its "run" table), typed and in range."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("distill"), dict):
+        raise UsageError(f"--resume: {path} is not a distill run's config (no 'distill' record)")
+    with validate.in_file(path):
+        recorded = config_io.from_dict(DistillConfig, raw["distill"], "distill")
+        check_distill_config(recorded)
+    return recorded
 
 
 def recorded_config(run_dir: str | Path) -> DistillConfig | None:
@@ -283,25 +298,17 @@ def recorded_config(run_dir: str | Path) -> DistillConfig | None:
         raw = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UsageError(f"{path} is unreadable: {one_line(str(e), 120)}") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("distill"), dict):
-        raise UsageError(f"--resume: {path} is not a distill run's config (no 'distill' record)")
-    with validate.in_file(path):
-        recorded = config_io.from_dict(DistillConfig, raw["distill"], "distill")
-        check_distill_config(recorded)
-    return recorded
+    return _parse_record(raw, path)
 
 
 def _recorded_config(source: Path, config: DistillConfig) -> DistillConfig:
-    """On resume: the config the run recorded, where ``config`` may change only RESUMABLE_CHANGES."""
+    """On resume: the config the checkpoint recorded, where ``config`` may change only RESUMABLE_CHANGES (a
+    warm-up left to its default takes the recorded one)."""
     from diffuscope.models.load import load_config
 
-    _, run = load_config(source)
-    raw = run.get("distill")
-    if not isinstance(raw, dict):
-        raise UsageError(f"--resume: {source} is not a distill checkpoint (its run config has no 'distill' record)")
-    with validate.in_file(source / "config.json"):
-        recorded = config_io.from_dict(DistillConfig, raw, "distill")
-        check_distill_config(recorded)
+    recorded = _parse_record(load_config(source)[1], source / "config.json")
+    if config.warmup_steps is None:
+        config = replace(config, warmup_steps=recorded.warmup_steps)
     for name in DistillConfig.__dataclass_fields__:
         if name not in RESUMABLE_CHANGES and getattr(config, name) != getattr(recorded, name) and not (
                 name == "teacher" and Path(config.teacher).resolve() == Path(recorded.teacher).resolve()):
@@ -327,6 +334,7 @@ def distill(config: DistillConfig, run_dir: str | Path, *, resume: str | None = 
         source = find_resume(run_dir, resume) if resume else None
         if source is not None:
             config = _recorded_config(source, config)
+        config = replace(config, warmup_steps=warmup(config))  # resolved, so config.json records it
         return _distill(config, run_dir, source, stop_at, on_event, cancel)
 
 
