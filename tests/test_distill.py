@@ -269,3 +269,11 @@ def test_a_latent_text_teacher_gives_a_student_that_carries_its_codec(tmp_path, 
     assert main(["sample", "--model", str(tmp_path / "run"), "--prompt", "a seven", "--n", "1", "--device", "cpu",
                  "--out", str(tmp_path / "img")]) == 0
     assert f"Euler, {K} steps" in capsys.readouterr().out
+
+
+def test_dry_run_prints_the_config_and_the_teacher_cost_and_writes_nothing(tmp_path, capsys):
+    assert main(["distill", "--model", "mnist", "--steps", "4", "--substeps", "2", "--max-steps", "100",
+                 "--chunk-steps", "30", "--out", str(tmp_path / "run"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert '"steps": 4' in out and "4 chunk(s) x 256 trajectories x 15 NFE" in out  # 4 x 2 x 2 - 1
+    assert not (tmp_path / "run").exists()

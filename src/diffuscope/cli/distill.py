@@ -79,6 +79,11 @@ def run(args: argparse.Namespace) -> int:
         from diffuscope.io import config as config_io
 
         print(json.dumps(config_io.to_dict(config), indent=2))
+        chunks = -(-config.max_steps // config.chunk_steps)
+        nfe = config.steps * 2 * config.substeps - 1  # Heun: 2 NFE per sub-step, 1 for the last one to sigma = 0
+        print(f"teacher: {chunks} chunk(s) x {config.chunk} trajectories x {nfe} NFE (twice the images under "
+              f"guidance) = {chunks * config.chunk * nfe:,} trajectory-NFE; student: {config.max_steps} steps x "
+              f"{config.batch_size} pairs")
         return 0
     from diffuscope.cli.progress import TqdmObserver
     from diffuscope.training.distill import distill
