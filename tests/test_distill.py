@@ -226,6 +226,10 @@ def test_the_student_is_a_model_that_samples_with_its_own_grid(teacher, student_
                  "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert f"Euler, steps {K} (tuned): sigmas " in out and '"guidance": 1.0' in out and "DDIM" not in out
+    # reverse runs on it, unguided by default (the guidance is distilled into the student)
+    assert main(["reverse", "--model", str(student_run), "--prompt", "3", "--steps", str(K), "--show", str(K),
+                 "--out", str(tmp_path / "rev")]) == 0
+    assert json.loads((tmp_path / "rev" / "reverse.json").read_text())["guidance"] == 1.0
 
 
 def test_a_latent_text_teacher_gives_a_student_that_carries_its_codec(tmp_path, capsys):

@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from diffuscope.io.outputs import prepare_out
     from diffuscope.lesson.reverse import reverse_process, save_reverse, show_indices
     from diffuscope.models.load import load_model
+    from diffuscope.models.student import student_defaults
     from diffuscope.samplers import get_sampler
 
     show_indices(args.steps, args.show)  # reject a bad --show before loading anything
@@ -50,8 +51,9 @@ def run(args: argparse.Namespace) -> int:
     args.out = prepare_out(args.out, "reverse")
     device = pick_device(args.device)
     model = load_model(args.model, device=device, dtype=args.dtype)
+    student = student_defaults(model)  # a distilled student learned the guided solution: guidance 1
     guidance = args.guidance if args.guidance is not None else (
-        DEFAULT_GUIDANCE if model.conditioner.has_null else 1.0)
+        student.guidance if student else DEFAULT_GUIDANCE if model.conditioner.has_null else 1.0)
     request = GenerationRequest(prompts=(args.prompt,), sampler=args.sampler, steps=args.steps,
                                 spacing=args.spacing, guidance=guidance, guidance_interval=args.guidance_interval,
                                 seed=args.seed, device=device,
