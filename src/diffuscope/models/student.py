@@ -34,10 +34,14 @@ class StudentDefaults:
 def student_defaults(model) -> StudentDefaults | None:
     """The defaults of a distilled student (a DiffusionModel whose run config has a ``student`` record), checked
     in one line naming the field; None for any other model."""
-    raw = (getattr(model, "run_config", None) or {}).get("student")
+    return _parse(getattr(model, "run_config", None) or {}, getattr(model, "path", None))
+
+
+def _parse(run_config: dict, path) -> StudentDefaults | None:
+    raw = run_config.get("student")
     if raw is None:
         return None
-    where = f"{getattr(model, 'path', None) or 'model'}/config.json: run.student"
+    where = f"{path or 'model'}/config.json: run.student"
     validate.expect(raw, dict, where, "the record")
     steps = validate.int_in(raw.get("steps"), where, "steps", 1, limits.MAX_STEPS)
     sampler = validate.expect(raw.get("sampler"), str, where, "sampler")
@@ -65,8 +69,4 @@ def student_defaults_at(ref) -> StudentDefaults | None:
         _, run = load_config(ckpt)
     except UsageError:  # not there or unreadable: the command's own load says so, after its --out check
         return None
-
-    class _Config:  # what student_defaults reads of a model
-        run_config, path = run, ckpt
-
-    return student_defaults(_Config)
+    return _parse(run, ckpt)
