@@ -29,12 +29,16 @@ def test_generation_reports_every_step_and_stops_when_cancelled(model):
     assert [e.done for e in events[:5]] == [1, 2, 3, 4, 5] and all(e.total == 5 for e in events)
     token = CancelToken()
 
+    seen = []
+
     def cancel_at_step_2(event: Progress) -> None:
+        seen.append(event.done)
         if event.done == 2:
             token.cancel()
 
     with pytest.raises(Cancelled):
         generate(model, GenerationRequest(prompts=("a",), n=2, steps=8), observer=cancel_at_step_2, cancel=token)
+    assert seen == [1, 2]  # stopped at the check after step 3: never reported
 
 
 def test_a_cancelled_sweep_returns_a_valid_partial_result(model):
@@ -76,10 +80,12 @@ def test_training_reports_steps_and_a_cancel_from_another_thread_stops_it(tmp_pa
 
     def watch(event: Progress) -> None:
         events.append(event)
-        if event.done == 3:
-            threading.Thread(target=token.cancel).start()
+        if event.done == 3:  # cancelled from another thread, which is done before step 3's report returns
+            canceller = threading.Thread(target=token.cancel)
+            canceller.start()
+            canceller.join()
 
     with pytest.raises(Cancelled):
         train(cfg, tmp_path / "run", on_event=watch, cancel=token)
     assert events[0].task == "train" and events[0].total == 200 and "loss" in events[0].data
-    assert len(events) < 200
+    assert [e.done for e in events] == [1, 2, 3]  # step 4 found the token cancelled
