@@ -281,3 +281,19 @@ def test_dry_run_prints_the_config_and_the_teacher_cost_and_writes_nothing(tmp_p
     out = capsys.readouterr().out
     assert '"steps": 4' in out and "4 chunk(s) x 256 trajectories x 15 NFE" in out  # 4 x 2 x 2 - 1
     assert not (tmp_path / "run").exists()
+
+
+def test_a_damaged_student_record_is_one_line(student_run, tmp_path, capsys):
+    import shutil
+
+    from hardening_helpers import rehash
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(ckpt_io.resolve_checkpoint(student_run), ckpt)
+    config = json.loads((ckpt / "config.json").read_text())
+    config["run"]["student"]["steps"] = 0
+    (ckpt / "config.json").write_text(json.dumps(config))
+    rehash(ckpt, "config.json")  # a consistent manifest: the record itself must be checked
+    assert main(["sample", "--model", str(ckpt), "--prompt", "3", "--n", "1", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "run.student: steps must be an integer in 1..10000, got 0" in err and "\n" not in err
