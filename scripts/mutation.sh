@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Mutation testing (mutmut 3) of the numerical core: does breaking the code on purpose make a test fail?
 #
-#   scripts/mutation.sh                      # samplers, schedules, precond, guidance, one after the other
+#   scripts/mutation.sh                      # every module below, one after the other: samplers/ and core/'s
+#                                            # schedules, precond, reference, events, guidance, model, conditioning
 #   scripts/mutation.sh samplers schedules   # only these
 #   scripts/mutation.sh --survivors samplers # after adding tests: re-run only the last run's survivors against the
 #                                            # current tests (the other mutants keep their verdicts)
@@ -21,17 +22,25 @@ declare -A MODULE_SOURCES=(
   [schedules]="src/diffuscope/core/schedules.py"
   [precond]="src/diffuscope/core/precond.py"
   [guidance]="src/diffuscope/core/guidance.py"
+  [reference]="src/diffuscope/core/reference.py"
+  [events]="src/diffuscope/core/events.py"
+  [model]="src/diffuscope/core/model.py"
+  [conditioning]="src/diffuscope/core/conditioning.py"
 )
 declare -A MODULE_TESTS=(
-  [samplers]="tests/test_samplers.py"
+  [samplers]="tests/test_samplers.py tests/test_steppers.py tests/test_inversion.py"
   [schedules]="tests/test_schedules.py"
   [precond]="tests/test_precond.py"
   [guidance]="tests/test_guidance.py"
+  [reference]="tests/test_reference.py"
+  [events]="tests/test_events.py"
+  [model]="tests/test_model.py"
+  [conditioning]="tests/test_conditioning.py"
 )
 SURVIVORS=0
 if [ "${1:-}" = "--survivors" ]; then SURVIVORS=1; shift; fi
 MODULES=("$@")
-[ ${#MODULES[@]} -gt 0 ] || MODULES=(samplers schedules precond guidance)
+[ ${#MODULES[@]} -gt 0 ] || MODULES=(samplers schedules precond reference events guidance model conditioning)
 for m in "${MODULES[@]}"; do
   if [ -z "${MODULE_SOURCES[$m]:-}" ]; then
     echo "scripts/mutation.sh: unknown module '$m' (valid: ${!MODULE_SOURCES[*]})" >&2

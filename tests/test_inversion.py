@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from diffuscope.checks.errors import UsageError
-from diffuscope.core.reference import GaussianDenoiser
+from diffuscope.core.reference import GaussianDenoiser, GaussianMixtureDenoiser
 from diffuscope.core.schedules import karras_sigmas
 from diffuscope.samplers.inversion import GREY_LEVEL, invert, regenerate, round_trip
 
@@ -122,3 +122,62 @@ def test_a_latent_models_inversion_is_saved_as_pictures_of_the_image_size(tmp_pa
     assert saved["rmse_to_codec_grey_levels"] == pytest.approx(
         float((result.trip.images.float() - codec).pow(2).mean().sqrt()) * 127.5, rel=1e-4)
     assert "of the autoencoder's own reconstruction" in saved["reachability"]
+
+
+def _classes():
+    """Two classes 2 apart (class-conditional exact mixture) and five images with mixed labels."""
+    d = GaussianMixtureDenoiser(torch.tensor([[[[-1.0]]], [[[1.0]]]], dtype=torch.float64).expand(2, 1, 3, 3),
+                                0.3, classes=torch.tensor([0, 1]))
+    labels = torch.tensor([0, 1, 1, 0, 1])
+    images = (labels.double() * 2 - 1).reshape(-1, 1, 1, 1) + 0.3 * torch.randn(
+        (5, 1, 3, 3), generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    return d, labels, images
+
+
+def test_conditions_follow_their_images_through_batches():
+    """Each image is inverted and regenerated under its own label, whatever the batch size: the same as doing it
+    one image at a time, and not what the unconditional (or another label's) ODE gives."""
+    d, labels, images = _classes()
+    grid = _grid(12)
+    x = invert(d, images, grid, cond=labels, batch_size=2)
+    one = torch.cat([invert(d, images[i:i + 1], grid, cond=labels[i:i + 1]) for i in range(5)])
+    assert torch.allclose(x, one, atol=1e-12)
+    assert not torch.allclose(x, invert(d, images, grid, batch_size=2), atol=1e-3)
+    back = regenerate(d, x, grid, cond=labels, batch_size=2)
+    assert torch.allclose(back, torch.cat([regenerate(d, x[i:i + 1], grid, cond=labels[i:i + 1])
+                                           for i in range(5)]), atol=1e-12)
+    assert float((back - images).abs().max()) < 0.05  # a reconstruction
+    assert not torch.allclose(back, regenerate(d, x, grid, batch_size=2), atol=1e-3)
+
+
+def test_round_trip_inverts_under_cond_and_regenerates_under_regen_cond():
+    d, labels, images = _classes()
+    grid = _grid(12)
+    x = invert(d, images, grid, cond=labels)
+    trip = round_trip(d, images, grid, cond=labels, batch_size=2)
+    assert torch.equal(trip.noise, x / float(grid[0]))
+    assert torch.equal(trip.images, regenerate(d, x, grid, cond=labels))  # regen_cond=None: the same labels
+    flipped = 1 - labels
+    edit = round_trip(d, images, grid, cond=labels, regen_cond=flipped, batch_size=2)
+    assert torch.equal(edit.noise, trip.noise)
+    assert torch.equal(edit.images, regenerate(d, x, grid, cond=flipped))
+    # the simplest edit: each image lands in the other class (its mean crosses zero)
+    assert torch.equal(edit.images.mean((1, 2, 3)) > 0, flipped.bool())
+    assert torch.allclose(edit.rmse.double(), ((edit.images - images) ** 2).flatten(1).mean(1).sqrt(), atol=1e-6)
+
+
+def test_the_default_sampler_is_ipndm_and_a_float64_denoiser_keeps_x_in_its_dtype():
+    d = GaussianDenoiser(MU, S)
+    images = _images(3)
+    grid = _grid(8)
+    assert torch.equal(invert(d, images, grid), invert(d, images, grid, sampler="iPNDM"))
+    assert torch.equal(regenerate(d, images, grid), regenerate(d, images, grid, sampler="iPNDM"))
+    assert not torch.equal(invert(d, images, grid), invert(d, images, grid, sampler="Euler"))
+
+    def wide(x, sigma, cond=None):  # a denoiser that answers in float64 whatever x is
+        assert sigma.dtype == torch.float64 and sigma.shape == (len(x),)
+        return d(x.double(), sigma)
+
+    x = invert(wide, images.float(), grid)
+    assert x.dtype == torch.float32
+    assert torch.allclose(x.double(), invert(d, images, grid), atol=1e-3)

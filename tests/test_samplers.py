@@ -79,7 +79,10 @@ def test_seeds():
     for bad in (-2, 1.5, "3", True, 2**40):
         with pytest.raises(UsageError):
             resolve_seed(bad)
-    with pytest.raises(UsageError, match="resolve_seed"):
+    assert resolve_seed(2**32 - 1) == 2**32 - 1  # the largest seed is valid
+    with pytest.raises(UsageError, match=r"^seed must be -1 \(random\) or an integer in 0\.\.4294967295, got 42949"):
+        resolve_seed(2**32)
+    with pytest.raises(UsageError, match=r"resolve_seed.*got -1$"):
         make_generators(-1, 2)
     a, b = make_generators(5, 3), make_generators(5, 3)
     assert [g.initial_seed() for g in a] == [5, 6, 7]
@@ -97,6 +100,13 @@ def test_noise_per_image_and_dtype():
     for dtype in (torch.float32, torch.float64):  # in x's dtype, the same numbers either way
         noise = noise_like(torch.zeros(4, 1, 3, 3, dtype=dtype), make_generators(3, 4))
         assert noise.dtype == dtype and torch.equal(noise.float(), x32 / 2.0)
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # drawn in float32 whatever torch's default: the same images
+    try:
+        assert torch.equal(initial_noise((4, 1, 3, 3), make_generators(3, 4), 2.0), x32)
+        assert torch.equal(noise_like(torch.zeros(4, 1, 3, 3), make_generators(3, 4)), x32 / 2.0)
+    finally:
+        torch.set_default_dtype(before)
 
 
 def test_to_d_and_euler_step_are_the_pf_ode_formulas():
@@ -208,8 +218,10 @@ def test_bad_sigmas_rejected(sampler_id):
     for sigmas in bad:
         with pytest.raises(ValueError):
             fn(GAUSS, x, sigmas)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"^sigmas must be a tensor, got list$"):
         fn(GAUSS, x, [5.0, 0.0])
+    with pytest.raises(TypeError, match=r"^x must be a floating-point tensor, got torch\.int64$"):
+        fn(GAUSS, torch.zeros(SHAPE, dtype=torch.int64), grid(2))
 
 
 # --- exact references ------------------------------------------------------------------------------------------
@@ -392,6 +404,8 @@ def test_ipndm_rejects_bad_order():
     for bad in (0, 5, 2.0, True):
         with pytest.raises(UsageError, match="max_order"):
             sample_ipndm(GAUSS, start(sigmas), sigmas, max_order=bad)
+    with pytest.raises(UsageError, match=r"^iPNDM max_order must be 1, 2, 3 or 4, got 5$"):
+        sample_ipndm(GAUSS, start(sigmas), sigmas, max_order=5)
 
 
 # --- s_churn (Karras et al. 2022, Algorithm 2, lines 4-6), checked step by step -------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -28,23 +29,20 @@ def _euler(x: Tensor, denoised: Tensor, sigma: float, sigma_next: float, hist: H
     return torch.lerp(denoised, x, sigma_next / sigma), ()
 
 
-def _ipndm(variable: bool, max_order: int = 4) -> Stepper:
-    """iPNDM / iPNDM v (samplers/ipndm.py): Adams-Bashforth on (sigma, d) pairs of the path, newest first."""
-
-    def step(x, denoised, sigma, sigma_next, hist):
-        if sigma_next == 0:
-            return denoised, ()
-        hist = ((sigma, (x - denoised) / sigma), *hist)[:max_order]
-        if variable:
-            weights = variable_step_coefficients([s for s, _ in hist], sigma, sigma_next)
-        else:
-            weights = [(sigma_next - sigma) * b for b in AB_COEFFICIENTS[len(hist)]]
-        update = hist[0][1] * weights[0]
-        for (_, d), w in zip(hist[1:], weights[1:], strict=True):
-            update = update + d * w  # not torch.add(alpha=w): w may be a tensor that learns (tuning.learn_grid)
-        return x + update, hist
-
-    return step
+def _ipndm(x, denoised, sigma, sigma_next, hist, *, variable: bool, max_order: int = 4):
+    """iPNDM / iPNDM v (samplers/ipndm.py): Adams-Bashforth on (sigma, d) pairs of the path, newest first. A plain
+    function bound with functools.partial (not a closure built at import), so that what runs is always this code."""
+    if sigma_next == 0:
+        return denoised, ()
+    hist = ((sigma, (x - denoised) / sigma), *hist)[:max_order]
+    if variable:
+        weights = variable_step_coefficients([s for s, _ in hist], sigma, sigma_next)
+    else:
+        weights = [(sigma_next - sigma) * b for b in AB_COEFFICIENTS[len(hist)]]
+    update = hist[0][1] * weights[0]
+    for (_, d), w in zip(hist[1:], weights[1:], strict=True):
+        update = update + d * w  # not torch.add(alpha=w): w may be a tensor that learns (tuning.learn_grid)
+    return x + update, hist
 
 
 def _dpmpp_2m(x, denoised, sigma, sigma_next, hist):
@@ -64,8 +62,8 @@ def _dpmpp_2m(x, denoised, sigma, sigma_next, hist):
 STEPPERS: dict[str, Stepper] = {  # sampler id -> one step
     "euler": _euler,
     "ddim": _euler,
-    "ipndm": _ipndm(variable=False),
-    "ipndm_v": _ipndm(variable=True),
+    "ipndm": partial(_ipndm, variable=False),
+    "ipndm_v": partial(_ipndm, variable=True),
     "dpmpp_2m": _dpmpp_2m,
 }
 
