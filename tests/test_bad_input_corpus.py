@@ -32,6 +32,12 @@ NUMERIC_FLAGS = {
     "train": (["--data", "digits"], ["--max-steps", "--batch-size", "--lr", "--image-size", "--checkpoint-every"]),
     "phases": (["--model", "mnist"], ["--n", "--steps", "--cutoff", "--points"]),
     "classifier": (["--data", "digits"], ["--epochs", "--image-size"]),
+    # issue 29
+    "autoencoder": ([], ["--base-channels", "--image-size", "--lr", "--latent-channels", "--batch-size",
+                         "--max-steps", "--threads"]),
+    "invert": (["--model", "mnist", "--image", "x.png"], ["--guidance", "--steps"]),
+    "tune-steps": (["--model", "mnist"], ["--seeds", "--eval-seeds", "--fine-steps", "--reference-steps",
+                                          "--guidance", "--batch-size", "--learn-rate", "--learn-iterations"]),
 }
 NAME_FLAGS = {
     "sample": (["--model", "mnist", "--prompt", "7"], ["--sampler", "--spacing", "--prompt", "--model"]),
@@ -59,6 +65,15 @@ def _cases() -> list[tuple[str, str, object]]:
                               [c, *b, f, v, "--out", str(t / "out")]))
     cases.append(("cli name", "sample 100k prompt", lambda t, m: ["sample", "--model", "mnist", "--prompt",
                                                                   "p" * 100_000, "--out", str(t / "out")]))
+    # issue 29: undecodable argv bytes (a lone surrogate), control characters, for every command with a prompt
+    prompt_cmds = {"sample": ["sample", "--model", "mnist"], "emoji": ["sample", "--model", "emoji"],
+                   "reverse": ["reverse", "--model", "mnist"], "sweep": ["sweep", "--model", "mnist"],
+                   "phases": ["phases", "--model", "mnist"], "tune-steps": ["tune-steps", "--model", "mnist"],
+                   "invert": ["invert", "--model", "mnist", "--image", "x.png"]}
+    for label, argv in prompt_cmds.items():
+        for text in ("\udcff", "7\x1b[2J", "7\n8", "\x00"):
+            cases.append(("cli text", f"{label} --prompt {text!r}", lambda t, m, a=argv, p=text:
+                          [*a, "--prompt", p, "--out", str(t / "out")]))
     cases.append(("cli name", "sample unknown sampler", lambda t, m: ["sample", "--model", "mnist", "--prompt", "7",
                                                                       "--sampler", "nope", "--out", str(t / "out")]))
     for interval in ("1,0", "a,b", "0.3", "0,nan", "-1,2", "inf,inf", "", ","):
@@ -135,17 +150,22 @@ def _cases() -> list[tuple[str, str, object]]:
             cases.append(("image", f"{cmd} chunk {chunk[:25]!r}", build))
     images = {"50000x50000 header": "huge", "not a png": b"hello", "empty file": b"", "truncated png": "trunc",
               "ztxt bomb": "bomb", "8 MB json": "big"}
+    images["9000x9000 header (81 Mpixel)"] = "81M"  # issue 29
     for label, kind in images.items():
-        for cmd in ("info", "sample", "forward"):
+        for cmd in ("info", "sample", "forward", "invert"):
             def build(t, m, kind=kind, cmd=cmd):
                 f = t / "x.png"
                 _write_image(f, kind)
                 return {"info": ["info", str(f)], "sample": ["sample", "--from", str(f), "--out", str(t / "out")],
-                        "forward": ["forward", "--data", "digits", "--image", str(f), "--out", str(t / "out")]}[cmd]
+                        "forward": ["forward", "--data", "digits", "--image", str(f), "--out", str(t / "out")],
+                        "invert": ["invert", "--model", "mnist", "--image", str(f), "--out", str(t / "out")]}[cmd]
             cases.append(("image", f"{cmd} {label}", build))
     for label, data in {"idx huge header": bytes([0, 0, 8, 3]) + struct.pack(">3I", 2**31, 2**31, 28),
                         "idx bad magic": b"\1\2\3\4", "idx truncated": bytes([0, 0, 8, 3]) + b"\0\0",
-                        "idx gzip bomb": "bomb"}.items():
+                        "idx gzip bomb": "bomb",
+                        # issue 29: zero images; 1 GiB of 512x512 images declared (sized from the header)
+                        "idx zero images": bytes([0, 0, 8, 3]) + struct.pack(">3I", 0, 28, 28),
+                        "idx 512x512 images": bytes([0, 0, 8, 3]) + struct.pack(">3I", 4000, 512, 512)}.items():
         def build(t, m, data=data):
             d = t / "idx"
             d.mkdir()
@@ -168,20 +188,32 @@ def _cases() -> list[tuple[str, str, object]]:
                 "phases": ["phases", "--model", "mnist", "--steps", "2", "--n", "2", "--points", "2",
                            "--consistency-steps", "2,3"],
                 "classifier": ["classifier", "--data", "digits", "--epochs", "1"],
-                "train": ["train", "--data", "digits", "--max-steps", "1"]}
+                "train": ["train", "--data", "digits", "--max-steps", "1"],
+                # issue 29
+                "invert": ["invert", "--model", "mnist", "--image", "IMG"],
+                "tune-steps": ["tune-steps", "--model", "mnist", "--steps", "2", "--seeds", "2", "--eval-seeds", "0",
+                               "--fine-steps", "4"],
+                "autoencoder": ["autoencoder", "--data", "digits", "--max-steps", "1", "--quiet"]}
+    def image_arg(t, argv):
+        if "IMG" in argv:
+            from PIL import Image
+
+            Image.new("L", (28, 28)).save(t / "img.png")
+        return [str(t / "img.png") if a == "IMG" else a for a in argv]
+
     for cmd, argv in out_argv.items():
         def nonempty(t, m, argv=argv):
             (t / "out").mkdir(exist_ok=True)
             (t / "out" / "forward.png").write_bytes(b"precious")
-            return [*argv, "--out", str(t / "out")]
+            return [*image_arg(t, argv), "--out", str(t / "out")]
 
         def a_file(t, m, argv=argv):
             (t / "f").write_text("x")
-            return [*argv, "--out", str(t / "f")]
+            return [*image_arg(t, argv), "--out", str(t / "f")]
 
         def through_file(t, m, argv=argv):
             (t / "f").write_text("x")
-            return [*argv, "--out", str(t / "f" / "sub")]
+            return [*image_arg(t, argv), "--out", str(t / "f" / "sub")]
         cases += [("output", f"{cmd} non-empty --out", nonempty), ("output", f"{cmd} --out is a file", a_file),
                   ("output", f"{cmd} --out through a file", through_file)]
 
@@ -190,6 +222,14 @@ def _cases() -> list[tuple[str, str, object]]:
         (t / "out" / "notes.txt").write_text("mine")
         return ["train", "--data", "digits", "--max-steps", "1", "--resume", "latest", "--out", str(t / "out")]
     cases.append(("output", "train --resume latest into a non-run folder", resume_not_run))
+
+    def unlisted_grids(t, m):  # issue 29: a file the model would use that its manifest does not list
+        ck = t / "ckpt"
+        shutil.copytree(m, ck)
+        (ck / "tuned_grids.json").write_text(json.dumps(
+            {"format": "diffuscope-tuned-grids", "version": 1, "grids": {}, "tuning": {}}))
+        return ["sample", "--model", str(ck), "--prompt", "3", "--n", "1", "--steps", "2", "--out", str(t / "out")]
+    cases.append(("checkpoint", "unlisted tuned_grids.json", unlisted_grids))
     return cases
 
 
@@ -202,6 +242,11 @@ def _write_image(f: Path, kind) -> None:
         def chunk(k, d):
             return struct.pack(">I", len(d)) + k + d + struct.pack(">I", zlib.crc32(k + d))
         f.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 50000, 50000, 8, 0, 0, 0, 0))
+                      + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b""))
+    elif kind == "81M":
+        def chunk(k, d):
+            return struct.pack(">I", len(d)) + k + d + struct.pack(">I", zlib.crc32(k + d))
+        f.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 9000, 9000, 8, 0, 0, 0, 0))
                       + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b""))
     elif kind == "trunc":
         Image.new("L", (28, 28), 128).save(f)
