@@ -29,7 +29,7 @@ declare -A MODULE_SOURCES=(
 )
 declare -A MODULE_TESTS=(
   [samplers]="tests/test_samplers.py tests/test_steppers.py tests/test_inversion.py"
-  [schedules]="tests/test_schedules.py"
+  [schedules]="tests/test_schedules.py tests/test_schedules_contract.py"
   [precond]="tests/test_precond.py"
   [guidance]="tests/test_guidance.py"
   [reference]="tests/test_reference.py"
