@@ -299,7 +299,7 @@ def test_cli_serve_refuses_bad_flags_in_one_line(capsys):
     assert main(["serve", "--model", "mnist", "--model", "mnist", "--port", free]) == 2
     assert main(["serve", "--model", "/no/such/model", "--real", "/no/such/folder"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and "1..65535" in err[0] and "share a name" in err[1] and "not found" in err[2]
+    assert len(err) == 3 and "1..65535" in err[0] and "share a name" in err[1] and "does not exist" in err[2]
 
 
 def test_phases_give_a_verdict_per_claim(client, mnist):

@@ -253,7 +253,7 @@ def test_serve_start_up_refusals_are_one_line_exit_2(no_model_loading, tmp_path,
         (["--host", "0.0.0.0", "--port", free], "give a secret with DIFFUSCOPE_TOKEN"),
         (["--host", "0.0.0.0", "--port", free, "--token", "short"], "must be 16..256 characters"),
         (["--out", str(a_file), "--port", free], "is a file"),
-        (["--real", str(tmp_path / "missing"), "--port", free], "not found; give a folder of PNG/JPEG images"),
+        (["--real", str(tmp_path / "missing"), "--port", free], "does not exist: give a folder of PNG/JPEG images"),
     ]
     try:
         for args, message in cases:

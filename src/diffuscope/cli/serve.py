@@ -115,8 +115,8 @@ def _check_real(real: str | None) -> None:
     from diffuscope.data import BUILTIN_DATASETS
 
     if real is not None and real.strip().lower() not in BUILTIN_DATASETS and not Path(real).exists():
-        raise UsageError(f"--real {quote(real)}: not found; give a folder of PNG/JPEG images or a built-in data set "
-                         f"({', '.join(BUILTIN_DATASETS)})")
+        raise UsageError(f"--real {quote(real)} does not exist: give a folder of PNG/JPEG images or a built-in data "
+                         f"set ({', '.join(BUILTIN_DATASETS)})")
 
 
 def _loopback(host: str) -> bool:

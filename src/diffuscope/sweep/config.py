@@ -102,7 +102,8 @@ def parse_steps(text: str | int | tuple | list) -> tuple[int, ...]:
     return _check_values(sorted(values), text)
 
 
-_INT = r"(\d{1,18})"  # longer is malformed (int() refuses past 4,300 digits; every limit is far below)
+_INT = r"(\d+)"
+_MAX_DIGITS = 18  # a longer number is past every limit (and int() refuses one of over 4,300 digits)
 _RANGE = re.compile(rf"^{_INT}\s*-\s*{_INT}$")
 _COUNT = re.compile(rf"^{_INT}\s*-\s*{_INT}\s*\[\s*{_INT}\s*\]$")
 _INCREMENT = re.compile(rf"^{_INT}\s*-\s*{_INT}\s*\(\s*\+\s*{_INT}\s*\)$")
@@ -110,6 +111,8 @@ _INCREMENT = re.compile(rf"^{_INT}\s*-\s*{_INT}\s*\(\s*\+\s*{_INT}\s*\)$")
 
 def _parse_part(part: str, whole: str) -> list[int]:
     if re.fullmatch(_INT, part):
+        if len(part) > _MAX_DIGITS:
+            raise UsageError(f"{quote(part)} steps is more than the limit of {limits.MAX_STEPS} (docs/limits.md)")
         return [int(part)]
     for pattern in (_RANGE, _COUNT, _INCREMENT):
         m = pattern.match(part)
@@ -117,8 +120,11 @@ def _parse_part(part: str, whole: str) -> list[int]:
             break
     else:
         raise UsageError(f"malformed step list {quote(whole)} (at {quote(part)}): {STEP_SYNTAX}")
-    lo, hi = int(m.group(1)), int(m.group(2))
     # bounded before any list is built
+    if any(len(g) > _MAX_DIGITS for g in m.groups()):
+        raise UsageError(f"step range {quote(part)} goes past the limit of {limits.MAX_STEPS} steps "
+                         "(docs/limits.md)")
+    lo, hi = int(m.group(1)), int(m.group(2))
     if hi > limits.MAX_STEPS or (m.re.groups >= 3 and int(m.group(3)) > limits.MAX_STEPS):
         raise UsageError(f"step range {quote(part)} goes past the limit of {limits.MAX_STEPS} steps "
                          "(docs/limits.md)")
