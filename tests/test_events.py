@@ -89,3 +89,38 @@ def test_training_reports_steps_and_a_cancel_from_another_thread_stops_it(tmp_pa
         train(cfg, tmp_path / "run", on_event=watch, cancel=token)
     assert events[0].task == "train" and events[0].total == 200 and "loss" in events[0].data
     assert [e.done for e in events] == [1, 2, 3]  # step 4 found the token cancelled
+
+
+def test_progress_denoiser_counts_calls_passes_cond_and_checks_the_token():
+    from diffuscope.core.events import ProgressDenoiser
+
+    calls = []
+
+    def denoiser(x, sigma, cond=None):
+        calls.append(cond)
+        return x * 0.5
+
+    denoiser.schedule = EDMSchedule()
+    token, events = CancelToken(), []
+    wrapped = ProgressDenoiser(denoiser, "sweep", 3, events.append, token)
+    assert wrapped.schedule is denoiser.schedule and (wrapped.done, wrapped.stage) == (0, "")
+    assert torch.equal(wrapped(torch.ones(2), 1.0, "c"), torch.full((2,), 0.5))
+    wrapped.stage = "Euler 4"
+    wrapped(torch.ones(2), 0.5)
+    assert calls == ["c", None]
+    assert [(e.task, e.done, e.total, e.message) for e in events] == [("sweep", 1, 3, ""), ("sweep", 2, 3, "Euler 4")]
+    token.cancel()
+    with pytest.raises(Cancelled, match=r"^cancelled$"):
+        wrapped(torch.ones(2), 0.25)
+    assert len(calls) == 2  # checked before the call: the network is not run
+
+    late = CancelToken()
+
+    def cancel_inside(x, sigma, cond=None):  # cancelled during the call: its event is not reported
+        late.cancel()
+        return x
+
+    inside, seen = ProgressDenoiser(cancel_inside, "phases", 1, events.append, late), len(events)
+    with pytest.raises(Cancelled):
+        inside(torch.ones(1), 1.0)
+    assert len(events) == seen and inside.schedule is None

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -64,3 +66,90 @@ def test_mixture_samples_have_the_right_moments():
     assert float((k == 1).double().mean()) == pytest.approx(0.75, abs=0.01)
     assert float(x[k == 0].std()) == pytest.approx(0.5, abs=0.02)
     assert float(x.mean()) == pytest.approx(0.25 * -1 + 0.75 * 3, abs=0.03)
+
+
+def _mixture_by_hand(x, sigma, means, stds, weights, allowed=None):
+    """Tweedie's posterior mean for sum_k w_k N(mu_k, s_k^2 I), written out with Python floats."""
+    d = len(x)
+    logs = []
+    for k, (mu, s, w) in enumerate(zip(means, stds, weights, strict=True)):
+        var = s**2 + sigma**2
+        sq = sum((a - b) ** 2 for a, b in zip(x, mu, strict=True))
+        ok = allowed is None or k in allowed
+        logs.append(math.log(w) - 0.5 * sq / var - 0.5 * d * math.log(var) if ok else -math.inf)
+    top = max(logs)
+    r = [math.exp(v - top) for v in logs]
+    r = [v / sum(r) for v in r]
+    return [sum(r[k] * (stds[k] ** 2 * x[i] + sigma**2 * means[k][i]) / (stds[k] ** 2 + sigma**2)
+                for k in range(len(means))) for i in range(d)]
+
+
+MEANS = [[-1.0, 0.5], [2.0, 1.0], [0.0, -2.0]]
+STDS = [0.3, 0.8, 0.5]
+WEIGHTS = [0.2, 0.5, 0.3]
+
+
+@pytest.mark.parametrize("sigma", [0.1, 0.7, 3.0])
+def test_mixture_is_tweedies_posterior_mean_by_hand(sigma):
+    mix = GaussianMixtureDenoiser(torch.tensor(MEANS, dtype=torch.float64), torch.tensor(STDS, dtype=torch.float64),
+                                  weights=torch.tensor(WEIGHTS), classes=torch.tensor([0, 1, 1]))
+    points = [[0.3, -0.4], [1.5, 0.9], [-0.8, 0.2]]  # 1e-6: torch.cdist rounds (matrix form), amplified at sigma 0.1
+    x = torch.tensor(points, dtype=torch.float64)
+    out = mix(x, sigma)
+    for i, p in enumerate(points):
+        assert out[i].tolist() == pytest.approx(_mixture_by_hand(p, sigma, MEANS, STDS, WEIGHTS), abs=1e-6)
+    only_1 = mix(x, torch.full((3,), sigma, dtype=torch.float64), torch.tensor([1, 1, 1]))
+    for i, p in enumerate(points):
+        by_hand = _mixture_by_hand(p, sigma, MEANS, STDS, WEIGHTS, allowed={1, 2})
+        assert only_1[i].tolist() == pytest.approx(by_hand, abs=1e-6)
+    from diffuscope.core.conditioning import ClassCond
+
+    labels = torch.tensor([0, 1, 2])  # 2 = the null class: unconditional
+    as_cond = mix(x, sigma, ClassCond(labels))
+    assert torch.equal(as_cond, mix(x, sigma, labels))
+    assert as_cond[0].tolist() == pytest.approx(_mixture_by_hand(points[0], sigma, MEANS, STDS, WEIGHTS, {0}),
+                                                abs=1e-6)
+    assert torch.allclose(as_cond[2], out[2], atol=1e-15)
+    f32 = mix(x.float(), sigma)
+    assert f32.dtype == torch.float32 and torch.allclose(f32.double(), out, atol=1e-6)
+
+
+def test_gaussian_denoiser_and_its_ode_solution_by_hand():
+    mu, s = torch.tensor([0.5, -1.0]), 0.4
+    d = GaussianDenoiser(mu, s)
+    x = torch.tensor([[2.0, 3.0], [-1.0, 0.0]])
+    out = d(x, torch.tensor([1.0, 0.5]))
+    assert out.dtype == torch.float32
+    assert out[0].tolist() == pytest.approx([(0.16 * 2.0 + 1.0 * 0.5) / 1.16, (0.16 * 3.0 - 1.0) / 1.16], abs=1e-6)
+    assert out[1].tolist() == pytest.approx([(0.16 * -1.0 + 0.25 * 0.5) / 0.41, (0.0 - 0.25) / 0.41], abs=1e-6)
+    end = d.ode_solution(x.double(), 3.0, 2.0)
+    scale = math.sqrt(0.16 + 4.0) / math.sqrt(0.16 + 9.0)
+    expected = mu.double() + (x.double() - mu.double()) * scale
+    assert torch.allclose(end, expected, atol=1e-15, rtol=0) and end.dtype == torch.float64
+
+
+def test_samples_are_drawn_from_the_generator_in_float64():
+    d = GaussianDenoiser(0.3, 0.5)
+    x = d.sample(4, (2,), generator=torch.Generator().manual_seed(3))
+    noise = torch.randn((4, 2), generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    assert x.dtype == torch.float32 and torch.equal(x, d.mu + 0.5 * noise.float())  # drawn in float64, then cast
+    mix = GaussianMixtureDenoiser(torch.tensor([[-1.0], [3.0], [5.0]], dtype=torch.float64),
+                                  torch.tensor([0.5, 0.2, 0.1]), classes=torch.tensor([0, 1, 1]))
+    x, k = mix.sample(6, generator=torch.Generator().manual_seed(4), cond=1)  # components 1 and 2: class 1
+    g = torch.Generator().manual_seed(4)
+    probabilities = mix.log_weights.masked_fill(mix.classes != 1, -math.inf).exp()  # 0, 1/3, 1/3
+    assert probabilities.tolist() == pytest.approx([0.0, 1 / 3, 1 / 3])
+    picked = torch.multinomial(probabilities, 6, replacement=True, generator=g)
+    noise = torch.randn((6, 1), generator=g, dtype=torch.float64)
+    assert set(picked.tolist()) == {1, 2} and torch.equal(k, torch.ones(6, dtype=torch.long))  # their class
+    assert x.dtype == torch.float64
+    assert torch.allclose(x, mix.means[picked] + torch.tensor([0.5, 0.2, 0.1], dtype=torch.float64)[picked, None]
+                          * noise, atol=1e-15)
+
+
+def test_empirical_denoiser_keeps_its_labels():
+    data = torch.tensor([[[[-1.0]]], [[[1.0]]]], dtype=torch.float64)
+    d = EmpiricalDenoiser(data, labels=torch.tensor([0, 1]))
+    near_first = torch.full((1, 1, 1, 1), -0.9, dtype=torch.float64)
+    assert float(d(near_first, 0.05)) == pytest.approx(-1.0)
+    assert float(d(near_first, 0.05, torch.tensor([1]))) == pytest.approx(1.0)  # its class has only the other
