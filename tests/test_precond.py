@@ -121,10 +121,28 @@ def test_vp_network_sees_timesteps_and_unit_variance_inputs():
 
 
 def test_unknown_parametrization_and_mismatched_schedule():
-    with pytest.raises(UsageError, match="eps, x0, v, edm"):
+    with pytest.raises(UsageError) as e:
         make_denoiser("flow", torch.nn.Identity(), EDMSchedule())
-    with pytest.raises(UsageError, match="linear"):
-        make_denoiser("eps", torch.nn.Identity(), EDMSchedule())
+    assert str(e.value) == "unknown parametrization 'flow' (valid: eps, x0, v, edm)"
+    with pytest.raises(UsageError) as e:
+        make_denoiser("v", torch.nn.Identity(), EDMSchedule())
+    assert str(e.value) == "unknown schedule for v-prediction 'edm' (valid: linear, cosine, scaled_linear)"
+
+
+def test_the_loss_hands_the_condition_to_the_network():
+    """A class-conditional network: the loss of the right condition is zero, of another not."""
+    sched = EDMSchedule()
+
+    def net(x_in, c_noise, cond=None):  # F = cond - 1; the target is 0 for x0 = 0 and zero noise
+        return torch.zeros_like(x_in) + (0.0 if cond is None else (cond.reshape(-1, 1, 1, 1) - 1.0))
+
+    d = make_denoiser("edm", net, sched)
+    assert d.schedule is sched
+    x0 = torch.zeros(2, 1, 2, 2, dtype=torch.float64)
+    sigma, noise = torch.tensor([0.5, 2.0], dtype=torch.float64), torch.zeros(2, 1, 2, 2, dtype=torch.float64)
+    right = d.loss(x0, sigma, noise, torch.tensor([1.0, 1.0], dtype=torch.float64))
+    wrong = d.loss(x0, sigma, noise, torch.tensor([3.0, 3.0], dtype=torch.float64))
+    assert right.tolist() == [0.0, 0.0] and bool((wrong > 0).all())
 
 
 SIGMAS = [1e-4, 0.002, 0.05, 0.5, 1.0, 3.0, 40.0, 80.0, 500.0]  # includes levels outside a VP model's range
