@@ -1,64 +1,101 @@
-"""The exercise's one-sentence answers and the phase verdicts (on hand-made knees: exact, milliseconds)."""
+"""The exercise's two-layer answers (headline, detail) and the phase verdicts (hand-made knees: exact, fast)."""
 
 from types import SimpleNamespace
 
-from diffuscope.sweep.answer import exercise_answers, sampler_answer
+from diffuscope.sweep.answer import exercise_answers, needed_n, sampler_answer
 from diffuscope.sweep.config import GREY_LEVEL
 from diffuscope.sweep.knee import find_knee, with_gap
 
-STEPS = (10, 25, 50, 100)
+STEPS = (1, 2, 3, 5, 10, 25, 50, 100)
+G = GREY_LEVEL
 
 
-def _result(conv, fd, *, gap=None, caveat="", n=32):
-    cells = [SimpleNamespace(sampler="DDIM", steps=s, nfe=s) for s in STEPS]
-    knees = {"conv_pixel": find_knee(STEPS, conv, metric="conv_pixel", tolerance=GREY_LEVEL, caveat=caveat),
-             "fd": with_gap(find_knee(STEPS, fd, metric="fd"), gap)}
-    return SimpleNamespace(cells=cells, knees={"DDIM": knees}, samplers=["DDIM"], config=SimpleNamespace(n=n))
-
-
-def test_answer_names_the_later_of_the_two_points_and_the_resolution():
-    r = _result([0.1, 0.02, 0.005, 0.001], [5.0, 2.95, 2.92, 2.9], gap=(2.1, 1.5, 2.6))
-    text = sampler_answer(r, "DDIM")
-    # conv <= 2/255 from 50 steps; FD within 3% of 2.9 from 25 steps -> both hold from 50
-    assert text.startswith("DDIM: diminishing returns from 50 steps: beyond it the image changes by less than one "
-                           "grey level")
-    assert "quality (FD) is within 3% of the best from 25 steps (10 steps vs the best: +2.1 [+1.5, +2.6]" in text
-    assert "resolved)" in text and "raise n" not in text
-    assert text.count(".") >= 1 and "\n" not in text
-    assert exercise_answers(r) == {"DDIM": text}
-
-
-def test_unresolved_point_hints_to_raise_n():
-    r = _result([0.1, 0.02, 0.005, 0.001], [5.0, 2.95, 2.92, 2.9], gap=(0.05, -0.05, 0.15), n=16)
-    assert "not resolved); raise n (now 16) to resolve it." in sampler_answer(r, "DDIM")
-
-
-def test_a_quality_curve_inside_its_noise_supports_no_point():
+def _result(conv_levels, fd, *, gap=None, spread=None, separated=None, caveat="", n=32):
+    """A hand-made sweep of one sampler: conv_levels in grey levels to the reference, fd per step count."""
     from dataclasses import replace
 
-    r = _result([0.1, 0.02, 0.005, 0.001], [3.0, 2.95, 2.92, 2.9])
-    r.knees["DDIM"]["fd"] = replace(r.knees["DDIM"]["fd"], separated=False)
-    text = sampler_answer(r, "DDIM")
-    assert text.startswith("DDIM: diminishing returns from 50 steps: beyond it the image changes by less than one")
-    assert "FD tells no two step counts apart at n = 32" in text and "raise n (now 32) to measure quality." in text
-    assert "within 3%" not in text
-    flat_and_moving = _result([0.3, 0.2, 0.1, 0.05], [3.0, 2.95, 2.92, 2.9])
-    flat_and_moving.knees["DDIM"]["fd"] = replace(flat_and_moving.knees["DDIM"]["fd"], separated=False)
-    assert sampler_answer(flat_and_moving, "DDIM").startswith("DDIM: no diminishing-returns point in the tested")
+    cells = [SimpleNamespace(sampler="iPNDM", steps=s, nfe=s) for s in STEPS]
+    conv = find_knee(STEPS, [v * G for v in conv_levels], metric="conv_pixel", tolerance=G, caveat=caveat)
+    quality = with_gap(find_knee(STEPS, fd, metric="fd"), gap)
+    if spread is not None or separated is not None:
+        quality = replace(quality, spread=spread, separated=separated)
+    return SimpleNamespace(cells=cells, knees={"iPNDM": {"conv_pixel": conv, "fd": quality}}, samplers=["iPNDM"],
+                           config=SimpleNamespace(n=n), reference={"sampler": "DPM++ 2M", "steps": 151})
 
 
-def test_not_settled_says_so():
-    r = _result([0.3, 0.2, 0.1, 0.05], [9.0, 7.0, 5.0, 3.0])
-    text = sampler_answer(r, "DDIM")
-    assert text.startswith("DDIM: no diminishing-returns point in the tested range")
-    assert "still changes by more than one grey level at 100 steps" in text
-    assert "still improves by more than 3% at 100 steps" in text
+SETTLED = [60, 30, 20, 9, 1.5, 0.6, 0.2, 0.1]  # breaks below 5, looks like 100 from 10, settles after 25
 
 
-def test_stochastic_sampler_ignores_convergence():
-    r = _result([0.3, 0.2, 0.1, 0.05], [5.0, 2.95, 2.92, 2.9], caveat="stochastic")
-    text = sampler_answer(r, "DDIM")
-    assert "grey level" not in text and text.startswith("DDIM: diminishing returns from 25 steps")
+def test_plateau_inside_the_run_and_the_broken_picture():
+    r = _result(SETTLED, [9, 7, 5, 3.5, 3.0, 2.95, 2.92, 2.9], gap=(0.4, 0.2, 0.6))
+    a = sampler_answer(r, "iPNDM")
+    assert a.headline == ("To the eye, 10 steps already look like 100 here (at most 2 grey levels apart); the "
+                          "picture breaks below 5 steps; pixels stop changing after 25; quality (FD) stops "
+                          "improving after 25 steps (iPNDM).")
+    assert (a.eye_steps, a.broken_below, a.settled_steps, a.quality_steps) == (10, 5, 25, 25)
+    assert "[" not in a.headline and "95%" not in a.headline  # no intervals in the headline
+    assert a.detail.startswith("Pixel RMSE to the 151-step DPM++ 2M reference from the same noise, in grey levels: "
+                               "1 steps 60, 2 steps 30")
+    assert "FD is within 3% of the best from 25 steps (10 steps vs the best: +0.4 [+0.2, +0.6], paired 95%, " \
+           "resolved)." in a.detail
+    assert "too few" not in a.text and "raise n" not in a.text
+    assert exercise_answers(r) == {"iPNDM": a.text}
+
+
+def test_still_changing_at_the_largest_count_is_never_a_plateau():
+    # within one grey level only at 100 (the largest count run): nothing beyond it was run
+    r = _result([60, 50, 40, 30, 20, 8, 5, 0.9], [9, 8, 7, 6, 5, 4, 3.5, 3.0])
+    a = sampler_answer(r, "iPNDM")
+    assert "pixels are still changing at 100, the largest count run" in a.headline
+    assert "stop changing" not in a.headline and "from 100" not in a.text
+    assert "to the eye, the picture still changes up to 100 steps" in a.headline.lower()
+    assert "quality (FD) still improves at 100, the largest count run" in a.headline
+    assert a.settled_steps is None and a.eye_steps is None
+    assert "the picture breaks below 25 steps" in a.headline
+    never = _result([60, 50, 40, 30, 20, 8, 3, 2], [9, 8, 7, 6, 5, 4, 3.5, 3.0])
+    assert "pixels are still changing at 100, the largest count run" in sampler_answer(never, "iPNDM").headline
+
+
+def test_unresolved_quality_is_said_once_in_the_detail_with_the_n_that_resolves_it():
+    r = _result(SETTLED, [3.0, 2.99, 2.98, 2.97, 2.96, 2.95, 2.92, 2.9], spread=(0.1, -0.1, 0.3), separated=False,
+                n=8)
+    a = sampler_answer(r, "iPNDM")
+    # half-width 0.2 against 0.1: n' = 8 x (0.2 / 0.1)^2 x ((1.96 + 0.84) / 1.96)^2 = 65.3 -> 66
+    assert a.needed_n == needed_n(8, (0.1, -0.1, 0.3), False) == 66
+    assert a.detail.count("too few") == 1 and "n = 8 is too few to compare quality" in a.detail
+    assert a.detail.endswith("; 66 can.")
+    assert "quality" not in a.headline and "n = 8" not in a.headline
+    assert a.headline.startswith("To the eye, 10 steps already look like 100 here")
+
+
+def test_an_unresolved_quality_point_is_not_a_headline():
+    r = _result(SETTLED, [5.0, 4, 3.5, 3.1, 3.0, 2.95, 2.92, 2.9], gap=(0.05, -0.05, 0.15), n=16)
+    a = sampler_answer(r, "iPNDM")
+    assert "quality" not in a.headline
+    assert "not resolved): n = 16 is too few to say where quality stops improving; " in a.detail
+    assert a.needed_n == needed_n(16, (0.05, -0.05, 0.15), False) and a.needed_n > 16
+    assert needed_n(16, (-0.05, -0.15, 0.05), False) is None  # on the better side: no n implied
+    assert needed_n(16, (-0.05, -0.15, 0.05), True) is not None
+
+
+def test_stochastic_sampler_makes_no_pixel_claims():
+    r = _result([60, 50, 40, 30, 20, 8, 3, 2], [9.0, 7, 5, 3.5, 3.0, 2.95, 2.92, 2.9], gap=(0.4, 0.2, 0.6),
+                caveat="stochastic")
+    a = sampler_answer(r, "iPNDM")
+    assert a.headline.startswith("iPNDM draws fresh noise at every step, so its pictures do not settle")
+    assert "grey level" not in a.text and "quality (FD) stops improving after 25 steps" in a.headline
+
+
+def test_plot_label_agrees_with_the_headline():
+    from diffuscope.sweep.answer import curve_label
+
+    moving = _result([60, 50, 40, 30, 20, 8, 5, 0.9], [9, 8, 7, 6, 5, 4, 3.5, 3.0])
+    conv, fd = moving.knees["iPNDM"]["conv_pixel"], moving.knees["iPNDM"]["fd"]
+    assert curve_label(conv, 100) == "still changing at 100, the largest count run"
+    assert curve_label(fd, 100) == "still improving at 100, the largest count run"
+    settled = _result(SETTLED, [9, 7, 5, 3.5, 3.0, 2.95, 2.92, 2.9])
+    assert settled.knees["iPNDM"]["conv_pixel"].plateaued is False  # the relative rule never settles on pixels
+    assert curve_label(settled.knees["iPNDM"]["conv_pixel"], 100) is None  # but the headline says "after 25"
 
 
 def test_phase_verdicts():

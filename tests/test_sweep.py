@@ -163,6 +163,14 @@ def test_reports_are_written_and_hold_every_cell(known, tmp_path):
         assert ", ".join(f"{v:.6g}" for v in c.grid["sigmas"]) in page
     md = (tmp_path / "report.md").read_text()
     assert "not plateaued" in md and "| DDIM |" in md and "real vs real" in md and "good enough (NFE)" in md
+    # the two-layer answer leads: each sampler's headline (bold) before any picture or table, its detail after
+    from diffuscope.sweep.answer import sampler_answers
+
+    answers = sampler_answers(known)
+    assert md.index("## The answer") < md.index("![") < md.index("| DDIM |")
+    for a in answers:
+        assert f"**{a.headline}**\n\n{a.detail}" in md and md.index(a.headline) < md.index("![")
+    assert page.index("<p class='headline'>") < page.index("<table>")
 
 
 def test_metrics_that_resolve_nothing_are_folded_away_with_a_note(known, tmp_path):

@@ -1,25 +1,85 @@
-"""The exercise's answer in one sentence per sampler: where do more steps stop paying off?
+"""The exercise's answer in two layers per sampler: a headline in the lesson's words, then the measured detail.
 
-    answers = exercise_answers(result)          # {"DDIM": "DDIM: diminishing returns from 50 steps: ...", ...}
+    answers = sampler_answers(result)       # [Answer(sampler, headline, detail, ...), ...] in the sweep's order
+    answers[0].headline   # "To the eye, 10 steps already look like 100 here (at most 2 grey levels apart); the
+                          #  picture breaks below 5 steps; pixels stop changing after 25 (iPNDM)."
+    answers[0].detail     # the statistics behind it: RMSE per step count, the quality metric, its intervals
 
-Two readings of "diminishing returns", each from the sweep's knees (knee.py):
+The headline answers the lesson's question ("where do more steps stop paying off?") from what the sweep measured
+best: the pixel distance of every step count to the fine-step reference made from the same noise
+(``conv_pixel``, an RMSE in [-1, 1] units; one 8-bit grey level is ``GREY_LEVEL`` = 2/255):
 
-- the image itself: beyond the first step count whose convergence RMSE to the fine-step reference is at most one
-  8-bit grey level (``GREY_LEVEL``), more steps change nothing a saved PNG can show (deterministic samplers only:
-  a stochastic sampler does not converge to the deterministic reference);
-- quality: EDM's rule (Karras et al. 2022, Fig. 2), the fewest steps within ``threshold`` (3%) of the best value
-  of the first quality metric measured (FD, else accuracy), with the paired 95% interval of the cell below it; a
-  quality curve that separates no two step counts beyond sampling noise (``Knee.separated`` is False) supports no
-  point, and the sentence says so instead.
+- *to the eye*: the fewest steps whose picture is at most ``EYE_LEVELS`` grey levels (RMSE) from the largest count
+  run. Only distances to the reference are measured, so the distance between two counts is bounded by the triangle
+  inequality, RMSE(a, b) <= RMSE(a, ref) + RMSE(b, ref), and the headline says "at most";
+- *the picture breaks*: below the fewest steps from which no count run is more than ``BROKEN_LEVELS`` grey levels
+  from the reference;
+- *pixels stop changing*: from the first count within one grey level of the reference (knee.py's tolerance
+  point). Nothing beyond the largest count run was measured, so a point at (or not before) it is never called a
+  plateau: the headline says "still changing at 100, the largest count run".
 
-The sentence names the larger of the two step counts (beyond it both hold), the uncertainty of the quality point,
-and a hint to raise n when that point is not resolved. The page (``diffuscope serve``) and the report
-(``diffuscope demo``) both print these sentences, so they always agree.
+A stochastic sampler draws fresh noise at every step and does not converge to the deterministic reference, so its
+headline says so instead of pixel claims. Quality (EDM's rule on the first quality metric measured: FD, else
+accuracy; Karras et al. 2022, Fig. 2) enters the headline only when it is resolved beyond sampling noise; a quality
+statement the data cannot support is said once, in the detail: "n = 8 is too few to compare quality; 64 can",
+the 64 sized from the measured interval (``needed_n``). The page (``diffuscope serve``), the demo report and the
+sweep's report.md all print these two layers, and quality.png labels its curves with ``curve_label``, so they agree.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import asdict, dataclass
+
+from diffuscope.sweep.config import GREY_LEVEL
+
 QUALITY_METRICS = {"fd": "FD", "accuracy": "accuracy vs prompt"}  # the first one measured answers "quality"
+EYE_LEVELS = 4.0  # grey levels (RMSE) below which two pictures side by side look alike
+BROKEN_LEVELS = 16.0  # grey levels (RMSE) from the reference beyond which the picture is broken (blur, wrong shapes)
+POWER_FACTOR = ((1.96 + 0.84) / 1.96) ** 2  # sizes n for an 80% chance that the 95% interval excludes 0
+MAX_NEEDED_N = 100_000
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One sampler's answer: ``headline`` (one plain sentence, no intervals) and ``detail`` (the statistics)."""
+
+    sampler: str
+    headline: str
+    detail: str
+    largest: int | None = None  # the largest step count run
+    eye_steps: int | None = None  # the fewest steps that look like the largest count to the eye
+    broken_below: int | None = None  # the picture breaks below this many steps (None: no count run breaks it)
+    settled_steps: int | None = None  # pixels stop changing after this (None: still changing at the largest)
+    quality_steps: int | None = None  # resolved quality point (None: not resolved or not measured)
+    needed_n: int | None = None  # images per cell that would resolve the quality comparison
+
+    @property
+    def text(self) -> str:
+        return f"{self.headline} {self.detail}".strip()
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def levels(rmse: float) -> float:
+    """An RMSE in [-1, 1] units as 8-bit grey levels."""
+    return rmse / GREY_LEVEL
+
+
+def needed_n(n: int, interval, higher_is_better: bool) -> int | None:
+    """Images per cell that would resolve a paired difference measured as ``interval`` = (estimate, low, high) at
+    ``n``: the 95% half-width shrinks as 1/sqrt(n), so n' = n (half / |estimate|)^2, times POWER_FACTOR for an 80%
+    chance. None when the estimate is zero or on the better side (no size of n is implied by the data)."""
+    if interval is None:
+        return None
+    est, lo, hi = interval
+    worse = est < 0 if higher_is_better else est > 0
+    if not worse or not all(map(math.isfinite, (est, lo, hi))):
+        return None
+    half = (hi - lo) / 2
+    need = math.ceil(n * (half / abs(est)) ** 2 * POWER_FACTOR)
+    return min(max(need, n + 1), MAX_NEEDED_N)
 
 
 def _steps_at(result, sampler: str, nfe: int | None) -> int | None:
@@ -31,60 +91,120 @@ def _interval(gap) -> str:
     return f"{est:+.3g} [{lo:+.3g}, {hi:+.3g}]"
 
 
-def sampler_answer(result, sampler: str) -> str:
-    """The one-sentence answer for one sampler of a SweepResult."""
+def _pixel_curve(result, sampler: str, conv) -> list[tuple[int, float]]:
+    """(steps, grey levels to the reference), ascending steps."""
+    pairs = [(_steps_at(result, sampler, x), levels(v)) for x, v in zip(conv.nfe, conv.values)]
+    return sorted((s, v) for s, v in pairs if s is not None)
+
+
+def _quality(result, sampler: str, quality, n: int) -> tuple[str, str, int | None, int | None]:
+    """(headline clause or "", detail sentence, resolved quality point, needed n)."""
+    label = QUALITY_METRICS[quality.metric]
+    pct = f"{100 * quality.threshold:g}%"
+    largest = max(c.steps for c in result.cells if c.sampler == sampler)
+    if quality.separated is False:  # the curve is flat inside its noise: it supports no point (knee.py)
+        need = needed_n(n, quality.spread, quality.higher_is_better)
+        spread = "" if quality.spread is None else (
+            f" ({label}: the worst count against the best {_interval(quality.spread)}, inside the 95% noise)")
+        tail = f"; {need} can." if need else "; no difference was measured to size a larger n."
+        return "", f"n = {n} is too few to compare quality{spread}{tail}", None, need
+    if quality.plateaued is None:
+        return "", f"{label} was measured at one step count only: no trend.", None, None
+    if not quality.plateaued:
+        return (f"quality ({label}) still improves at {largest}, the largest count run",
+                f"{label} still improves by more than {pct} at {largest} steps, the largest count run.", None, None)
+    steps = _steps_at(result, sampler, quality.edm_nfe)
+    text = f"{label} is within {pct} of the best from {steps} steps"
+    if quality.gap is None:
+        return "", text + " (no interval measured, so not resolved).", None, None
+    below = _steps_at(result, sampler, quality.gap_nfe)
+    text += f" ({below} steps vs the best: {_interval(quality.gap)}, paired 95%"
+    if quality.resolved:
+        return f"quality ({label}) stops improving after {steps} steps", text + ", resolved).", steps, None
+    need = needed_n(n, quality.gap, quality.higher_is_better)
+    tail = f"{need} can." if need else "no difference was measured to size a larger n."
+    return "", f"{text}, not resolved): n = {n} is too few to say where quality stops improving; {tail}", None, need
+
+
+def sampler_answer(result, sampler: str) -> Answer:
+    """The two-layer answer for one sampler of a SweepResult."""
     knees = result.knees.get(sampler, {})
     cells = [c for c in result.cells if c.sampler == sampler]
     if not cells:
-        return f"{sampler}: no finished cells"
+        return Answer(sampler, f"No step count finished for {sampler}.", "")
+    n = result.config.n
     largest = max(c.steps for c in cells)
-    claims: list[str] = []
-    points: list[int] = []  # the step counts from which each claim holds
-    settled = True  # False when a reading did not settle in the tested range
-    hint = ""
+    head: list[str] = []
+    detail: list[str] = []
+    fields: dict = {"largest": largest}
     conv = knees.get("conv_pixel")
-    if conv is not None and not conv.caveat and conv.tolerance is not None:
-        steps = _steps_at(result, sampler, conv.tolerance_nfe)
-        if steps is None:
-            settled = False
-            claims.append(f"the image still changes by more than one grey level at {largest} steps")
+    if conv is not None and conv.caveat:
+        head.append(f"{sampler} draws fresh noise at every step, so its pictures do not settle on one image")
+    elif conv is not None and conv.values:
+        curve = _pixel_curve(result, sampler, conv)
+        at = dict(curve)
+        last = at.get(largest)
+        if last is not None and len(curve) > 1:
+            eye = next((s for s, v in curve if s < largest and v + last <= EYE_LEVELS), None)
+            if eye is not None:
+                fields["eye_steps"] = eye
+                head.append(f"to the eye, {eye} step{'s' * (eye != 1)} already look like {largest} here "
+                            f"(at most {math.ceil(at[eye] + last)} grey level{'s' * (math.ceil(at[eye] + last) != 1)}"
+                            " apart)")
+            else:
+                head.append(f"to the eye, the picture still changes up to {largest} steps, the largest count run")
+        broken = [s for s, v in curve if v > BROKEN_LEVELS]
+        if broken:
+            if max(broken) == largest:
+                head.append(f"the picture is still broken at {largest} steps")
+            else:
+                whole = min(s for s, _ in curve if s > max(broken))
+                fields["broken_below"] = whole
+                head.append(f"the picture breaks below {whole} steps")
+        settled = _steps_at(result, sampler, conv.tolerance_nfe)
+        if settled is not None and settled < largest:
+            fields["settled_steps"] = settled
+            head.append(f"pixels stop changing after {settled}")
         else:
-            points.append(steps)
-            claims.append("beyond it the image changes by less than one grey level")
+            head.append(f"pixels are still changing at {largest}, the largest count run")
+        ref = result.reference if isinstance(getattr(result, "reference", None), dict) else {}
+        against = (f"the {ref['steps']}-step {ref['sampler']} reference" if {"steps", "sampler"} <= set(ref)
+                   else "the fine-step reference")
+        detail.append(f"Pixel RMSE to {against} from the same noise, in grey levels: "
+                      + ", ".join(f"{s} steps {v:.3g}" for s, v in curve) + ".")
     quality = next((knees[k] for k in QUALITY_METRICS if k in knees), None)
     if quality is not None:
-        label = QUALITY_METRICS[quality.metric]
-        pct = f"{100 * quality.threshold:g}%"
-        if not quality.plateaued and quality.separated is not False:
-            settled = False
-        if quality.separated is False:  # the curve is flat inside its noise: it supports no point (knee.py)
-            claims.append(f"{label} tells no two step counts apart at n = {result.config.n} (the worst against "
-                          f"the best is inside the 95% noise)")
-            hint = f"; raise n (now {result.config.n}) to measure quality"
-        elif quality.plateaued is None:
-            claims.append(f"{label} was measured at one step count only: no trend")
-        elif not quality.plateaued:
-            claims.append(f"{label} still improves by more than {pct} at {largest} steps (try more steps)")
-        else:
-            steps = _steps_at(result, sampler, quality.edm_nfe)
-            points.append(steps)
-            text = f"quality ({label}) is within {pct} of the best from {steps} steps"
-            if quality.gap is not None:
-                below = _steps_at(result, sampler, quality.gap_nfe)
-                text += f" ({below} steps vs the best: {_interval(quality.gap)}, paired 95%"
-                text += ", resolved)" if quality.resolved else ", not resolved)"
-                if not quality.resolved:
-                    hint = f"; raise n (now {result.config.n}) to resolve it"
-            claims.append(text)
-    if not claims:
-        return f"{sampler}: nothing measured that answers the question"
-    if settled and points:
-        head = f"{sampler}: diminishing returns from {max(points)} steps: "
-    else:
-        head = f"{sampler}: no diminishing-returns point in the tested range: "
-    return head + "; ".join(claims) + hint + "."
+        clause, sentence, q_steps, need = _quality(result, sampler, quality, n)
+        if clause:
+            head.append(clause)
+        detail.append(sentence)
+        fields.update(quality_steps=q_steps, needed_n=need)
+    if not head:
+        head.append(f"nothing measured here says where more steps stop paying off for {sampler}")
+    headline = "; ".join(head)
+    if not headline.startswith(sampler):  # a sampler's name keeps its own case ("iPNDM")
+        headline = headline[0].upper() + headline[1:]
+    headline += f" ({sampler})."
+    return Answer(sampler, headline, " ".join(detail), **fields)
+
+
+def sampler_answers(result) -> list[Answer]:
+    """Every sampler's Answer, in the sweep's sampler order."""
+    return [sampler_answer(result, s) for s in result.samplers]
 
 
 def exercise_answers(result) -> dict[str, str]:
-    """Sampler display name -> its one-sentence answer, in the sweep's sampler order."""
-    return {s: sampler_answer(result, s) for s in result.samplers}
+    """Sampler display name -> its answer as one text (the headline, then the detail)."""
+    return {a.sampler: a.text for a in sampler_answers(result)}
+
+
+def curve_label(knee, largest: int) -> str | None:
+    """What quality.png writes at the end of a curve, in the headline's words (None: nothing to mark)."""
+    if knee.caveat or knee.separated is False:
+        return None
+    if knee.tolerance is not None:
+        reached = knee.tolerance_nfe is not None and knee.tolerance_nfe < max(knee.nfe)
+        return None if reached else f"still changing at {largest}, the largest count run"
+    if knee.plateaued is False:
+        return f"still improving at {largest}, the largest count run"
+    return None

@@ -126,6 +126,8 @@ def plotted_metrics(result) -> list[str]:
 
 def save_quality(result, path: str | Path) -> Path | None:
     """quality.png (see the module notes); None when no cell has a metric."""
+    from diffuscope.sweep.answer import curve_label
+
     folded = result.unresolved_metrics
     keys = plotted_metrics(result)
     if not keys:
@@ -156,8 +158,9 @@ def save_quality(result, path: str | Path) -> Path | None:
                 if knee.kneedle_nfe is not None:
                     ax.plot([knee.kneedle_nfe], [dict(zip(knee.nfe, knee.values))[knee.kneedle_nfe]], "x", ms=9,
                             color=color, mew=1.8)
-                if knee.plateaued is False:
-                    ax.annotate("not plateaued", (x[-1], y[-1]), textcoords="offset points", xytext=(-4, 6),
+                mark = curve_label(knee, max(c.steps for c in cells))  # the headline's words (answer.py)
+                if mark:
+                    ax.annotate(mark, (x[-1], y[-1]), textcoords="offset points", xytext=(-4, 6),
                                 ha="right", fontsize=7, color=color)
         floor = (result.floor or {}).get("metrics", {}).get(key)
         if floor is not None and math.isfinite(floor):

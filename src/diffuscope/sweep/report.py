@@ -142,6 +142,13 @@ def folded_note(result) -> str | None:
 Section = tuple[str, "list[str] | Table", bool]  # (title, paragraphs or (headers, rows), folded away)
 
 
+def answer_blocks(result) -> list[tuple[str, str]]:
+    """(headline, detail) per sampler (answer.py): what every report leads with, before any table."""
+    from diffuscope.sweep.answer import sampler_answers
+
+    return [(a.headline, a.detail) for a in sampler_answers(result)] if result.cells else []
+
+
 def sections(result) -> list[Section]:
     """(title, paragraphs or (headers, rows), folded) in report order; folded sections are the tables of metrics
     that resolve nothing at this n, shown collapsed after the ones that do."""
@@ -173,6 +180,11 @@ def _md_cell(s: str) -> str:
 
 def render_markdown(result, images: dict[str, str]) -> str:
     lines = ["# Step sweep" + (" (interrupted: partial)" if result.interrupted else ""), ""]
+    blocks = answer_blocks(result)
+    if blocks:
+        lines += ["## The answer", ""]
+        for headline, detail in blocks:
+            lines += [f"**{headline}**", ""] + ([detail, ""] if detail else [])
     for name, file in images.items():
         lines += [f"![{name}]({file})", ""]
     for title, body, _ in sections(result):
@@ -199,6 +211,12 @@ def render_html(result, images: dict[str, bytes]) -> str:
     out = ["<!DOCTYPE html>", "<html><head><meta charset='utf-8'><title>diffuscope step sweep</title>",
            f"<style>{_CSS}</style></head><body>",
            f"<h1>Step sweep{' (interrupted: partial)' if result.interrupted else ''}</h1>"]
+    blocks = answer_blocks(result)
+    if blocks:
+        out.append("<h2>The answer</h2>")
+        for headline, detail in blocks:
+            out.append(f"<p class='headline'><strong>{e(headline)}</strong></p>"
+                       + (f"<p class='detail'>{e(detail)}</p>" if detail else ""))
     for name, data in images.items():
         b64 = base64.b64encode(data).decode("ascii")
         out.append(f"<h2>{e(name)}</h2><img alt='{e(name)}' src='data:image/png;base64,{b64}'>")
