@@ -261,7 +261,7 @@ def test_a_latent_text_teacher_gives_a_student_that_carries_its_codec(tmp_path, 
     torch.manual_seed(0)
     denoiser = build_denoiser(model_config)
     ckpt_io.save_checkpoint(tmp_path / "teacher" / "checkpoints", 1, model=denoiser.net, ema=denoiser.net,
-                            model_config=model_config, run_config={}, state={"step": 1}, codec=codec)
+                            model_config=model_config, run_config={}, state={"step": 1}, beside=(codec,))
     distill(_config(tmp_path / "teacher", max_steps=2, chunk=4, batch_size=4, substeps=1), tmp_path / "run")
 
     student = load_model(tmp_path / "run")

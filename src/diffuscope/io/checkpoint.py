@@ -13,8 +13,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from safetensors import SafetensorError
@@ -32,6 +33,12 @@ HASH_CHUNK = 1024 * 1024
 USED_FILES = ("config.json", "model.safetensors", "ema.safetensors", "state.pt", "tuned_grids.json",
               "autoencoder.json", "autoencoder.safetensors", "classifier.json", "classifier.safetensors")
 TMP_PREFIX = ".tmp-"
+
+
+class SavesInto(Protocol):
+    """Something a checkpoint carries beside its weights: it writes its own files into the checkpoint folder."""
+
+    def save_into(self, folder: Path) -> None: ...
 
 
 def checkpoint_name(step: int) -> str:
@@ -92,10 +99,11 @@ def save_checkpoint(
     model_config: Any,
     run_config: dict[str, Any],
     state: dict[str, Any],
-    codec: Any = None,
+    beside: Sequence[SavesInto] = (),
 ) -> Path:
-    """Write ``run_checkpoints/step-NNNNNNN`` atomically and return its path. ``model``/``ema`` are the nets; a
-    latent model's ``codec`` (codec.AutoencoderCodec) is written beside them, so the model carries it."""
+    """Write ``run_checkpoints/step-NNNNNNN`` atomically and return its path. ``model``/``ema`` are the nets;
+    each of ``beside`` writes its files into the folder before the manifest, so the manifest lists them (a latent
+    model's codec, nets/codec.py; a student's tuned grids, training/distill.py)."""
     run_checkpoints = Path(run_checkpoints)
     for label, module in (("model", model), ("ema", ema)):  # never write weights that cannot be used
         for k, v in module.state_dict().items():
@@ -110,8 +118,8 @@ def save_checkpoint(
             json.dumps({"model": config_io.to_dict(model_config), "run": run_config}, indent=2)
         )
         torch.save(state, tmp / "state.pt")
-        if codec is not None:
-            codec.save_into(tmp)
+        for extra in beside:
+            extra.save_into(tmp)
         files = sorted(p.name for p in tmp.iterdir())
         for name in files:
             _fsync_file(tmp / name)

@@ -251,17 +251,14 @@ def tuned_document(sigmas: list[float], record: dict[str, Any]) -> dict[str, Any
                                   "note": "the distilled student's own grid (it was trained on it)"}]}}
 
 
-class _Beside:
-    """What a student checkpoint holds beside its weights, written inside the checkpoint before its manifest (so
-    the manifest lists it): the teacher's codec for a latent model (nets/codec.py) and the tuned grids."""
+@dataclass(frozen=True)
+class TunedGridsFile:
+    """A student's grid as its tuned grids (grids/store.py), written inside each checkpoint before its manifest."""
 
-    def __init__(self, codec, tuned: dict[str, Any]):
-        self.codec, self.tuned = codec, tuned
+    document: dict[str, Any]
 
     def save_into(self, folder: Path) -> None:
-        if self.codec is not None:
-            self.codec.save_into(folder)
-        (Path(folder) / TUNED_FILE).write_text(json.dumps(self.tuned, indent=2))
+        (Path(folder) / TUNED_FILE).write_text(json.dumps(self.document, indent=2))
 
 
 # --- the run ------------------------------------------------------------------------------------------------------
@@ -382,7 +379,7 @@ def _distill(config: DistillConfig, run_dir: Path, source: Path | None, stop_at:
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_io.write_json_atomic(run_dir / "config.json", run_config)
     log = MetricsLog(run_dir / "metrics.csv", start, METRICS_FIELDS)
-    beside = _Beside(teacher.codec, tuned_document(sigmas, record))
+    beside = tuple(x for x in (teacher.codec, TunedGridsFile(tuned_document(sigmas, record))) if x is not None)
 
     sig = torch.tensor(sigmas, dtype=torch.float64, device=device)
     end = min(config.max_steps, stop_at or config.max_steps)
@@ -426,7 +423,7 @@ def _distill(config: DistillConfig, run_dir: Path, source: Path | None, stop_at:
                      "rng_cpu": torch.get_rng_state(), "elapsed_s": elapsed_before + time.perf_counter() - t0}
             last_ckpt = ckpt_io.save_or_stop(ckpt_dir, done, TrainingError, model=student.net, ema=ema_net,
                                              model_config=teacher.config, run_config=run_config, state=state,
-                                             codec=beside)
+                                             beside=beside)
             prune_checkpoints(ckpt_dir, config.keep_checkpoints)
     if last_ckpt is None:  # resumed at (or past) the end: nothing left to do
         last_ckpt = ckpt_io.list_checkpoints(ckpt_dir)[-1]

@@ -300,4 +300,5 @@ def _save(ckpt_dir: Path, step: int, net, ema_net, model_config: ModelConfig, re
           state: dict, codec=None) -> Path:
     """Save a checkpoint; a full disk (or any OS error) leaves the previous one intact and stops clearly."""
     return ckpt_io.save_or_stop(ckpt_dir, step, TrainingError, model=net, ema=ema_net, model_config=model_config,
-                                run_config=config_io.to_dict(resolved), state=state, codec=codec)
+                                run_config=config_io.to_dict(resolved), state=state,
+                                beside=() if codec is None else (codec,))
