@@ -26,15 +26,6 @@ from diffuscope.metrics.classifier_train import random_shift
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    """The suite shares 2 cores: one torch thread trains this small net faster than two contended ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
 def trained(tmp_path_factory, one_thread):
     out = tmp_path_factory.mktemp("run") / "classifier"
     info = train_classifier("digits", out, epochs=3, seed=0, progress=False)

@@ -232,7 +232,7 @@ def test_the_student_is_a_model_that_samples_with_its_own_grid(teacher, student_
     assert json.loads((tmp_path / "rev" / "reverse.json").read_text())["guidance"] == 1.0
 
 
-def test_a_latent_text_teacher_gives_a_student_that_carries_its_codec(tmp_path, capsys):
+def test_a_latent_text_teacher_gives_a_student_that_carries_its_codec(tmp_path, capsys, one_thread):
     """Latent + text conditioning: the teacher's autoencoder travels into every student checkpoint (listed in the
     manifest, byte-identical) and the student samples text prompts, decoded to pixels."""
     from diffuscope.models.config import ModelConfig
@@ -247,7 +247,6 @@ def test_a_latent_text_teacher_gives_a_student_that_carries_its_codec(tmp_path, 
     )
     from diffuscope.training.config import DataConfig
 
-    torch.set_num_threads(1)
     mult, blocks = levels_for(1)  # 8x8x1 digits -> 2x8x8 latents
     ae = AutoencoderConfig(image_size=8, in_channels=1, latent_channels=2, base_channels=8, channel_mult=mult,
                            num_res_blocks=blocks)

@@ -32,13 +32,7 @@ H = 8
 SCHEDULE = EDMSchedule(0.002, 80.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensor ops on a shared 2-core machine run many times faster on one intra-op thread than on two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: small tensor ops run faster on one thread
 
 
 def _blob(cy: float, cx: float, width: float = 2.0) -> torch.Tensor:

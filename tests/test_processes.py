@@ -25,13 +25,7 @@ from diffuscope.viz.strips import GAP, PAD, labelled_strip, strip_layout
 COMMANDS = ("forward", "reverse", "phases")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small convolutions on a shared 2-core machine run ~50x faster on one intra-op thread than on two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: small convolutions run faster on one thread
 
 
 def cli_main(argv: list[str]) -> int:
