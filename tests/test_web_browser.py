@@ -36,15 +36,12 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    import torch
+def server(tmp_path_factory, one_thread):
     import uvicorn
 
     from diffuscope.web.app import create_app
     from diffuscope.web.lesson import load_entry
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("serve")
     port = _free_port()
     app = create_app([load_entry("mnist")], out)
@@ -58,7 +55,6 @@ def server(tmp_path_factory):
     yield f"http://127.0.0.1:{port}/"
     srv.should_exit = True
     thread.join(10)
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
