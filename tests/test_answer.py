@@ -2,6 +2,8 @@
 
 from types import SimpleNamespace
 
+import pytest
+
 from diffuscope.sweep.answer import exercise_answers, needed_n, sampler_answer
 from diffuscope.sweep.config import GREY_LEVEL
 from diffuscope.sweep.knee import find_knee, with_gap
@@ -116,3 +118,33 @@ def test_phase_verdicts():
                              cutoff=0.125, white_share=0.05)
     assert phase_verdicts(flipped)[0][2] == "not seen on this model"
     assert len(verdict_lines(freq, commit)) == 5
+
+
+def test_each_verdict_says_why_with_its_numbers():
+    from diffuscope.lesson.phases import FrequencySplit
+    from diffuscope.lesson.verdicts import explained_verdicts, phase_verdicts
+
+    steps = list(range(1, 10))
+    freq = FrequencySplit(steps, [1.0] * 9, low=[9, 8, 7, 2, 2, 1, 0.1, 0.1, 0.1],
+                          high=[1, 1, 1, 1, 1, 1, 0.5, 0.5, 0.5], cutoff=0.125, white_share=0.05)
+    commit = SimpleNamespace(keep=[0.5, 0.95, 1.0], points=[0, 4, 9], steps=10, rmse=[0.4, 0.2, 0.01])
+    rows = explained_verdicts(freq, commit)
+    assert [(v.claim, v.measured, v.verdict) for v in rows] == phase_verdicts(freq, commit)
+    assert all(v.why and v.why.count(".") <= 3 for v in rows)
+    early = rows[0]
+    assert early.why.startswith("Early, middle and late steps made 73%, 22% and 5% of the total change")
+    assert early.numbers["early"]["change_share"] == pytest.approx(27 / 36.8)  # (9 + 1) + (8 + 1) + (7 + 1) of 36.8
+    assert "white noise would be 5%" in early.why and early.why.endswith("coarse shapes.")
+    assert rows[3].why.startswith("From step 4 of 10 on, 90% of finishes") and rows[3].numbers["first_90"] == 4
+    assert rows[4].numbers["rmse"] == [0.4, 0.2, 0.01] and "any image is reachable" in rows[4].why
+    # a class kept by finishes from pure noise: committed from step 0, because the prompt decides it
+    emoji = SimpleNamespace(keep=[1.0, 1.0, 1.0], points=[0, 4, 9], steps=10, rmse=[0.4, 0.3, 0.3])
+    committed = explained_verdicts(None, emoji, one_image_per_prompt=True)
+    assert committed[0].verdict == "holds" and "committed from step 0" in committed[0].why
+    assert committed[0].why.endswith("each prompt has one training image, so nothing is left for the noise to "
+                                     "decide.")
+    assert "one training image" not in explained_verdicts(None, emoji)[0].why
+    assert committed[1].verdict == "not seen on this model" and "not half" in committed[1].why
+    flipped = FrequencySplit(steps, [1.0] * 9, low=list(reversed(freq.low)), high=list(reversed(freq.high)),
+                             cutoff=0.125, white_share=0.05)
+    assert explained_verdicts(flipped)[0].why.endswith("which this model did not show.")

@@ -216,9 +216,15 @@ def test_full_queue_answers_429_and_cancel_before_start(mnist, tmp_path):
         full = post(c, "/api/generate", {"steps": 2})
         assert full.status_code == 429 and full.headers["Retry-After"] and "queue is full" in full.json()["error"]
         job = first.json()["job"]
+        # honest state: queued, with its place in the queue, also for a later page load (GET by id)
+        assert (first.json()["state"], first.json()["position"]) == ("queued", 1)
+        state = c.get(f"/api/jobs/{job}").json()
+        assert (state["state"], state["position"], state["final"]) == ("queued", 1, None)
         assert post(c, f"/api/jobs/{job}/cancel", {}).json()["state"] == "queued"
         worker.start()
-        assert events(c, job)[-1] == {"type": "cancelled", "message": "cancelled before it started"}
+        assert events(c, job)[-1] == {"type": "cancelled", "state": "cancelled",
+                                      "message": "cancelled before it started"}
+        assert c.get(f"/api/jobs/{job}").json()["position"] is None
         assert post(c, "/api/generate", {"steps": 1}).status_code == 200  # room again
         assert post(c, f"/api/jobs/{'f' * 32}/cancel", {}).status_code == 404
 
@@ -258,21 +264,78 @@ def test_small_exercise_fills_cells_and_answers(client):
     plan = client.get("/api/exercise/plan", params={"samplers": "DDIM|Euler", "steps": "2,4", "n": 4}).json()
     # DDIM 2 + 4, Euler 2 + 4, the DPM++ 2M reference at 7 steps: 19 NFE per image
     assert plan["nfe"] == 2 + 4 + 2 + 4 + 7 and plan["image_nfe"] == 19 * 4
+    assert (plan["cells"], plan["total"], plan["highlight"]) == (4, 5, [])  # the reference counts in the total
+    default = client.get("/api/exercise/plan", params={"n": 1}).json()  # where the picture breaks, and the lesson's
+    assert default["steps"] == [1, 2, 3, 5, 10, 25, 50, 100] and default["highlight"] == [10, 25, 50, 100]
     r = post(client, "/api/exercise", {"prompt": "3", "samplers": ["DDIM", "Euler"], "steps": "2,4", "n": 4,
                                        "guidance": 1.0})
+    assert r.json()["prompt_note"] is None  # a trained class
     evs = events(client, r.json()["job"])
-    assert evs[0]["type"] == "plan" and evs[0]["nfe"] == plan["nfe"]
-    cells = [(e["sampler"], e["steps"]) for e in evs if e["type"] == "cell"]
-    assert cells == [("DDIM", 2), ("DDIM", 4), ("Euler", 2), ("Euler", 4)]
+    assert evs[0]["type"] == "plan" and evs[0]["nfe"] == plan["nfe"] and evs[0]["total"] == 5
+    cells = [e for e in evs if e["type"] == "cell"]
+    assert [(e["sampler"], e["steps"]) for e in cells] == [("DDIM", 2), ("DDIM", 4), ("Euler", 2), ("Euler", 4)]
+    assert [(e["done"], e["total"]) for e in cells] == [(2, 5), (3, 5), (4, 5), (5, 5)]  # after the reference
     done = evs[-1]
-    assert done["type"] == "done", done
-    assert list(done["answers"]) == ["DDIM", "Euler"]
-    assert all(a.startswith(f"{s}: ") and a.endswith(".") for s, a in done["answers"].items())
+    assert done["type"] == "done" and done["state"] == "done", done
+    assert list(done["answers"]) == list(done["results"]) == ["DDIM", "Euler"]
+    for s, row in done["results"].items():
+        assert row["headline"].endswith(f"({s}).") and "[" not in row["headline"] and "95%" not in row["headline"]
+        assert row["detail"].startswith("Pixel RMSE to the 7-step DPM++ 2M reference") and row["state"] == "done"
+        assert done["answers"][s] == f"{row['headline']} {row['detail']}"
     job = r.json()["job"]
     assert client.get(f"/api/files/{job}/{done['plot']}").status_code == 200
-    cell_file = next(e["file"] for e in evs if e["type"] == "cell")
-    _, params = read_png_params(client.app.state.out_dir / job / cell_file)
+    # each cell: several seeds (grid_rows = 4), and its first seed's difference to the reference, amplified x8
+    for e in cells:
+        assert [x["seed"] for x in e["seed_images"]] == [0, 1, 2, 3] and e["diff_scale"].startswith("x8: white = 31")
+        for url in [x["image"] for x in e["seed_images"]] + [e["diff_image"]]:
+            assert url.startswith(f"/api/files/{job}/") and client.get(url).status_code == 200, url
+    _, params = read_png_params(client.app.state.out_dir / job / cells[0]["file"])
     assert params["steps"] == 2 and params["sampler"] == "DDIM" and params["prompt"] == "3"
+    _, params = read_png_params(client.app.state.out_dir / job / cells[0]["seed_images"][2]["image"].split("/")[-1])
+    assert params["seed"] == 2
+    assert post(client, "/api/exercise", {"axis_y": "seed", "axis_y_values": "0,1"}).status_code == 400
+
+
+def test_diff_image_is_the_amplified_difference():
+    a = torch.zeros(1, 2, 2)
+    b = a.clone()
+    b[0, 0, 0] = 2 / 255  # one grey level
+    b[0, 1, 1] = 1.0  # half the range
+    pixels = torch.from_numpy(__import__('numpy').asarray(lesson.diff_image(a, b)).copy())
+    assert pixels.tolist() == [[8, 0], [0, 255]]  # x8, clipped at white
+
+
+def test_a_cancelled_exercise_says_how_far_it_got_and_gives_no_answer(gated):
+    client, gate = gated
+    r = post(client, "/api/exercise", {"prompt": "3", "samplers": ["DDIM"], "steps": "2,4", "n": 4})
+    job = r.json()["job"]
+    gate.release = lambda: job_token(client, job).cancelled  # the reference's second step waits for the cancel
+    assert gate.held.wait(60), client.get(f"/api/jobs/{job}").json()["final"]
+    post(client, f"/api/jobs/{job}/cancel", {})
+    end = events(client, job)[-1]
+    assert end["type"] == "cancelled" and end["state"] == "cancelled"
+    assert end["headline"] == "cancelled after 0 of 2 cells" and (end["done"], end["total"]) == (1, 3)
+    assert end["results"] == {"DDIM": {"state": "cancelled", "headline": "cancelled after 0 of 2 cells",
+                                       "detail": ""}}
+    assert "answers" not in end
+
+
+def test_a_second_client_reattaches_to_a_job_by_its_id(mnist, tmp_path):
+    with _client(mnist, tmp_path / "out") as first:
+        job = post(first, "/api/generate", {"steps": 3, "preview_every": 0}).json()["job"]
+        seen = events(first, job)
+        second = TestClient(first.app, base_url=BASE)  # a later page load keeps only the id
+        state = second.get(f"/api/jobs/{job}").json()
+        assert state["state"] == "done" and state["events"] == len(seen) and state["final"] == seen[-1]
+        assert events(second, job) == seen  # the stream replays from the first event
+    done = seen[-1]
+    # the reverse job kept every frame (x_t and the predicted clean image) on disk, each with its band
+    assert [f["k"] for f in done["frames"]] == [1, 2, 3] and [f["band"] for f in done["frames"]] == [
+        "early", "middle", "late"]
+    assert [e["band"] for e in seen if e["type"] == "step"] == ["early", "middle", "late"]
+    for f in done["frames"]:
+        assert (tmp_path / "out" / job / "frames" / f["xt"].split("/")[-1]).is_file()
+        assert (tmp_path / "out" / job / "frames" / f["x0"].split("/")[-1]).is_file()
 
 
 def test_a_job_nobody_watches_any_more_is_cancelled(gated, monkeypatch):
@@ -304,17 +367,20 @@ def test_cli_serve_refuses_bad_flags_in_one_line(capsys):
 
 def test_phases_give_a_verdict_per_claim(client, mnist):
     from diffuscope.lesson.phases_report import PhasesConfig, measure_phases
-    from diffuscope.lesson.verdicts import phase_verdicts
+    from diffuscope.lesson.verdicts import explained_verdicts, phase_verdicts
 
     r = post(client, "/api/phases", {"prompt": "", "steps": 6, "n": 2, "seed": 3})
     done = events(client, r.json()["job"])[-1]
     assert done["type"] == "done", done
-    claims = [v[0] for v in done["verdicts"]]
+    claims = [v["claim"] for v in done["verdicts"]]
     assert claims[:3] == ["composition is decided early", "structure forms in the middle", "detail comes late"]
     # the page's verdicts are the library's on the same measurement (unconditional, 6 steps, 2 images, seed 3)
     config = PhasesConfig(prompt=None, steps=6, n=2, seed=3, points=6, consistency_steps=(1, 3, 6))
     freq, commit, _, _ = measure_phases(mnist.model, config)
-    assert done["verdicts"] == [list(v) for v in phase_verdicts(freq, commit)]
+    assert done["verdicts"] == [v.to_dict() for v in explained_verdicts(freq, commit)]
+    assert [[v["claim"], v["measured"], v["verdict"]] for v in done["verdicts"]] == [
+        list(v) for v in phase_verdicts(freq, commit)]
+    assert all(v["why"] and v["numbers"] for v in done["verdicts"])
     assert "frequency.png" in done["plots"]
     assert client.get(f"/api/files/{r.json()['job']}/frequency.png").status_code == 200
 
@@ -385,3 +451,37 @@ def test_models_say_their_kind_and_default_prompt(client, tmp_path):
         assert "green apple" not in emoji["class_names"]
         frames = lesson.forward_frames(load_entry("emoji"), index=0, seed=0)
         assert frames["continuous"] and frames["sigma"][-1] == pytest.approx(80) and "pixel space" in frames["note"]
+
+
+def test_prompt_note_names_the_nearest_trained_prompts_and_the_words_cut():
+    from diffuscope.core.conditioning import TextConditioner
+    from diffuscope.lesson.prompt_note import PromptIndex, prompt_note
+
+    trained = ["tiger", "tired face", "cat face", "dog face", "grinning face", "red heart", "tiger face mask"][:-1]
+    index = PromptIndex(trained + [f"thing {i} face" for i in range(1650)])  # as many prompts as the emoji model
+    text = TextConditioner(lambda p: None, "toy", max_tokens=4, count_tokens=lambda t: len(t.split()))
+    assert prompt_note(text, index, "tiger") is None and prompt_note(text, index, "  Red  Heart ") is None
+    note = prompt_note(text, index, "tiger face")
+    assert note.startswith("'tiger face' is not one of the 1656 prompts this model was trained on")
+    assert note.endswith("nearest trained: 'tiger', 'tired face', 'thing 0 face'")  # the rare shared word first
+    assert index.nearest("tigr")[0] == "tiger"  # no shared word: spelling
+    long = prompt_note(text, index, "a big red tiger in the grass")
+    assert long == ("this prompt is 7 tokens long and the text encoder reads at most 4: 'in the grass' (3 words) "
+                    "does not fit; shorten it")
+    start = time.perf_counter()
+    for _ in range(20):
+        prompt_note(text, index, "purple tiger face")
+    assert (time.perf_counter() - start) / 20 < 0.05  # cheap enough to ask on every keystroke
+
+
+def test_prompt_check_and_the_notes_of_generate_and_exercise(client):
+    ok = client.get("/api/prompt-check", params={"prompt": "3"}).json()
+    assert ok["prompt_note"] is None and ok["model"] == "mnist"
+    assert client.get("/api/prompt-check", params={"prompt": "seven"}).json()["prompt_note"] is None  # an alias
+    bad = client.get("/api/prompt-check", params={"prompt": "tiger"}).json()["prompt_note"]
+    assert bad.startswith("unknown") or "tiger" in bad
+    assert client.get("/api/prompt-check", params={"prompt": ""}).json()["prompt_note"] is None
+    assert client.get("/api/prompt-check", params={"prompt": "a\x1bb"}).status_code == 400  # the validation layer
+    r = post(client, "/api/generate", {"prompt": "3", "steps": 1, "preview_every": 0})
+    assert r.status_code == 200 and r.json()["prompt_note"] is None
+    assert client.get("/api/exercise/plan", params={"prompt": "3", "steps": "2", "n": 4}).json()["prompt_note"] is None

@@ -59,9 +59,11 @@ class Cell:
     extra: dict[str, float] = field(default_factory=dict)
     images: Tensor | None = field(default=None, repr=False)  # the first grid_rows images (for grid.png)
     samples: dict = field(default_factory=dict, repr=False)  # per-image arrays (Measured.samples), not saved
+    # the reference run's first grid_rows images, from the same noise (what the page's difference images compare to)
+    reference_images: Tensor | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in asdict(self).items() if k not in ("images", "samples")}
+        d = {k: v for k, v in asdict(self).items() if k not in ("images", "samples", "reference_images")}
         return json_safe(d)
 
 
@@ -223,6 +225,7 @@ def sweep(model, config: SweepConfig | None = None, *, device: str | torch.devic
                 denoiser.stage = f"{label} {steps} steps"
                 run = partial(generate, gen_model, replace(request, sampler=spec.name, grid=per[steps]))
                 cells.append(_cell(spec, steps, run, meter, inputs.labels, config.grid_rows, label))
+                cells[-1].reference_images = ref_images
                 if on_cell is not None:
                     on_cell(cells[-1])
     except (KeyboardInterrupt, Cancelled):

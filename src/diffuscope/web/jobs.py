@@ -29,6 +29,15 @@ KEEP_JOBS = 200  # finished jobs remembered (their events); older ones are forgo
 JobFn = Callable[["Job"], dict]
 
 
+class JobCancelled(Cancelled):
+    """A cancel that ends the job with its own final event (``event``: merged into the "cancelled" event), e.g. an
+    exercise's "cancelled after N of M cells"."""
+
+    def __init__(self, event: dict):
+        super().__init__(event.get("message", "cancelled"))
+        self.event = event
+
+
 class QueueFull(Exception):
     """The job queue holds queue_size jobs already: try again later (HTTP 429)."""
 
@@ -97,6 +106,14 @@ class Worker:
                 del self.jobs[oldest]
         return job
 
+    def position(self, job: Job) -> int | None:
+        """A queued job's place in the queue (1 = next to run), None once it runs or ends."""
+        if job.state != "queued":
+            return None
+        with self.queue.mutex:
+            waiting = [j for j in self.queue.queue if j is not None]
+        return next((i + 1 for i, j in enumerate(waiting) if j is job), None)
+
     def get(self, job_id: str) -> Job | None:
         with self._lock:
             return self.jobs.get(job_id)
@@ -129,14 +146,16 @@ class Worker:
             if job is None:
                 return
             if job.token.cancelled:
-                job.finish("cancelled", {"type": "cancelled", "message": "cancelled before it started"})
+                job.finish("cancelled", {"type": "cancelled", "state": "cancelled",
+                                         "message": "cancelled before it started"})
                 continue
             job.state = "running"
             try:
                 final = job.fn(job)
                 job.finish("done", final)
-            except Cancelled:
-                job.finish("cancelled", {"type": "cancelled", "message": "cancelled"})
+            except Cancelled as e:
+                job.finish("cancelled", {"type": "cancelled", "state": "cancelled", "message": "cancelled",
+                                         **getattr(e, "event", {})})
             except UsageError as e:
                 job.finish("error", {"type": "error", "message": str(e)})
             except Exception as e:  # the worker must survive anything a job does; the log keeps the traceback

@@ -27,6 +27,8 @@ MAX_STEPS = limits.MAX_SERVE_STEPS  # per job (a discrete model allows at most i
 MAX_EXERCISE_N = 64  # images per exercise cell
 MAX_EXERCISE_CELLS = 32  # samplers x step counts
 MAX_EXERCISE_IMAGE_NFE = 200_000  # n x total NFE: about 10 minutes of a small CPU model
+EXERCISE_STEPS = (1, 2, 3, 5, 10, 25, 50, 100)  # the default columns: where the picture breaks, and the lesson's
+LESSON_STEPS = (10, 25, 50, 100)  # the lesson's step counts, highlighted on the page
 FORWARD_STRIDE = 10  # the forward slider's resolution in t (T/100 frames for T = 1000)
 SIGMA_FRAMES = 100  # the forward slider's stops for a continuous model (log-spaced sigma)
 
@@ -62,6 +64,24 @@ class ModelEntry:
     def prompts(self) -> tuple[str, ...]:
         """The prompts the page suggests: class names, or a text model's trained names (read once)."""
         return self.model.trained_prompts()
+
+    @functools.cached_property
+    def prompt_index(self):
+        """The trained prompts indexed for the nearest-prompt note (built once)."""
+        from diffuscope.lesson.prompt_note import PromptIndex
+
+        return PromptIndex(self.prompts)
+
+    def prompt_note(self, prompt: str | None) -> str | None:
+        """None for a prompt the model was trained on; else one sentence (lesson/prompt_note.py)."""
+        from diffuscope.lesson.prompt_note import prompt_note
+
+        return prompt_note(self.model.conditioner, self.prompt_index, prompt)
+
+    @property
+    def one_image_per_prompt(self) -> bool:
+        """Whether the model was trained on one image per prompt (the emoji set, data/emoji.py)."""
+        return self.model.data_name == "emoji"
 
     @property
     def cheap_preview(self) -> bool:
@@ -236,14 +256,35 @@ def run_generate(entry: ModelEntry, req: GenerateRequest, out: Path, emit: Emit,
     if req.preview == "cheap":  # a linear map per latent pixel instead of the VAE decoder (vae.py)
         decode = entry.model.codec.preview
 
+    from diffuscope.io.outputs import save_atomic
+    from diffuscope.viz import to_pil
+
+    frames: list[dict] = []  # every step's x_t and predicted clean image, on disk (not in RAM): the page scrubs them
+    (out / "frames").mkdir(parents=True, exist_ok=True)
+    files = f"/api/files/{out.name}/frames"  # the job's folder is named after its id (routes/files.py)
+
+    def keep(name: str, image: torch.Tensor) -> str:
+        pil = to_pil(image)
+        save_atomic(out / "frames" / name, lambda f: pil.save(f, format="PNG"))
+        return f"{files}/{name}"
+
     def on_step(info) -> None:
         token.check()
         k = info.i + 1
-        event = {"type": "step", "k": k, "n": info.steps, "sigma": float(info.sigma)}
-        if req.preview_every and (k % req.preview_every == 0 or k == info.steps):
+        event = {"type": "step", "k": k, "n": info.steps, "sigma": float(info.sigma), "band": band(k, info.steps)}
+        preview = req.preview_every and (k % req.preview_every == 0 or k == info.steps)
+        kept = len(frames) < MAX_KEPT_FRAMES and (k % max(1, req.steps // MAX_KEPT_FRAMES) == 0 or k == info.steps)
+        if preview or kept:
             with torch.no_grad():
-                event["xt"] = data_url(decode(info.x[:1] / (1 + float(info.sigma) ** 2) ** 0.5)[0].float().cpu())
-                event["x0"] = data_url(decode(info.denoised[:1])[0].float().cpu())
+                xt = decode(info.x[:1] / (1 + float(info.sigma) ** 2) ** 0.5)[0].float().cpu()
+                x0 = decode(info.denoised[:1])[0].float().cpu()
+            if preview:
+                event["xt"], event["x0"] = data_url(xt), data_url(x0)
+            if kept:
+                frame = {"k": k, "sigma": float(info.sigma), "band": event["band"],
+                         "xt": keep(f"xt-{k:04d}.png", xt), "x0": keep(f"x0-{k:04d}.png", x0)}
+                frames.append(frame)
+                event["frame"] = frame
         emit(event)
 
     prompt = entry.prompt(req.prompt)  # None: unconditional (a class model's null class, unguided)
@@ -255,7 +296,18 @@ def run_generate(entry: ModelEntry, req: GenerateRequest, out: Path, emit: Emit,
                            shape=entry.shape)]
     paths = write_images(gen, out, params)
     return {"type": "done", "image": data_url(gen.images[0]), "file": paths[0].name, "nfe": gen.nfe,
-            "seed": gen.seed, "sampler": gen.sampler, "sigmas": [float(s) for s in gen.grid.sigmas]}
+            "seed": gen.seed, "sampler": gen.sampler, "sigmas": [float(s) for s in gen.grid.sigmas],
+            "frames": frames, "prompt_note": entry.prompt_note(req.prompt)}
+
+
+MAX_KEPT_FRAMES = limits.MAX_SERVE_STEPS  # frames kept per reverse job (every step up to the page's step limit)
+BANDS = ("early", "middle", "late")
+
+
+def band(k: int, steps: int) -> str:
+    """Which third of the reverse process step k (1-based) of ``steps`` lies in: early (composition), middle
+    (structure) or late (detail), the lesson's phases (lesson/verdicts.py)."""
+    return BANDS[min(2, 3 * (k - 1) // max(steps, 1))]
 
 
 def _device(entry: ModelEntry) -> torch.device:
@@ -314,32 +366,87 @@ def exercise_nfe(config) -> int:
     return get_sampler(config.reference_sampler).nfe(config.reference_steps) + cells
 
 
+DIFF_GAIN = 8  # the difference images' amplification: |x - x_ref| x 8, so white = 255 / 8 = 32 grey levels
+DIFF_SCALE = f"x{DIFF_GAIN}: white = {255 // DIFF_GAIN} grey levels or more, black = the same"
+
+
+def diff_image(image: torch.Tensor, reference: torch.Tensor):
+    """|x - x_ref| (both [C, H, W] in [-1, 1]) in 8-bit grey levels, amplified DIFF_GAIN times, as a PIL image."""
+    from PIL import Image
+
+    levels = (image.float() - reference.float()).abs() * 127.5 * DIFF_GAIN
+    pixels = levels.clamp(0, 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
+
+
+def cancelled_event(done: int, cells: int, samplers) -> dict:
+    """The final event of a cancelled exercise: no partial answer that reads as final."""
+    headline = f"cancelled after {done} of {cells} cells"
+    return {"state": "cancelled", "headline": headline, "message": headline, "done": done + 1, "total": cells + 1,
+            "results": {_sampler_name(s): {"state": "cancelled", "headline": headline, "detail": ""}
+                        for s in samplers}}
+
+
+def _sampler_name(sampler: str) -> str:
+    from diffuscope.samplers import get_sampler
+
+    return get_sampler(sampler).name
+
+
 def run_exercise(entry: ModelEntry, req: ExerciseRequest, out: Path, emit: Emit, token: CancelToken) -> dict:
-    """The sweep of the exercise; one event per finished cell (its first image, saved with its parameters)."""
+    """The sweep of the exercise; one event per finished cell (its seeds' images, saved with their parameters, and
+    the difference of its first seed to the reference run's image from the same noise). Progress counts the
+    reference run too: ``total`` = cells + 1. A cancelled exercise ends in JobCancelled ("cancelled after N of M
+    cells"), never in an answer."""
     from diffuscope.io.pngmeta import save_png
     from diffuscope.sweep import sweep, write_reports
-    from diffuscope.sweep.answer import exercise_answers
+    from diffuscope.sweep.answer import sampler_answers
     from diffuscope.viz import to_pil
+    from diffuscope.web.jobs import JobCancelled
 
     config = exercise_config(entry, req)
     out.mkdir(parents=True, exist_ok=True)
-    emit({"type": "plan", "nfe": exercise_nfe(config), "n": config.n, "cells": len(config.samplers) *
-          len(config.steps), "reference": f"{config.reference_sampler}, {config.reference_steps} steps"})
+    cells = len(config.samplers) * len(config.steps)
+    files = f"/api/files/{out.name}"  # the job's folder is named after its id (routes/files.py)
+    note = entry.prompt_note(req.prompt)
+    emit({"type": "plan", "nfe": exercise_nfe(config), "n": config.n, "cells": cells, "total": cells + 1,
+          "steps": list(config.steps), "highlight": [k for k in LESSON_STEPS if k in config.steps],
+          "reference": f"{config.reference_sampler}, {config.reference_steps} steps", "prompt_note": note})
+    finished = []
 
     def on_cell(cell) -> None:
         token.check()
+        if not finished:
+            emit({"type": "reference", "done": 1, "total": cells + 1})
         params = cell_params(entry, config, cell)
-        name = f"{cell.sampler_id}-{cell.steps:04d}-{params['seed']}.png"
-        save_png(to_pil(cell.images[0]), out / name, params)
-        emit({"type": "cell", "sampler": cell.sampler, "steps": cell.steps, "nfe": cell.nfe,
-              "image": data_url(cell.images[0]), "file": name,
-              "metrics": {k: (v if math.isfinite(v) else None) for k, v in cell.metrics.items()}})
+        seeds = []
+        for i, image in enumerate(cell.images if cell.images is not None else []):
+            name = f"{cell.sampler_id}-{cell.steps:04d}-{params['seed'] + i}.png"
+            save_png(to_pil(image), out / name, {**params, "seed": params["seed"] + i})
+            seeds.append({"seed": params["seed"] + i, "image": f"{files}/{name}"})
+        event = {"type": "cell", "sampler": cell.sampler, "steps": cell.steps, "nfe": cell.nfe,
+                 "image": data_url(cell.images[0]) if seeds else None,
+                 "file": seeds[0]["image"].rsplit("/", 1)[1] if seeds else None,
+                 "seed_images": seeds, "diff_image": None, "diff_scale": None,
+                 "metrics": {k: (v if math.isfinite(v) else None) for k, v in cell.metrics.items()}}
+        if seeds and cell.reference_images is not None and len(cell.reference_images):
+            diff = f"diff-{cell.sampler_id}-{cell.steps:04d}-{params['seed']}.png"
+            diff_image(cell.images[0], cell.reference_images[0]).save(out / diff, format="PNG")
+            event.update(diff_image=f"{files}/{diff}", diff_scale=DIFF_SCALE)
+        finished.append(cell)
+        event.update(done=len(finished) + 1, total=cells + 1)
+        emit(event)
 
     result = sweep(_checked_model(entry, token), config, device=_device(entry), on_cell=on_cell)
+    if token.cancelled or result.interrupted:  # the sweep stops cleanly on a cancel: its partial result is no answer
+        raise JobCancelled(cancelled_event(len(result.cells), cells, config.samplers))
     paths = write_reports(result, out / "sweep")
-    answers = exercise_answers(result)
-    return {"type": "done", "answers": answers, "floor": (result.floor or {}).get("metrics"),
-            "plot": "sweep/quality.png" if "quality.png" in paths else None, "notes": result.notes}
+    answers = sampler_answers(result)
+    results = {a.sampler: {"state": "done", **a.to_dict()} for a in answers}
+    return {"type": "done", "state": "done", "answers": {a.sampler: a.text for a in answers}, "results": results,
+            "floor": (result.floor or {}).get("metrics"), "prompt_note": note, "done": cells + 1,
+            "total": cells + 1, "plot": "sweep/quality.png" if "quality.png" in paths else None,
+            "notes": result.notes}
 
 
 def cell_params(entry: ModelEntry, config, cell) -> dict:
@@ -370,7 +477,7 @@ def run_phases(entry: ModelEntry, *, prompt: str, steps: int, n: int, seed: int,
                token: CancelToken) -> dict:
     """The phase measures (``diffuscope phases``) with the lesson's claims and a one-line verdict each."""
     from diffuscope.lesson.phases_report import PhasesConfig, measure_phases, save_phases
-    from diffuscope.lesson.verdicts import phase_verdicts
+    from diffuscope.lesson.verdicts import explained_verdicts
 
     check_phases(entry, prompt=prompt, steps=steps, n=n)
     emit({"type": "plan", "message": f"{steps} steps, {n} images"})
@@ -378,7 +485,8 @@ def run_phases(entry: ModelEntry, *, prompt: str, steps: int, n: int, seed: int,
                           consistency_steps=tuple(sorted({max(1, steps // 5), steps // 2, steps})))
     freq, commit, consist, notes = measure_phases(_checked_model(entry, token), config, device=_device(entry))
     paths, summary = save_phases(out, freq=freq, commit=commit, consist=consist, notes=notes)
-    return {"type": "done", "verdicts": [list(v) for v in phase_verdicts(freq, commit)], "summary": summary,
+    verdicts = explained_verdicts(freq, commit, one_image_per_prompt=entry.one_image_per_prompt and bool(prompt))
+    return {"type": "done", "verdicts": [v.to_dict() for v in verdicts], "summary": summary,
             "plots": [p.name for p in paths if p.suffix == ".png"]}
 
 

@@ -14,12 +14,15 @@ from diffuscope.web.state import ServerState
 RETRY_AFTER_S = 5  # what a 429 (queue full) or 503 (worker busy) asks the client to wait
 
 
-def submit(server: ServerState, kind: str, fn: JobFn) -> Response:
+def submit(server: ServerState, kind: str, fn: JobFn, **extra) -> Response:
+    """Queue a job; the answer names it (an id the page may keep to reattach: GET /api/jobs/{id} and its events),
+    its state and queue position, and any ``extra`` fields (a prompt's ``prompt_note``)."""
     try:
         job = server.worker.submit(kind, fn)
     except QueueFull as e:
         return error(429, str(e), {"Retry-After": str(RETRY_AFTER_S)})
-    return JSONResponse({"job": job.id, "events": f"/api/jobs/{job.id}/events"})
+    return JSONResponse({"job": job.id, "events": f"/api/jobs/{job.id}/events", "state": job.state,
+                         "position": server.worker.position(job), **extra})
 
 
 def check_seed(seed: int) -> int:

@@ -14,32 +14,51 @@ from diffuscope.web.state import Server
 router = APIRouter()
 
 
+DEFAULT_STEPS = ",".join(map(str, lesson.EXERCISE_STEPS))  # 1,2,3,5,10,25,50,100: where the picture breaks, too
+AXES_X = ("steps",)
+AXES_Y = ("sampler",)  # rows; seed/guidance/spacing rows are refused in one line until they are built
+
+
 class ExerciseBody(BaseModel):
     model: str = ""
     prompt: str = ""
     samplers: list[str] = ["DDIM"]
-    steps: str = "10,25,50,100"
+    steps: str = DEFAULT_STEPS
     seed: int = Field(0, ge=0, le=MAX_SEED)
     guidance: float = 1.0
     n: int = 16
+    axis_x: str = "steps"
+    axis_y: str = "sampler"
+    axis_y_values: str = ""
 
 
 def _request(body: ExerciseBody) -> lesson.ExerciseRequest:
+    from diffuscope.checks.errors import UsageError, quote
     from diffuscope.sweep import parse_steps
 
+    if body.axis_x not in AXES_X:
+        raise UsageError(f"axis_x must be one of {', '.join(AXES_X)}, got {quote(body.axis_x)}")
+    if body.axis_y not in AXES_Y:
+        raise UsageError(f"axis_y {quote(body.axis_y)} is not available on this server; valid: {', '.join(AXES_Y)} "
+                         f"(rows of samplers, columns of step counts)")
     return lesson.ExerciseRequest(body.prompt, tuple(s for s in body.samplers if s), parse_steps(body.steps),
                                   body.seed, body.guidance, body.n)
 
 
 @router.get("/api/exercise/plan")
-def exercise_plan(server: Server, model: str = "", samplers: str = "DDIM", steps: str = "10,25,50,100", n: int = 16,
-                  prompt: str = "", seed: int = 0, guidance: float = 1.0) -> dict:
+def exercise_plan(server: Server, model: str = "", samplers: str = "DDIM", steps: str = DEFAULT_STEPS, n: int = 16,
+                  prompt: str = "", seed: int = 0, guidance: float = 1.0, axis_x: str = "steps",
+                  axis_y: str = "sampler") -> dict:
     req = _request(ExerciseBody(model=model, prompt=prompt, samplers=samplers.split("|"), steps=steps,
-                                seed=check_seed(seed), guidance=guidance, n=n))
-    config = lesson.exercise_config(server.entry(model), req)
+                                seed=check_seed(seed), guidance=guidance, n=n, axis_x=axis_x, axis_y=axis_y))
+    entry = server.entry(model)
+    config = lesson.exercise_config(entry, req)
     nfe = lesson.exercise_nfe(config)
+    cells = len(config.samplers) * len(config.steps)
     return {"nfe": nfe, "n": config.n, "image_nfe": nfe * config.n, "steps": list(config.steps),
-            "reference": f"{config.reference_sampler}, {config.reference_steps} steps"}
+            "highlight": [k for k in lesson.LESSON_STEPS if k in config.steps], "cells": cells, "total": cells + 1,
+            "reference": f"{config.reference_sampler}, {config.reference_steps} steps",
+            "prompt_note": entry.prompt_note(prompt)}
 
 
 @router.post("/api/exercise")
@@ -48,4 +67,5 @@ def exercise(body: ExerciseBody, server: Server) -> Response:
     req = _request(body)
     lesson.exercise_config(m, req)
     out = server.out_dir
-    return submit(server, "exercise", lambda job: lesson.run_exercise(m, req, out / job.id, job.emit, job.token))
+    return submit(server, "exercise", lambda job: lesson.run_exercise(m, req, out / job.id, job.emit, job.token),
+                  prompt_note=m.prompt_note(body.prompt))

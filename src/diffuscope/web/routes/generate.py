@@ -35,4 +35,16 @@ def generate(body: GenerateBody, server: Server) -> Response:
     lesson.check_generate(m, req)
     check_guidance(body.guidance)
     out = server.out_dir
-    return submit(server, "generate", lambda job: lesson.run_generate(m, req, out / job.id, job.emit, job.token))
+    return submit(server, "generate", lambda job: lesson.run_generate(m, req, out / job.id, job.emit, job.token),
+                  prompt_note=m.prompt_note(body.prompt))
+
+
+@router.get("/api/prompt-check")
+def prompt_check(server: Server, model: str = "", prompt: str = "") -> dict:
+    """Cheap (no network call): ``prompt_note`` = None for a trained prompt, else one sentence naming the nearest
+    trained prompts or the words past the text encoder's window."""
+    from diffuscope.checks import validate
+
+    m = server.entry(model)
+    text = validate.prompt(prompt) if prompt.strip() else ""
+    return {"model": m.name, "prompt": text, "prompt_note": m.prompt_note(text)}

@@ -43,7 +43,10 @@ def job_state(job_id: str, server: Server) -> Response:
     job = _job(server, job_id)
     if isinstance(job, Response):
         return job
-    return JSONResponse({"job": job.id, "kind": job.kind, "state": job.state, "events": len(job.events)})
+    final = job.events[-1] if job.finished and job.events else None  # the result, for a page that reattaches
+    return JSONResponse({"job": job.id, "kind": job.kind, "state": job.state,
+                         "position": server.worker.position(job), "events": len(job.events),
+                         "stream": f"/api/jobs/{job.id}/events", "final": final})
 
 
 def resume_after(last_event_id: str | None, sent: int) -> int:
