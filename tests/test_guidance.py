@@ -203,3 +203,34 @@ def test_the_model_guides_and_conditions_in_one_place():
         NoConditioner().conditions(("a",), 2)
     with pytest.raises(UsageError, match="number of images"):
         NoConditioner().conditions(None)
+
+
+def test_scale_zero_calls_with_the_null_condition_itself(mixture):
+    """Scale 0 is the unconditional model: the null class is handed over (not None, which a model may read
+    otherwise), one row per image."""
+    x, sigma, cond = _inputs()
+    rec = Recorder(mixture)
+    CFGDenoiser(rec, 0.0, NULL)(x, sigma, cond)
+    assert rec.calls[0][1].tolist() == [NULL] * 4
+
+
+def test_scale_two_keeps_to_its_interval(mixture):
+    x, sigma, cond = _inputs()
+    guided = CFGDenoiser(mixture, 2.0, NULL, (0.5, 1.0))  # sigma 2 is outside: the conditional model
+    torch.testing.assert_close(guided(x, sigma, cond), mixture(x, sigma, cond))
+
+
+def test_interval_and_scale_lines_and_repr(mixture):
+    from diffuscope.core.guidance import check_interval, check_scale
+
+    assert check_interval((0, 5)) == (0.0, 5.0)  # LO = 0: guided down to the last nonzero sigma
+    assert check_interval(("0.5", "inf")) == (0.5, float("inf"))
+    with pytest.raises(UsageError) as e:
+        check_interval("ab")
+    assert str(e.value) == "guidance interval must be two noise levels LO,HI, got 'ab'"
+    with pytest.raises(UsageError) as e:
+        check_scale("x")
+    assert str(e.value) == "guidance scale must be a number >= 0 (1 = off), got 'x'"
+    assert repr(CFGDenoiser(mixture, 2.0, NULL)) == "CFGDenoiser(scale=2.0, uncond=ClassCond)"
+    assert repr(CFGDenoiser(mixture, 2.0, NULL, (0.5, 5))) == (
+        "CFGDenoiser(scale=2.0, uncond=ClassCond, interval=(0.5, 5.0))")
