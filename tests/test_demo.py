@@ -42,9 +42,18 @@ def test_demo_writes_one_report_with_every_part(demo_run):
         assert title in page
     assert page.count("data:image/png;base64,") >= 6 and "data:image/gif;base64," in page
     assert "knee (EDM 3%)" in page
-    # the report leads with the answers: one sentence per sampler before any metric table
+    # the report leads with the answers: a headline paragraph per sampler before any number, then its detail
     assert page.index("The answers") < page.index("Forward process")
-    assert page.count("DDIM: ") >= 1 and "composition is decided early" in page
+    assert "<pre" not in page  # readable HTML, not preformatted blocks
+    first_headline = page.index('<p class="headline"><strong>')
+    assert first_headline < page.index('<p class="detail">Pixel RMSE') < page.index("knee (EDM 3%)")
+    assert page.count('<p class="headline">') == 2 and "(DDIM).</strong></p>" in page
+    assert "<strong>composition is decided early: " in page and "<figcaption>" in page
+    import re
+
+    assert not re.search(r"<img(?![^>]*alt=\"[^\"]+\")", page)  # every figure has alt text
+    assert "The reverse process is the learned one" in page
+    assert "Early steps (1-1) decide composition" in page and "late steps (4-4) add fine detail" in page
     for part in ("forward/forward.png", "reverse/reverse.gif", "sweep/report.json", "phases/summary.md"):
         assert (out / part).is_file(), part
 

@@ -51,27 +51,78 @@ def default_prompt(model) -> str | None:
 
 @dataclass
 class Section:
+    """One part of report.html: a heading, plain paragraphs (``text``, one per line), a list of numbers (``items``)
+    and figures (``images``, each with its caption from ``captions`` or a default from its file name)."""
+
     title: str
     text: str
     images: list[Path] = field(default_factory=list)
+    items: list[str] = field(default_factory=list)
+    captions: dict[str, str] = field(default_factory=dict)  # file name -> caption
+    html: str = ""  # ready-made HTML placed after the paragraphs (the answers' headlines and details)
 
 
-def _embed(path: Path) -> str:
+FIGURE_CAPTIONS = {
+    "forward.png": "The forward process: a real image with more and more noise (closed form above, the step-by-step "
+                   "chain below, same seed).",
+    "reverse.png": "The reverse process, learned: the noisy state x_t (top) and the model's predicted clean image "
+                   "(bottom), from early steps (left: composition) through the middle (structure) to late steps "
+                   "(right: detail).",
+    "reverse.gif": "The reverse process, one frame per step: early frames decide composition, middle ones structure, "
+                   "late ones detail.",
+    "grid.png": "The same prompts and noise at each step count (columns), with the fine-step reference last.",
+    "quality.png": "Quality against network evaluations; the labels use the same words as the answers above.",
+    "frequency.png": "How much each step changes the predicted image, split into coarse and fine detail.",
+    "commitment.png": "Restarting from step k with fresh noise: how often the class is kept, and how far the finish "
+                      "lands from the original.",
+}
+
+
+def _embed(path: Path, caption: str = "") -> str:
     data = base64.b64encode(Path(path).read_bytes()).decode()
     kind = "gif" if path.suffix == ".gif" else "png"
-    return f'<img alt="{html.escape(path.name)}" src="data:image/{kind};base64,{data}">'
+    text = caption or path.stem.replace("_", " ")
+    return (f'<figure><img alt="{html.escape(text)}" src="data:image/{kind};base64,{data}">'
+            f"<figcaption>{html.escape(text)}</figcaption></figure>")
+
+
+def answers_html(answers, verdicts) -> str:
+    """The answers as readable HTML: per sampler its headline paragraph, then its detail; per claim its verdict,
+    why, and what was measured."""
+    e = html.escape
+    parts = []
+    for a in answers:
+        parts.append(f'<p class="headline"><strong>{e(a.headline)}</strong></p>')
+        if a.detail:
+            parts.append(f'<p class="detail">{e(a.detail)}</p>')
+    if verdicts:
+        parts.append("<h3>What gets decided when</h3><ul>")
+        parts += [f"<li><strong>{e(v.claim)}: {e(v.verdict)}.</strong> {e(v.why)} <span class='detail'>"
+                  f"(measured: {e(v.measured)})</span></li>" for v in verdicts]
+        parts.append("</ul>")
+    return "\n".join(parts)
 
 
 def write_report(out: Path, sections: list[Section], title: str) -> Path:
-    """One HTML file with every picture embedded, readable offline."""
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
-             "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-             "img{max-width:100%;image-rendering:pixelated;border:1px solid #ddd;margin:.5em 0}"
-             "pre{background:#f6f6f6;padding:.8em;white-space:pre-wrap}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1>"]
+    """One HTML file with every picture embedded, readable offline: headings, paragraphs, lists of numbers and
+    figures with captions and alt text (no preformatted blocks)."""
+    e = html.escape
+    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title><style>"
+             "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}"
+             "img{max-width:100%;image-rendering:pixelated;border:1px solid #ddd}figure{margin:1em 0}"
+             "figcaption{font-size:.9em;color:#555}p.headline{font-size:1.1em}.detail{color:#555;font-size:.92em}"
+             "ul.numbers{font-size:.9em;color:#444}</style></head><body>",
+             f"<h1>{e(title)}</h1>"]
     for s in sections:
-        parts.append(f"<h2>{html.escape(s.title)}</h2><pre>{html.escape(s.text)}</pre>")
-        parts.extend(_embed(p) for p in s.images if Path(p).is_file())
+        parts.append(f"<section><h2>{e(s.title)}</h2>")
+        parts += [f"<p>{e(line)}</p>" for line in s.text.splitlines() if line.strip()]
+        if s.html:
+            parts.append(s.html)
+        if s.items:
+            parts.append("<ul class='numbers'>" + "".join(f"<li>{e(i)}</li>" for i in s.items) + "</ul>")
+        parts.extend(_embed(Path(p), s.captions.get(Path(p).name) or FIGURE_CAPTIONS.get(Path(p).name, ""))
+                     for p in s.images if Path(p).is_file())
+        parts.append("</section>")
     parts.append("</body></html>")
     path = Path(out) / "report.html"
     from diffuscope.io.outputs import write_text_atomic  # whole or nothing; a full disk: one line
@@ -82,7 +133,7 @@ def write_report(out: Path, sections: list[Section], title: str) -> Path:
 
 def knee_summary(result) -> str:
     """One line per sampler and metric that resolves something at this n: the diminishing-returns point (EDM's 3%
-    rule, Kneedle) or 'not plateaued'; the metrics that resolve nothing are named once, folded."""
+    rule, Kneedle) and its note; the metrics that resolve nothing are named once, folded."""
     from diffuscope.sweep.report import folded_note
 
     folded = result.unresolved_metrics
@@ -144,9 +195,9 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
                 for g, s, d in zip(fwd.sigma, fwd.sqrt_alpha_bar, fwd.snr_db)]
     fwd_paths = save_forward(fwd, out / "forward")
     sections.append(Section("Forward process: adding noise is fixed, simple math",
-                            f"The model's own {fwd.schedule} schedule. Top row: the closed form; bottom row: the "
-                            "step-by-step chain, same seed.\n" + "\n".join(rows),
-                            [p for p in fwd_paths if p.suffix == ".png"]))
+                            f"Nothing is learned here: the model's own {fwd.schedule} schedule adds noise by a fixed "
+                            "formula. Top row: the closed form; bottom row: the step-by-step chain, same seed.",
+                            [p for p in fwd_paths if p.suffix == ".png"], items=rows))
 
     lap("forward")
 
@@ -159,10 +210,15 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
                                                    device=device))
     prompt = rev.prompt
     rev_paths = save_reverse(rev, out / "reverse", show=min(8, config.reverse_steps))
+    third = max(1, config.reverse_steps // 3)
     sections.append(Section(f"Reverse process: prompt {prompt!r}, {config.reverse_steps} steps of {rev.sampler}",
-                            "Top row: the noisy state x_t; bottom row: the model's predicted clean image.\n"
-                            f"sigmas: {', '.join(f'{float(s):.3g}' for s in rev.trajectory.sigmas)}",
-                            [p for p in rev_paths if p.suffix in (".png", ".gif")]))
+                            "The reverse process is the learned one: at every step the trained network predicts the "
+                            "clean image from the noisy state, and the sampler steps towards it.\n"
+                            f"Early steps (1-{third}) decide composition, where things go; the middle steps "
+                            f"({third + 1}-{config.reverse_steps - third}) form structure; late steps "
+                            f"({config.reverse_steps - third + 1}-{config.reverse_steps}) add fine detail.",
+                            [p for p in rev_paths if p.suffix in (".png", ".gif")],
+                            items=[f"sigmas: {', '.join(f'{float(s):.3g}' for s in rev.trajectory.sigmas)}"]))
 
     lap("reverse")
 
@@ -177,8 +233,10 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
     result = sweep(model, sweep_cfg, device=device, on_event=on_event)
     sweep_paths = write_reports(result, out / "sweep")
     sections.append(Section("The exercise: same prompts and seeds at " + "/".join(map(str, config.steps))
-                            + " steps", knee_summary(result),
-                            [sweep_paths[k] for k in ("grid.png", "quality.png") if k in sweep_paths]))
+                            + " steps", "Where quality plateaus: the measured numbers behind the answers above "
+                            "(full tables in sweep/report.html).",
+                            [sweep_paths[k] for k in ("grid.png", "quality.png") if k in sweep_paths],
+                            items=knee_summary(result).splitlines()))
 
     lap("sweep")
 
@@ -188,15 +246,18 @@ def run_demo(config: DemoConfig, out: str | Path, *, log: Callable[[str], None] 
                           points=config.phases_points, consistency_steps=tuple(config.steps), batch_size=64)
     freq, commit, consist, notes = measure_phases(model, phases, device=device)
     phase_paths, summary = save_phases(out / "phases", freq=freq, commit=commit, consist=consist, notes=notes)
-    sections.append(Section("Phases: early steps decide composition, late steps fine detail", summary,
-                            [p for p in phase_paths if p.suffix == ".png"]))
+    sections.append(Section("Phases: early steps decide composition, late steps fine detail",
+                            "What the phase measures found on this model (the verdicts are in the answers above).",
+                            [p for p in phase_paths if p.suffix == ".png"], items=summary.splitlines()))
 
     lap("phases")
-    from diffuscope.lesson.verdicts import verdict_lines
-    from diffuscope.sweep.answer import exercise_answers
+    from diffuscope.lesson.verdicts import explained_verdicts
+    from diffuscope.sweep.answer import sampler_answers
 
-    sections.insert(0, Section("The answers (numbers below)", "\n".join(
-        [*exercise_answers(result).values(), "", *verdict_lines(freq, commit)])))
+    one_image = model.data_name == "emoji" and phases.prompt is not None  # data/emoji.py: one image per prompt
+    verdicts = explained_verdicts(freq, commit, one_image_per_prompt=one_image)
+    sections.insert(0, Section("The answers (numbers below)", "", html=answers_html(sampler_answers(result),
+                                                                                      verdicts)))
     elapsed = time.perf_counter() - t0
     from diffuscope.io.outputs import write_text_atomic  # whole or nothing; a full disk: one line
 
