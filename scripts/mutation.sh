@@ -35,7 +35,7 @@ declare -A MODULE_TESTS=(
   [reference]="tests/test_reference.py"
   [events]="tests/test_events.py"
   [model]="tests/test_model.py"
-  [conditioning]="tests/test_conditioning.py"
+  [conditioning]="tests/test_conditioning.py tests/test_conditioning_contract.py"
 )
 SURVIVORS=0
 if [ "${1:-}" = "--survivors" ]; then SURVIVORS=1; shift; fi
@@ -71,6 +71,17 @@ print(lines[0])
 PY
 }
 
+write_config() {  # write_config WORK MODULE: the scratch pyproject.toml, its tests from MODULE_TESTS as they are now
+  local tests_toml
+  tests_toml=$(printf '"%s", ' ${MODULE_TESTS[$2]})
+  { cat pyproject.toml
+    printf '\n[tool.mutmut]\nsource_paths = ["src/"]\nonly_mutate = ["%s"]\n' "${MODULE_SOURCES[$2]}"
+    printf 'pytest_add_cli_args_test_selection = [%s]\n' "${tests_toml%, }"
+    printf 'pytest_add_cli_args = ["-p", "no:cacheprovider", "-W", "ignore"]\n'
+    printf 'use_git_change_detection = false\n'
+  } > "$1/pyproject.toml"
+}
+
 for m in "${MODULES[@]}"; do
   work="$ROOT/.mutation/$m"
   start=$(date +%s)
@@ -78,6 +89,7 @@ for m in "${MODULES[@]}"; do
     if [ ! -f "$work/score.txt" ]; then echo "no earlier run in $work: run scripts/mutation.sh $m first" >&2; exit 2; fi
     mapfile -t names < <(tail -n +2 "$work/score.txt")
     rm -rf "$work/tests" && cp -r tests "$work/tests"
+    write_config "$work" "$m"  # the module's test files as listed now (a new file joins the re-run)
     echo "== $m: re-running ${#names[@]} survivors against the current ${MODULE_TESTS[$m]} ($(date -u +%H:%M:%S) UTC)"
     if [ ${#names[@]} -gt 0 ]; then
       (cd "$work" && nice -n 15 mutmut run --max-children 1 "${names[@]}" > rerun.log 2>&1) || {
@@ -90,13 +102,7 @@ for m in "${MODULES[@]}"; do
   mkdir -p "$work"
   cp -r src tests "$work/"
   find "$work" -name __pycache__ -prune -exec rm -rf {} +
-  tests_toml=$(printf '"%s", ' ${MODULE_TESTS[$m]})
-  { cat pyproject.toml
-    printf '\n[tool.mutmut]\nsource_paths = ["src/"]\nonly_mutate = ["%s"]\n' "${MODULE_SOURCES[$m]}"
-    printf 'pytest_add_cli_args_test_selection = [%s]\n' "${tests_toml%, }"
-    printf 'pytest_add_cli_args = ["-p", "no:cacheprovider", "-W", "ignore"]\n'
-    printf 'use_git_change_detection = false\n'
-  } > "$work/pyproject.toml"
+  write_config "$work" "$m"
   echo "== $m: mutating ${MODULE_SOURCES[$m]} against ${MODULE_TESTS[$m]} ($(date -u +%H:%M:%S) UTC)"
   (cd "$work" && nice -n 15 mutmut run --max-children 1 > run.log 2>&1) || {
     echo "mutmut failed for $m: see $work/run.log" >&2; tail -20 "$work/run.log" >&2; exit 1; }

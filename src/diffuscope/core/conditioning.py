@@ -172,7 +172,8 @@ class Conditioner:
         one image per prompt). ``prompts=None`` samples unconditionally: the null condition of every image (None
         for an unconditional model), the one way the CLI, the sweep and the page do it (Ho & Salimans 2022)."""
         if prompts is None or not self.takes_prompts:
-            self.encode(list(prompts or []))  # an unconditional model refuses a prompt
+            if prompts:
+                self.encode(list(prompts))  # an unconditional model refuses a prompt
             if n is None or n < 1:
                 raise UsageError("an unconditional generation needs the number of images n >= 1")
             return self.null(n)
