@@ -44,7 +44,7 @@ async function api(method, url, body) {
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const data = await r.json().catch(() => ({}));
-  if (!r.ok) throw new Error(data.error || `${r.status} ${r.statusText}`);
+  if (!r.ok) { const e = new Error(data.error || `${r.status} ${r.statusText}`); e.status = r.status; throw e; }
   return data;
 }
 function follow(job, onEvent) {
@@ -59,8 +59,53 @@ function follow(job, onEvent) {
     es.addEventListener("end", () => { es.close(); resolve({ type: "end" }); });
   });
 }
+// --- jobs: their state on the page (queued with its position, running, done, cancelled, error), kept in
+// sessionStorage so that a reload reattaches to a job still running (its events replay from the first) ---
+const JOBS_KEY = "diffuscope-jobs";
+function savedJobs() {
+  try { return JSON.parse(sessionStorage.getItem(JOBS_KEY)) || {}; } catch (e) { return {}; }
+}
+function keepJob(kind, value) {
+  const jobs = savedJobs();
+  if (value) jobs[kind] = value; else delete jobs[kind];
+  sessionStorage.setItem(JOBS_KEY, JSON.stringify(jobs));
+}
+function showJobState(el, state, position) {
+  const text = state === "queued" && position != null ? `queued (position ${position})` : state;
+  el.textContent = text; el.dataset.state = state;
+  el.classList.toggle("error", state === "error");
+}
+async function watch(job, el, onEvent) {
+  // the stream is opened at once (a job nobody listens to is cancelled); until its first event the job may
+  // wait in the queue behind another tab's: poll its state so the page says so instead of "running"
+  let started = false;
+  showJobState(el, "queued");
+  const poll = async () => {
+    while (!started) {
+      try {
+        const s = await api("GET", `/api/jobs/${job}`);
+        if (started) break;
+        if (s.state === "queued") showJobState(el, "queued", s.position);
+        else if (s.state === "running") { showJobState(el, "running"); }
+      } catch (e) { break; }
+      await new Promise((r) => setTimeout(r, 700));
+    }
+  };
+  poll();
+  const end = await follow(job, (ev) => {
+    if (!started && ev.type !== "done" && ev.type !== "error" && ev.type !== "cancelled") {
+      started = true; showJobState(el, "running");
+    }
+    onEvent(ev);
+  });
+  started = true;
+  if (end.type === "done" || end.type === "error" || end.type === "cancelled") showJobState(el, end.type);
+  return end;
+}
 const model = () => MODELS.find((m) => m.name === $("model").value) || MODELS[0];
 const fileUrl = (job, name) => `/api/files/${job}/${name}`;
+// an image is hidden until it has loaded (no broken-image icon, no empty frame): see the load listener in start()
+function setImg(el, src) { if (src && el.getAttribute("src") !== src) el.src = src; }
 function status(el, text, isError) { el.textContent = text; el.classList.toggle("error", !!isError); }
 
 // --- 1. forward process ---
@@ -89,8 +134,10 @@ function showForward() {
   const t = Number($("forward-t").value);
   let i = forward.t.findIndex((v) => v >= t);
   if (i < 0) i = forward.t.length - 1;
-  $("forward-image").src = forward.closed[i];
-  $("forward-chain").src = forward.chain[i];
+  setImg($("forward-image"), forward.closed[i]);
+  setImg($("forward-chain"), forward.chain[i]);
+  $("forward-t").setAttribute("aria-valuetext", forward.continuous
+    ? `sigma ${Number(forward.sigma[i].toPrecision(3))}, stop ${forward.t[i]} of ${forward.T}` : `t ${forward.t[i]} of ${forward.T}`);
   const snr = forward.snr_db[i] === null ? "inf" : forward.snr_db[i].toFixed(1);
   const where = forward.continuous
     ? `sigma = ${Number(forward.sigma[i].toPrecision(4))} (stop ${forward.t[i]} of ${forward.T}, ${forward.schedule} range ` +
@@ -111,6 +158,82 @@ function intervalValue() {
   if (!text) return null;
   return text.split(",").map(Number);
 }
+// the kept frames of the current generation (one per step event; previews where the server sent them)
+let frames = [];
+let followLive = true;
+const BANDS = {
+  early: "early: composition is being decided (where things go); x_t is still mostly noise",
+  middle: "middle: structure (the shapes form; the class is usually fixed by now)",
+  late: "late: detail (edges and texture; the picture barely moves)",
+};
+function bandOf(f) {
+  if (f.band) return f.band;
+  const third = f.n / 3;
+  return f.k <= third ? "early" : f.k <= 2 * third ? "middle" : "late";
+}
+function showFrame(i) {
+  const f = frames[i];
+  if (!f) return;
+  const band = bandOf(f);
+  const sigma = f.sigma == null ? "" : `, sigma ${Number(f.sigma.toPrecision(2))}`;
+  const sc = $("reverse-scrubber");
+  sc.value = i + 1;
+  sc.setAttribute("aria-valuetext", `step ${f.k} of ${f.n}${sigma}, ${band}: ${BANDS[band].split(" (")[0].split(": ")[1]}`);
+  // the latest preview at or before this step
+  for (let j = i; j >= 0; j--) { if (frames[j].xt) { setImg($("preview-xt"), frames[j].xt); break; } }
+  for (let j = i; j >= 0; j--) { if (frames[j].x0) { setImg($("preview-x0"), frames[j].x0); break; } }
+  $("preview-xt").alt = `x_t, the noisy state at step ${f.k} of ${f.n}${sigma}`;
+  $("preview-x0").alt = `the network's prediction of the clean image at step ${f.k} of ${f.n}`;
+  for (const li of document.querySelectorAll("#bands li")) li.classList.toggle("current", li.dataset.band === band);
+  $("band-caption").textContent = `step ${f.k} of ${f.n}: ${BANDS[band]}`;
+}
+function addFrame(ev) {
+  const kept = ev.frame || {};  // the server keeps a frame's PNGs on disk: its URLs stand in for a skipped preview
+  frames.push({ k: ev.k, n: ev.n, sigma: ev.sigma, xt: ev.xt || kept.xt, x0: ev.x0 || kept.x0, band: ev.band || kept.band });
+  const sc = $("reverse-scrubber");
+  sc.max = frames.length; sc.disabled = false;
+  if (followLive) showFrame(frames.length - 1);
+}
+function mergeKeptFrames(job, kept) {
+  // the server's kept frames (URLs or data URLs, with their band) fill in the steps that had no preview
+  if (!Array.isArray(kept)) return;
+  for (const f of kept) {
+    const k = typeof f === "object" && f ? f.k : null;
+    const url = (u) => (u && !u.startsWith("data:") && !u.startsWith("/") ? fileUrl(job, u) : u);
+    const mine = frames.find((x) => x.k === k);
+    if (!mine) continue;
+    mine.xt = mine.xt || url(f.xt || f.url); mine.x0 = mine.x0 || url(f.x0); mine.band = f.band || mine.band;
+  }
+}
+function clearReverse(message) {
+  // a refused or failed request must not leave the previous picture and "step 20 / 20" on screen
+  frames = []; followLive = true;
+  const sc = $("reverse-scrubber");
+  sc.max = 1; sc.value = 1; sc.disabled = true; sc.setAttribute("aria-valuetext", "no steps yet");
+  for (const id of ["preview-xt", "preview-x0", "final-image"]) { $(id).hidden = true; $(id).removeAttribute("src"); }
+  $("final-save").hidden = true;
+  $("step-counter").textContent = message || "step 0 / 0";
+  $("step-sigma").textContent = ""; $("band-caption").textContent = "";
+  for (const li of document.querySelectorAll("#bands li")) li.classList.remove("current");
+}
+function showPromptNote(note) {
+  const el = $("prompt-note");
+  el.textContent = note || ""; el.hidden = !note;
+}
+let promptTimer = null;
+let promptCheckRoute = true;  // whether the server has GET /api/prompt-check
+function checkPromptLater() { clearTimeout(promptTimer); promptTimer = setTimeout(checkPrompt, 300); }
+async function checkPrompt() {
+  const q = new URLSearchParams({ model: model().name, prompt: $("prompt").value });
+  try {
+    const r = await api("GET", "/api/prompt-check?" + q);
+    showPromptNote(r.prompt_note || r.message || null);
+  } catch (e) {
+    // a server without the check (404): the exercise plan, which checks the prompt too, gives the note
+    if (e.status === 404 || e.status === 405) promptCheckRoute = false;
+    else showPromptNote(/prompt/i.test(e.message) ? e.message : null);
+  }
+}
 async function generate() {
   const m = model();
   const body = {
@@ -119,40 +242,65 @@ async function generate() {
     preview_every: Number($("preview-every").value),
     preview: model().cheap_preview ? $("preview-mode").value : "decode",
   };
-  let job;
-  try { job = (await api("POST", "/api/generate", body)).job; }
-  catch (e) { status($("generate-status"), e.message, true); return; }
+  let r;
+  try { r = await api("POST", "/api/generate", body); }
+  catch (e) {
+    status($("generate-status"), e.message, true);
+    clearReverse("no image: the request was refused");
+    showJobState($("job-state"), "error");
+    if (/prompt/i.test(e.message)) showPromptNote(e.message);
+    return;
+  }
+  if ("prompt_note" in r) showPromptNote(r.prompt_note);
+  keepJob("generate", { job: r.job, steps: body.steps });
+  await followGenerate(r.job, body.steps);
+}
+async function followGenerate(job, steps) {
   generateJob = job;
-  $("generate").disabled = true; $("cancel").disabled = false; $("final-save").hidden = true;
-  status($("step-counter"), `step 0 / ${body.steps}`);
-  status($("generate-status"), "running");
-  const end = await follow(job, (ev) => {
+  clearReverse(`step 0 / ${steps}`);
+  $("generate").disabled = true; $("cancel").disabled = false;
+  status($("generate-status"), "");
+  const end = await watch(job, $("job-state"), (ev) => {
     if (ev.type === "step") {
       $("step-counter").textContent = `step ${ev.k} / ${ev.n}`;
       $("step-sigma").textContent = `sigma ${ev.sigma.toPrecision(4)}`;
-      if (ev.xt) $("preview-xt").src = ev.xt;
-      if (ev.x0) $("preview-x0").src = ev.x0;
+      addFrame(ev);
     }
   });
+  generateJob = null;
   $("generate").disabled = false; $("cancel").disabled = true;
   if (end.type === "done") {
-    $("final-image").src = end.image;
+    mergeKeptFrames(job, end.frames);
+    if (frames.length) showFrame(Number($("reverse-scrubber").value) - 1);
+    setImg($("final-image"), end.image);
     const a = $("final-save");
     a.href = fileUrl(job, end.file); a.download = end.file; a.hidden = false;
     status($("generate-status"), `done: ${end.sampler}, ${end.nfe} network evaluations, seed ${end.seed}`);
-    record("generate", { sampler: end.sampler, steps: body.steps, seed: end.seed });
+    record("generate", { sampler: end.sampler, steps, seed: end.seed });
   } else {
+    if (end.type === "end") { keepJob("generate", null); status($("generate-status"), "the job was lost", true); return; }
+    keepJob("generate", null);
     status($("generate-status"), end.message || end.type, end.type === "error");
+    if (end.type === "error") clearReverse("no image: " + (end.message || "error"));
   }
 }
 
 // --- 3. the exercise ---
+const LESSON_STEPS = [10, 25, 50, 100];  // the lesson's columns, unless the server names them (`highlight`)
+let highlight = LESSON_STEPS;
+function yValues() {
+  return $("exercise-y-values").value.split(",").map((v) => v.trim()).filter((v) => v);
+}
 function exerciseBody() {
   const samplers = [...document.querySelectorAll("#exercise-samplers input:checked")].map((el) => el.value);
-  return {
+  const axis = $("exercise-axis-y").value;
+  const body = {
     model: model().name, prompt: $("prompt").value, samplers, steps: $("exercise-steps").value,
     seed: Number($("seed").value), guidance: Number($("guidance").value), n: Number($("exercise-n").value),
+    axis_x: $("exercise-axis-x").value,
   };
+  if (axis !== "sampler") Object.assign(body, { axis_y: axis, axis_y_values: yValues().join(",") });
+  return body;
 }
 let planTimer = null;
 function planLater() { clearTimeout(planTimer); planTimer = setTimeout(plan, 200); }
@@ -160,67 +308,241 @@ async function plan() {
   const b = exerciseBody();
   const q = new URLSearchParams({ model: b.model, prompt: b.prompt, samplers: b.samplers.join("|"), steps: b.steps,
     seed: b.seed, guidance: b.guidance, n: b.n });
+  if (b.axis_y) { q.set("axis_y", b.axis_y); q.set("axis_y_values", b.axis_y_values); }
   try {
     const p = await api("GET", "/api/exercise/plan?" + q);
+    if (Array.isArray(p.highlight)) highlight = p.highlight;
     status($("exercise-plan"), `before it starts: ${p.nfe} network evaluations (NFE) per image, ${p.n} images ` +
       `per cell = ${p.image_nfe} image-NFE in all, including the convergence reference (${p.reference}).`);
     $("exercise-run").disabled = exerciseJob !== null;
+    if ("prompt_note" in p) showPromptNote(p.prompt_note);
+    else if (!promptCheckRoute) showPromptNote(null);
     return p;
-  } catch (e) { status($("exercise-plan"), e.message, true); $("exercise-run").disabled = true; }
+  } catch (e) {
+    status($("exercise-plan"), e.message, true); $("exercise-run").disabled = true;
+    if (/prompt/i.test(e.message)) showPromptNote(e.message);
+  }
 }
-function buildGrid(samplers, steps) {
-  const grid = $("exercise-grid");
+function axisChanged() {
+  const axis = $("exercise-axis-y").value;
+  $("exercise-y-box").hidden = axis === "sampler";
+  $("exercise-samplers").hidden = axis !== "sampler";
+  $("exercise-y-name").textContent = axis === "seed" ? "seeds" : axis === "guidance" ? "guidance values" : "spacings";
+  const examples = { seed: "0,1,2", guidance: "1,1.5,2.5", spacing: "karras,uniform" };
+  if (axis !== "sampler") $("exercise-y-values").placeholder = examples[axis];
+  if (axis !== "sampler" && !$("exercise-y-values").value) $("exercise-y-values").value = examples[axis];
+  planLater();
+}
+// the grid: one row per y value (samplers by default), one column per step count; each cell a button that opens
+// its seeds large; cells[rowKey|steps] holds what the cell showed
+let cells = {};
+let grid = { rows: [], steps: [], total: 0, done: 0, job: null, axis: "sampler" };
+function cellKey(row, steps) { return `${row}|${steps}`; }
+function buildGrid(rows, steps, axis) {
+  cells = {};
+  grid = { rows, steps, total: rows.length * steps.length, done: 0, job: null, axis };
+  const table = $("exercise-grid");
   const head = document.createElement("tr");
-  head.append(document.createElement("th"));
-  for (const s of steps) { const th = document.createElement("th"); th.textContent = `${s} steps`; head.append(th); }
-  const rows = samplers.map((name) => {
+  const corner = document.createElement("th"); corner.textContent = `${axis} \\ steps`; head.append(corner);
+  for (const s of steps) {
+    const th = document.createElement("th"); th.scope = "col";
+    const lesson = highlight.includes(s);
+    th.textContent = `${lesson ? "\u2605 " : ""}${s} steps`;
+    if (lesson) { th.classList.add("lesson"); th.title = "one of the lesson's step counts"; }
+    head.append(th);
+  }
+  const trs = rows.map((row) => {
     const tr = document.createElement("tr");
-    const th = document.createElement("th"); th.textContent = name; tr.append(th);
+    const th = document.createElement("th"); th.scope = "row"; th.textContent = axis === "sampler" ? row : `${axis} ${row}`;
+    tr.append(th);
     for (const s of steps) {
       const td = document.createElement("td");
-      td.dataset.sampler = name; td.dataset.steps = s; td.className = "pending"; td.textContent = "\u2026";
+      td.dataset.row = row; td.dataset.sampler = row; td.dataset.steps = s;
+      td.setAttribute("data-testid", "exercise-cell");
+      td.className = "pending" + (highlight.includes(s) ? " lesson" : ""); td.textContent = "\u2026";
       tr.append(td);
     }
     return tr;
   });
-  grid.replaceChildren(head, ...rows);
+  table.replaceChildren(head, ...trs);
+  $("exercise-diff-toggle").checked = false; $("exercise-diff-toggle").disabled = true;
+  $("exercise-diff-scale").textContent = "";
+}
+function imageUrl(job, v) { return !v ? null : v.startsWith("data:") || v.startsWith("/") ? v : fileUrl(job, v); }
+function newImg(src, alt) {
+  const img = document.createElement("img"); img.hidden = true; img.alt = alt; img.src = src; return img;
+}
+function cellLabel(c) { return `${grid.axis === "sampler" ? c.row : `${grid.axis} ${c.row}`}, ${c.steps} steps`; }
+function renderCell(c) {
+  const td = document.querySelector(`#exercise-grid td[data-row="${CSS.escape(String(c.row))}"][data-steps="${c.steps}"]`);
+  if (!td) return;
+  const diff = $("exercise-diff-toggle").checked;
+  const button = document.createElement("button"); button.type = "button"; button.className = "cell-open";
+  button.setAttribute("aria-label", `${cellLabel(c)}: open its ${c.seeds.length} seed${c.seeds.length > 1 ? "s" : ""} large`);
+  const thumbs = document.createElement("span"); thumbs.className = "thumbs n" + Math.min(4, diff ? 1 : c.seeds.length);
+  if (diff && c.diff) thumbs.append(newImg(c.diff, `difference of ${cellLabel(c)} to the reference (${c.diffScale || "amplified"})`));
+  else for (const [i, src] of c.seeds.slice(0, 4).entries()) thumbs.append(newImg(src, `${cellLabel(c)}, seed ${c.seedNames[i]}`));
+  button.append(thumbs);
+  button.addEventListener("click", () => openCell(c));
+  const cap = document.createElement("div"); cap.textContent = c.caption;
+  td.replaceChildren(button, cap); td.classList.remove("pending"); td.classList.add("done");
+  td.onclick = (e) => { if (e.target === td || e.target === cap) openCell(c); };
+}
+function openCell(c) {
+  const dlg = $("cell-dialog");
+  $("cell-dialog-title").textContent = cellLabel(c);
+  const diff = $("exercise-diff-toggle").checked && c.diff;
+  const figs = c.seeds.map((src, i) => {
+    const fig = document.createElement("figure");
+    const cap = document.createElement("figcaption"); cap.textContent = `seed ${c.seedNames[i]}`;
+    fig.append(newImg(src, `${cellLabel(c)}, seed ${c.seedNames[i]}, enlarged`), cap); return fig;
+  });
+  if (c.diff) {
+    const fig = document.createElement("figure");
+    const cap = document.createElement("figcaption"); cap.textContent = `difference to the reference (${c.diffScale || "amplified"})`;
+    fig.append(newImg(c.diff, `difference of ${cellLabel(c)} to the reference, enlarged`), cap);
+    if (diff) figs.unshift(fig); else figs.push(fig);
+  }
+  $("cell-dialog-images").replaceChildren(...figs);
+  const save = c.file ? ` Saved as ${c.file}.` : "";
+  $("cell-dialog-text").textContent = c.caption + "." + save;
+  if (dlg.showModal) dlg.showModal(); else dlg.setAttribute("open", "");
+}
+async function diffAgainst(src, refSrc) {
+  // without the server's diff image: |x - x_ref| x 4 against the row's most-steps cell, drawn on a canvas
+  const load = (u) => new Promise((res, rej) => { const i = new Image(); i.onload = () => res(i); i.onerror = rej; i.src = u; });
+  const [a, b] = await Promise.all([load(src), load(refSrc)]);
+  const c = document.createElement("canvas"); c.width = a.naturalWidth; c.height = a.naturalHeight;
+  const ctx = c.getContext("2d");
+  ctx.drawImage(b, 0, 0); const rb = ctx.getImageData(0, 0, c.width, c.height);
+  ctx.drawImage(a, 0, 0); const ra = ctx.getImageData(0, 0, c.width, c.height);
+  for (let i = 0; i < ra.data.length; i += 4) {
+    for (let j = 0; j < 3; j++) ra.data[i + j] = Math.min(255, 4 * Math.abs(ra.data[i + j] - rb.data[i + j]));
+    ra.data[i + 3] = 255;
+  }
+  ctx.putImageData(ra, 0, 0);
+  return c.toDataURL("image/png");
+}
+async function fillClientDiffs() {
+  for (const row of grid.rows) {
+    const done = grid.steps.map((s) => cells[cellKey(row, s)]).filter((c) => c);
+    const ref = done[done.length - 1];
+    if (!ref) continue;
+    for (const c of done) {
+      if (c.diff) continue;
+      try { c.diff = await diffAgainst(c.seeds[0], ref.seeds[0]); } catch (e) { continue; }
+      c.diffScale = `|x - x(${ref.steps} steps)| x 4: black = the same, white = a quarter of the range or more`;
+    }
+  }
+}
+async function toggleDiff() {
+  const on = $("exercise-diff-toggle").checked;
+  if (on && Object.values(cells).some((c) => !c.diff)) await fillClientDiffs();
+  const scales = [...new Set(Object.values(cells).map((c) => c.diffScale).filter((v) => v))];
+  $("exercise-diff-scale").textContent = on ? "difference to the reference, " + (scales.join("; ") || "amplified") : "";
+  for (const c of Object.values(cells)) renderCell(c);
+}
+function onCell(job, ev) {
+  const row = ev.y ?? ev.row ?? ev.sampler;
+  const seeds = (Array.isArray(ev.seed_images) && ev.seed_images.length ? ev.seed_images : [ev.image])
+    .map((v) => imageUrl(job, typeof v === "object" && v ? v.image || v.url : v)).filter((v) => v);
+  const seedNames = (Array.isArray(ev.seed_images) ? ev.seed_images : [ev.image]).map((v, i) =>
+    (typeof v === "object" && v && v.seed != null ? v.seed : ev.seeds ? ev.seeds[i] : `#${i + 1}`));
+  const m = ev.metrics || {};
+  const caption = `${ev.nfe} NFE` + (m.fd != null ? `, FD ${m.fd.toFixed(2)}` : "") +
+    (m.conv_pixel != null ? `, RMSE ${m.conv_pixel.toFixed(3)}` : "");
+  const c = { row: String(row), steps: ev.steps, seeds, seedNames, caption, file: ev.file,
+    diff: imageUrl(job, ev.diff_image), diffScale: ev.diff_scale };
+  cells[cellKey(c.row, c.steps)] = c;
+  renderCell(c);
+  grid.done += 1;
+  $("exercise-diff-toggle").disabled = false;
+  progressText(ev);
+}
+function progressText(ev) {
+  // the server counts the convergence reference as one more run (done / total); else count the cells
+  const text = ev && ev.total != null
+    ? `${ev.done} of ${ev.total} runs done (the convergence reference and ${grid.total} cells)`
+    : `${grid.done} of ${grid.total} cell${grid.total === 1 ? "" : "s"} done`;
+  status($("exercise-plan"), text);
+}
+function answerRows(end, cancelled) {
+  // one row per sampler (or y value): {headline, detail, state}; a plain sentence from an older server is split
+  // at its first ";" (the headline) and the statistics after it (the detail)
+  const rows = [];
+  const source = end.results || end.answers || {};
+  for (const [name, v] of Object.entries(source)) {
+    if (v && typeof v === "object") { rows.push({ name, headline: v.headline || v.answer || "", detail: v.detail || "", state: v.state }); continue; }
+    const text = String(v);
+    const cut = text.indexOf("; ");
+    rows.push(cut > 0 ? { name, headline: text.slice(0, cut) + ".", detail: text.slice(cut + 2) } : { name, headline: text, detail: "" });
+  }
+  if (!rows.length && cancelled) {
+    for (const name of grid.rows) rows.push({ name, headline: "", detail: "", state: "cancelled" });
+  }
+  return rows;
+}
+function showAnswers(rows, cancelled) {
+  const partial = `cancelled after ${grid.done} of ${grid.total} cells`;
+  $("exercise-answer").replaceChildren(...rows.map((r) => {
+    const box = document.createElement("div"); box.className = "answer-row";
+    const stale = cancelled || r.state === "cancelled";
+    box.classList.toggle("partial", stale);
+    const h = document.createElement("p"); h.setAttribute("data-testid", "answer-headline"); h.className = "headline";
+    const name = grid.axis === "sampler" ? r.name : `${grid.axis} ${r.name}`;
+    const named = (text) => (text.includes(r.name) ? text : `${name}: ${text}`);
+    h.textContent = stale
+      ? named(/cancelled/.test(r.headline) ? r.headline : partial) + " (not an answer: the exercise did not finish)"
+      : named(r.headline);
+    box.append(h);
+    if (r.detail && !stale) { const d = document.createElement("p"); d.className = "detail"; d.textContent = r.detail; box.append(d); }
+    return box;
+  }));
 }
 async function runExercise() {
   const p = await plan();
   if (!p) return;
   const body = exerciseBody();
-  let job;
-  try { job = (await api("POST", "/api/exercise", body)).job; }
-  catch (e) { status($("exercise-plan"), e.message, true); return; }
+  let r;
+  try { r = await api("POST", "/api/exercise", body); }
+  catch (e) {
+    // a refused run: the grid and answer on screen are the previous run's, and marked so
+    status($("exercise-plan"), e.message, true);
+    for (const id of ["exercise-grid", "exercise-answer"]) $(id).classList.add("stale");
+    return;
+  }
+  for (const id of ["exercise-grid", "exercise-answer"]) $(id).classList.remove("stale");
+  if ("prompt_note" in r) showPromptNote(r.prompt_note);
+  const rows = body.axis_y ? yValues()
+    : body.samplers.map((s) => (model().samplers.find((x) => x.name === s || x.id === s) || { name: s }).name);
+  keepJob("exercise", { job: r.job, rows, steps: p.steps, axis: body.axis_y || "sampler" });
+  await followExercise(r.job, rows, p.steps, body.axis_y || "sampler");
+}
+async function followExercise(job, rows, steps, axis) {
   exerciseJob = job;
   $("exercise-run").disabled = true; $("exercise-cancel").disabled = false;
   $("exercise-answer").replaceChildren(); $("exercise-plot").hidden = true;
-  const names = body.samplers.map((s) => (model().samplers.find((x) => x.name === s || x.id === s) || { name: s }).name);
-  buildGrid(names, p.steps);
-  let done = 0;
-  const end = await follow(job, (ev) => {
-    if (ev.type !== "cell") return;
-    const td = document.querySelector(`#exercise-grid td[data-sampler="${ev.sampler}"][data-steps="${ev.steps}"]`);
-    if (!td) return;
-    const img = document.createElement("img"); img.src = ev.image; img.alt = `${ev.sampler} ${ev.steps} steps`;
-    const a = document.createElement("a"); a.href = fileUrl(job, ev.file); a.download = ev.file; a.append(img);
-    const cap = document.createElement("div");
-    const m = ev.metrics;
-    cap.textContent = `${ev.nfe} NFE` + (m.fd != null ? `, FD ${m.fd.toFixed(2)}` : "") +
-      (m.conv_pixel != null ? `, RMSE ${m.conv_pixel.toFixed(3)}` : "");
-    td.replaceChildren(a, cap); td.className = "done";
-    status($("exercise-plan"), `${++done} cells done`);
+  buildGrid(rows, steps, axis);
+  grid.job = job;
+  const end = await watch(job, $("exercise-job-state"), (ev) => {
+    if (ev.type === "plan" && ev.cells) grid.total = ev.cells;
+    if (ev.type === "reference") progressText(ev);
+    if (ev.type === "cell") onCell(job, ev);
   });
   exerciseJob = null;
   $("exercise-run").disabled = false; $("exercise-cancel").disabled = true;
-  if (end.type !== "done") { status($("exercise-plan"), end.message || end.type, end.type === "error"); return; }
-  const answers = Object.values(end.answers);
-  $("exercise-answer").replaceChildren(...answers.map((text) => {
-    const para = document.createElement("p"); para.textContent = text; return para;
-  }));
-  if (end.plot) { $("exercise-plot").src = fileUrl(job, end.plot); $("exercise-plot").hidden = false; }
-  $("exercise-notes").replaceChildren(...end.notes.map((t) => { const li = document.createElement("li"); li.textContent = t; return li; }));
-  record("exercise", { answers });
+  if (end.type === "cancelled") {
+    keepJob("exercise", null);
+    status($("exercise-plan"), end.headline || `cancelled after ${grid.done} of ${grid.total} cells`);
+    showAnswers(answerRows(end, true), true);
+    return;
+  }
+  if (end.type !== "done") { keepJob("exercise", null); status($("exercise-plan"), end.message || end.type, end.type === "error"); return; }
+  const rowsOut = answerRows(end, false);
+  showAnswers(rowsOut, false);
+  if (end.plot) setImg($("exercise-plot"), fileUrl(job, end.plot));
+  $("exercise-notes").replaceChildren(...(end.notes || []).map((t) => { const li = document.createElement("li"); li.textContent = t; return li; }));
+  record("exercise", { answers: [...document.querySelectorAll("#exercise-answer [data-testid=answer-headline]")].map((h) => h.textContent) });
 }
 
 // --- 4. what gets decided when ---
@@ -237,17 +559,27 @@ async function runPhases() {
   status($("phases-status"), "");
   const head = document.createElement("tr");
   for (const t of ["the lesson says", "measured on this model", "verdict"]) {
-    const th = document.createElement("th"); th.textContent = t; head.append(th);
+    const th = document.createElement("th"); th.scope = "col"; th.textContent = t; head.append(th);
   }
-  $("phases-verdicts").replaceChildren(head, ...end.verdicts.map((row) => {
+  // a verdict is [claim, measured, verdict] or {claim, measured, verdict, why}; each gets its why
+  const verdicts = end.verdicts.map((v) => (Array.isArray(v) ? { claim: v[0], measured: v[1], verdict: v[2], why: v[3] } : v));
+  $("phases-verdicts").replaceChildren(head, ...verdicts.map((v) => {
     const tr = document.createElement("tr");
-    for (const cell of row) { const td = document.createElement("td"); td.textContent = cell; tr.append(td); }
+    for (const text of [v.claim, v.measured]) { const td = document.createElement("td"); td.textContent = text; tr.append(td); }
+    const td = document.createElement("td");
+    const strong = document.createElement("strong"); strong.textContent = v.verdict;
+    const why = document.createElement("div"); why.className = "why"; why.setAttribute("data-testid", "verdict-why");
+    why.textContent = "why: " + (v.why || `${v.verdict === "holds" ? "it holds" : "it was not seen"} because the measurement ` +
+      `on this model reads "${v.measured}"`);
+    td.append(strong, why); tr.append(td);
     return tr;
   }));
-  $("phases-plots").replaceChildren(...end.plots.map((name) => {
-    const img = document.createElement("img"); img.src = fileUrl(job, name); img.alt = name; return img;
-  }));
-  record("phases", { verdicts: end.verdicts.map((r) => `${r[0]}: ${r[2]}`) });
+  const plotAlt = (name) => (/freq/.test(name) ? "plot: how much of each step's change is coarse and how much fine, step by step"
+    : /commit/.test(name) ? "plot: the commitment curve, how often fresh noise from each step keeps the class"
+      : /consist/.test(name) ? "plot: how consistent the finishes are from each step"
+        : "plot: " + name.replace(/\.png$/, "").replace(/[_-]/g, " "));
+  $("phases-plots").replaceChildren(...end.plots.map((name) => newImg(fileUrl(job, name), plotAlt(name))));
+  record("phases", { verdicts: verdicts.map((v) => `${v.claim}: ${v.verdict}`) });
 }
 
 // --- 4b. any image is reachable from noise ---
@@ -264,9 +596,9 @@ async function runInvert() {
   $("invert-run").disabled = false;
   if (end.type !== "done") { status($("invert-status"), end.message || end.type, end.type === "error"); return; }
   status($("invert-status"), `image ${body.index} (${end.label}); saved in the job folder with invert.json`);
-  $("invert-original").src = fileUrl(job, end.files.original);
-  $("invert-noise").src = fileUrl(job, end.files.noise);
-  $("invert-regenerated").src = fileUrl(job, end.files.regenerated);
+  setImg($("invert-original"), fileUrl(job, end.files.original));
+  setImg($("invert-noise"), fileUrl(job, end.files.noise));
+  setImg($("invert-regenerated"), fileUrl(job, end.files.regenerated));
   const para = document.createElement("p"); para.textContent = end.answer;
   $("invert-answer").replaceChildren(para);
   record("invert", { answer: end.answer });
@@ -297,6 +629,7 @@ function fillModel() {
   $("preview-mode-box").hidden = !m.cheap_preview;
   loadForward();
   plan();
+  checkPromptLater();
 }
 async function start() {
   // the limits and defaults are the server's (one source of truth): nothing here repeats them
@@ -315,6 +648,18 @@ async function start() {
   $("generate").addEventListener("click", generate);
   $("cancel").addEventListener("click", () => generateJob && api("POST", `/api/jobs/${generateJob}/cancel`));
   $("exercise-run").addEventListener("click", runExercise);
+  $("exercise-axis-y").addEventListener("change", axisChanged);
+  $("exercise-y-values").addEventListener("input", planLater);
+  $("exercise-diff-toggle").addEventListener("change", toggleDiff);
+  $("reverse-scrubber").addEventListener("input", () => {
+    const sc = $("reverse-scrubber");
+    followLive = Number(sc.value) >= frames.length;
+    showFrame(Number(sc.value) - 1);
+  });
+  $("prompt").addEventListener("input", checkPromptLater);
+  $("prompt").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.isComposing && !$("generate").disabled) { e.preventDefault(); generate(); }
+  });
   $("exercise-cancel").addEventListener("click", () => exerciseJob && api("POST", `/api/jobs/${exerciseJob}/cancel`));
   for (const id of ["exercise-steps", "exercise-n", "prompt", "seed", "guidance"]) $(id).addEventListener("input", planLater);
   $("phases-run").addEventListener("click", runPhases);
@@ -322,5 +667,18 @@ async function start() {
   $("progress-clear").addEventListener("click", () => { localStorage.removeItem(PROGRESS_KEY); showProgress(); });
   showProgress();
   fillModel();
+  reattach();
 }
+async function reattach() {
+  // a reload mid-job: the job id was kept in sessionStorage; its events replay from the first
+  const jobs = savedJobs();
+  for (const [kind, saved] of Object.entries(jobs)) {
+    try { await api("GET", `/api/jobs/${saved.job}`); } catch (e) { keepJob(kind, null); continue; }
+    if (kind === "generate") followGenerate(saved.job, saved.steps);
+    if (kind === "exercise") followExercise(saved.job, saved.rows, saved.steps, saved.axis);
+  }
+}
+// images: shown once loaded, hidden again if a load fails (load and error do not bubble: capture them)
+document.addEventListener("load", (e) => { if (e.target.tagName === "IMG") e.target.hidden = false; }, true);
+document.addEventListener("error", (e) => { if (e.target.tagName === "IMG") e.target.hidden = true; }, true);
 start();
