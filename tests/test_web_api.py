@@ -293,7 +293,27 @@ def test_small_exercise_fills_cells_and_answers(client):
     assert params["steps"] == 2 and params["sampler"] == "DDIM" and params["prompt"] == "3"
     _, params = read_png_params(client.app.state.out_dir / job / cells[0]["seed_images"][2]["image"].split("/")[-1])
     assert params["seed"] == 2
-    assert post(client, "/api/exercise", {"axis_y": "seed", "axis_y_values": "0,1"}).status_code == 400
+
+
+
+def test_exercise_rows_of_seeds_as_an_xy_plot(client):
+    body = {"prompt": "3", "samplers": ["DDIM"], "steps": "2,3", "n": 4, "axis_x": "steps", "axis_y": "seed",
+            "axis_y_values": "5,7"}
+    plan = client.get("/api/exercise/plan", params={k: v for k, v in body.items() if k != "samplers"}).json()
+    assert plan["rows"] == ["5", "7"] and (plan["cells"], plan["total"]) == (4, 6)  # two references
+    evs = events(client, post(client, "/api/exercise", body).json()["job"])
+    cells = [e for e in evs if e["type"] == "cell"]
+    assert [(e["y"], e["steps"], e["seed_images"][0]["seed"]) for e in cells] == [
+        ("5", 2, 5), ("5", 3, 5), ("7", 2, 7), ("7", 3, 7)]
+    assert [e["done"] for e in evs if "done" in e and e["type"] != "done"] == [1, 2, 3, 4, 5, 6]
+    done = evs[-1]
+    assert done["type"] == "done" and list(done["results"]) == ["5", "7"]
+    assert done["results"]["7"]["headline"].startswith("seed 7: ") and len(done["plots"]) == 2
+    for bad in ({"axis_y": "colour", "axis_y_values": "1"}, {"axis_y": "seed", "axis_y_values": "x"},
+                {"axis_y": "seed", "axis_y_values": ""}, {"axis_y": "spacing", "axis_y_values": "wobbly"},
+                {"axis_y": "seed", "axis_y_values": ",".join(map(str, range(9)))}, {"axis_x": "sampler"}):
+        r = post(client, "/api/exercise", {**body, **bad})
+        assert r.status_code == 400 and "\n" not in r.json()["error"], bad
 
 
 def test_diff_image_is_the_amplified_difference():
@@ -314,7 +334,7 @@ def test_a_cancelled_exercise_says_how_far_it_got_and_gives_no_answer(gated):
     post(client, f"/api/jobs/{job}/cancel", {})
     end = events(client, job)[-1]
     assert end["type"] == "cancelled" and end["state"] == "cancelled"
-    assert end["headline"] == "cancelled after 0 of 2 cells" and (end["done"], end["total"]) == (1, 3)
+    assert end["headline"] == "cancelled after 0 of 2 cells" and (end["done"], end["total"]) == (0, 3)
     assert end["results"] == {"DDIM": {"state": "cancelled", "headline": "cancelled after 0 of 2 cells",
                                        "detail": ""}}
     assert "answers" not in end

@@ -15,8 +15,7 @@ router = APIRouter()
 
 
 DEFAULT_STEPS = ",".join(map(str, lesson.EXERCISE_STEPS))  # 1,2,3,5,10,25,50,100: where the picture breaks, too
-AXES_X = ("steps",)
-AXES_Y = ("sampler",)  # rows; seed/guidance/spacing rows are refused in one line until they are built
+AXES_X = ("steps",)  # columns: step counts; rows (axis_y): lesson.AXES_Y
 
 
 class ExerciseBody(BaseModel):
@@ -38,25 +37,27 @@ def _request(body: ExerciseBody) -> lesson.ExerciseRequest:
 
     if body.axis_x not in AXES_X:
         raise UsageError(f"axis_x must be one of {', '.join(AXES_X)}, got {quote(body.axis_x)}")
-    if body.axis_y not in AXES_Y:
-        raise UsageError(f"axis_y {quote(body.axis_y)} is not available on this server; valid: {', '.join(AXES_Y)} "
-                         f"(rows of samplers, columns of step counts)")
     return lesson.ExerciseRequest(body.prompt, tuple(s for s in body.samplers if s), parse_steps(body.steps),
-                                  body.seed, body.guidance, body.n)
+                                  body.seed, body.guidance, body.n, body.axis_y,
+                                  lesson.y_values(body.axis_y, body.axis_y_values))
 
 
 @router.get("/api/exercise/plan")
 def exercise_plan(server: Server, model: str = "", samplers: str = "DDIM", steps: str = DEFAULT_STEPS, n: int = 16,
                   prompt: str = "", seed: int = 0, guidance: float = 1.0, axis_x: str = "steps",
-                  axis_y: str = "sampler") -> dict:
+                  axis_y: str = "sampler", axis_y_values: str = "") -> dict:
     req = _request(ExerciseBody(model=model, prompt=prompt, samplers=samplers.split("|"), steps=steps,
-                                seed=check_seed(seed), guidance=guidance, n=n, axis_x=axis_x, axis_y=axis_y))
+                                seed=check_seed(seed), guidance=guidance, n=n, axis_x=axis_x, axis_y=axis_y,
+                                axis_y_values=axis_y_values))
     entry = server.entry(model)
-    config = lesson.exercise_config(entry, req)
-    nfe = lesson.exercise_nfe(config)
-    cells = len(config.samplers) * len(config.steps)
+    rows = lesson.exercise_rows(entry, req)
+    config = rows[0][1]
+    nfe = sum(lesson.exercise_nfe(c) for _, c in rows)
+    cells = sum(len(c.samplers) * len(c.steps) for _, c in rows)
     return {"nfe": nfe, "n": config.n, "image_nfe": nfe * config.n, "steps": list(config.steps),
-            "highlight": [k for k in lesson.LESSON_STEPS if k in config.steps], "cells": cells, "total": cells + 1,
+            "axis_x": "steps", "axis_y": req.axis_y, "rows": [label for label, _ in rows if label is not None],
+            "highlight": [k for k in lesson.LESSON_STEPS if k in config.steps], "cells": cells,
+            "total": cells + len(rows),
             "reference": f"{config.reference_sampler}, {config.reference_steps} steps",
             "prompt_note": entry.prompt_note(prompt)}
 
@@ -65,7 +66,7 @@ def exercise_plan(server: Server, model: str = "", samplers: str = "DDIM", steps
 def exercise(body: ExerciseBody, server: Server) -> Response:
     m = server.entry(body.model)
     req = _request(body)
-    lesson.exercise_config(m, req)
+    lesson.exercise_rows(m, req)
     out = server.out_dir
     return submit(server, "exercise", lambda job: lesson.run_exercise(m, req, out / job.id, job.emit, job.token),
                   prompt_note=m.prompt_note(body.prompt))
