@@ -214,6 +214,25 @@ def test_small_exercise_reads_its_sentence(page):
     _shot(page, "exercise")
 
 
+def test_exercise_rows_of_seeds_like_an_xy_plot(page):
+    tid = page.get_by_test_id
+    tid("exercise-axis-y").select_option("seed")
+    tid("exercise-y-values").fill("0,1")
+    tid("exercise-steps").fill("2,3")
+    tid("exercise-n").fill("4")
+    sync_api.expect(tid("exercise-plan")).to_contain_text("network evaluations", timeout=10_000)
+    tid("exercise-run").click()
+    sync_api.expect(tid("answer-headline")).to_have_count(2, timeout=120_000)
+    assert page.locator("#exercise-grid th[scope=row]").all_inner_texts() == ["seed 0", "seed 1"]
+    assert tid("exercise-cell").count() == 4 and page.locator("#exercise-grid td.done").count() == 4
+    headlines = tid("answer-headline").all_inner_texts()
+    assert headlines[0].startswith("seed 0: ") and headlines[1].startswith("seed 1: ")
+    # different seeds: different pictures in the same column
+    first = [page.locator(f"#exercise-grid td[data-row='{r}'][data-steps='3'] img").first.get_attribute("src")
+             for r in ("0", "1")]
+    assert first[0] != first[1]
+
+
 def test_a_cancelled_exercise_says_so_and_gives_no_answer(page):
     tid = page.get_by_test_id
     for box in page.locator("#exercise-samplers input").all():

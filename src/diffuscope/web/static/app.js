@@ -347,7 +347,7 @@ function buildGrid(rows, steps, axis) {
   for (const s of steps) {
     const th = document.createElement("th"); th.scope = "col";
     const lesson = highlight.includes(s);
-    th.textContent = `${lesson ? "\u2605 " : ""}${s} steps`;
+    th.textContent = `${lesson ? "\u2605 " : ""}${s} step${s === 1 ? "" : "s"}`;
     if (lesson) { th.classList.add("lesson"); th.title = "one of the lesson's step counts"; }
     head.append(th);
   }
@@ -490,7 +490,8 @@ function showAnswers(rows, cancelled) {
     box.classList.toggle("partial", stale);
     const h = document.createElement("p"); h.setAttribute("data-testid", "answer-headline"); h.className = "headline";
     const name = grid.axis === "sampler" ? r.name : `${grid.axis} ${r.name}`;
-    const named = (text) => (text.includes(r.name) ? text : `${name}: ${text}`);
+    const named = (text) => (text.startsWith(`${name}:`) || text.startsWith(`${r.name}:`) ||
+      text.includes(`(${r.name})`) ? text : `${name}: ${text}`);
     h.textContent = stale
       ? named(/cancelled/.test(r.headline) ? r.headline : partial) + " (not an answer: the exercise did not finish)"
       : named(r.headline);
@@ -513,7 +514,8 @@ async function runExercise() {
   }
   for (const id of ["exercise-grid", "exercise-answer"]) $(id).classList.remove("stale");
   if ("prompt_note" in r) showPromptNote(r.prompt_note);
-  const rows = body.axis_y ? yValues()
+  // the rows: the server's labels for y values (the plan's `rows`, e.g. guidance 1.50 -> 1.5), else the samplers
+  const rows = body.axis_y ? (Array.isArray(p.rows) && p.rows.length ? p.rows.map(String) : yValues())
     : body.samplers.map((s) => (model().samplers.find((x) => x.name === s || x.id === s) || { name: s }).name);
   keepJob("exercise", { job: r.job, rows, steps: p.steps, axis: body.axis_y || "sampler" });
   await followExercise(r.job, rows, p.steps, body.axis_y || "sampler");
@@ -541,6 +543,13 @@ async function followExercise(job, rows, steps, axis) {
   const rowsOut = answerRows(end, false);
   showAnswers(rowsOut, false);
   if (end.plot) setImg($("exercise-plot"), fileUrl(job, end.plot));
+  // one quality plot per row sweep when the rows are y values: the first above, the others after it
+  for (const el of document.querySelectorAll("#exercise .more-plot")) el.remove();
+  let prev = $("exercise-plot");
+  for (const [i, name] of (end.plots || []).slice(1).entries()) {
+    const img = newImg(fileUrl(job, name), `plot: image quality against network evaluations, ${grid.axis} ${grid.rows[i + 1] ?? ""}`);
+    img.className = "more-plot"; prev.after(img); prev = img;
+  }
   $("exercise-notes").replaceChildren(...(end.notes || []).map((t) => { const li = document.createElement("li"); li.textContent = t; return li; }));
   record("exercise", { answers: [...document.querySelectorAll("#exercise-answer [data-testid=answer-headline]")].map((h) => h.textContent) });
 }
