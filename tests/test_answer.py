@@ -44,6 +44,13 @@ def test_plateau_inside_the_run_and_the_broken_picture():
     assert exercise_answers(r) == {"iPNDM": a.text}
 
 
+def test_to_the_eye_bounds_the_distance_to_the_largest_count_through_the_reference():
+    # 10 steps are 1.5 grey levels from the reference and 100 steps 3: they may be 4.5 apart (> 4); 25 steps at most 3.6
+    r = _result([60, 30, 20, 9, 1.5, 0.6, 0.2, 3], [9, 7, 5, 3.5, 3.0, 2.95, 2.92, 2.9])
+    a = sampler_answer(r, "iPNDM")
+    assert a.eye_steps == 25 and "25 steps already look like 100 here (at most 4 grey levels apart)" in a.headline
+
+
 def test_still_changing_at_the_largest_count_is_never_a_plateau():
     # within one grey level only at 100 (the largest count run): nothing beyond it was run
     r = _result([60, 50, 40, 30, 20, 8, 5, 0.9], [9, 8, 7, 6, 5, 4, 3.5, 3.0])
