@@ -243,6 +243,10 @@ def test_a_cancelled_exercise_says_so_and_gives_no_answer(page):
     tid("exercise-run").click()
     state = page.locator("#exercise").get_by_test_id("job-state")
     sync_api.expect(state).to_have_text(re.compile("running"), timeout=30_000)
+    # a reload mid-exercise reattaches: the same grid, the job still running
+    page.reload()
+    sync_api.expect(state).to_have_text("running", timeout=30_000)
+    sync_api.expect(page.locator("#exercise-grid th[scope=col]")).to_have_text(["2 steps", "400 steps"])
     tid("exercise-cancel").click()
     sync_api.expect(state).to_have_text("cancelled", timeout=60_000)
     sync_api.expect(tid("exercise-plan")).to_contain_text(re.compile(r"cancelled after \d of 2 cells"))
