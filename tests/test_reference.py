@@ -153,3 +153,33 @@ def test_empirical_denoiser_keeps_its_labels():
     near_first = torch.full((1, 1, 1, 1), -0.9, dtype=torch.float64)
     assert float(d(near_first, 0.05)) == pytest.approx(-1.0)
     assert float(d(near_first, 0.05, torch.tensor([1]))) == pytest.approx(1.0)  # its class has only the other
+
+
+def test_reference_arithmetic_is_float64_and_answers_in_the_inputs_dtype():
+    """The posterior means are computed in float64 whatever the inputs (python floats, float32 tensors) and
+    returned in x's dtype: exact to float64 rounding against the by-hand formulas."""
+    g = GaussianDenoiser(torch.tensor(0.3, dtype=torch.float64), 0.5)
+    x = torch.tensor([[1.0, -2.0]], dtype=torch.float64)
+    assert g(x, 1.0).tolist()[0] == pytest.approx([(0.25 * v + 0.3) / 1.25 for v in (1.0, -2.0)], abs=1e-15)
+    assert g.ode_solution(x, 2.0, 1.0).tolist()[0] == pytest.approx(
+        [0.3 + (v - 0.3) * math.sqrt(1.25 / 4.25) for v in (1.0, -2.0)], abs=1e-15)
+    assert g(x.float(), torch.tensor([1.0], dtype=torch.float64)).dtype == torch.float32  # mu, sigma in x's dtype
+    assert g.ode_solution(x.float(), 2.0, 1.0).dtype == torch.float32
+    means = torch.tensor([[-1.0], [3.0], [5.0]], dtype=torch.float64)  # python-float stds and weights
+    mix = GaussianMixtureDenoiser(means, [0.5, 0.2, 0.1], weights=[0.2, 0.5, 0.3])
+    assert mix.stds.tolist() == [0.5, 0.2, 0.1]  # the python floats exactly (in the means' float64)
+    assert mix.log_weights.exp().tolist() == pytest.approx([0.2, 0.5, 0.3], abs=1e-15)
+    mix32 = GaussianMixtureDenoiser(means.float(), 0.5)
+    assert mix32.sample(3, generator=torch.Generator().manual_seed(0))[0].dtype == torch.float32
+    uniform = GaussianMixtureDenoiser(torch.tensor([[-1.0], [1.0], [2.0]], dtype=torch.float64), 0.5)
+    assert uniform.log_weights.tolist() == [math.log(1 / 3)] * 3
+    x = torch.tensor([[0.4], [1.7]], dtype=torch.float64)
+    by_hand = [_mixture_by_hand([p], 3.0, [[-1.0], [1.0], [2.0]], [0.5] * 3, [1 / 3] * 3)[0] for p in (0.4, 1.7)]
+    assert uniform(x, 3.0)[:, 0].tolist() == pytest.approx(by_hand, abs=1e-13)
+
+
+def test_empirical_labels_are_its_own_not_the_row_order():
+    data = torch.tensor([[[[-1.0]]], [[[1.0]]]], dtype=torch.float64)
+    d = EmpiricalDenoiser(data, labels=torch.tensor([1, 0]))  # the first image is class 1
+    assert d.classes.tolist() == [1, 0]
+    assert float(d(torch.full((1, 1, 1, 1), -0.9, dtype=torch.float64), 0.05, torch.tensor([1]))) == pytest.approx(-1)
