@@ -365,3 +365,21 @@ def test_invert_refuses_a_non_empty_out_like_every_command(capsys, tmp_path):
     (tmp_path / "o" / "mine.txt").write_text("precious")
     one_line_error(capsys, ["invert", "--model", "mnist", "--image", str(tmp_path / "x.png"), "--out",
                             str(tmp_path / "o")], pattern="not empty")
+
+
+def test_writing_turns_any_write_error_into_one_line_naming_the_file(tmp_path):
+    from safetensors import SafetensorError
+
+    target = tmp_path / "w.safetensors"
+    for error in (SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: '
+                                  '"No space left on device" })'),
+                  RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed"),
+                  OSError(errno.ENOSPC, "No space left on device")):
+        with pytest.raises(outputs.WriteFailed) as e, outputs.writing(target, remove_partial=True):
+            target.write_bytes(b"")  # the 0-byte file a failed write leaves
+            raise error
+        line = outputs.os_error_line(e.value)
+        assert line.startswith(f"cannot write {target}: ") and "\n" not in line
+        assert not target.exists()
+    with pytest.raises(ValueError), outputs.writing(target):  # not a write error: passes through unchanged
+        raise ValueError("a bug")

@@ -12,8 +12,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("reverse", help="picture and GIF of the reverse (generation) process",
                        description="Generate one image and show it step by step. Writes DIR/reverse.png (row 1: the "
                                    "noisy state x_t in VP scale, row 2: the predicted clean image, at --show evenly "
-                                   "spaced steps, first and last included), DIR/reverse.gif (every step, both side "
-                                   "by side, then the final image) and DIR/reverse.json.")
+                                   "spaced steps, first and last included), DIR/reverse.gif (every step, at most 250 "
+                                   "evenly spaced ones; both side by side, then the final image) and DIR/reverse.json.")
     p.add_argument("--model", required=True, type=types.name, help="checkpoint folder or run folder")
     p.add_argument("--prompt", type=types.prompt,
                    help="a class name (e.g. 7 or seven) or text; leave out for an unconditional model")

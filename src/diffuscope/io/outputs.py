@@ -47,15 +47,15 @@ def write_failed(e: BaseException, path: str | Path) -> WriteFailed:
 
 @contextmanager
 def writing(path: str | Path, *, remove_partial: bool = False) -> Iterator[None]:
-    """Run a write of ``path``: an OSError or RuntimeError (a full or read-only disk, torch.save's
-    'PytorchStreamWriter failed') becomes one WriteFailed line naming ``path``; with ``remove_partial`` a file
-    that the failed write left behind (0 bytes or half written) is removed."""
+    """Run a write of ``path``: an OSError, a RuntimeError (a full or read-only disk, torch.save's
+    'PytorchStreamWriter failed') or safetensors' SafetensorError becomes one WriteFailed line naming ``path``;
+    with ``remove_partial`` a file that the failed write left behind (0 bytes or half written) is removed."""
     path = Path(path)
     existed = path.exists()
     try:
         yield
-    except (OSError, RuntimeError) as e:
-        if isinstance(e, WriteFailed) or (isinstance(e, RuntimeError) and not _is_write_runtime_error(e)):
+    except Exception as e:
+        if isinstance(e, WriteFailed) or not _is_write_error(e):
             raise
         if remove_partial and not existed:
             with suppress(OSError):
@@ -63,10 +63,31 @@ def writing(path: str | Path, *, remove_partial: bool = False) -> Iterator[None]
         raise write_failed(e, path) from None
 
 
+def _is_write_error(e: Exception) -> bool:
+    if isinstance(e, OSError):
+        return True
+    if type(e).__name__ == "SafetensorError":  # safetensors reports a failed write (a full disk) this way
+        return True
+    return isinstance(e, RuntimeError) and _is_write_runtime_error(e)
+
+
 def _is_write_runtime_error(e: RuntimeError) -> bool:
     """torch.save / PIL / safetensors report a failed write as a RuntimeError naming a file write."""
     text = str(e).lower()
     return any(k in text for k in ("write", "space", "disk", "file", "errno"))
+
+
+_UMASK: int | None = None
+
+
+def default_mode(fd: int) -> None:
+    """Give a temporary file (mkstemp: 0600) the mode an ordinary ``open`` would have (0666 less the umask)."""
+    global _UMASK
+    if _UMASK is None:
+        _UMASK = os.umask(0o022)
+        os.umask(_UMASK)
+    with suppress(OSError):  # a file system without modes
+        os.fchmod(fd, 0o666 & ~_UMASK)
 
 
 def save_atomic(path: str | Path, write, *, overwrite: bool = True) -> Path:
@@ -82,6 +103,7 @@ def save_atomic(path: str | Path, write, *, overwrite: bool = True) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+        default_mode(fd)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -95,11 +95,12 @@ def save_png(image: Image.Image, path: str | Path, params: dict[str, Any]) -> Pa
     info.add_text(JSON_KEY, json.dumps({"schema": SCHEMA_VERSION, **params}, sort_keys=True))
     # Written whole under a temporary name, then linked into place: a full disk leaves no half PNG, and a file
     # that appeared meanwhile is never replaced (os.link fails on an existing name).
-    from diffuscope.io.outputs import WriteFailed, write_failed
+    from diffuscope.io.outputs import WriteFailed, default_mode, write_failed
 
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".png")
+        default_mode(fd)  # an ordinary file's mode, not mkstemp's 0600
         with os.fdopen(fd, "wb") as f:
             image.save(f, format="PNG", pnginfo=info)
         try:

@@ -222,6 +222,7 @@ def save_classifier(net: ClassifierNet, info: ClassifierInfo, out_dir: str | Pat
     from safetensors.torch import save_file
 
     from diffuscope.io.checkpoint import TMP_PREFIX, write_json_atomic
+    from diffuscope.io.outputs import writing
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -229,10 +230,11 @@ def save_classifier(net: ClassifierNet, info: ClassifierInfo, out_dir: str | Pat
     os.close(fd)
     try:
         state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-        save_file(state, tmp, metadata={"format": FORMAT})
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, out / WEIGHTS_FILE)
+        with writing(out / WEIGHTS_FILE):  # a full disk: one line naming the file (exit 1)
+            save_file(state, tmp, metadata={"format": FORMAT})
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, out / WEIGHTS_FILE)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -87,6 +87,7 @@ class MetricsLog:
         tmp = None
         try:
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-", suffix=".csv")
+            outputs.default_mode(fd)
             with os.fdopen(fd, "w", newline="") as f:
                 f.write(text)
                 f.flush()
