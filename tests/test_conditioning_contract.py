@@ -112,3 +112,56 @@ def test_cond_rows_and_long_prompts_quoted_short():
     with pytest.raises(UsageError) as e:
         NoConditioner().check("y" * 80)
     assert str(e.value).endswith(f"(got {'y' * 80!r})")
+
+
+def _tc(n, length=3):
+    return c.TextCond(torch.arange(n * length * 2, dtype=torch.float32).reshape(n, length, 2),
+                      torch.ones(n, length, dtype=torch.bool), torch.arange(n * 2, dtype=torch.float32).reshape(n, 2))
+
+
+def test_cond_rows_by_int_index_move_and_repeat():
+    three = ClassCond(torch.tensor([3, 1, 4]))
+    assert [three[i].labels.tolist() for i in (0, 1, 2, -1, -2, -3)] == [[3], [1], [4], [4], [1], [3]]
+    assert three.to("cpu").labels.tolist() == [3, 1, 4]
+    text = _tc(2)
+    twice = text.repeat_interleave(2)
+    assert twice.tokens.shape == (4, 3, 2) and torch.equal(twice.tokens[1], text.tokens[0])
+    assert torch.equal(twice.pooled[2], text.pooled[1])
+    assert torch.equal(c.Cond.cat([text]).tokens, text.tokens)
+    with pytest.raises(TypeError) as e:
+        c.Cond.cat([three, text])
+    assert str(e.value) == "cannot concatenate conditions of different kinds"
+    with pytest.raises(ValueError) as e:
+        three.expand(2)
+    assert str(e.value) == "cannot expand a condition batch of 3 to 2"
+
+
+def test_text_prompts_cache_keeps_the_most_recent_and_checks_tokens():
+    calls = []
+
+    def counting(prompts):
+        calls.append(prompts[0])
+        return _encoder(prompts)
+
+    text = TextConditioner(counting, "fake", cache_size=2)
+    for p in ("a", "bb", "a", "ccc", "a", "bb"):
+        text.encode([p])
+    assert calls == ["a", "bb", "ccc", "bb"]  # "a" stayed (used again), "bb" was dropped for "ccc"
+    assert list(text._cache) == ["a", "bb"]
+    with pytest.raises(UsageError) as e:
+        text.check(None)
+    assert str(e.value) == "--prompt is required for this model (any text (encoder fake))"
+    counted = TextConditioner(_encoder, "fake", max_tokens=3, count_tokens=lambda s: len(s.split()))
+    assert counted.check("a b c") == "a b c"
+    with pytest.raises(UsageError) as e:
+        counted.check("a b c d")
+    assert str(e.value) == "prompt 'a b c d' is 4 tokens long; this model's text encoder takes at most 3"
+    assert TextConditioner(_encoder, "fake", count_tokens=lambda s: 99).check("x y") == "x y"  # no limit set
+
+
+def test_thirty_classes_are_all_named_and_a_class_config_needs_names():
+    thirty = ClassConditioner([f"c{i}" for i in range(30)])
+    assert thirty.describe() == "a class name: " + ", ".join(f"c{i}" for i in range(30))
+    with pytest.raises(UsageError) as e:
+        make_conditioner({"kind": "class"})
+    assert str(e.value) == "a class-conditional model needs at least one class name"
