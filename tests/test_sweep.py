@@ -345,6 +345,8 @@ def test_cli_sweep_on_a_model_without_classifier(run_cli, tiny_model, tmp_path):
     assert data["metric_groups"] == ["convergence"] and [c["steps"] for c in data["cells"]] == [1, 2]
     assert data["labels"] == [7, 7] and data["info"]["prompts"] == ["7"]
     assert "no classifier" in out and "diffuscope classifier" in out
+    headlines = [line for line in out.splitlines() if line.endswith(").") and "steps" in line]
+    assert len(headlines) == 1 and "at 2, the largest count run" in headlines[0]  # 1 and 2 steps: nothing beyond
 
 
 def test_cli_sweep_with_a_guidance_interval_records_it(run_cli, tiny_model, tmp_path):

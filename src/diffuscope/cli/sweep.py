@@ -149,6 +149,11 @@ def run(args: argparse.Namespace) -> int:
     paths = write_reports(result, args.out)
     head = "interrupted: partial sweep" if result.interrupted else "sweep"
     print(f"{head}: {len(result.cells)} cells, n={config.n}, seed {result.seed}, {result.wall_s:.1f} s")
+    if not result.interrupted:  # the answer first, in the lesson's words (report.md has its detail)
+        from diffuscope.sweep.answer import sampler_answers
+
+        for answer in sampler_answers(result):
+            print(answer.headline)
     main_metric = next((k for k in ("fd", "accuracy", "conv_pixel") if k in result.metric_keys), None)
     if main_metric:
         label = metric_spec(main_metric).label
