@@ -165,6 +165,9 @@ def test_reference_arithmetic_is_float64_and_answers_in_the_inputs_dtype():
         [0.3 + (v - 0.3) * math.sqrt(1.25 / 4.25) for v in (1.0, -2.0)], abs=1e-15)
     assert g(x.float(), torch.tensor([1.0], dtype=torch.float64)).dtype == torch.float32  # mu, sigma in x's dtype
     assert g.ode_solution(x.float(), 2.0, 1.0).dtype == torch.float32
+    per_pixel = GaussianDenoiser(torch.tensor([0.3, -0.1], dtype=torch.float64), 0.5)  # a float64 mean image
+    assert per_pixel(x.float(), 1.0).dtype == torch.float32  # mu moved to x's dtype, not x promoted to mu's
+    assert per_pixel.ode_solution(x.float(), 2.0, 1.0).dtype == torch.float32
     means = torch.tensor([[-1.0], [3.0], [5.0]], dtype=torch.float64)  # python-float stds and weights
     mix = GaussianMixtureDenoiser(means, [0.5, 0.2, 0.1], weights=[0.2, 0.5, 0.3])
     assert mix.stds.tolist() == [0.5, 0.2, 0.1]  # the python floats exactly (in the means' float64)
