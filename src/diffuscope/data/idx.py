@@ -54,8 +54,9 @@ def read_idx_header(path: str | Path) -> tuple[np.dtype, tuple[int, ...]]:
 
 def check_images_header(path: Path, image_size: int | None, channels: int | None) -> tuple[int, ...]:
     """An IDX images file checked from its header before anything is read or converted: square uint8 images
-    [N, H, W], N >= 1, the output side within the U-Net's range, and the float32 copies (the conversion and the
-    resized/recoloured output) within the memory limit. Returns the dimensions."""
+    [N, H, W], N >= 1, the output side at most the U-Net's MAX_IMAGE_SIZE (smaller data sets are fine: 8x8
+    digits), and the float32 copies (the conversion and the resized/recoloured output) within the memory limit.
+    Returns the dimensions."""
     dtype, dims = read_idx_header(path)
     if dtype != np.uint8 or len(dims) != 3 or dims[1] != dims[2]:
         raise UsageError(f"{path}: expected square uint8 images [N, H, W], got {dtype} {dims}")
@@ -63,10 +64,10 @@ def check_images_header(path: Path, image_size: int | None, channels: int | None
     if n == 0 or side == 0:
         raise UsageError(f"{path} declares {n} images of {side}x{side} pixels: a data set needs at least one image")
     out_side = image_size or side
-    if not limits.MIN_IMAGE_SIZE <= out_side <= limits.MAX_IMAGE_SIZE:
+    if out_side > limits.MAX_IMAGE_SIZE:
         hint = "" if image_size else " (pass --image-size to resize them)"
-        raise UsageError(f"{path} holds {side}x{side} images: the image size must be in "
-                         f"{limits.MIN_IMAGE_SIZE}..{limits.MAX_IMAGE_SIZE}{hint}")
+        raise UsageError(f"{path} holds {side}x{side} images: the image size must be at most "
+                         f"{limits.MAX_IMAGE_SIZE}{hint}")
     c = channels or 1
     limits.check_memory(f"IDX images {path} ({n} x {side}x{side}, as float32)",
                         limits.images_bytes(n, (1, side, side)) + limits.images_bytes(n, (c, out_side, out_side)))
