@@ -60,6 +60,12 @@ for line in (work / "results.txt").read_text().splitlines():
     name, sep, verdict = line.strip().rpartition(": ")
     if sep and "__mutmut_" in name:
         status[name] = verdict.strip()
+previous = work / "score.prev.txt"  # a --survivors re-run: the mutants it did not re-check keep their verdicts
+if previous.is_file():
+    before = set(previous.read_text().splitlines()[1:])
+    for name, verdict in status.items():
+        if verdict == "not checked" and name not in before:
+            status[name] = "killed"  # detected by the run before this one (mutmut reset it: config changed)
 counts = collections.Counter(status.values())
 killed = counts["killed"] + counts["timeout"] + counts["segfault"]  # a mutant that hangs or crashes is detected
 scored = sum(counts.values()) - counts["skipped"] - counts["not checked"]
@@ -88,6 +94,7 @@ for m in "${MODULES[@]}"; do
   if [ "$SURVIVORS" = 1 ]; then
     if [ ! -f "$work/score.txt" ]; then echo "no earlier run in $work: run scripts/mutation.sh $m first" >&2; exit 2; fi
     mapfile -t names < <(tail -n +2 "$work/score.txt")
+    cp "$work/score.txt" "$work/score.prev.txt"
     rm -rf "$work/tests" && cp -r tests "$work/tests"
     write_config "$work" "$m"  # the module's test files as listed now (a new file joins the re-run)
     echo "== $m: re-running ${#names[@]} survivors against the current ${MODULE_TESTS[$m]} ($(date -u +%H:%M:%S) UTC)"
