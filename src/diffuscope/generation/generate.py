@@ -4,7 +4,8 @@
 
 This is the one place that turns a request (prompts, sampler, steps, seed, guidance) into images; the CLI, the
 training preview, the sweep, the page and the pictures all call it. Image i uses its own generator seeded
-``seed + i`` (docs/architecture.md), so an image does not change with the batch size it was generated in. Samples
+``seed + i`` (docs/architecture.md) and, with ``batch_invariant`` (the default), its own network calls
+(core/batch_invariance.py), so an image does not change with the batch size it was generated in. Samples
 are decoded to pixels by the model (the identity for a pixel model): what callers see is always pixel images.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from torch import Tensor
 from diffuscope.checks.errors import UsageError
 from diffuscope.checks.limits import check_request
 from diffuscope.checks.validate import check_finite
+from diffuscope.core.batch_invariance import decode_per_image, per_image
 from diffuscope.core.defaults import DEFAULT_SAMPLER, DEFAULT_STEPS
 from diffuscope.core.events import CancelToken, Observer, Progress, report
 from diffuscope.core.guidance import check_interval, check_scale
@@ -46,6 +49,9 @@ class GenerationRequest:
     device: str | torch.device = "cpu"
     dtype: torch.dtype = torch.float32  # the sampler's arithmetic
     sampler_options: Mapping[str, Any] | None = None  # eta, s_churn, ... (samplers)
+    # network calls (denoiser, decoder) one image at a time, so an image is bit-identical in any batch (its seed and
+    # settings only; core/batch_invariance.py); False: whole batches, faster (bench/bench_batch_invariance.py)
+    batch_invariant: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.prompts, str):
@@ -97,7 +103,9 @@ def generate(model: DiffusionModel, request: GenerationRequest, *, observer: Obs
     cond = model.conditioner.conditions(request.prompts, request.n)
     n = request.n if cond is None else len(cond)
     check_request(guidance, n, model.sample_shape, grid.steps, request.batch_size)
-    counter = CountingDenoiser(model.guided(guidance, interval))
+    denoiser = model.guided(guidance, interval)
+    counter = CountingDenoiser(per_image(denoiser) if request.batch_invariant else denoiser)
+    decode = partial(decode_per_image, model) if request.batch_invariant else model.decode
     generators = make_generators(seed, n)
     device, batch_size = request.device, request.batch_size
     sigmas = grid.sigmas.to(device)
@@ -115,7 +123,7 @@ def generate(model: DiffusionModel, request: GenerationRequest, *, observer: Obs
             nfe = counter.nfe
             check_finite(x, f"the denoiser returned NaN/inf (images {start}..{end - 1}): nothing was written")
             samples.append(x.float().cpu())
-            images.append(model.decode(x).float().cpu())
+            images.append(decode(x).float().cpu())
     return Generation(torch.cat(images), grid, spec.name, seed, nfe, guidance, interval, torch.cat(samples))
 
 

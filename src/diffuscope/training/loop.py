@@ -119,7 +119,9 @@ def preview(denoiser: Denoiser, model_config: ModelConfig, t: TrainConfig, path:
     model = DiffusionModel(denoiser, conditioner, (u.in_channels, u.image_size, u.image_size), codec=codec)
     names = list(prompts or model_config.class_names)[:16]
     scale = max(1, 64 // model.image_shape[-1])
-    request = GenerationRequest(sampler=t.sample_sampler, steps=t.sample_steps, seed=0, device=device)
+    # a preview grid, never reproduced with --from: whole batches per network call (core/batch_invariance.py)
+    request = GenerationRequest(sampler=t.sample_sampler, steps=t.sample_steps, seed=0, device=device,
+                                batch_invariant=False)
     if not conditioner.takes_prompts:
         gen = generate(model, replace(request, n=16))
         save_grid(gen.images, path, nrow=4, scale=scale)
