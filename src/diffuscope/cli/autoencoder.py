@@ -13,7 +13,7 @@ def add_parser(sub) -> None:
                                    "(RUN_DIR/config.json, metrics.csv, eval.csv, checkpoints/step-NNNNNNN/). Reports "
                                    "the reconstruction PSNR on held-out images and the latent scale factor "
                                    "(1 / std of the latents). Pass the run folder to `train --autoencoder`.")
-    p.add_argument("--data", default="emoji", help="emoji | digits | mnist | PATH (default: emoji)")
+    p.add_argument("--data", default="emoji", help="emoji | scenes | digits | mnist | PATH (default: emoji)")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (must be new or empty unless --resume)")
     p.add_argument("--image-size", type=types.image_size, help="resize the data to this size (emoji: 32 or 64)")
     p.add_argument("--latent-channels", type=types.latent_channels, help="channels of the latent (default 4)")

@@ -16,7 +16,7 @@ def add_parser(sub) -> None:
                                    "step-by-step chain q(x_t|x_(t-1)), same seed, each panel captioned with t, "
                                    "sqrt(alpha_bar) and SNR in dB; and DIR/forward.json with the numbers.")
     p.add_argument("--data", default=None, type=types.name,
-                   help="digits | mnist | emoji | PATH: the data set (default: --model's, else mnist)")
+                   help="digits | mnist | emoji | scenes | PATH: the data set (default: --model's, else mnist)")
     p.add_argument("--model", type=types.name,
                    help="a latent model (e.g. emoji): also show the forward process on its encoded image, decoded "
                         "and channel by channel (DIR/forward_latent.png)")

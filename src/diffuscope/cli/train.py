@@ -12,7 +12,7 @@ def add_parser(sub) -> None:
                        description="Train a class(prompt)-conditioned diffusion model. Writes RUN_DIR/config.json, "
                                    "metrics.csv, samples/ and checkpoints/step-NNNNNNN/.")
     p.add_argument("--data", type=types.name,
-                   help="digits | mnist | emoji | PATH (a folder of PNG/JPEG images, sub-folders = classes, "
+                   help="digits | mnist | emoji | scenes | PATH (a folder of PNG/JPEG images, sub-folders = classes, "
                                   "or MNIST IDX files); default: mnist, or [data].name of --config")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (must be new or empty unless --resume)")
     p.add_argument("--max-steps", type=types.positive_int, help="optimizer steps")
