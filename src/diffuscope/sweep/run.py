@@ -299,8 +299,8 @@ def _plan(config: SweepConfig, inputs: SweepInputs, groups: tuple[str, ...]) -> 
 def _request(config: SweepConfig, inputs: SweepInputs, seed: int, device) -> GenerationRequest:
     """Every cell's generation but its sampler and grid: the same prompts, seed and guidance. Unconditional
     sampling is unguided (nothing to guide towards). Whole batches per network call (``batch_invariant=False``):
-    every cell and the reference are batched alike, and per-image calls would cost 1.1-3.7x on a CPU
-    (bench/bench_batch_invariance.py)."""
+    every cell and the reference are batched alike, and per-image calls cost ~3.5x on a CPU (mnist, n = 8;
+    bench/bench_batch_invariance.py)."""
     prompts = inputs.image_prompts()
     guided = prompts is not None and config.guidance != 1
     return GenerationRequest(prompts=prompts, n=config.n, guidance=config.guidance if guided else 1.0,
