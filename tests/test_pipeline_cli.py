@@ -131,7 +131,7 @@ def test_the_page_on_a_pipeline(sd_folder, tmp_path):
         bad = client.post("/api/generate", json={"model": "tiny-sd", "preview": "fast"}, headers=headers)
         assert bad.status_code == 400 and "valid: decode, cheap" in bad.json()["error"]
         done = run("/api/exercise", {"prompt": "a cat", "samplers": ["DDIM"], "steps": "2,3", "n": 2})
-        assert done["type"] == "done" and done["answers"]["DDIM"].startswith("DDIM: ")
+        assert done["type"] == "done" and done["results"]["DDIM"]["headline"].endswith("(DDIM).")
         assert run("/api/phases", {"prompt": "a cat", "steps": 3, "n": 2})["type"] == "done"
         inverted = run("/api/invert", {"index": 1, "steps": 4})
         assert inverted["type"] == "done" and inverted["report"]["prompt"] == inverted["label"]

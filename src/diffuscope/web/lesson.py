@@ -273,7 +273,10 @@ def run_generate(entry: ModelEntry, req: GenerateRequest, out: Path, emit: Emit,
         k = info.i + 1
         event = {"type": "step", "k": k, "n": info.steps, "sigma": float(info.sigma), "band": band(k, info.steps)}
         preview = req.preview_every and (k % req.preview_every == 0 or k == info.steps)
-        kept = len(frames) < MAX_KEPT_FRAMES and (k % max(1, req.steps // MAX_KEPT_FRAMES) == 0 or k == info.steps)
+        # a pixel model keeps every step; a latent one only the previews it decodes anyway (a VAE decode per step
+        # would cost more than the step)
+        every = entry.model.codec is None or preview
+        kept = every and len(frames) < MAX_KEPT_FRAMES
         if preview or kept:
             with torch.no_grad():
                 xt = decode(info.x[:1] / (1 + float(info.sigma) ** 2) ** 0.5)[0].float().cpu()
