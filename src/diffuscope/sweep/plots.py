@@ -153,8 +153,12 @@ def save_quality(result, path: str | Path) -> Path | None:
                 ax.fill_between(x, [b[0] for b in band], [b[1] for b in band], color=color, alpha=0.12, lw=0)
             knee = result.knees.get(sampler, {}).get(key)
             if knee is not None and knee.edm_nfe is not None and not knee.caveat:
-                v = dict(zip(knee.nfe, knee.values))[knee.edm_nfe]
-                ax.plot([knee.edm_nfe], [v], "o", ms=12, mfc="none", mec=color, mew=1.8)
+                # a metric with an absolute tolerance (pixel convergence) is circled where the headline says it
+                # stops changing (within one grey level, before the largest count), not at its relative 3% point
+                point = knee.edm_nfe if knee.tolerance is None else knee.tolerance_nfe
+                if point is not None and (knee.tolerance is None or point < max(knee.nfe)):
+                    ax.plot([point], [dict(zip(knee.nfe, knee.values))[point]], "o", ms=12, mfc="none", mec=color,
+                            mew=1.8)
                 if knee.kneedle_nfe is not None:
                     ax.plot([knee.kneedle_nfe], [dict(zip(knee.nfe, knee.values))[knee.kneedle_nfe]], "x", ms=9,
                             color=color, mew=1.8)
@@ -184,8 +188,8 @@ def save_quality(result, path: str | Path) -> Path | None:
         ax.legend(fontsize=7, loc="best")
     for ax in list(axes.flat)[len(keys):]:
         ax.set_visible(False)
-    title = (f"Quality vs NFE  (o = within {100 * result.config.threshold:g}% of the best (EDM rule), "
-             f"x = Kneedle on log NFE)")
+    title = (f"Quality vs NFE  (o = within {100 * result.config.threshold:g}% of the best (EDM rule); on "
+             f"pixel convergence, where it stops changing (one grey level); x = Kneedle on log NFE)")
     if folded and len(keys) < len(result.metric_keys):
         title += (f"\nnot resolved at n = {result.config.n}, not plotted: "
                   + ", ".join(metric_spec(k).label for k in folded))
