@@ -320,3 +320,11 @@ def test_sigterm_stops_a_busy_server_and_its_job(tmp_path):
     assert proc.returncode in (0, -signal.SIGTERM), proc.returncode
     print(f"SIGTERM -> exit in {elapsed:.2f} s")
     assert elapsed < 15, f"SIGTERM took {elapsed:.1f} s to stop the server"  # 3 s on an idle machine (docs/web.md)
+
+
+
+def test_a_prompt_with_control_characters_is_refused_like_on_the_command_line(client):
+    """The page's prompts go through the same check as --prompt (checks.validate.prompt): 400 in one line."""
+    r = post(client, "/api/generate", {"prompt": "7\x1b[31m", "steps": 2})
+    assert r.status_code == 400, r.text
+    assert "control character" in r.json()["error"]

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from diffuscope.checks import limits
+from diffuscope.checks import limits, validate
 from diffuscope.checks.errors import UsageError, quote
 from diffuscope.core.events import CancelToken
 
@@ -124,7 +124,7 @@ class ModelEntry:
             if self.model.conditioner.has_text:
                 raise UsageError(f"model {self.name} needs a prompt ({self.model.conditioner.describe()})")
             return None
-        return self.model.conditioner.check(prompt)
+        return self.model.conditioner.check(validate.prompt(prompt))  # UTF-8, no control characters
 
 
 def load_entry(ref: str, device: str | torch.device = "cpu", dtype: str | None = None,
