@@ -235,7 +235,11 @@ def test_ctrl_c_leaves_a_valid_partial_report(tmp_path):
     write_reports(r, tmp_path)
     data = json.loads((tmp_path / "report.json").read_text())
     assert data["interrupted"] is True and len(data["cells"]) == 3
-    assert "interrupted" in (tmp_path / "report.md").read_text()
+    md = (tmp_path / "report.md").read_text()
+    assert "interrupted" in md
+    # no answer that reads as final: the answer section says how far it got
+    assert "**Interrupted after 3 of 6 cells: the numbers below are partial, not an answer.**" in md
+    assert "(DDIM).**" not in md
     # interrupted inside a cell (from the denoiser): the unfinished cell is dropped
     calls = []
 

@@ -146,6 +146,10 @@ def answer_blocks(result) -> list[tuple[str, str]]:
     """(headline, detail) per sampler (answer.py): what every report leads with, before any table."""
     from diffuscope.sweep.answer import sampler_answers
 
+    if result.interrupted:  # a partial sweep is no answer: say how far it got instead
+        planned = len(result.config.samplers) * len(result.config.steps)
+        return [(f"Interrupted after {len(result.cells)} of {planned} cells: the numbers below are partial, not an "
+                 "answer.", "")]
     return [(a.headline, a.detail) for a in sampler_answers(result)] if result.cells else []
 
 
