@@ -64,8 +64,9 @@ def test_captions_name_the_drawn_objects_and_a_relation_that_holds():
             relations += 1
             i, rel, j = sc.relation
             assert stated == [rel] and len(names) == 2
-            assert S.relation_holds(sc.objects[i].centre, sc.objects[j].centre, rel, S.RELATION_MARGIN)
-            assert not S.relation_holds(sc.objects[j].centre, sc.objects[i].centre, rel, 0)
+            (ax, ay), (bx, by) = sc.objects[i].centre, sc.objects[j].centre  # y grows downwards
+            gap = {"left of": bx - ax, "right of": ax - bx, "above": by - ay, "below": ay - by}[rel]
+            assert gap >= 8, (sc.caption, sc.objects)  # the documented margin
         counts += len(names) == 3
     assert relations > 30 and counts > 30  # both kinds occur
     # the pixels: each object's sprite is drawn where its caption object is
@@ -170,6 +171,8 @@ def test_evaluator_relations_and_background_are_checked(real_images):
                                                           else "red"))
     assert flipped.relation_right is False and flipped.background_right is False
     assert judge.judge(real_images[0, p], M.SceneSpec(sp.names)).relation_right is None
+    truth = S.draw_spec(np.random.default_rng([M.EVAL_SEED, p, 0]), sp).background
+    assert judge.judge(real_images[0, p], M.SceneSpec(sp.names, None, truth)).background_right is True
     assert M.wilson(0, 10).low == 0 and 0 < M.wilson(0, 10).high < 0.35 and M.wilson(10, 10).low > 0.65
     with pytest.raises(S.UsageError, match="RGB 64x64"):
         M.evaluate_scenes(judge, SMALL, real_images[:, :, :, :32, :32])
