@@ -45,7 +45,7 @@ def _check_basics(ds: ImageDataset, n: int, channels: int, size: int) -> None:
 
 
 def test_builtin_names():
-    assert BUILTIN_DATASETS == ("digits", "mnist", "emoji")
+    assert BUILTIN_DATASETS == ("digits", "mnist", "emoji", "scenes")
 
 
 def test_digits_shapes_splits_and_values():
@@ -211,7 +211,7 @@ def test_missing_path_and_unknown_name(tmp_path):
     with pytest.raises(UsageError) as info:
         load_dataset("cifar10")
     message = str(info.value)
-    assert "unknown dataset 'cifar10'" in message and "digits, mnist, emoji" in message and "IDX" in message
+    assert "unknown dataset 'cifar10'" in message and "digits, mnist, emoji, scenes" in message and "IDX" in message
     assert "\n" not in message
 
 
