@@ -125,3 +125,15 @@ def test_other_spacings_keep_our_grids(tmp_path):
 
     with pytest.raises(UsageError, match="steps"):
         make_grid(model.schedule, 5000)
+
+
+@pytest.mark.parametrize("skip_prk_steps", [False, True])
+def test_pndm_grid_has_one_timestep_per_step(skip_prk_steps):
+    """PNDM's Runge-Kutta warm-up visits half steps (timesteps 900, 850, 850, 800, ...): not one timestep per step,
+    so the grid is make_grid's leading rule, which PLMS (skip_prk_steps) visits exactly."""
+    from diffuscope.adapters.pipeline import denoiser_from_pipeline
+
+    config = {**diffusers.PNDMScheduler(skip_prk_steps=skip_prk_steps, steps_offset=1).config,
+              "_class_name": "PNDMScheduler"}
+    grid = make_grid(denoiser_from_pipeline(torch.nn.Identity(), config).schedule, 10)
+    assert grid.steps == 10 and grid.timesteps.tolist() == list(range(901, 0, -100))

@@ -243,7 +243,7 @@ def scheduler_grid(config: dict, schedule: VPSchedule):
     cls = getattr(diffusers, str(config.get("_class_name")), None)
     sigma_grid = any(config.get(k) for k in SIGMA_GRIDS)
 
-    def grid(steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def grid(steps: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         if steps > schedule.num_timesteps:
             raise UsageError(f"steps must be in 1..{schedule.num_timesteps} for this discrete model, got {steps}")
         scheduler = cls.from_config(config)
@@ -253,11 +253,15 @@ def scheduler_grid(config: dict, schedule: VPSchedule):
         except (ValueError, IndexError) as e:
             raise UsageError(f"{cls.__name__} cannot make {steps} steps: {str(e).strip().splitlines()[0]}") from None
         ts = _distinct(torch.as_tensor(scheduler.timesteps).detach().cpu().to(torch.float64))
+        if len(ts) != steps:  # not one timestep per step (PNDM's Runge-Kutta warm-up): make_grid's spacing rule
+            return None
+        if bool((ts == ts.round()).all()):
+            ts = ts.long()  # whole timesteps: table lookups, reported as integers
         own = getattr(scheduler, "sigmas", None)
         if sigma_grid and own is not None:
             sigmas = _distinct(torch.as_tensor(own).detach().cpu().to(torch.float64))[: len(ts)]
         else:
-            sigmas = schedule.sigma(ts.long() if bool((ts == ts.round()).all()) else ts)
+            sigmas = schedule.sigma(ts)
         sigmas = torch.cat([sigmas, torch.zeros(1, dtype=torch.float64)])
         try:
             check_sigmas(sigmas)

@@ -95,8 +95,8 @@ class VPSchedule:
     steps_offset: int = 1
     interpolation: str = "log"  # "log" | "linear": how sigma(t) interpolates between integer timesteps
     # steps -> (sigmas ending at 0, timesteps): the default grid computed by its owner's own rule (a diffusers
-    # folder's scheduler, adapters.pipeline.scheduler_grid); None: ``make_grid``'s spacings.
-    native_grid: Callable[[int], tuple[Tensor, Tensor]] | None = field(default=None, repr=False)
+    # folder's scheduler, adapters.pipeline.scheduler_grid), or None where it has none; None: ``make_grid``'s.
+    native_grid: Callable[[int], tuple[Tensor, Tensor] | None] | None = field(default=None, repr=False)
     log_sigmas: Tensor = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -333,9 +333,9 @@ def make_grid(schedule: Schedule, steps: int, spacing: str | None = None, *, rho
     if spacing == TUNED:
         return tuned_sigma_grid(tuned, steps)
     native = getattr(schedule, "native_grid", None)
-    if native is not None and spacing == default:  # the owner's own rule for its default grid
-        sigmas, ts = native(steps)
-        return SigmaGrid(sigmas, spacing, ts)
+    made = native(steps) if native is not None and spacing == default else None  # the owner's rule, if any
+    if made is not None:
+        return SigmaGrid(made[0], spacing, made[1])
     zero = torch.zeros(1, dtype=torch.float64)
     if spacing in DISCRETE_GRIDS:
         if not schedule.is_discrete:
