@@ -16,6 +16,7 @@ from diffuscope.data import load_dataset
 from diffuscope.metrics import (
     INFO_FILE,
     WEIGHTS_FILE,
+    ClassifierTraining,
     find_classifier,
     load_classifier,
     require_classifier,
@@ -28,7 +29,7 @@ from diffuscope.metrics.classifier_train import random_shift
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, one_thread):
     out = tmp_path_factory.mktemp("run") / "classifier"
-    info = train_classifier("digits", out, epochs=3, seed=0, progress=False)
+    info = train_classifier("digits", out, training=ClassifierTraining(epochs=3, seed=0), progress=False)
     return out, info
 
 
@@ -154,6 +155,6 @@ def test_cli_errors_are_one_line_usage_errors(tmp_path, capsys, monkeypatch):
 def test_cli_trains_deterministically(tmp_path, capsys, one_thread):
     assert run_cli(["classifier", "--data", "digits", "--epochs", "1", "--quiet", "--out", str(tmp_path / "a")]) == 0
     assert "held-out accuracy" in capsys.readouterr().out
-    train_classifier("digits", tmp_path / "b", epochs=1, progress=False)
+    train_classifier("digits", tmp_path / "b", training=ClassifierTraining(epochs=1), progress=False)
     sha = [json.loads((tmp_path / d / INFO_FILE).read_text())["weights"]["sha256"] for d in "ab"]
     assert sha[0] == sha[1]

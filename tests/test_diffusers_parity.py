@@ -41,6 +41,8 @@ diffusers = pytest.importorskip("diffusers")
 from diffuscope.adapters import denoiser_from_diffusers, schedule_from_diffusers, sigmas_for_timesteps  # noqa: E402
 from diffuscope.core.schedules import discrete_timesteps, make_grid  # noqa: E402
 from diffuscope.samplers import (  # noqa: E402
+    SDENoise,
+    UniPCOptions,
     sample_ddim,
     sample_ddpm,
     sample_dpmpp_2m,
@@ -322,7 +324,7 @@ def test_dpmpp_3m_ode(unet, noise, prediction_type):
     )
     sch.set_timesteps(8)
     x = noise * float(sch.sigmas[0] ** 2 + 1) ** 0.5
-    out, seen, _ = ours(sample_dpmpp_3m_sde, unet, sch, x, eta=0.0)
+    out, seen, _ = ours(sample_dpmpp_3m_sde, unet, sch, x, noise=SDENoise(eta=0.0))
     final, states = diffusers_loop(unet, sch, noise)
     check(out, seen, final, states, vp=True)
 
@@ -335,7 +337,7 @@ def test_unipc(unet, noise, prediction_type, order, variant, steps):
     )
     sch.set_timesteps(steps)
     x = noise * float(sch.sigmas[0] ** 2 + 1) ** 0.5
-    out, seen, _ = ours(sample_unipc, unet, sch, x, order=order, variant=variant)
+    out, seen, _ = ours(sample_unipc, unet, sch, x, options=UniPCOptions(order=order, variant=variant))
 
     def corrected(scheduler, state):
         return scheduler.last_sample  # the corrected state at the step's own sigma

@@ -15,6 +15,7 @@ from diffuscope.metrics import (
     ClassifierConfig,
     ClassifierInfo,
     ClassifierNet,
+    MetricOptions,
     accuracy_interval,
     bootstrap_ci,
     compute_metrics,
@@ -27,6 +28,7 @@ from diffuscope.metrics import (
     frechet_distance_from_stats,
     kernel_distance,
     kid_interval,
+    metric_options,
     paired_difference_ci,
     precision_recall,
     prompt_accuracy,
@@ -230,13 +232,18 @@ def test_fd_grows_as_the_squared_shift_of_a_feature_set(random_classifier, digit
     """Shifting every feature vector by delta leaves the covariance and moves the mean: FD = ||delta||^2 exactly,
     on the classifier's own features of real digits; evaluate() reports it."""
     features, _ = random_classifier.embed(digits_test.images[:200])
-    base = evaluate(features, features, n_resamples=0).fd
+    base = evaluate(features, features, options=MetricOptions(n_resamples=0)).fd
     assert abs(base) < 1e-6
     direction = torch.randn(features.shape[1], generator=torch.Generator().manual_seed(0))
     for scale in (0.1, 0.5, 2.0):
         delta = direction * scale
-        fd = evaluate(features + delta, features, n_resamples=0).fd
+        fd = evaluate(features + delta, features, options=MetricOptions(n_resamples=0)).fd
         assert fd == pytest.approx(float(delta.double().square().sum()), rel=1e-3)
+    # compute_metrics, real_floor and the evaluator pass MetricOptions by name; an unknown name names the valid ones
+    assert metric_options({"n_resamples": 0, "seed": 2}) == MetricOptions(n_resamples=0, seed=2)
+    with pytest.raises(UsageError, match=r"unknown metric option 'k' \(valid: k_pr, k_dc, kid_subsets, "
+                                         r"kid_subset_size, n_resamples, level, seed\)"):
+        metric_options({"k": 3})
 
 
 # --- the report and the real floor ----------------------------------------------------------------------------

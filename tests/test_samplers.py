@@ -14,8 +14,11 @@ from diffuscope.core.reference import GaussianDenoiser, GaussianMixtureDenoiser
 from diffuscope.core.schedules import EDMSchedule, ScheduleConfig, logsnr_sigmas, make_grid, make_schedule
 from diffuscope.samplers import (
     SAMPLERS,
+    Churn,
     CountingDenoiser,
+    SDENoise,
     StepInfo,
+    UniPCOptions,
     get_sampler,
     initial_noise,
     make_generators,
@@ -23,9 +26,9 @@ from diffuscope.samplers import (
     resolve_seed,
     sample_ddim,
     sample_ddpm,
-    sample_dpmpp_3m_sde,
     sample_euler,
     sample_euler_ancestral,
+    sample_heun,
     sample_ipndm,
     sample_unipc,
 )
@@ -43,8 +46,11 @@ def start(sigmas: torch.Tensor, seed: int = 0, shape=SHAPE, dtype=torch.float32)
     return initial_noise(shape, make_generators(seed, shape[0]), sigmas[0], dtype)
 
 
-def run(sampler_id: str, x, sigmas, seed: int = 1, **kw):
-    return SAMPLERS[sampler_id].fn(GAUSS, x, sigmas, generator=make_generators(seed, len(x)), **kw)
+def run(sampler_id: str, x, sigmas, seed: int = 1, callback=None, **options):
+    """Run a sampler with flat options (s_churn=..., order=...), mapped as GenerationRequest.sampler_options are."""
+    spec = SAMPLERS[sampler_id]
+    return spec.fn(GAUSS, x, sigmas, generator=make_generators(seed, len(x)), callback=callback,
+                   **spec.keywords(options))
 
 
 # --- the table and the lookup ------------------------------------------------------------------------------------
@@ -267,7 +273,7 @@ def test_observed_order(sampler_id, opts, steps, ratio):
     for n in steps:
         sigmas = torch.cat([logsnr_sigmas(n + 1, 0.05, 10.0), torch.zeros(1, dtype=torch.float64)])
         seen = []
-        SAMPLERS[sampler_id].fn(GAUSS, x, sigmas, callback=seen.append, **opts)
+        SAMPLERS[sampler_id].fn(GAUSS, x, sigmas, callback=seen.append, **SAMPLERS[sampler_id].keywords(opts))
         errors.append(float((seen[-1].x - exact).abs().max()))
     assert ratio[0] < errors[0] / errors[1] < ratio[1], errors
 
@@ -326,18 +332,44 @@ def test_unipc_variants_differ_by_b_of_h():
         assert unipc_rhos(h, [-1.0, 1.0], 2, "bh2", corrector=True)[0] == pytest.approx(math.expm1(-h), rel=1e-12)
     sigmas = grid(8)
     x = start(sigmas, dtype=torch.float64)
-    bh1, bh2 = (sample_unipc(GAUSS, x, sigmas, variant=v) for v in ("bh1", "bh2"))
+    bh1, bh2 = (sample_unipc(GAUSS, x, sigmas, options=UniPCOptions(variant=v)) for v in ("bh1", "bh2"))
     assert float((bh1 - bh2).abs().max()) > 1e-6
 
 
 def test_unipc_rejects_bad_options():
-    sigmas = grid(3)
-    with pytest.raises(UsageError):
-        sample_unipc(GAUSS, start(sigmas), sigmas, variant="bh3")
-    with pytest.raises(UsageError):
-        sample_unipc(GAUSS, start(sigmas), sigmas, order=4)
-    with pytest.raises(UsageError):
-        sample_dpmpp_3m_sde(GAUSS, start(sigmas), sigmas, eta=-1.0)
+    with pytest.raises(UsageError, match="unknown UniPC variant 'bh3'"):
+        UniPCOptions(variant="bh3")
+    with pytest.raises(UsageError, match="UniPC order must be 1, 2 or 3, got 4"):
+        UniPCOptions(order=4)
+    with pytest.raises(UsageError, match=r"eta must be >= 0, got -1\.0"):
+        SDENoise(eta=-1.0)
+    with pytest.raises(UsageError, match="unknown UniPC variant"):
+        get_sampler("UniPC").keywords({"variant": "bh3"})
+
+
+def test_flat_options_become_the_samplers_option_objects():
+    """GenerationRequest.sampler_options stay flat (the paper's names); the registry groups them into the sampler's
+    option object, keeps its own keywords, and refuses unknown names in one line naming the valid ones."""
+    assert get_sampler("heun").keywords({"s_churn": 0.3, "s_noise": 0.7}) == {
+        "churn": Churn(s_churn=0.3, s_noise=0.7)}
+    assert get_sampler("dpmpp_2m_sde").keywords({"eta": 0.5, "solver_type": "heun"}) == {
+        "noise": SDENoise(eta=0.5), "solver_type": "heun"}
+    assert get_sampler("dpmpp_3m_sde").keywords({"d2_scale": 2.0}) == {"d2_scale": 2.0}
+    assert get_sampler("uni_pc").keywords({"order": 3, "use_corrector": False}) == {
+        "options": UniPCOptions(order=3, use_corrector=False)}
+    assert get_sampler("ddim").keywords({"eta": 1.0}) == {"eta": 1.0}
+    assert get_sampler("euler").keywords(None) == {}
+    with pytest.raises(UsageError, match=r"^unknown option 'eta' for sampler Euler \(valid: s_churn, s_tmin, s_tmax, "
+                                         r"s_noise\)$"):
+        get_sampler("euler").keywords({"eta": 1.0})
+    with pytest.raises(UsageError, match=r"unknown options 'noise', 'x' for sampler DPM\+\+ 2M SDE \(valid: eta, "
+                                         r"s_noise, solver_type\)"):
+        get_sampler("dpmpp_2m_sde").keywords({"noise": SDENoise(), "x": 1})
+    sigmas = grid(4)
+    x = start(sigmas)
+    flat = run("heun", x, sigmas, seed=3, s_churn=0.5, s_noise=0.7)
+    grouped = sample_heun(GAUSS, x, sigmas, generator=make_generators(3, 4), churn=Churn(s_churn=0.5, s_noise=0.7))
+    assert torch.equal(flat, grouped)
 
 
 STOCHASTIC_CASES = [
@@ -498,3 +530,24 @@ def test_ipndm_matches_an_independent_implementation(max_order, steps):
         assert len(seen) == len(states) == steps
         for info, state in zip(seen, states, strict=True):
             torch.testing.assert_close(info.x, state, rtol=1e-10, atol=1e-10)
+
+
+def test_generation_requests_take_flat_sampler_options():
+    """GenerationRequest.sampler_options reach the sampler through SamplerSpec.keywords: {"s_churn": 0.5, "s_noise":
+    0.7} gives what sample_heun gives with Churn(0.5, s_noise=0.7); an unknown name is refused before any work."""
+    from diffuscope.core.model import DiffusionModel
+    from diffuscope.generation.generate import GenerationRequest, generate
+
+    model = DiffusionModel.bare(GaussianDenoiser(mu=torch.zeros(1, 4, 4), s=0.5), EDMSchedule(0.002, 80.0), (1, 4, 4))
+    request = GenerationRequest(n=3, sampler="Heun", steps=5, seed=11, sampler_options={"s_churn": 0.5, "s_noise": 0.7})
+    gen = generate(model, request)
+    sigmas = gen.grid.sigmas
+    gens = make_generators(11, 3)
+    x = initial_noise((3, 1, 4, 4), gens, float(sigmas[0]))
+    expected = sample_heun(model.guided(1.0), x, sigmas, generator=gens, churn=Churn(s_churn=0.5, s_noise=0.7))
+    torch.testing.assert_close(gen.samples, expected, rtol=0, atol=1e-6)
+    plain = generate(model, dataclasses.replace(request, sampler_options=None))
+    assert not torch.equal(plain.samples, gen.samples)
+    with pytest.raises(UsageError, match=r"unknown option 'eta' for sampler Heun \(valid: s_churn, s_tmin, s_tmax, "
+                                         r"s_noise\)"):
+        generate(model, dataclasses.replace(request, sampler_options={"eta": 1.0}))

@@ -29,11 +29,11 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from diffuscope.io.outputs import prepare_out
-    from diffuscope.metrics import train_classifier
+    from diffuscope.metrics import ClassifierTraining, train_classifier
 
     args.out = prepare_out(args.out, "classifier")
-    info = train_classifier(args.data, args.out, image_size=args.image_size, epochs=args.epochs, seed=args.seed,
-                            progress=not args.quiet)
+    info = train_classifier(args.data, args.out, image_size=args.image_size,
+                            training=ClassifierTraining(epochs=args.epochs, seed=args.seed), progress=not args.quiet)
     worst = min(range(info.num_classes), key=lambda c: info.per_class_accuracy[c]
                 if info.per_class_accuracy[c] == info.per_class_accuracy[c] else 2.0)
     print(f"held-out accuracy {info.accuracy:.2%} on {info.n_test} {info.data} test images "

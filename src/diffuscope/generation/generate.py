@@ -48,7 +48,7 @@ class GenerationRequest:
     batch_size: int = 64
     device: str | torch.device = "cpu"
     dtype: torch.dtype = torch.float32  # the sampler's arithmetic
-    sampler_options: Mapping[str, Any] | None = None  # eta, s_churn, ... (samplers)
+    sampler_options: Mapping[str, Any] | None = None  # flat: eta, s_churn, order, ... (SamplerSpec.keywords)
     # network calls (denoiser, decoder) one image at a time, so an image is bit-identical in any batch (its seed and
     # settings only; core/batch_invariance.py); False: whole batches, faster (bench/bench_batch_invariance.py)
     batch_invariant: bool = True
@@ -92,6 +92,7 @@ def generate(model: DiffusionModel, request: GenerationRequest, *, observer: Obs
     conditional model samples its null condition, unguided. ``observer`` receives a Progress event per sampler
     step (data: its StepInfo) and ``cancel`` stops the work (events.py)."""
     spec = get_sampler(request.sampler)
+    options = spec.keywords(request.sampler_options)  # flat names -> the sampler's option object (registry.py)
     guidance = check_scale(request.guidance)
     if request.prompts is None and model.conditioner.has_null:
         guidance = 1.0  # the null condition guided towards itself is itself: one call per step
@@ -119,7 +120,7 @@ def generate(model: DiffusionModel, request: GenerationRequest, *, observer: Obs
             counter.reset()
             batch_cond = None if cond is None else cond[start:end].to(device)
             x = spec.fn(counter, x, sigmas, cond=batch_cond, generator=generators[start:end],
-                        callback=_step_observer(observer, cancel, start, n), **(request.sampler_options or {}))
+                        callback=_step_observer(observer, cancel, start, n), **options)
             nfe = counter.nfe
             check_finite(x, f"the denoiser returned NaN/inf (images {start}..{end - 1}): nothing was written")
             samples.append(x.float().cpu())

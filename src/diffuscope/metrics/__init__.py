@@ -27,7 +27,7 @@ from diffuscope.metrics.classifier import (
     load_classifier,
     save_classifier,
 )
-from diffuscope.metrics.classifier_train import train_classifier
+from diffuscope.metrics.classifier_train import ClassifierTraining, train_classifier
 from diffuscope.metrics.convergence import Convergence, convergence
 from diffuscope.metrics.distances import (
     frechet_distance,
@@ -39,7 +39,15 @@ from diffuscope.metrics.distances import (
 from diffuscope.metrics.floor import RealSets, RealSplit, real_floor, real_sets, split_real
 from diffuscope.metrics.locate import find_classifier, require_classifier
 from diffuscope.metrics.manifold import Manifold, density_coverage, manifold_metrics, precision_recall
-from diffuscope.metrics.quality import Embedding, QualityReport, compute_metrics, embed, evaluate
+from diffuscope.metrics.quality import (
+    Embedding,
+    MetricOptions,
+    QualityReport,
+    compute_metrics,
+    embed,
+    evaluate,
+    metric_options,
+)
 from diffuscope.metrics.retrieval import (
     Retrieval,
     RetrievalGallery,
@@ -64,10 +72,12 @@ __all__ = [
     "ClassifierConfig",
     "ClassifierInfo",
     "ClassifierNet",
+    "ClassifierTraining",
     "Convergence",
     "Embedding",
     "Interval",
     "Manifold",
+    "MetricOptions",
     "PromptAccuracy",
     "QualityReport",
     "RealSets",
@@ -93,6 +103,7 @@ __all__ = [
     "load_classifier",
     "manifold_metrics",
     "mean_hue",
+    "metric_options",
     "mmd2_unbiased",
     "paired_difference_ci",
     "precision_recall",

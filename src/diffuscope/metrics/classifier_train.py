@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -60,17 +61,33 @@ def set_feature_normalization(net: ClassifierNet, train: ImageDataset, batch_siz
     net.feature_scale.fill_(float(raw.var(0).mean().sqrt().clamp_min(1e-6)))
 
 
+@dataclass(frozen=True)
+class ClassifierTraining:
+    """How ``train_classifier`` trains: ``epochs`` (None = default_epochs(number of training images)), the seed of
+    the initialisation, shuffling and shifts, and AdamW's batch size, peak learning rate and weight decay."""
+
+    epochs: int | None = None
+    seed: int = 0
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 5e-4
+
+
+DEFAULT_TRAINING = ClassifierTraining()
+
+
 def train_classifier(data: str, out_dir: str | Path, *, image_size: int | None = None, channels: int | None = None,
-                     epochs: int | None = None, seed: int = 0, batch_size: int = 64, lr: float = 3e-3,
-                     weight_decay: float = 5e-4, progress: bool = True) -> ClassifierInfo:
+                     training: ClassifierTraining = DEFAULT_TRAINING, progress: bool = True) -> ClassifierInfo:
     """Train a classifier on ``load_dataset(data, split="train")``, measure it on split="test", save it to out_dir.
 
     data        digits | mnist | PATH, as load_dataset takes it
     image_size  train at this side (must equal the diffusion model's image size); None = native
     channels    1 or 3; None = native
-    epochs      None = default_epochs(number of training images)
+    training    epochs, seed, batch size, lr, weight decay (ClassifierTraining)
     Writes out_dir/classifier.safetensors and out_dir/classifier.json (see metrics.classifier); returns the info.
     """
+    epochs, seed, batch_size = training.epochs, training.seed, training.batch_size
+    lr, weight_decay = training.lr, training.weight_decay
     if epochs is not None and epochs < 1:
         raise UsageError(f"epochs must be a positive integer, got {epochs}")
     train = load_dataset(data, split="train", image_size=image_size, channels=channels)

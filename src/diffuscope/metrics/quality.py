@@ -11,12 +11,14 @@ overshoot slightly), unless clamp=False. Compare every number with ``floor.real_
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
 import torch
 
+from diffuscope.checks.errors import UsageError, quote
 from diffuscope.metrics.accuracy import prompt_accuracy
 from diffuscope.metrics.distances import as_features, frechet_distance, kernel_distance
 from diffuscope.metrics.manifold import manifold_metrics
@@ -84,17 +86,46 @@ def _pair(interval) -> tuple[float, float] | None:
     return None if interval is None else (interval.low, interval.high)
 
 
+@dataclass(frozen=True)
+class MetricOptions:
+    """How ``evaluate`` measures: the neighbourhood sizes of precision/recall (``k_pr``, Kynkaanniemi et al. 2019)
+    and density/coverage (``k_dc``, Naeem et al. 2020), the KID subsets (Binkowski et al. 2018), and the bootstrap
+    intervals: ``n_resamples`` resamples (0 = no intervals) at ``level``, seeded (as the KID subsets) by ``seed``."""
+
+    k_pr: int = 3
+    k_dc: int = 5
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    n_resamples: int = DEFAULT_RESAMPLES
+    level: float = 0.95
+    seed: int = 0
+
+
+DEFAULT_METRIC_OPTIONS = MetricOptions()
+
+
+def metric_options(options: Mapping[str, Any]) -> MetricOptions:
+    """MetricOptions from flat names ({"n_resamples": 0, "seed": 1}); an unknown name is refused, naming the valid
+    ones."""
+    valid = [f.name for f in fields(MetricOptions)]
+    unknown = [key for key in options if key not in valid]
+    if unknown:
+        raise UsageError(f"unknown metric option{'s' if len(unknown) > 1 else ''} "
+                         f"{', '.join(quote(k) for k in unknown)} (valid: {', '.join(valid)})")
+    return MetricOptions(**options)
+
+
 def evaluate(generated: Embedding | Any, reference: Embedding | Any, *, prompted: Any = None,
              predicted: Any = None, num_classes: int | None = None, comparison: str = "generated vs reference",
-             k_pr: int = 3, k_dc: int = 5, kid_subsets: int = 100, kid_subset_size: int = 1000,
-             n_resamples: int = DEFAULT_RESAMPLES, level: float = 0.95, seed: int = 0) -> QualityReport:
+             options: MetricOptions = DEFAULT_METRIC_OPTIONS) -> QualityReport:
     """Metrics from features. `generated`/`reference`: Embeddings, or feature arrays [N, D].
 
     prompted     the class each generated image was asked for ([N] ints); None skips accuracy
     predicted    the classifier's class per generated image; default: argmax of generated.logits
     num_classes  default: the logits' width
-    n_resamples  bootstrap resamples for the FD/KID/accuracy intervals (0 = no intervals); seed seeds them
+    options      k_pr, k_dc, the KID subsets and the bootstrap intervals (MetricOptions)
     """
+    k_pr, k_dc, n_resamples, level, seed = options.k_pr, options.k_dc, options.n_resamples, options.level, options.seed
     gen_f = as_features(generated.features if isinstance(generated, Embedding) else generated, "generated")
     ref_f = as_features(reference.features if isinstance(reference, Embedding) else reference, "reference")
     if gen_f.shape[1] != ref_f.shape[1]:
@@ -105,7 +136,8 @@ def evaluate(generated: Embedding | Any, reference: Embedding | Any, *, prompted
                          f"generated and {len(ref_f)} reference")
     ci = {"n_resamples": n_resamples, "level": level, "seed": seed}
     fd = frechet_distance(gen_f, ref_f)
-    kid, kid_std = kernel_distance(gen_f, ref_f, num_subsets=kid_subsets, subset_size=kid_subset_size, seed=seed)
+    kid, kid_std = kernel_distance(gen_f, ref_f, num_subsets=options.kid_subsets, subset_size=options.kid_subset_size,
+                                   seed=seed)
     fd_ci = fd_interval(gen_f, ref_f, estimate=fd, **ci) if n_resamples else None
     kid_ci = kid_interval(gen_f, ref_f, estimate=kid, **ci) if n_resamples else None
     manifold = manifold_metrics(ref_f, gen_f, k_pr=k_pr, k_dc=k_dc)
@@ -133,10 +165,11 @@ def evaluate(generated: Embedding | Any, reference: Embedding | Any, *, prompted
 def compute_metrics(generated: torch.Tensor, prompted: Any, classifier, reference: torch.Tensor | Embedding, *,
                     clamp: bool = True, comparison: str = "generated vs reference", **options) -> QualityReport:
     """Metrics of generated images [N, C, H, W] (prompted with class `prompted[i]`, or None) against reference
-    images (or their Embedding). `options` go to ``evaluate`` (k_pr, k_dc, kid_*, n_resamples, level, seed)."""
+    images (or their Embedding). `options`: MetricOptions' fields by name (k_pr, k_dc, kid_*, n_resamples, level,
+    seed), for ``evaluate``."""
     gen = embed(classifier, generated, clamp=clamp)
     ref = reference if isinstance(reference, Embedding) else embed(classifier, reference, clamp=False)
     if prompted is not None:
         prompted = np.asarray(prompted.cpu() if hasattr(prompted, "cpu") else prompted)
     return evaluate(gen, ref, prompted=prompted, num_classes=classifier.info.num_classes, comparison=comparison,
-                    **options)
+                    options=metric_options(options))

@@ -158,19 +158,42 @@ def ancestral_step(sigma: float, sigma_next: float, eta: float = 1.0) -> tuple[f
     return sigma_down, sigma_up
 
 
-def churn(
-    x: Tensor,
-    sigma: float,
-    steps: int,
-    generator: Generators,
-    s_churn: float,
-    s_tmin: float,
-    s_tmax: float,
-    s_noise: float,
-) -> tuple[Tensor, float]:
+@dataclass(frozen=True)
+class Churn:
+    """Stochastic churn of Karras et al. 2022 ("Elucidating the Design Space of Diffusion-Based Generative
+    Models"), Algorithm 2: S_churn, S_tmin, S_tmax, S_noise. Where S_tmin <= sigma <= S_tmax, each step first
+    raises the noise level to sigma_hat = sigma (1 + gamma), gamma = min(S_churn / N, sqrt(2) - 1), adding fresh
+    noise scaled by S_noise. The default (S_churn = 0) adds none: the plain probability-flow ODE."""
+
+    s_churn: float = 0.0
+    s_tmin: float = 0.0
+    s_tmax: float = float("inf")
+    s_noise: float = 1.0
+
+
+NO_CHURN = Churn()
+
+
+@dataclass(frozen=True)
+class SDENoise:
+    """The SDE samplers' noise: ``eta`` scales the injected noise (0 = the deterministic ODE solver, 1 = the full
+    SDE step), ``s_noise`` scales the drawn noise itself (as k-diffusion's ``eta`` and ``s_noise``)."""
+
+    eta: float = 1.0
+    s_noise: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.eta < 0:
+            raise UsageError(f"eta must be >= 0, got {self.eta}")
+
+
+FULL_SDE_NOISE = SDENoise()
+
+
+def add_churn(x: Tensor, sigma: float, steps: int, generator: Generators, c: Churn) -> tuple[Tensor, float]:
     """Karras et al. 2022, Algorithm 2 lines 4-6: raise the noise level to sigma_hat = sigma (1 + gamma)."""
-    gamma = min(s_churn / steps, 2**0.5 - 1) if s_churn > 0 and s_tmin <= sigma <= s_tmax else 0.0
+    gamma = min(c.s_churn / steps, 2**0.5 - 1) if c.s_churn > 0 and c.s_tmin <= sigma <= c.s_tmax else 0.0
     if gamma <= 0:
         return x, sigma
     sigma_hat = sigma * (1 + gamma)
-    return x + noise_like(x, generator) * (s_noise * (sigma_hat**2 - sigma**2) ** 0.5), sigma_hat
+    return x + noise_like(x, generator) * (c.s_noise * (sigma_hat**2 - sigma**2) ** 0.5), sigma_hat

@@ -18,7 +18,16 @@ from torch import Tensor
 
 from diffuscope.checks.errors import UsageError, quote
 from diffuscope.core.contract import DenoiseFn
-from diffuscope.samplers.base import Callback, Generators, StepInfo, denoise, noise_like, prepare
+from diffuscope.samplers.base import (
+    FULL_SDE_NOISE,
+    Callback,
+    Generators,
+    SDENoise,
+    StepInfo,
+    denoise,
+    noise_like,
+    prepare,
+)
 
 SDE_SOLVER_TYPES = ("midpoint", "heun")
 
@@ -66,17 +75,16 @@ def sample_dpmpp_2m_sde(
     cond=None,
     generator: Generators = None,
     callback: Callback = None,
-    eta: float = 1.0,
-    s_noise: float = 1.0,
+    noise: SDENoise = FULL_SDE_NOISE,
     solver_type: str = "midpoint",
 ) -> Tensor:
     """DPM-Solver++(2M) SDE (Lu et al. 2022, Appendix: the SDE variant of Eq. 9 with the 2M correction), as
     k-diffusion's ``sample_dpmpp_2m_sde``. The noise is i.i.d. Gaussian per step (k-diffusion defaults to a
-    Brownian tree, which only changes how noise is shared between grids, not the distribution)."""
+    Brownian tree, which only changes how noise is shared between grids, not the distribution). ``noise``: eta and
+    s_noise (eta = 0: the DPM-Solver++(2M) ODE step)."""
     if solver_type not in SDE_SOLVER_TYPES:
         raise UsageError(f"unknown solver_type {quote(solver_type)} (valid: {', '.join(SDE_SOLVER_TYPES)})")
-    if eta < 0:
-        raise UsageError(f"eta must be >= 0, got {eta}")
+    eta, s_noise = noise.eta, noise.s_noise
     sig = prepare(x, sigmas)
     steps = len(sig) - 1
     old_denoised, h_last = None, None

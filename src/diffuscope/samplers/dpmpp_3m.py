@@ -23,9 +23,17 @@ import math
 import torch
 from torch import Tensor
 
-from diffuscope.checks.errors import UsageError
 from diffuscope.core.contract import DenoiseFn
-from diffuscope.samplers.base import Callback, Generators, StepInfo, denoise, noise_like, prepare
+from diffuscope.samplers.base import (
+    FULL_SDE_NOISE,
+    Callback,
+    Generators,
+    SDENoise,
+    StepInfo,
+    denoise,
+    noise_like,
+    prepare,
+)
 
 
 @torch.no_grad()
@@ -37,14 +45,13 @@ def sample_dpmpp_3m_sde(
     cond=None,
     generator: Generators = None,
     callback: Callback = None,
-    eta: float = 1.0,
-    s_noise: float = 1.0,
+    noise: SDENoise = FULL_SDE_NOISE,
     d2_scale: float = 1.0,
 ) -> Tensor:
     """DPM-Solver++(3M) SDE; one NFE per step. Noise is i.i.d. Gaussian per step (k-diffusion: a Brownian tree).
-    ``d2_scale = 2`` gives the Taylor-consistent (third-order) D2 term; 1 is the published formula."""
-    if eta < 0:
-        raise UsageError(f"eta must be >= 0, got {eta}")
+    ``noise``: eta and s_noise (eta = 0: the DPM-Solver++(3M) ODE step). ``d2_scale = 2`` gives the
+    Taylor-consistent (third-order) D2 term; 1 is the published formula."""
+    eta, s_noise = noise.eta, noise.s_noise
     sig = prepare(x, sigmas)
     steps = len(sig) - 1
     denoised_1 = denoised_2 = None

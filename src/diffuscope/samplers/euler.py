@@ -11,11 +11,13 @@ from torch import Tensor
 
 from diffuscope.core.contract import DenoiseFn
 from diffuscope.samplers.base import (
+    NO_CHURN,
     Callback,
+    Churn,
     Generators,
     StepInfo,
+    add_churn,
     ancestral_step,
-    churn,
     denoise,
     euler_step,
     noise_like,
@@ -32,16 +34,14 @@ def sample_euler(
     cond=None,
     generator: Generators = None,
     callback: Callback = None,
-    s_churn: float = 0.0,
-    s_tmin: float = 0.0,
-    s_tmax: float = float("inf"),
-    s_noise: float = 1.0,
+    churn: Churn = NO_CHURN,
 ) -> Tensor:
-    """First-order Euler (Karras et al. 2022, Algorithm 2 without the correction); one NFE per step."""
+    """First-order Euler (Karras et al. 2022, Algorithm 2 without the correction); one NFE per step. ``churn``:
+    Algorithm 2's S_churn, S_tmin, S_tmax, S_noise (none by default)."""
     sig = prepare(x, sigmas)
     steps = len(sig) - 1
     for i in range(steps):
-        x, sigma_hat = churn(x, sig[i], steps, generator, s_churn, s_tmin, s_tmax, s_noise)
+        x, sigma_hat = add_churn(x, sig[i], steps, generator, churn)
         denoised = denoise(denoiser, x, sigma_hat, cond)
         if callback is not None:
             callback(StepInfo(i, sig[i], sig[i + 1], x, denoised, steps))
@@ -85,17 +85,15 @@ def sample_heun(
     cond=None,
     generator: Generators = None,
     callback: Callback = None,
-    s_churn: float = 0.0,
-    s_tmin: float = 0.0,
-    s_tmax: float = float("inf"),
-    s_noise: float = 1.0,
+    churn: Churn = NO_CHURN,
 ) -> Tensor:
     """Heun's second-order method (Karras et al. 2022, Algorithm 2). The step to sigma = 0 is a plain Euler step
-    (Algorithm 2, line 9), so N steps cost 2N - 1 NFE."""
+    (Algorithm 2, line 9), so N steps cost 2N - 1 NFE. ``churn``: Algorithm 2's S_churn, S_tmin, S_tmax, S_noise
+    (none by default)."""
     sig = prepare(x, sigmas)
     steps = len(sig) - 1
     for i in range(steps):
-        x, sigma_hat = churn(x, sig[i], steps, generator, s_churn, s_tmin, s_tmax, s_noise)
+        x, sigma_hat = add_churn(x, sig[i], steps, generator, churn)
         denoised = denoise(denoiser, x, sigma_hat, cond)
         if callback is not None:
             callback(StepInfo(i, sig[i], sig[i + 1], x, denoised, steps))
