@@ -33,23 +33,33 @@ _TYPE_CODES = {dt.newbyteorder(">"): code for code, dt in IDX_TYPES.items()}
 _NAME = re.compile(r"^(train|t10k)-(images|labels)[-.]idx([13])-ubyte(\.gz)?$")
 
 
+def _open(path: Path):
+    """The IDX file as a byte stream, plain or gzip (by its magic bytes, not its name)."""
+    with path.open("rb") as f:
+        gz = f.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rb") if gz else path.open("rb")
+
+
+def _header(f, path: Path) -> tuple[np.dtype, tuple[int, ...]]:
+    """(dtype, dimensions) from the start of an open IDX stream: magic number, type code, one uint32 per dim."""
+    head = f.read(4)
+    if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in IDX_TYPES or head[3] == 0:
+        raise UsageError(f"{path} is not an IDX file (bad magic number {head[:4].hex() or 'empty'})")
+    raw_dims = f.read(4 * head[3])
+    if len(raw_dims) < 4 * head[3]:
+        raise UsageError(f"{path} is not a valid IDX file (header cut short)")
+    return IDX_TYPES[head[2]], struct.unpack(f">{head[3]}I", raw_dims)
+
+
 def read_idx_header(path: str | Path) -> tuple[np.dtype, tuple[int, ...]]:
     """(dtype, dimensions) an IDX file declares, read from its header alone (plain or gzip): what the data will
     cost is known before any of it is read."""
     path = Path(path)
     try:
-        with path.open("rb") as f:
-            gz = f.read(2) == b"\x1f\x8b"
-        with (gzip.open(path, "rb") if gz else path.open("rb")) as f:
-            head = f.read(4)
-            if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in IDX_TYPES or head[3] == 0:
-                raise UsageError(f"{path} is not an IDX file (bad magic number {head[:4].hex() or 'empty'})")
-            raw_dims = f.read(4 * head[3])
+        with _open(path) as f:
+            return _header(f, path)
     except (OSError, EOFError, zlib.error) as e:
         raise UsageError(f"cannot read IDX file {path}: {e}") from None
-    if len(raw_dims) < 4 * head[3]:
-        raise UsageError(f"{path} is not a valid IDX file (header cut short)")
-    return IDX_TYPES[head[2]], struct.unpack(f">{head[3]}I", raw_dims)
 
 
 def check_images_header(path: Path, image_size: int | None, channels: int | None) -> tuple[int, ...]:
@@ -78,19 +88,10 @@ def read_idx(path: str | Path) -> np.ndarray:
     """The array stored in an IDX file (plain or gzip); a malformed file raises UsageError naming it."""
     path = Path(path)
     try:
-        with path.open("rb") as f:
-            gz = f.read(2) == b"\x1f\x8b"
         # Streamed: the header is read first and the declared size bounded before the data is read, so neither a
         # header claiming 2^31 x 2^31 images nor a gzip bomb can allocate more than that bound.
-        with (gzip.open(path, "rb") if gz else path.open("rb")) as f:
-            head = f.read(4)
-            if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in IDX_TYPES or head[3] == 0:
-                raise UsageError(f"{path} is not an IDX file (bad magic number {head[:4].hex() or 'empty'})")
-            dtype, ndim = IDX_TYPES[head[2]], head[3]
-            raw_dims = f.read(4 * ndim)
-            if len(raw_dims) < 4 * ndim:
-                raise UsageError(f"{path} is not a valid IDX file (header cut short)")
-            dims = struct.unpack(f">{ndim}I", raw_dims)
+        with _open(path) as f:
+            dtype, dims = _header(f, path)
             expected = dtype.itemsize
             for d in dims:
                 expected *= d
