@@ -40,3 +40,33 @@ def ckpt(tiny_model, tmp_path):
     dst = tmp_path / "ckpt"
     shutil.copytree(src, dst)
     return dst
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    """The shipped mnist model as the page offers it (the web tests)."""
+    from diffuscope.web.lesson import load_entry
+
+    return load_entry("mnist")
+
+
+@pytest.fixture
+def client(mnist, tmp_path):
+    """A TestClient of the page on ``mnist`` (the web tests)."""
+    from web_helpers import make_client
+
+    with make_client(mnist, tmp_path / "out") as c:
+        yield c
+
+
+@pytest.fixture
+def gated(mnist, tmp_path):
+    """A client whose one model is the shipped mnist behind a Gate; yields (client, gate)."""
+    import dataclasses
+
+    from web_helpers import Gate, make_client
+
+    gate = Gate(mnist.model.denoiser)
+    entry = dataclasses.replace(mnist, model=dataclasses.replace(mnist.model, denoiser=gate))
+    with make_client(entry, tmp_path / "out") as c:
+        yield c, gate

@@ -12,7 +12,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
 from diffuscope.checks.errors import UsageError
-from diffuscope.web import lesson
+from diffuscope.web import processes
 from diffuscope.web.guard import error
 from diffuscope.web.jobs import QueueFull
 from diffuscope.web.routes.common import RETRY_AFTER_S, check_seed
@@ -36,7 +36,7 @@ async def forward(server: Server, model: str = "", index: int = 0, seed: int = 0
 
     def work(job) -> dict:
         try:
-            box["result"] = lesson.forward_frames(m, index=index, seed=seed)
+            box["result"] = processes.forward_frames(m, index=index, seed=seed)
         except UsageError as e:
             box["error"] = str(e)
         return {"type": "done"}

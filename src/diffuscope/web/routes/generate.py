@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from diffuscope.core.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
 from diffuscope.samplers.base import MAX_SEED
-from diffuscope.web import lesson
+from diffuscope.web import processes
 from diffuscope.web.routes.common import check_guidance, submit
 from diffuscope.web.state import Server
 
@@ -30,12 +30,12 @@ class GenerateBody(BaseModel):
 @router.post("/api/generate")
 def generate(body: GenerateBody, server: Server) -> Response:
     m = server.entry(body.model)
-    req = lesson.GenerateRequest(body.prompt, body.sampler, body.steps, body.seed, body.guidance,
-                                 body.guidance_interval, body.preview_every, body.preview)
-    lesson.check_generate(m, req)
+    req = processes.GenerateRequest(body.prompt, body.sampler, body.steps, body.seed, body.guidance,
+                                    body.guidance_interval, body.preview_every, body.preview)
+    processes.check_generate(m, req)
     check_guidance(body.guidance)
     out = server.out_dir
-    return submit(server, "generate", lambda job: lesson.run_generate(m, req, out / job.id, job.emit, job.token),
+    return submit(server, "generate", lambda job: processes.run_generate(m, req, out / job.id, job.emit, job.token),
                   prompt_note=m.prompt_note(body.prompt))
 
 

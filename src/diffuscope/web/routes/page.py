@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, Response
 from diffuscope.checks import limits
 from diffuscope.core.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
 from diffuscope.samplers.base import MAX_SEED
-from diffuscope.web import lesson
+from diffuscope.web import exercise, lesson
 from diffuscope.web.guard import error
 from diffuscope.web.state import Server
 
@@ -42,7 +42,7 @@ def list_models(server: Server) -> list[dict]:
 def info() -> dict:
     """The bounds every request is checked against and the defaults the page starts from."""
     return {"limits": {"max_steps": lesson.MAX_STEPS, "max_seed": MAX_SEED, "max_guidance": limits.MAX_GUIDANCE,
-                       "max_exercise_n": lesson.MAX_EXERCISE_N, "max_exercise_cells": lesson.MAX_EXERCISE_CELLS,
-                       "max_exercise_image_nfe": lesson.MAX_EXERCISE_IMAGE_NFE,
+                       "max_exercise_n": exercise.MAX_EXERCISE_N, "max_exercise_cells": exercise.MAX_EXERCISE_CELLS,
+                       "max_exercise_image_nfe": exercise.MAX_EXERCISE_IMAGE_NFE,
                        "max_prompt_chars": limits.MAX_PROMPT_CHARS},
             "defaults": {"steps": DEFAULT_STEPS, "sampler": DEFAULT_SAMPLER, "guidance": DEFAULT_GUIDANCE}}

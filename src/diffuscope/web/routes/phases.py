@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from diffuscope.core.defaults import DEFAULT_SAMPLER
 from diffuscope.samplers.base import MAX_SEED
-from diffuscope.web import lesson
+from diffuscope.web import claims
 from diffuscope.web.routes.common import submit
 from diffuscope.web.state import Server
 
@@ -35,9 +35,9 @@ class InvertBody(BaseModel):
 @router.post("/api/phases")
 def phases(body: PhasesBody, server: Server) -> Response:
     m = server.entry(body.model)
-    lesson.check_phases(m, prompt=body.prompt, steps=body.steps, n=body.n)
+    claims.check_phases(m, prompt=body.prompt, steps=body.steps, n=body.n)
     out = server.out_dir
-    return submit(server, "phases", lambda job: lesson.run_phases(
+    return submit(server, "phases", lambda job: claims.run_phases(
         m, prompt=body.prompt, steps=body.steps, n=body.n, seed=body.seed, out=out / job.id, emit=job.emit,
         token=job.token))
 
@@ -45,7 +45,7 @@ def phases(body: PhasesBody, server: Server) -> Response:
 @router.post("/api/invert")
 def invert(body: InvertBody, server: Server) -> Response:
     m = server.entry(body.model)
-    req = lesson.InvertRequest(body.index, body.prompt, body.regen_prompt, body.steps, body.sampler)
-    lesson.check_invert(m, req)
+    req = claims.InvertRequest(body.index, body.prompt, body.regen_prompt, body.steps, body.sampler)
+    claims.check_invert(m, req)
     out = server.out_dir
-    return submit(server, "invert", lambda job: lesson.run_invert(m, req, out / job.id, job.emit, job.token))
+    return submit(server, "invert", lambda job: claims.run_invert(m, req, out / job.id, job.emit, job.token))
