@@ -28,7 +28,7 @@ declare -A MODULE_SOURCES=(
   [conditioning]="src/diffuscope/core/conditioning.py"
 )
 declare -A MODULE_TESTS=(
-  [samplers]="tests/test_samplers.py tests/test_steppers.py tests/test_inversion.py"
+  [samplers]="tests/test_samplers.py tests/test_sampler_options.py tests/test_steppers.py tests/test_inversion.py"
   [schedules]="tests/test_schedules.py tests/test_schedules_contract.py"
   [precond]="tests/test_precond.py"
   [guidance]="tests/test_guidance.py"
