@@ -291,6 +291,26 @@ def test_phases_and_inversion_answer_the_lessons_claims(page):
     _shot(page, "phases")
 
 
+def test_a_phases_job_survives_a_reload(page):
+    tid = page.get_by_test_id
+    state = page.locator("#phases").get_by_test_id("job-state").first
+    page.locator("#phases-steps").fill("40")
+    page.locator("#phases-n").fill("8")
+    tid("phases-run").click()
+    sync_api.expect(state).to_have_text("running", timeout=30_000)
+    job = page.evaluate("JSON.parse(sessionStorage.getItem('diffuscope-jobs')).phases.job")
+    # a reload mid-measurement reattaches to the same job: running, then its verdicts with their whys
+    page.reload()
+    sync_api.expect(state).to_have_text("running", timeout=30_000)
+    assert tid("phases-run").is_disabled()
+    assert page.evaluate("JSON.parse(sessionStorage.getItem('diffuscope-jobs')).phases.job") == job
+    sync_api.expect(tid("phases-verdicts")).to_contain_text("composition is decided early", timeout=180_000)
+    sync_api.expect(state).to_have_text("done")
+    assert tid("verdict-why").count() == page.locator("#phases-verdicts tr").count() - 1 >= 3
+    assert tid("phases-run").is_enabled()
+    assert all(f"/api/files/{job}/" in img.get_attribute("src") for img in page.locator("#phases-plots img").all())
+
+
 def _no_broken_images(page) -> None:
     """No visible <img> without a src or not (yet) loaded: a broken-image icon never shows."""
     broken = page.evaluate("""() => [...document.images].filter((i) => i.getClientRects().length &&

@@ -560,11 +560,20 @@ async function runPhases() {
     n: Number($("phases-n").value), seed: Number($("seed").value) };
   let job;
   try { job = (await api("POST", "/api/phases", body)).job; }
-  catch (e) { status($("phases-status"), e.message, true); return; }
+  catch (e) { status($("phases-status"), e.message, true); showJobState($("phases-job-state"), "error"); return; }
+  keepJob("phases", { job });
+  await followPhases(job);
+}
+async function followPhases(job) {
   $("phases-run").disabled = true; status($("phases-status"), "measuring\u2026");
-  const end = await follow(job, () => {});
+  const end = await watch(job, $("phases-job-state"), () => {});
   $("phases-run").disabled = false;
-  if (end.type !== "done") { status($("phases-status"), end.message || end.type, end.type === "error"); return; }
+  if (end.type !== "done") {
+    keepJob("phases", null);
+    status($("phases-status"), end.type === "end" ? "the job was lost" : end.message || end.type,
+      end.type === "error" || end.type === "end");
+    return;
+  }
   status($("phases-status"), "");
   const head = document.createElement("tr");
   for (const t of ["the lesson says", "measured on this model", "verdict"]) {
@@ -598,13 +607,22 @@ async function runInvert() {
     sampler: $("sampler").value };
   let job;
   try { job = (await api("POST", "/api/invert", body)).job; }
-  catch (e) { status($("invert-status"), e.message, true); return; }
+  catch (e) { status($("invert-status"), e.message, true); showJobState($("invert-job-state"), "error"); return; }
+  keepJob("invert", { job, index: body.index, steps: body.steps });
+  await followInvert(job, body.index, body.steps);
+}
+async function followInvert(job, index, steps) {
   $("invert-run").disabled = true;
-  status($("invert-status"), `inverting: ${body.steps} steps up, ${body.steps} back down\u2026`);
-  const end = await follow(job, () => {});
+  status($("invert-status"), `inverting: ${steps} steps up, ${steps} back down\u2026`);
+  const end = await watch(job, $("invert-job-state"), () => {});
   $("invert-run").disabled = false;
-  if (end.type !== "done") { status($("invert-status"), end.message || end.type, end.type === "error"); return; }
-  status($("invert-status"), `image ${body.index} (${end.label}); saved in the job folder with invert.json`);
+  if (end.type !== "done") {
+    keepJob("invert", null);
+    status($("invert-status"), end.type === "end" ? "the job was lost" : end.message || end.type,
+      end.type === "error" || end.type === "end");
+    return;
+  }
+  status($("invert-status"), `image ${index} (${end.label}); saved in the job folder with invert.json`);
   setImg($("invert-original"), fileUrl(job, end.files.original));
   setImg($("invert-noise"), fileUrl(job, end.files.noise));
   setImg($("invert-regenerated"), fileUrl(job, end.files.regenerated));
@@ -685,6 +703,8 @@ async function reattach() {
     try { await api("GET", `/api/jobs/${saved.job}`); } catch (e) { keepJob(kind, null); continue; }
     if (kind === "generate") followGenerate(saved.job, saved.steps);
     if (kind === "exercise") followExercise(saved.job, saved.rows, saved.steps, saved.axis);
+    if (kind === "phases") followPhases(saved.job);
+    if (kind === "invert") followInvert(saved.job, saved.index, saved.steps);
   }
 }
 // images: shown once loaded, hidden again if a load fails (load and error do not bubble: capture them)
