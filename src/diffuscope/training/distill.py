@@ -54,7 +54,7 @@ from diffuscope.io.device import pick_device
 from diffuscope.models.config import ModelConfig
 from diffuscope.samplers.base import denoise, euler_step
 from diffuscope.training.loop import TrainingError, ema_decay_at, ema_update, step_generator
-from diffuscope.training.rundir import MetricsLog, check_run_dir, find_resume, prune_checkpoints, run_lock
+from diffuscope.training.rundir import MetricsLog, check_run_dir, find_resume, prune_checkpoints, restore, run_lock
 
 STUDENT_SAMPLER = "Euler"  # the student's own step (= DDIM at eta 0 in sigma space)
 TEACHER_SOLVER = "Heun"
@@ -363,12 +363,7 @@ def _distill(config: DistillConfig, run_dir: Path, source: Path | None, stop_at:
     ckpt_dir = run_dir / "checkpoints"
     ckpt_io.clean_stale_temp(ckpt_dir)
     if source is not None:
-        ckpt_io.read_manifest(source, required=("config.json", "model.safetensors", "ema.safetensors", "state.pt"))
-        ckpt_io.load_weights(student.net, source / "model.safetensors")
-        ckpt_io.load_weights(ema_net, source / "ema.safetensors")
-        state = ckpt_io.load_training_state(source)
-        opt.load_state_dict(state["optimizer"])
-        lr_sched.load_state_dict(state["lr_schedule"])
+        state = restore(source, student.net, ema_net, opt, lr_sched)
         start, elapsed_before = int(state["step"]), float(state.get("elapsed_s", 0.0))
         recorded = _run_record(source).get("student") or {}
         if (recorded.get("teacher") or {}).get("sha256") != sha:

@@ -38,7 +38,7 @@ from diffuscope.training.distributed import (
     shutdown,
 )
 from diffuscope.training.latent import encode_images, open_autoencoder
-from diffuscope.training.rundir import MetricsLog, check_run_dir, find_resume, prune_checkpoints, run_lock
+from diffuscope.training.rundir import MetricsLog, check_run_dir, find_resume, prune_checkpoints, restore, run_lock
 
 
 class TrainingError(RuntimeError):
@@ -215,12 +215,7 @@ def _train(config: RunConfig, model_config: ModelConfig, data: ImageDataset, run
     start, elapsed_before = 0, 0.0  # training seconds of the run so far (carried across resumes)
     source = find_resume(run_dir, resume) if resume else None
     if source is not None:
-        ckpt_io.read_manifest(source, required=("config.json", "model.safetensors", "ema.safetensors", "state.pt"))
-        ckpt_io.load_weights(denoiser.net, source / "model.safetensors")
-        ckpt_io.load_weights(ema_net, source / "ema.safetensors")
-        state = ckpt_io.load_training_state(source)
-        opt.load_state_dict(state["optimizer"])
-        lr_sched.load_state_dict(state["lr_schedule"])
+        state = restore(source, denoiser.net, ema_net, opt, lr_sched)
         torch.set_rng_state(state["rng_cpu"])
         start = int(state["step"])
         elapsed_before = float(state.get("elapsed_s", 0.0))

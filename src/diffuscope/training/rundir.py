@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
+
 from diffuscope.checks.errors import UsageError
 from diffuscope.io import checkpoint as ckpt_io
 from diffuscope.io import outputs
@@ -49,6 +51,19 @@ def find_resume(run_dir: Path, resume: str) -> Path | None:
         found = ckpt_io.list_checkpoints(run_dir / "checkpoints")
         return found[-1] if found else None
     return ckpt_io.resolve_checkpoint(resume)
+
+
+def restore(source: Path, net: torch.nn.Module, ema_net: torch.nn.Module, opt: torch.optim.Optimizer,
+            lr_sched: torch.optim.lr_scheduler.LRScheduler) -> dict:
+    """Load a complete checkpoint into a run being resumed (weights, EMA, optimizer, LR schedule), every file
+    verified against its manifest first; returns the training state (step, RNG, elapsed seconds ...)."""
+    ckpt_io.read_manifest(source, required=("config.json", "model.safetensors", "ema.safetensors", "state.pt"))
+    ckpt_io.load_weights(net, source / "model.safetensors")
+    ckpt_io.load_weights(ema_net, source / "ema.safetensors")
+    state = ckpt_io.load_training_state(source)
+    opt.load_state_dict(state["optimizer"])
+    lr_sched.load_state_dict(state["lr_schedule"])
+    return state
 
 
 def prune_checkpoints(ckpt_dir: Path, keep: int) -> list[Path]:
