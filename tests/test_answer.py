@@ -4,21 +4,22 @@ from types import SimpleNamespace
 
 import pytest
 
-from diffuscope.sweep.answer import exercise_answers, needed_n, sampler_answer
+from diffuscope.sweep.answer import exercise_answers, sampler_answer
 from diffuscope.sweep.config import GREY_LEVEL
-from diffuscope.sweep.knee import find_knee, with_gap
+from diffuscope.sweep.knee import find_knee, needed_n, settle
 
 STEPS = (1, 2, 3, 5, 10, 25, 50, 100)
 G = GREY_LEVEL
 
 
-def _result(conv_levels, fd, *, gap=None, spread=None, separated=None, caveat="", n=32):
-    """A hand-made sweep of one sampler: conv_levels in grey levels to the reference, fd per step count."""
+def _result(conv_levels, fd, *, gaps=None, spread=None, separated=None, caveat="", n=32):
+    """A hand-made sweep of one sampler: conv_levels in grey levels to the reference, fd per step count, and
+    ``gaps``: step count -> paired 95% interval of FD there minus the best (None: no intervals)."""
     from dataclasses import replace
 
     cells = [SimpleNamespace(sampler="iPNDM", steps=s, nfe=s) for s in STEPS]
     conv = find_knee(STEPS, [v * G for v in conv_levels], metric="conv_pixel", tolerance=G, caveat=caveat)
-    quality = with_gap(find_knee(STEPS, fd, metric="fd"), gap)
+    quality = settle(find_knee(STEPS, fd, metric="fd"), None if gaps is None else gaps.get, n)
     if spread is not None or separated is not None:
         quality = replace(quality, spread=spread, separated=separated)
     return SimpleNamespace(cells=cells, knees={"iPNDM": {"conv_pixel": conv, "fd": quality}}, samplers=["iPNDM"],
@@ -29,18 +30,19 @@ SETTLED = [60, 30, 20, 9, 1.5, 0.6, 0.2, 0.1]  # breaks below 5, looks like 100 
 
 
 def test_plateau_inside_the_run_and_the_broken_picture():
-    r = _result(SETTLED, [9, 7, 5, 3.5, 3.0, 2.95, 2.92, 2.9], gap=(0.4, 0.2, 0.6))
+    # FD's best 2.9 at 100: the band is +-0.087; 25 steps (2.95) is the first count inside it, and settles
+    r = _result(SETTLED, [9, 7, 5, 3.5, 3.0, 2.95, 2.92, 2.9], gaps={25: (0.05, 0.01, 0.08)})
     a = sampler_answer(r, "iPNDM")
     assert a.headline == ("To the eye, 10 steps already look like 100 here (at most 2 grey levels apart); the "
-                          "picture breaks below 5 steps; pixels stop changing after 25; quality (FD) stops "
-                          "improving after 25 steps (iPNDM).")
-    assert (a.eye_steps, a.broken_below, a.settled_steps, a.quality_steps) == (10, 5, 25, 25)
+                          "picture breaks below 5 steps; pixels stop changing after 25; quality (FD) is within 3% "
+                          "of its best from 25 steps (iPNDM).")
+    assert (a.eye_steps, a.broken_below, a.settled_steps, a.quality_steps, a.needed_n) == (10, 5, 25, 25, None)
     assert "[" not in a.headline and "95%" not in a.headline  # no intervals in the headline
     assert a.detail.startswith("Pixel RMSE to the 151-step DPM++ 2M reference from the same noise, in grey levels: "
                                "1 steps 60, 2 steps 30")
-    assert "FD is within 3% of the best from 25 steps (10 steps vs the best: +0.4 [+0.2, +0.6], paired 95%, " \
-           "resolved)." in a.detail
-    assert "too few" not in a.text and "raise n" not in a.text
+    assert ("FD at 25 steps vs the best (100 steps): +0.05 [+0.01, +0.08], paired 95%, inside the 3% band "
+            "(+-0.087): settled at n = 32.") in a.detail
+    assert "not settled" not in a.text and "would settle" not in a.text
     assert exercise_answers(r) == {"iPNDM": a.text}
 
 
@@ -65,34 +67,46 @@ def test_still_changing_at_the_largest_count_is_never_a_plateau():
     assert "pixels are still changing at 100, the largest count run" in sampler_answer(never, "iPNDM").headline
 
 
-def test_unresolved_quality_is_said_once_in_the_detail_with_the_n_that_resolves_it():
-    r = _result(SETTLED, [3.0, 2.99, 2.98, 2.97, 2.96, 2.95, 2.92, 2.9], spread=(0.1, -0.1, 0.3), separated=False,
-                n=8)
+def test_an_unsettled_quality_point_says_so_and_names_the_n_that_settles_it():
+    # (d): 25 steps is inside the band by its mean, but its interval reaches outside: not settled at n = 16
+    gaps = {25: (0.05, -0.05, 0.15), 50: (0.02, -0.1, 0.14)}
+    r = _result(SETTLED, [5.0, 4, 3.5, 3.1, 3.0, 2.95, 2.92, 2.9], gaps=gaps, n=16)
     a = sampler_answer(r, "iPNDM")
-    # half-width 0.2 against 0.1: n' = 8 x (0.2 / 0.1)^2 x ((1.96 + 0.84) / 1.96)^2 = 65.3 -> 66
-    assert a.needed_n == needed_n(8, (0.1, -0.1, 0.3), False) == 66
-    assert a.detail.count("too few") == 1 and "n = 8 is too few to compare quality" in a.detail
-    assert a.detail.endswith("; 66 can.")
-    assert "quality" not in a.headline and "n = 8" not in a.headline
-    assert a.headline.startswith("To the eye, 10 steps already look like 100 here")
+    need = needed_n(16, (0.05, -0.05, 0.15), 0.087)
+    assert a.needed_n == need == 239  # 16 x (0.1 / (0.087 - 0.05))^2 x ((1.96 + 0.84) / 1.96)^2 = 238.6
+    assert a.quality_steps is None and "stops improving" in a.headline
+    assert (f"; where quality (FD) stops improving is not settled at n = 16: {need} images per step count would "
+            "settle it (iPNDM).") in a.headline
+    assert "[" not in a.headline  # the interval is in the detail
+    assert ("FD is within 3% of the best from 25 steps by its mean, but 25 steps vs the best (100 steps) is +0.05 "
+            f"[-0.05, +0.15], paired 95%, reaching outside the 3% band (+-0.087): not settled at n = 16; n = {need} "
+            "would settle it.") in a.detail
+    # a flat curve inside its noise says the same, sized for the smallest count inside the band
+    wide = {s: (0.08, -0.1, 0.26) for s in STEPS}  # every count inside the band by its mean: 3, 5, ... 50 tried
+    flat = _result(SETTLED, [3.0, 2.99, 2.98, 2.97, 2.96, 2.95, 2.92, 2.9], gaps=wide, spread=(0.1, -0.1, 0.3),
+                   separated=False, n=8)
+    b = sampler_answer(flat, "iPNDM")
+    assert "not settled at n = 8" in b.headline and b.needed_n == needed_n(8, (0.08, -0.1, 0.26), 0.087)
+    assert "but 3 steps vs the best" in b.detail
+    # no paired interval (no resamples): the mean alone is said in the detail, never a headline claim
+    bare = sampler_answer(_result(SETTLED, [5.0, 4, 3.5, 3.1, 3.0, 2.95, 2.92, 2.9]), "iPNDM")
+    assert "quality" not in bare.headline and "(no paired interval, so not settled)" in bare.detail
 
 
-def test_an_unresolved_quality_point_is_not_a_headline():
-    r = _result(SETTLED, [5.0, 4, 3.5, 3.1, 3.0, 2.95, 2.92, 2.9], gap=(0.05, -0.05, 0.15), n=16)
+def test_a_quality_point_is_never_settled_at_the_largest_count_run():
+    # only 100 steps are within 3% of the best: nothing below it can settle, whatever n
+    r = _result(SETTLED, [9, 8, 7, 6, 5, 4, 3.5, 2.9], gaps={}, n=16)
     a = sampler_answer(r, "iPNDM")
-    assert "quality" not in a.headline
-    assert "not resolved): n = 16 is too few to say where quality stops improving; " in a.detail
-    assert a.needed_n == needed_n(16, (0.05, -0.05, 0.15), False) and a.needed_n > 16
-    assert needed_n(16, (-0.05, -0.15, 0.05), False) is None  # on the better side: no n implied
-    assert needed_n(16, (-0.05, -0.15, 0.05), True) is not None
+    assert a.quality_steps is None and "from 100" not in a.text
+    assert "quality (FD) still improves at 100, the largest count run" in a.headline
 
 
 def test_stochastic_sampler_makes_no_pixel_claims():
-    r = _result([60, 50, 40, 30, 20, 8, 3, 2], [9.0, 7, 5, 3.5, 3.0, 2.95, 2.92, 2.9], gap=(0.4, 0.2, 0.6),
-                caveat="stochastic")
+    r = _result([60, 50, 40, 30, 20, 8, 3, 2], [9.0, 7, 5, 3.5, 3.0, 2.95, 2.92, 2.9],
+                gaps={25: (0.05, 0.01, 0.08)}, caveat="stochastic")
     a = sampler_answer(r, "iPNDM")
     assert a.headline.startswith("iPNDM draws fresh noise at every step, so its pictures do not settle")
-    assert "grey level" not in a.text and "quality (FD) stops improving after 25 steps" in a.headline
+    assert "grey level" not in a.text and "quality (FD) is within 3% of its best from 25 steps" in a.headline
 
 
 def test_plot_label_agrees_with_the_headline():

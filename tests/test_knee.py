@@ -5,17 +5,20 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
+from diffuscope.metrics import paired_difference_ci
 from diffuscope.sweep.config import GREY_LEVEL
 from diffuscope.sweep.knee import (
+    POWER_FACTOR,
     edm_knee,
     find_knee,
-    gap_nfe,
     kneedle_knee,
+    needed_n,
     plateau,
+    settle,
     tolerance_knee,
-    with_gap,
     with_spread,
     worst_nfe,
 )
@@ -77,21 +80,84 @@ def test_absolute_tolerance_for_a_curve_that_never_plateaus():
         find_knee(NFE, rmse, higher_is_better=True, tolerance=0.1)
 
 
-def test_a_knee_is_resolved_only_when_the_step_below_it_is_clearly_worse():
-    fd = [6.2, 5.0, 3.6, 3.7, 4.3, 4.4]  # best 3.6 at NFE 20; the EDM point is 20, the cell below it NFE 10
-    knee = find_knee(NFE, fd)
-    assert (knee.edm_nfe, gap_nfe(knee)) == (20, 10)
-    clear = with_gap(knee, (1.4, 0.6, 2.1))  # value(10) - best, paired 95% interval above 0: worse
-    assert clear.resolved is True and clear.gap_nfe == 10 and "resolved" in clear.note and "not" not in clear.note
-    unclear = with_gap(knee, (1.4, -0.2, 3.0))  # the interval includes 0
-    assert unclear.resolved is False and "not resolved" in unclear.note and "[-0.2, +3]" in unclear.note
-    assert with_gap(knee, None).resolved is None
-    assert json.loads(json.dumps(unclear.to_dict()))["gap"] == [1.4, -0.2, 3.0]
-    acc = find_knee(NFE, [0.5, 0.8, 0.97, 0.98, 0.98, 0.98], higher_is_better=True)  # higher is better: below 0
-    assert with_gap(acc, (-0.18, -0.25, -0.11)).resolved is True
-    assert with_gap(acc, (-0.18, -0.25, 0.01)).resolved is False
-    first = find_knee(NFE, [1.0, 1.01, 1.0, 1.0, 1.0, 1.0])  # the EDM point is the fewest NFE: nothing below it
-    assert gap_nfe(first) is None and with_gap(first, (0.1, 0.0, 0.2)).resolved is None
+SETTLE_NFE = [2, 5, 10, 20, 40, 80]
+MEANS = [10.0, 6.0, 3.0, 3.0, 3.0, 3.0]  # best 3.0 from NFE 10 on; band 3% of 3 = 0.09
+
+
+def _noise(rng, n: int, scale: float) -> np.ndarray:
+    """Per-image noise in quarter units whose sum is exactly 0 (+x and -x pairs), so every cell's mean is exact."""
+    half = rng.integers(-4, 5, n // 2) * scale / 4
+    return rng.permutation(np.concatenate([half, -half, np.zeros(n % 2)]))
+
+
+def _cells(n: int, scale: float, seed: int = 0) -> dict[int, np.ndarray]:
+    """Per-image values (image i from seed i in every cell) with the exact means MEANS; scale 0: the cells from
+    NFE 10 on equal each other image by image."""
+    rng = np.random.default_rng(seed)
+    return {x: m + _noise(rng, n, scale) for x, m in zip(SETTLE_NFE, MEANS)}
+
+
+def _settled(cells: dict[int, np.ndarray], higher_is_better: bool = False):
+    n = len(cells[SETTLE_NFE[0]])
+    knee = find_knee(list(cells), [float(v.mean()) for v in cells.values()], metric="fd",
+                     higher_is_better=higher_is_better)
+
+    def gap(x):  # value(x) - value(best cell), the paired bootstrap the sweep uses for per-image means
+        iv = paired_difference_ci(np.mean, cells[x], cells[knee.against_nfe], n_resamples=1000, seed=0)
+        return iv.estimate, iv.low, iv.high
+
+    return settle(knee, gap, n)
+
+
+def test_a_curve_equal_to_the_best_image_by_image_settles_at_its_first_such_count():
+    k = _settled(_cells(16, 0.0))  # (a): NFE 10, 20, 40, 80 are the same images, values for value
+    assert (k.best_nfe, k.against_nfe, k.band) == (10, 80, pytest.approx(0.09))  # ties: compared with the most NFE
+    assert (k.settled, k.settled_nfe, k.settle_gap, k.needed_n) == (True, 10, (0.0, 0.0, 0.0), None)
+    assert "settled at NFE 10: NFE 10 vs the best (NFE 80) +0 [+0, +0] (paired 95%) lies inside +-0.09" in k.note
+    d = json.loads(json.dumps(k.to_dict(), allow_nan=False))
+    assert (d["settled_nfe"], d["settle_gap"], d["n"], d["band"]) == (10, [0.0, 0.0, 0.0], 16, pytest.approx(0.09))
+    acc = _settled({x: 1 - v / 10 for x, v in _cells(16, 0.0).items()}, higher_is_better=True)
+    assert (acc.settled_nfe, acc.against_nfe) == (10, 80)  # higher is better: the same rule
+
+
+def test_a_noisy_curve_is_not_settled_and_the_n_it_names_settles_it():
+    k = _settled(_cells(16, 0.5))  # (b): the same means, per-image noise far wider than the band at n = 16
+    assert [float(v.mean()) for v in _cells(16, 0.5).values()] == MEANS
+    assert k.settled is False and k.settled_nfe is None and k.settle_nfe == 10  # the smallest candidate
+    est, lo, hi = k.settle_gap
+    assert lo < -0.09 or hi > 0.09
+    assert k.needed_n == math.ceil(16 * ((hi - lo) / 2 / (0.09 - abs(est))) ** 2 * POWER_FACTOR) > 16
+    assert f"not settled at n = 16: NFE 10 vs the best (NFE 80) {est:+.4g}" in k.note
+    assert f"reaches outside +-0.09; n = {k.needed_n} would settle it" in k.note
+    again = _settled(_cells(k.needed_n, 0.5, seed=1))  # drawn the same way, at the n it named
+    assert (again.settled, again.settled_nfe) == (True, 10)
+
+
+def test_no_settled_point_at_the_largest_count_run():
+    # (c): the best at the largest count and everything else far outside the band: no candidate at all
+    rng = np.random.default_rng(0)
+    falling = {x: 100 / x + _noise(rng, 16, 0.01) for x in SETTLE_NFE}
+    k = _settled(falling)
+    assert (k.plateaued, k.settled, k.settled_nfe, k.settle_nfe, k.needed_n) == (False, False, None, None, None)
+    # only the last two counts equal: compared with 80, settled at 40, never at 80 itself
+    two = {x: v if x < 40 else falling[80] for x, v in falling.items()}
+    assert _settled(two).settled_nfe == 40
+    one = settle(find_knee([80], [3.0]), lambda x: (0.0, 0.0, 0.0), 16)
+    assert one.settled is None and one.settled_nfe is None  # one point: nothing below the best
+    # the best in the middle and the count below it outside the band: nothing settles, no n would
+    middle = find_knee([10, 20, 40], [4.0, 3.0, 3.05])
+    k = settle(middle, lambda x: pytest.fail(f"no candidate to measure, asked for {x}"), 16)
+    assert (k.against_nfe, k.settled, k.settle_nfe) == (20, False, None)
+    assert "not settled at n = 16: no fewer NFE than 20 come within +-0.09" in k.note
+
+
+def test_settle_needs_a_paired_interval_and_sizes_n_only_inside_the_band():
+    knee = find_knee(SETTLE_NFE, MEANS)
+    assert settle(knee, None, 16).settled is None  # KID, recall, no resamples: not measured
+    assert settle(knee, lambda x: None, 16).settled is None
+    assert needed_n(16, (0.03, -0.07, 0.13), 0.09) == math.ceil(16 * (0.1 / 0.06) ** 2 * POWER_FACTOR)
+    assert needed_n(16, (0.09, 0.0, 0.2), 0.09) is None  # the estimate itself at the band's edge: no n settles it
+    assert needed_n(16, (0.0, -0.01, 0.2), 0.09) > 16  # never fewer than measured
 
 
 def test_a_curve_separates_only_when_its_worst_cell_is_clearly_worse_than_its_best():

@@ -109,18 +109,21 @@ def test_known_answer_sweep_converges_and_reports_the_right_knee(known):
         assert knee.tolerance == 2 / 255 and r.knees[s]["fd"].tolerance is None
         assert knee.tolerance_nfe == next((c.nfe for c in cells if c.metrics["conv_pixel"] <= 2 / 255), None)
     assert r.knees["Euler a"]["conv_pixel"].tolerance is None  # stochastic: never converges to the reference
-    for s in ("DDIM", "DPM++ 2M"):  # resolution: the paired gap of the cell below the EDM point to the best cell
+    for s in ("DDIM", "DPM++ 2M"):  # the settle rule: a candidate's paired interval against the best cell
         for key in ("fd", "accuracy", "conv_pixel"):
             knee = r.knees[s][key]
-            if knee.gap_nfe is None:
+            assert knee.n == N and knee.settled is not None
+            assert knee.settled_nfe is None or knee.settled_nfe < knee.against_nfe <= max(STEPS)
+            if knee.settle_gap is None:
                 continue
-            below, best = r.cell(s, knee.gap_nfe), r.cell(s, knee.best_nfe)
-            est, lo, hi = knee.gap
-            assert est == pytest.approx(below.metrics[key] - best.metrics[key], rel=1e-6, abs=1e-9)
-            assert lo <= est <= hi or key == "fd"  # FD's resampled gap may be biased; the mean metrics' is not
-            assert knee.resolved == (hi < 0 if knee.higher_is_better else lo > 0)
-    # deterministic convergence: fewer steps are far worse, far beyond the noise
-    assert r.knees["DDIM"]["conv_pixel"].resolved is True
+            cell, best = r.cell(s, knee.settle_nfe), r.cell(s, knee.against_nfe)
+            est, lo, hi = knee.settle_gap
+            assert est == pytest.approx(cell.metrics[key] - best.metrics[key], rel=1e-6, abs=1e-9)
+            assert knee.settled == (-knee.band <= lo and hi <= knee.band)
+    # accuracy is 100% everywhere: the 2-step images are as right as the 32-step ones, image by image
+    assert (r.knees["DDIM"]["accuracy"].settled_nfe, r.knees["DDIM"]["accuracy"].against_nfe) == (2, 32)
+    # deterministic convergence keeps improving up to the largest count: nothing settles there
+    assert r.knees["DDIM"]["conv_pixel"].settled is False
     # the same initial noise in every cell: two first-order 2-step runs coincide
     assert torch.allclose(r.cell("DDIM", 2).images, r.cell("DPM++ 2M", 2).images, atol=1e-6)
     # the stochastic sampler is flagged, and its convergence does not converge
@@ -397,6 +400,10 @@ def test_cli_with_a_classifier_measures_everything(run_cli, tiny_model, tmp_path
                                                 "conv_feature"}
     assert data["labels"] == [3, 7] * 4 and "fd" in data["knees"]["DDIM"]
     assert "FD (classifier features)" in out
+    fd = data["knees"]["DDIM"]["fd"]  # the settle rule's fields, in the JSON, the summary and report.md
+    assert {"settled", "settled_nfe", "settle_nfe", "settle_gap", "needed_n", "against_nfe", "band"} <= set(fd)
+    assert fd["n"] == 8 and fd["settled"] is not None and f"DDIM: FD (classifier features): {fd['note']}" in out
+    assert "settled within 3% (NFE)" in (tmp_path / "s" / "report.md").read_text()
 
 
 def test_cli_ctrl_c_writes_partial_report_and_exits_130(run_cli, tiny_model, tmp_path, monkeypatch):

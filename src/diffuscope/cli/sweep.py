@@ -54,7 +54,8 @@ def add_parser(sub) -> None:
                    help="for a model without a classifier (e.g. a diffusers pipeline): real images to measure KID "
                         "against in ImageNet features (a folder of PNG/JPEG images, or a built-in data set)")
     p.add_argument("--threshold", type=types.fraction, default=0.03,
-                   help="diminishing returns: the fewest NFE within this fraction of the best value (EDM's 3%%)")
+                   help="diminishing returns: the tolerance, a fraction of the best value (3%%); settled at the "
+                        "fewest NFE whose paired 95%% interval against the best lies inside it")
     p.add_argument("--batch-size", type=types.batch_size, default=64)
     p.add_argument("--grid-rows", type=types.int_range(1, 64, "grid_rows"), default=4,
                    help="images per sampler in grid.png")

@@ -131,9 +131,16 @@ def write_report(out: Path, sections: list[Section], title: str) -> Path:
     return path
 
 
+def _settled(k) -> str:
+    """The settled point (sweep/knee.py) in a few words."""
+    if k.settled is None:
+        return "settled: not measured"
+    return f"settled at NFE {k.settled_nfe}" if k.settled else f"not settled at n = {k.n}"
+
+
 def knee_summary(result) -> str:
     """One line per sampler and metric that resolves something at this n: the diminishing-returns point (EDM's 3%
-    rule, Kneedle) and its note; the metrics that resolve nothing are named once, folded."""
+    rule, the settled point, Kneedle) and its note; the metrics that resolve nothing are named once, folded."""
     from diffuscope.sweep.report import folded_note
 
     folded = result.unresolved_metrics
@@ -145,7 +152,8 @@ def knee_summary(result) -> str:
             if metric in folded:
                 continue
             values = ", ".join(f"{x}: {v:.4g}" for x, v in zip(k.nfe, k.values))
-            lines.append(f"{sampler:<10} {metric:<14} knee (EDM 3%) at NFE {k.edm_nfe}, Kneedle {k.kneedle_nfe}; "
+            lines.append(f"{sampler:<10} {metric:<14} knee (EDM 3%) at NFE {k.edm_nfe}, {_settled(k)}, "
+                         f"Kneedle {k.kneedle_nfe}; "
                          f"{k.note}  [NFE: value  {values}]")
     return "\n".join(lines)
 

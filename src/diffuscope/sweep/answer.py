@@ -19,11 +19,13 @@ best: the pixel distance of every step count to the fine-step reference made fro
   plateau: the headline says "still changing at 100, the largest count run".
 
 A stochastic sampler draws fresh noise at every step and does not converge to the deterministic reference, so its
-headline says so instead of pixel claims. Quality (EDM's rule on the first quality metric measured: FD, else
-accuracy; Karras et al. 2022, Fig. 2) enters the headline only when it is resolved beyond sampling noise; a quality
-statement the data cannot support is said once, in the detail: "n = 8 is too few to compare quality; 64 can",
-the 64 sized from the measured interval (``needed_n``). The page (``diffuscope serve``), the demo report and the
-sweep's report.md all print these two layers, and quality.png labels its curves with ``curve_label``, so they agree.
+headline says so instead of pixel claims. Quality (the first quality metric measured: FD, else accuracy) enters
+the headline as a diminishing-returns claim only when it is settled (knee.py): the fewest steps whose paired 95%
+interval against the best count lies inside the stated tolerance (``--threshold``, 3% of the best: about 3 points
+of accuracy near 100%). Never at the largest count run. Where nothing settles, the headline says "not settled at
+n = 16: 70 images per step count would settle it" (``needed_n`` from the measured interval); the detail holds the
+interval. The page (``diffuscope serve``), the demo report and the sweep's report.md all print these two layers,
+and quality.png labels its curves with ``curve_label``, so they agree.
 """
 
 from __future__ import annotations
@@ -36,8 +38,6 @@ from diffuscope.sweep.config import GREY_LEVEL
 QUALITY_METRICS = {"fd": "FD", "accuracy": "accuracy vs prompt"}  # the first one measured answers "quality"
 EYE_LEVELS = 4.0  # grey levels (RMSE) below which two pictures side by side look alike
 BROKEN_LEVELS = 16.0  # grey levels (RMSE) from the reference beyond which the picture is broken (blur, wrong shapes)
-POWER_FACTOR = ((1.96 + 0.84) / 1.96) ** 2  # sizes n for an 80% chance that the 95% interval excludes 0
-MAX_NEEDED_N = 100_000
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,8 @@ class Answer:
     eye_steps: int | None = None  # the fewest steps that look like the largest count to the eye
     broken_below: int | None = None  # the picture breaks below this many steps (None: no count run breaks it)
     settled_steps: int | None = None  # pixels stop changing after this (None: still changing at the largest)
-    quality_steps: int | None = None  # resolved quality point (None: not resolved or not measured)
-    needed_n: int | None = None  # images per cell that would resolve the quality comparison
+    quality_steps: int | None = None  # settled quality point (None: not settled or not measured)
+    needed_n: int | None = None  # images per cell that would settle the quality point
 
     @property
     def text(self) -> str:
@@ -65,21 +65,6 @@ class Answer:
 def levels(rmse: float) -> float:
     """An RMSE in [-1, 1] units as 8-bit grey levels."""
     return rmse / GREY_LEVEL
-
-
-def needed_n(n: int, interval, higher_is_better: bool) -> int | None:
-    """Images per cell that would resolve a paired difference measured as ``interval`` = (estimate, low, high) at
-    ``n``: the 95% half-width shrinks as 1/sqrt(n), so n' = n (half / |estimate|)^2, times POWER_FACTOR for an 80%
-    chance. None when the estimate is zero or on the better side (no size of n is implied by the data)."""
-    if interval is None:
-        return None
-    est, lo, hi = interval
-    worse = est < 0 if higher_is_better else est > 0
-    if not worse or not all(map(math.isfinite, (est, lo, hi))):
-        return None
-    half = (hi - lo) / 2
-    need = math.ceil(n * (half / abs(est)) ** 2 * POWER_FACTOR)
-    return min(max(need, n + 1), MAX_NEEDED_N)
 
 
 def _steps_at(result, sampler: str, nfe: int | None) -> int | None:
@@ -97,33 +82,44 @@ def _pixel_curve(result, sampler: str, conv) -> list[tuple[int, float]]:
     return sorted((s, v) for s, v in pairs if s is not None)
 
 
+def _band(quality) -> str:
+    """The tolerance band in the metric's units (accuracy in points)."""
+    if quality.metric == "accuracy":
+        return f"+-{100 * quality.band:.2g} points"
+    return f"+-{quality.band:.3g}"
+
+
 def _quality(result, sampler: str, quality, n: int) -> tuple[str, str, int | None, int | None]:
-    """(headline clause or "", detail sentence, resolved quality point, needed n)."""
+    """(headline clause or "", detail sentence, settled quality point, needed n)."""
     label = QUALITY_METRICS[quality.metric]
     pct = f"{100 * quality.threshold:g}%"
     largest = max(c.steps for c in result.cells if c.sampler == sampler)
-    if quality.separated is False:  # the curve is flat inside its noise: it supports no point (knee.py)
-        need = needed_n(n, quality.spread, quality.higher_is_better)
-        spread = "" if quality.spread is None else (
-            f" ({label}: the worst count against the best {_interval(quality.spread)}, inside the 95% noise)")
-        tail = f"; {need} can." if need else "; no difference was measured to size a larger n."
-        return "", f"n = {n} is too few to compare quality{spread}{tail}", None, need
     if quality.plateaued is None:
         return "", f"{label} was measured at one step count only: no trend.", None, None
+    best = _steps_at(result, sampler, quality.against_nfe)
+    if quality.settled:
+        steps = _steps_at(result, sampler, quality.settled_nfe)
+        return (f"quality ({label}) is within {pct} of its best from {steps} steps",
+                f"{label} at {steps} steps vs the best ({best} steps): {_interval(quality.settle_gap)}, paired "
+                f"95%, inside the {pct} band ({_band(quality)}): settled at n = {n}.", steps, None)
     if not quality.plateaued:
         return (f"quality ({label}) still improves at {largest}, the largest count run",
                 f"{label} still improves by more than {pct} at {largest} steps, the largest count run.", None, None)
-    steps = _steps_at(result, sampler, quality.edm_nfe)
-    text = f"{label} is within {pct} of the best from {steps} steps"
-    if quality.gap is None:
-        return "", text + " (no interval measured, so not resolved).", None, None
-    below = _steps_at(result, sampler, quality.gap_nfe)
-    text += f" ({below} steps vs the best: {_interval(quality.gap)}, paired 95%"
-    if quality.resolved:
-        return f"quality ({label}) stops improving after {steps} steps", text + ", resolved).", steps, None
-    need = needed_n(n, quality.gap, quality.higher_is_better)
-    tail = f"{need} can." if need else "no difference was measured to size a larger n."
-    return "", f"{text}, not resolved): n = {n} is too few to say where quality stops improving; {tail}", None, need
+    edm = _steps_at(result, sampler, quality.edm_nfe)
+    if quality.settled is None:
+        return "", f"{label} is within {pct} of the best from {edm} steps (no paired interval, so not settled).", \
+            None, None
+    need = quality.needed_n
+    clause = (f"where quality ({label}) stops improving is not settled at n = {n}"
+              + (f": {need} images per step count would settle it" if need else ""))
+    if quality.settle_gap is None:
+        return clause, (f"{label} is best at {best} steps and no fewer steps come within {pct} of it: not settled "
+                        f"at n = {n}."), None, None
+    cand = _steps_at(result, sampler, quality.settle_nfe)
+    tail = f"n = {need} would settle it." if need else "no n would settle it."
+    return clause, (f"{label} is within {pct} of the best from {edm} steps by its mean, but {cand} steps vs the "
+                    f"best ({best} steps) is {_interval(quality.settle_gap)}, paired 95%, reaching outside the "
+                    f"{pct} band ({_band(quality)}): not settled at n = {n}; {tail}"), None, need
 
 
 def sampler_answer(result, sampler: str) -> Answer:

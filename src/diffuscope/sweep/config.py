@@ -77,7 +77,7 @@ class SweepConfig:
     reference_sampler: str = "Heun"  # the convergence reference: deterministic, second order
     reference_steps: int | None = None  # None = max(200, 2 * max(steps)), capped at T for discrete models
     metrics: tuple[str, ...] | None = None  # METRIC_GROUPS; None = all when a classifier exists, else convergence
-    threshold: float = 0.03  # EDM's rule: the fewest NFE within this fraction of the best value
+    threshold: float = 0.03  # the tolerance, a fraction of the best value: the settle rule's band and EDM's rule
     batch_size: int = 64
     grid_rows: int = 4  # images per sampler shown in grid.png (the first ones)
     ci_resamples: int = 200  # bootstrap resamples for the intervals (0 = none)

@@ -1,4 +1,5 @@
-"""The diminishing-returns point of a quality-vs-NFE curve, two ways, and whether the curve has plateaued at all.
+"""The diminishing-returns point of a quality-vs-NFE curve: the settled point (the rule), EDM's point estimate and
+Kneedle beside it, and whether the curve has plateaued at all.
 
 EDM's rule (Karras et al. 2022, Fig. 2): the fewest NFE whose value is within ``threshold`` (3%) of the best value
 observed, relative to the best: ``|v - best| <= threshold * |best|``. For lower-is-better metrics (FD) that is
@@ -13,10 +14,16 @@ Good enough in absolute terms: for a metric with a natural tolerance (the conver
 value tends to 0 so that a relative rule never settles), the fewest NFE whose value is at or below it; for pixels,
 one 8-bit grey level (2/255 in [-1, 1] units): from there on, more steps change nothing a saved PNG can show.
 
-Resolved: whether the EDM point is more than sampling noise. The cell just below it (fewer NFE) is compared with
-the best cell by a paired bootstrap (both made from the same noise, image i from seed i, so one resample of image
-indices serves both): the knee is resolved when that 95% interval of value(previous) - best lies entirely on the
-worse side, i.e. fewer steps are measurably worse.
+Settled (issue 32): the diminishing-returns point that measurement can settle. In the lesson's words: the fewest
+steps that are, beyond sampling noise, as good as the best count (within the stated ``threshold``) -- "more steps
+stop paying off here, and n images are enough to say so". The statistic: the smallest NFE s, below the best cell
+(the most NFE among equal best values), whose paired 95% interval of value(s) - best (image i from seed i in both
+cells, one resample of image indices serves both) lies entirely inside +-band, band = threshold * |best|: an
+equivalence test (the interval form of Schuirmann's two one-sided tests, 1987; 95% is the cautious level). Only
+cells whose own value is within the band are tried (EDM's point is the first of them). None settles: "not settled
+at n = N", and the n that would settle the smallest candidate, from its half-width scaling as 1/sqrt(n):
+n' = n (half / (band - |estimate|))^2 x POWER_FACTOR (an 80% chance, not a coin flip); none when |estimate| >=
+band. The best cell itself, and so the largest count run, is never a settled point.
 
 Separated: whether the curve shows anything beyond sampling noise at this n. The worst cell is compared with the
 best one, paired where the metric has a paired form (FD, accuracy, precision, convergence), else by the two cells'
@@ -33,7 +40,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -55,9 +62,13 @@ class Knee:
     last_gain: float | None  # relative improvement of the last step over the one before (positive = better)
     tolerance: float | None = None  # an absolute good-enough value (lower is better), if the metric has one
     tolerance_nfe: int | None = None  # the fewest NFE at or below ``tolerance`` (None: never, or no tolerance)
-    gap_nfe: int | None = None  # the tested NFE just below the EDM point
-    gap: tuple[float, float, float] | None = None  # value(gap_nfe) - best: (estimate, low, high), paired 95% interval
-    resolved: bool | None = None  # True: the gap interval lies entirely on the worse side; None: not measured
+    against_nfe: int | None = None  # the best cell the settle rule compares with (the most NFE among ties)
+    settled_nfe: int | None = None  # the settled diminishing-returns point (None: not settled or not measured)
+    settle_nfe: int | None = None  # whose interval settle_gap is: settled_nfe, else the smallest candidate
+    settle_gap: tuple[float, float, float] | None = None  # value(settle_nfe) - best, paired 95% (est, low, high)
+    settled: bool | None = None  # None: no paired interval (KID, recall, no resamples) or one point
+    needed_n: int | None = None  # images per cell that would settle settle_nfe (only when not settled)
+    n: int | None = None  # images per cell behind the intervals
     worst_nfe: int | None = None  # the tested NFE with the worst value
     spread: tuple[float, float, float] | None = None  # value(worst_nfe) - best, paired 95% (None: no paired form)
     separated: bool | None = None  # the worst cell is measurably worse than the best (None: no intervals)
@@ -77,22 +88,40 @@ class Knee:
                     f"{100 * (self.last_gain or 0):.1f}% (> {100 * self.threshold:g}%); try more steps")
         else:
             note = f"within {100 * self.threshold:g}% of the best from NFE {self.edm_nfe}"
-        if self.gap is not None:
-            est, lo, hi = self.gap
-            where = f"NFE {self.gap_nfe} differs from the best by {est:+.4g} [{lo:+.4g}, {hi:+.4g}] (paired 95%)"
-            note += (f"; {where}: resolved" if self.resolved else
-                     f"; but {where}, not clearly worse: this point is not resolved (use a larger --n)")
+        note += self._settle_note()
         if self.tolerance is None:
             return note
         if self.tolerance_nfe is None:
             return f"{note}; never at or below {self.tolerance:.4g} in the tested range"
         return f"{note}; at or below {self.tolerance:.4g} from NFE {self.tolerance_nfe}"
 
+    @property
+    def band(self) -> float | None:
+        """The tolerance band around the best value, in the metric's units: threshold * |best|."""
+        return None if self.best_value is None else self.threshold * abs(self.best_value)
+
+    def _settle_note(self) -> str:
+        if self.settled is None or self.plateaued is False:
+            return ""
+        band = f"+-{self.band:.4g}"
+        if self.settle_gap is None and self.against_nfe == self.nfe[0]:
+            return f"; not settled at n = {self.n}: the best is the fewest NFE run ({self.against_nfe})"
+        if self.settle_gap is None:
+            return f"; not settled at n = {self.n}: no fewer NFE than {self.against_nfe} come within {band}"
+        est, lo, hi = self.settle_gap
+        where = (f"NFE {self.settle_nfe} vs the best (NFE {self.against_nfe}) {est:+.4g} [{lo:+.4g}, {hi:+.4g}] "
+                 f"(paired 95%)")
+        if self.settled:
+            return f"; settled at NFE {self.settled_nfe}: {where} lies inside {band}"
+        need = f"n = {self.needed_n} would settle it" if self.needed_n else "no n would settle it"
+        return f"; not settled at n = {self.n}: {where} reaches outside {band}; {need}"
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["nfe"], d["values"] = list(self.nfe), [_finite(v) for v in self.values]
         d["best_value"], d["last_gain"] = _finite(self.best_value), _finite(self.last_gain)
-        d["gap"] = None if self.gap is None else [float(v) for v in self.gap]
+        d["settle_gap"] = None if self.settle_gap is None else [float(v) for v in self.settle_gap]
+        d["band"] = _finite(self.band)
         d["spread"] = None if self.spread is None else [float(v) for v in self.spread]
         d["note"] = self.note
         return d
@@ -171,21 +200,62 @@ def plateau(nfe: Sequence[float], values: Sequence[float], *, higher_is_better: 
     return knee != xs[-1], last_gain
 
 
-def gap_nfe(knee: Knee) -> int | None:
-    """The tested NFE just below the EDM point (None: the EDM point is the fewest NFE tested, or there is none)."""
-    if knee.edm_nfe is None:
+POWER_FACTOR = ((1.96 + 0.84) / 1.96) ** 2  # sizes n for an 80% chance that the 95% interval settles
+
+
+def last_best_nfe(nfe: Sequence[int], values: Sequence[float], higher_is_better: bool = False) -> int | None:
+    """The most NFE among the cells with the best value (the cell the settle rule compares with)."""
+    if not values:
         return None
-    below = [x for x in knee.nfe if x < knee.edm_nfe]
-    return below[-1] if below else None
+    best = values[best_index(values, higher_is_better)]
+    return max(x for x, v in zip(nfe, values) if v == best)
 
 
-def with_gap(knee: Knee, interval: tuple[float, float, float] | None) -> Knee:
-    """``knee`` with the paired interval of value(gap_nfe(knee)) - best attached, and whether it is resolved."""
-    nfe = gap_nfe(knee)
-    if interval is None or nfe is None:
+def settle_candidates(knee: Knee) -> list[int]:
+    """NFE below the best cell whose own value is within the band: the only ones whose interval can settle."""
+    if knee.against_nfe is None or knee.best_value is None:
+        return []
+    return [x for x, v in zip(knee.nfe, knee.values)
+            if x < knee.against_nfe and within(v, knee.best_value, knee.threshold)]
+
+
+def inside(interval: tuple[float, float, float], band: float) -> bool:
+    """Whether a 95% interval of value - best lies entirely inside +-band (the hair of slack of ``within``)."""
+    _, lo, hi = interval
+    slack = band * (1 + 1e-12) + 1e-300
+    return -slack <= lo and hi <= slack
+
+
+def needed_n(n: int, interval: tuple[float, float, float], band: float) -> int | None:
+    """Images per cell that would settle a paired difference measured as (estimate, low, high) at ``n``: the
+    half-width shrinks as 1/sqrt(n), so n' = n (half / (band - |estimate|))^2 x POWER_FACTOR, at least n + 1.
+    None when |estimate| >= band (no n settles it) or the interval is not finite."""
+    est, lo, hi = interval
+    room = band - abs(est)
+    if room <= 0 or not all(map(math.isfinite, (est, lo, hi))):
+        return None
+    return max(math.ceil(n * ((hi - lo) / 2 / room) ** 2 * POWER_FACTOR), n + 1)
+
+
+def settle(knee: Knee, gap: Callable[[int], tuple[float, float, float] | None] | None, n: int) -> Knee:
+    """``knee`` with the settle rule applied (module notes): ``gap(nfe)`` is the paired 95% interval of
+    value(nfe) - value(against_nfe), from the same noise; None: the metric has no paired interval."""
+    knee = replace(knee, n=n)
+    if gap is None or knee.against_nfe is None or len(knee.nfe) < 2:
         return knee
-    gap = tuple(float(v) for v in interval)
-    return replace(knee, gap_nfe=nfe, gap=gap, resolved=worse_side(gap, knee.higher_is_better))
+    first = None
+    for x in settle_candidates(knee):
+        iv = gap(x)
+        if iv is None:
+            return knee
+        iv = tuple(float(v) for v in iv)
+        if inside(iv, knee.band):
+            return replace(knee, settled=True, settled_nfe=x, settle_nfe=x, settle_gap=iv)
+        first = first or (x, iv)
+    if first is None:
+        return replace(knee, settled=False)
+    return replace(knee, settled=False, settle_nfe=first[0], settle_gap=first[1],
+                   needed_n=needed_n(n, first[1], knee.band))
 
 
 def worst_nfe(knee: Knee) -> int | None:
@@ -242,4 +312,5 @@ def find_knee(nfe: Sequence[float], values: Sequence[float], *, metric: str = ""
         best_nfe=None if b is None else xs[b], best_value=None if b is None else vs[b],
         edm_nfe=edm_knee(xs, vs, threshold=threshold, **opts), kneedle_nfe=kneedle_knee(xs, vs, **opts),
         plateaued=plateaued, last_gain=last_gain, tolerance=tolerance,
+        against_nfe=last_best_nfe(xs, vs, higher_is_better),
         tolerance_nfe=None if tolerance is None else tolerance_knee(xs, vs, tolerance), caveat=caveat)

@@ -123,13 +123,19 @@ class Meter:
                     intervals[key] = (iv.low, iv.high)
         return Measured(values, intervals, extra, samples)
 
+    def pairs(self, key: str, samples: dict[str, np.ndarray]) -> bool:
+        """Whether ``paired_gap`` gives metric ``key`` an interval for sets holding ``samples``."""
+        need = {"fd": "features", "accuracy": "correct"}.get(key, key)
+        paired = key in ("fd", "accuracy", "precision") or key.startswith("conv_")
+        return self.ci_resamples >= 2 and paired and need in samples
+
     def paired_gap(self, key: str, a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> tuple[float, ...] | None:
         """(estimate, low, high): the paired bootstrap 95% interval of metric ``key`` of set a minus set b, for two
         sets from the same noise (``Measured.samples`` of each); None for metrics without a paired form (KID,
         recall) or without intervals (ci_resamples < 2)."""
         from diffuscope.metrics import frechet_distance, paired_difference_ci
 
-        if self.ci_resamples < 2:
+        if not self.pairs(key, a):
             return None
         opts = {"n_resamples": self.ci_resamples, "level": self.ci_level, "seed": self.seed}
         if key == "fd" and "features" in a and "features" in b:

@@ -98,10 +98,20 @@ def _knee_table(result) -> Table:
     for s, per in result.knees.items():
         for key, k in per.items():
             rows.append([s, metric_spec(key).label, f"{fmt(k.best_value)} @ {fmt(k.best_nfe)}",
-                         fmt(k.edm_nfe), fmt(k.kneedle_nfe), _tolerance_cell(k),
+                         fmt(k.edm_nfe), _settled_cell(k), fmt(k.kneedle_nfe), _tolerance_cell(k),
                          "-" if k.plateaued is None else ("yes" if k.plateaued else "NO"), k.note])
-    return ["sampler", "metric", "best @ NFE", f"EDM {100 * result.config.threshold:g}% point (NFE)",
+    pct = f"{100 * result.config.threshold:g}%"
+    return ["sampler", "metric", "best @ NFE", f"EDM {pct} point (NFE)", f"settled within {pct} (NFE)",
             "Kneedle (NFE)", "good enough (NFE)", "plateaued", "note"], rows
+
+
+def _settled_cell(k) -> str:
+    """The settled point (knee.py): its NFE, 'not at n = N (n' = M)' when nothing settles, '-' when not measured."""
+    if k.settled is None:
+        return "-"
+    if k.settled:
+        return fmt(k.settled_nfe)
+    return f"not at n = {k.n}" + (f" (n = {k.needed_n} would)" if k.needed_n else "")
 
 
 def _tolerance_cell(k) -> str:

@@ -37,7 +37,7 @@ from diffuscope.sweep.config import (
     reference_steps,
 )
 from diffuscope.sweep.inputs import SweepInputs, model_inputs
-from diffuscope.sweep.knee import Knee, find_knee, gap_nfe, with_gap, with_spread, worst_nfe
+from diffuscope.sweep.knee import Knee, find_knee, settle, with_spread, worst_nfe
 from diffuscope.sweep.measure import Meter
 
 
@@ -119,10 +119,11 @@ class SweepResult:
         })
 
 
-def compute_knees(cells: list[Cell], threshold: float, meter: Meter | None = None) -> dict[str, dict[str, Knee]]:
-    """Per sampler and metric: the EDM point, the Kneedle point and plateau detection over NFE; with ``meter``,
-    whether the EDM point is resolved (the paired gap of the cell below it to the best cell) and whether the
-    curve separates its worst cell from its best at all (knee.py)."""
+def compute_knees(cells: list[Cell], threshold: float, meter: Meter | None = None,
+                  n: int | None = None) -> dict[str, dict[str, Knee]]:
+    """Per sampler and metric: the EDM point, the Kneedle point and plateau detection over NFE; with ``meter``
+    (``n`` images per cell), the settled point (paired intervals of each candidate against the best cell) and
+    whether the curve separates its worst cell from its best at all (knee.py)."""
     out: dict[str, dict[str, Knee]] = {}
     for sampler in dict.fromkeys(c.sampler for c in cells):
         mine = sorted((c for c in cells if c.sampler == sampler), key=lambda c: c.nfe)
@@ -136,10 +137,12 @@ def compute_knees(cells: list[Cell], threshold: float, meter: Meter | None = Non
                                  higher_is_better=m.higher_is_better, threshold=threshold,
                                  tolerance=None if caveat else m.tolerance, caveat=caveat)
                 by_nfe = {c.nfe: c for c in mine if m.key in c.metrics}
-                below, best = by_nfe.get(gap_nfe(knee)), by_nfe.get(knee.best_nfe)
-                gap = meter.paired_gap(m.key, below.samples, best.samples) if meter and below and best else None
-                knee = with_gap(knee, gap)
-                worst = by_nfe.get(worst_nfe(knee))
+                against = by_nfe.get(knee.against_nfe)
+                if meter and against and meter.pairs(m.key, against.samples):
+                    def gap(nfe, key=m.key, against=against, by_nfe=by_nfe):
+                        return meter.paired_gap(key, by_nfe[nfe].samples, against.samples)
+                    knee = settle(knee, gap, n or len(next(iter(against.samples.values()))))
+                best, worst = by_nfe.get(knee.best_nfe), by_nfe.get(worst_nfe(knee))
                 spread = meter.paired_gap(m.key, worst.samples, best.samples) if meter and worst and best else None
                 own = (worst.intervals.get(m.key), best.intervals.get(m.key)) if worst and best else (None, None)
                 out[sampler][m.key] = with_spread(knee, spread, own if None not in own else None)
