@@ -32,6 +32,7 @@ LIST_FLAGS = {
     ("sweep", "--steps"): ["sweep", "--model", "mnist", "--prompt", "7", "--steps", "1000000000"],
     ("sweep", "--samplers"): ["sweep", "--model", "mnist", "--prompt", "7", "--samplers", "nope"],
     ("sweep", "--metrics"): ["sweep", "--model", "mnist", "--prompt", "7", "--metrics", "nope"],
+    ("sweep", "--model"): ["sweep", "--model", "mnist", "--model", "mnist", "--prompt", "7"],  # repeatable, not twice
     ("forward", "--t"): ["forward", "--data", "digits", "--t", "1000000000"],
     ("phases", "--consistency-steps"): ["phases", "--model", "mnist", "--consistency-steps", "1000000000"],
     ("tune-steps", "--steps"): ["tune-steps", "--model", "mnist", "--steps", "1000000000"],

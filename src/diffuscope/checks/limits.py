@@ -39,6 +39,7 @@ MAX_IDX_BYTES = 4 * 1024**3  # an IDX data file, decompressed
 MAX_PROMPT_CHARS = 1_000
 MAX_DISTILL_SUBSTEPS = 1_000  # the teacher's Heun sub-steps per interval of `distill` (docs/distillation.md)
 MAX_DISTILL_CHUNK = 1_000_000  # teacher trajectories per chunk of `distill` (also bounded by memory: check_memory)
+MAX_SWEEP_MODELS = 4  # models side by side in one `sweep` (`--model A --model B`; docs/distillation.md)
 # Share of this machine's available memory one request may plan to use (the rest: the model, activations, Python).
 MEMORY_SHARE = 0.5
 

@@ -65,6 +65,19 @@ def prompt(text: Any, what: str = "prompt") -> str:
     return text.strip()
 
 
+def distinct(values: Any, what: str, most: int) -> tuple[str, ...]:
+    """The values of a repeatable flag (``what``, e.g. "--model"): one to ``most`` of them, none given twice."""
+    values = tuple(values or ())
+    if not values:
+        raise UsageError(f"give at least one {what}")
+    if len(values) > most:
+        raise UsageError(f"{what} is given {len(values)} times: at most {most}")
+    twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    if twice is not None:
+        raise UsageError(f"{what} {quote(twice)} is given twice: give each one once (at most {most})")
+    return values
+
+
 def integer(text: str, what: str, lo: int, hi: int) -> int:
     """A decimal integer in lo..hi (no floats like 1e9, no underscores or signs games beyond int())."""
     kind = "a positive integer" if lo == 1 else "an integer >= 0" if lo == 0 else "an integer"

@@ -1,12 +1,15 @@
 """``diffuscope sweep``: quality vs steps. A grid of samplers x step counts from the same prompts and noise, each
 cell measured (FD, KID, precision/recall, accuracy with the model's classifier; convergence to a high-NFE reference
-always), the diminishing-returns point per sampler, and grid.png, quality.png, report.{md,json,html} in --out."""
+always), the diminishing-returns point per sampler, and grid.png, quality.png, report.{md,json,html} in --out.
+``--model`` repeats: several models side by side in one report (a distilled student beside its teacher), each with
+its own default steps/samplers/guidance, all measured against the first model's reference (sweep/series.py)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
+from diffuscope.checks import limits, validate
 from diffuscope.cli import args as types
 from diffuscope.core.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
 
@@ -20,8 +23,11 @@ def add_parser(sub) -> None:
                                    "step count; measure each cell against held-out real images and against a "
                                    "high-NFE reference; report where more steps stop paying off. Ctrl-C writes "
                                    "a partial report of the finished cells (exit 130).")
-    p.add_argument("--model", required=True, type=types.name,
-                   help="checkpoint folder, run folder, or a built-in model name")
+    p.add_argument("--model", required=True, action="append", type=types.name, metavar="MODEL",
+                   help="checkpoint folder, run folder, or a built-in model name; repeat (at most "
+                        f"{limits.MAX_SWEEP_MODELS}) to sweep models side by side, e.g. a distilled student beside "
+                        "its teacher: the same prompts and noise, each model's own default steps/samplers/guidance, "
+                        "and every model's convergence measured against the FIRST model's converged images")
     p.add_argument("--prompt", action="append", type=types.prompt, metavar="PROMPT",
                    help="a class name or text; repeat for several, or 'all' for every class (images spread "
                         "round-robin over the prompts, the same in every cell); leave out for an unconditional "
@@ -69,12 +75,21 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def build_config(args: argparse.Namespace):
+def build_configs(args: argparse.Namespace) -> list[tuple[str, object]]:
+    """(model, its config) per --model: flags given apply to every model; those left out take each model's own
+    defaults (a distilled student's K steps, Euler, its grid, guidance 1; the usual ones for any other model)."""
+    refs = validate.distinct(args.model, "--model", limits.MAX_SWEEP_MODELS)
+    return [(ref, build_config(args, ref)) for ref in refs]
+
+
+def build_config(args: argparse.Namespace, ref: str | None = None):
+    """The config of the model ``ref`` (default: the first --model)."""
     from diffuscope.models.student import student_defaults_at
     from diffuscope.sweep import SweepConfig, check_config, parse_steps
     from diffuscope.sweep.config import parse_list
 
-    student = student_defaults_at(args.model)  # a distilled student: its K steps, Euler, its grid, guidance 1
+    ref = ref if ref is not None else args.model[0]
+    student = student_defaults_at(ref)  # a distilled student: its K steps, Euler, its grid, guidance 1
     own = student is not None and args.steps is None and args.samplers is None
     config = SweepConfig(
         steps=parse_steps(args.steps if args.steps is not None else str(student.steps) if student else DEFAULT_STEPS),
@@ -90,8 +105,8 @@ def build_config(args: argparse.Namespace):
     return config
 
 
-def _dry_run(config, model_ref: str, device, dtype: str | None = None) -> int:
-    from dataclasses import asdict
+def _dry_run(pairs, device, dtype: str | None = None) -> int:
+    from dataclasses import asdict, replace
 
     from diffuscope.checks.errors import UsageError
     from diffuscope.grids.store import sweep_rows
@@ -99,52 +114,69 @@ def _dry_run(config, model_ref: str, device, dtype: str | None = None) -> int:
     from diffuscope.samplers import get_sampler
     from diffuscope.sweep import prompt_labels
     from diffuscope.sweep.config import reference_steps
+    from diffuscope.sweep.series import check_compatible, row_label, series_names
 
-    model = load_model(model_ref, device=device, dtype=dtype)
+    models = [load_model(ref, device=device, dtype=dtype) for ref, _ in pairs]
+    names = series_names(models, [ref for ref, _ in pairs]) if len(pairs) > 1 else [""]
+    for name, model in zip(names[1:], models[1:]):
+        check_compatible(names[0], models[0], name, model)
+    config, model = pairs[0][1], models[0]
     if model.conditioner.has_classes:
         _, prompts = prompt_labels(config.prompts, model.class_names, config.n)
     else:
         prompts = [p for p in (model.conditioner.check(p) for p in (config.prompts or [None])) if p is not None]
-    schedule = model.denoiser.schedule
-    T = schedule.num_timesteps if schedule.is_discrete else None
-    if T is not None and max(config.steps) > T:
-        raise UsageError(f"steps {max(config.steps)} > T={T}: this discrete-time model has only {T} timesteps")
-    print(json.dumps(asdict(config), indent=2))
-    print(f"prompts: {', '.join(prompts)} (round-robin over {config.n} images)")
-    ref_steps = reference_steps(config, T)
-    total = get_sampler(config.reference_sampler).nfe(ref_steps)
-    rows, notes = sweep_rows(model.path, schedule, config.samplers, config.steps, config.spacing)  # tuned grids
-    for label, _, per in rows:
-        for steps, grid in per.items():
-            print(f"{label}, steps {steps} ({grid.spacing}): sigmas "
-                  f"{', '.join(f'{s:.4g}' for s in grid.sigmas.tolist())}")
-    for note in notes:
-        print(f"note: {note}")
-    total += sum(spec.nfe(k) for _, spec, per in rows for k in per)
-    batches = -(-config.n // config.batch_size)
-    print(f"reference: {get_sampler(config.reference_sampler).name} {ref_steps} steps; "
+    total, batches = 0, -(-config.n // config.batch_size)
+    for i, ((_, config), model, name) in enumerate(zip(pairs, models, names)):
+        schedule = model.denoiser.schedule
+        T = schedule.num_timesteps if schedule.is_discrete else None
+        if T is not None and max(config.steps) > T:
+            raise UsageError(f"steps {max(config.steps)} > T={T}: this discrete-time model has only {T} timesteps")
+        if name:
+            print(f"model {name}" + (" (the reference: every model's convergence is measured against its "
+                                     "converged images)" if i == 0 else ""))
+        print(json.dumps(asdict(config), indent=2))
+        if i == 0:
+            print(f"prompts: {', '.join(prompts)} (round-robin over {config.n} images)")
+        rows, notes = sweep_rows(model.path, schedule, config.samplers, config.steps, config.spacing)  # tuned grids
+        for label, _, per in rows:
+            for steps, grid in per.items():
+                print(f"{row_label(name, label)}, steps {steps} ({grid.spacing}): sigmas "
+                      f"{', '.join(f'{s:.4g}' for s in grid.sigmas.tolist())}")
+        for note in notes:
+            print(f"note: {row_label(name, note)}")
+        total += sum(spec.nfe(k) for _, spec, per in rows for k in per)
+    config, schedule = pairs[0][1], models[0].denoiser.schedule
+    all_steps = tuple(sorted({k for _, c in pairs for k in c.steps}))
+    ref_steps = reference_steps(replace(config, steps=all_steps), schedule.num_timesteps if schedule.is_discrete
+                                else None)
+    total += get_sampler(config.reference_sampler).nfe(ref_steps)
+    print(f"reference: {row_label(names[0], get_sampler(config.reference_sampler).name)} {ref_steps} steps; "
           f"total {total} NFE x {batches} batch(es) of up to {config.batch_size} images")
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
     from diffuscope.io.device import pick_device
-    from diffuscope.sweep import sweep, write_reports
+    from diffuscope.sweep import sweep_models, write_reports
     from diffuscope.sweep.config import metric_spec
 
-    config = build_config(args)
+    pairs = build_configs(args)
+    config = pairs[0][1]
     device = pick_device(args.device)
     if args.dry_run:
-        return _dry_run(config, args.model, device, args.dtype)
+        return _dry_run(pairs, device, args.dtype)
     from diffuscope.cli.progress import TqdmObserver
     from diffuscope.io.outputs import prepare_out
     from diffuscope.models.load import load_model
+    from diffuscope.sweep.series import SweepModel, series_names
 
     args.out = prepare_out(args.out, "sweep")  # the --out rule, before the model loads
-    model = load_model(args.model, device=device, dtype=args.dtype)
+    models = [load_model(ref, device=device, dtype=args.dtype) for ref, _ in pairs]
+    names = series_names(models, [ref for ref, _ in pairs]) if len(pairs) > 1 else [""]
+    series = [SweepModel(name, model, c) for name, model, (_, c) in zip(names, models, pairs)]
     bar = TqdmObserver("sweep", unit="NFE", disable=args.no_progress)
-    try:
-        result = sweep(model, config, device=device, on_event=bar)
+    try:  # one model: exactly `sweep`; several: side by side, checked to be comparable before any image
+        result = sweep_models(series, device=device, on_event=bar)
     finally:
         bar.close()
     paths = write_reports(result, args.out)

@@ -9,7 +9,8 @@ images and against a high-NFE reference, with the diminishing-returns point per 
 
 Modules: config (SweepConfig, step-list syntax, metric table), inputs (model -> denoiser, prompts, classifier,
 real sets), measure (one image set's numbers), knee (EDM rule, Kneedle, plateau), run (the loop, Cell,
-SweepResult), plots (grid.png, quality.png), report (md/json/html).
+SweepResult, sweep_models), series (several models side by side: SweepModel, row labels), plots (grid.png,
+quality.png), report (md/json/html).
 """
 
 from diffuscope.metrics.floor import real_sets
@@ -17,7 +18,8 @@ from diffuscope.sweep.config import METRIC_GROUPS, METRICS, MetricSpec, SweepCon
 from diffuscope.sweep.inputs import SweepInputs, model_inputs, prompt_labels
 from diffuscope.sweep.knee import Knee, edm_knee, find_knee, kneedle_knee, plateau
 from diffuscope.sweep.report import write_reports
-from diffuscope.sweep.run import Cell, SweepResult, compute_knees, sweep
+from diffuscope.sweep.run import Cell, SweepResult, compute_knees, sweep, sweep_models
+from diffuscope.sweep.series import SweepModel
 
 __all__ = [
     "METRICS",
@@ -27,6 +29,7 @@ __all__ = [
     "MetricSpec",
     "SweepConfig",
     "SweepInputs",
+    "SweepModel",
     "SweepResult",
     "check_config",
     "compute_knees",
@@ -39,5 +42,6 @@ __all__ = [
     "prompt_labels",
     "real_sets",
     "sweep",
+    "sweep_models",
     "write_reports",
 ]

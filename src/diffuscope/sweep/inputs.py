@@ -123,12 +123,12 @@ def _no_evaluator(inputs: SweepInputs, model, info: dict) -> None:
             NO_FAITHFULNESS]
 
 
-def model_inputs(model, config: SweepConfig, *, device: str | torch.device = "cpu",
-                 labels: Tensor | None = None) -> tuple[SweepInputs, tuple[str, ...]]:
-    """SweepInputs for a checkpoint/run folder, built-in model name or DiffusionModel, and the metric groups to
-    measure. Prompts become conditions through the model's conditioner; samples are decoded by the model; real
-    images, features and classes come from its evaluator (evaluation.py). A classifier metric asked for without a
-    classifier -> UsageError saying how to train one."""
+def generation_inputs(model, config: SweepConfig, *, device: str | torch.device = "cpu",
+                      labels: Tensor | None = None) -> SweepInputs:
+    """What generating a model's cells takes, and nothing of its evaluator: the loaded model, its denoiser, schedule
+    and shape, the prompt and class of every image (``config.prompts`` round-robin, or ``labels``) and the report's
+    model info. The models swept beside the first one (sweep_models) need no more: the first one's evaluator
+    measures them all."""
     from diffuscope.models.load import load_model
 
     loaded: DiffusionModel = model if isinstance(model, DiffusionModel) else load_model(model, device=device)
@@ -152,8 +152,19 @@ def model_inputs(model, config: SweepConfig, *, device: str | torch.device = "cp
         conditioner.check(config.prompts[0])  # an unconditional model refuses a prompt
     info: dict[str, Any] = {"model_path": str(loaded.path or ""), "model_step": loaded.step,
                             "model_name": loaded.name, "prompts": prompts}
-    inputs = SweepInputs(loaded.denoiser, loaded.schedule, tuple(loaded.sample_shape), labels, None, names,
-                         info=info, model=loaded, prompts=image_prompts)
+    return SweepInputs(loaded.denoiser, loaded.schedule, tuple(loaded.sample_shape), labels, None, names,
+                       info=info, model=loaded, prompts=image_prompts)
+
+
+def model_inputs(model, config: SweepConfig, *, device: str | torch.device = "cpu",
+                 labels: Tensor | None = None) -> tuple[SweepInputs, tuple[str, ...]]:
+    """SweepInputs for a checkpoint/run folder, built-in model name or DiffusionModel, and the metric groups to
+    measure. Prompts become conditions through the model's conditioner; samples are decoded by the model; real
+    images, features and classes come from its evaluator (evaluation.py). A classifier metric asked for without a
+    classifier -> UsageError saying how to train one."""
+    inputs = generation_inputs(model, config, device=device, labels=labels)
+    loaded, info, labels = inputs.model, inputs.info, inputs.labels
+    conditioner, prompts = loaded.conditioner, info["prompts"]
     evaluator = Evaluator.for_model(loaded, device=device, real=config.real)
     if evaluator.is_features_only:
         return _features_only(inputs, evaluator, config, info)

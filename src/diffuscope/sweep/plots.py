@@ -19,6 +19,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from diffuscope.sweep.config import metric_spec
+from diffuscope.sweep.series import row_label
 
 PAD = 8
 GAP = 4  # between panels
@@ -75,7 +76,7 @@ def sweep_grid(result) -> tuple[Image.Image, GridLayout]:
     shape = result.info.get("shape") or [1, 8, 8]
     labels = [f"{s}  seed {result.seed + i}" for s in samplers for i in range(rows)]
     ref = result.reference
-    headers = [f"Steps: {k}" for k in steps] + [f"Ref: {ref['sampler']} {ref['steps']}"]
+    headers = [f"Steps: {k}" for k in steps] + [f"Ref: {row_label(ref.get('model'), ref['sampler'])} {ref['steps']}"]
     line_h = text_size("Ay", font)[1]
     label_w = max([text_size(t, font)[0] for t in labels] or [0])
     header_w = max(text_size(t, font)[0] for t in headers) + GAP

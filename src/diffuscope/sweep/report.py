@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 
 from diffuscope.sweep.config import metric_spec
+from diffuscope.sweep.series import row_label
 
 Table = tuple[list[str], list[list[str]]]
 
@@ -31,6 +32,27 @@ def _with_ci(value, interval) -> str:
 
 def _interval(interval) -> str:
     return "" if not interval else " on ({:g}, {:g}] (guidance interval)".format(*interval)
+
+
+def _models_setup(result) -> list[str]:
+    """The set-up lines of a side-by-side sweep (SweepResult.models): what each model was swept with, and whose
+    reference every model's convergence is measured against."""
+    c, ref = result.config, result.reference
+    lines = []
+    for i, m in enumerate(result.models):
+        role = (" (the reference model)" if i == 0 else
+                f" (a distilled student of {m['student_of']})" if m.get("student_of") else "")
+        where = f"{m['model_path']}, step {m.get('model_step')}" if m.get("model_path") else "a denoiser"
+        lines.append(f"Model {m['name']}{role}: {where}; "
+                     f"samplers {', '.join(m['samplers'])}; steps {', '.join(map(str, m['steps']))}; guidance "
+                     f"{m['guidance_used']:g}{_interval(m.get('guidance_interval_used'))}; spacing "
+                     f"{m.get('spacing') or 'model default'}")
+    return [
+        *lines, f"Batch size {c.batch_size}; every model from the same prompts and the same noise",
+        f"Convergence reference: {ref.get('model')}, {ref['sampler']}, {ref['steps']} steps ({fmt(ref.get('nfe'))} "
+        f"NFE, {fmt(ref.get('wall_s'), 3)} s): every model's convergence is measured against these converged "
+        f"images from the same noise",
+    ]
 
 
 def _setup(result) -> list[str]:
@@ -66,6 +88,8 @@ def _setup(result) -> list[str]:
         lines.append(f"Features: {info['features']}")
     if c.ci_resamples and c.n <= c.ci_max_n:
         lines.append(f"Intervals: 95% bootstrap ({c.ci_resamples} resamples)")
+    if result.models:  # side by side: each model's own line replaces the lines of one model (model to reference)
+        lines = [lines[1], *_models_setup(result), *lines[5:]]
     return lines
 
 
@@ -90,7 +114,11 @@ def _metric_table(result, key: str) -> Table:
     floor = (result.floor or {}).get("metrics", {}).get(key)
     if floor is not None:
         rows.append([f"real vs real (N={result.floor['n']})", *[fmt(floor)] * len(steps)])
-    return ["sampler", *[f"Steps: {k}" for k in steps]], rows
+    return [_row_header(result), *[f"Steps: {k}" for k in steps]], rows
+
+
+def _row_header(result) -> str:
+    return "model · sampler" if result.models else "sampler"
 
 
 def _knee_table(result) -> Table:
@@ -124,7 +152,8 @@ def _tolerance_cell(k) -> str:
 def _cell_table(result) -> Table:
     rows = [[c.sampler, str(c.steps), str(c.nfe), str(c.nfe_expected), "yes" if c.deterministic else "no",
              f"{c.wall_s:.3f}", f"{c.metrics_s:.3f}"] for c in result.cells]
-    return ["sampler", "steps", "NFE (measured)", "NFE (formula)", "deterministic", "generation s", "metrics s"], rows
+    return [_row_header(result), "steps", "NFE (measured)", "NFE (formula)", "deterministic", "generation s",
+            "metrics s"], rows
 
 
 def _grid_table(result) -> Table:
@@ -134,8 +163,9 @@ def _grid_table(result) -> Table:
 
     ref = result.reference
     rows = [[c.sampler, str(c.steps), c.grid["spacing"], fmt_grid(c.grid)] for c in result.cells]
-    rows.append([f"reference: {ref['sampler']}", str(ref["steps"]), ref["grid"]["spacing"], fmt_grid(ref["grid"])])
-    return ["sampler", "steps", "spacing", "sigmas (steps + 1, last = 0)"], rows
+    rows.append([f"reference: {row_label(ref.get('model'), ref['sampler'])}", str(ref["steps"]),
+                 ref["grid"]["spacing"], fmt_grid(ref["grid"])])
+    return [_row_header(result), "steps", "spacing", "sigmas (steps + 1, last = 0)"], rows
 
 
 def folded_note(result) -> str | None:
@@ -157,7 +187,8 @@ def answer_blocks(result) -> list[tuple[str, str]]:
     from diffuscope.sweep.answer import sampler_answers
 
     if result.interrupted:  # a partial sweep is no answer: say how far it got instead
-        planned = len(result.config.samplers) * len(result.config.steps)
+        planned = (sum(len(m["samplers"]) * len(m["steps"]) for m in result.models)
+                   or len(result.config.samplers) * len(result.config.steps))
         return [(f"Interrupted after {len(result.cells)} of {planned} cells: the numbers below are partial, not an "
                  "answer.", "")]
     return [(a.headline, a.detail) for a in sampler_answers(result)] if result.cells else []

@@ -8,6 +8,9 @@ Heun by default, same grid spacing, guidance, prompts and noise), then the cells
 interrupted run still holds whole curves). Ctrl-C (KeyboardInterrupt) or a cancelled token stops after the finished
 cells: the result comes back with ``interrupted=True`` and is a valid partial result (knees over the cells that
 exist).
+
+``sweep_models`` puts several models in one result (series.py): the same loop over every model's rows, after the
+first model's reference.
 """
 
 from __future__ import annotations
@@ -36,9 +39,10 @@ from diffuscope.sweep.config import (
     check_config,
     reference_steps,
 )
-from diffuscope.sweep.inputs import SweepInputs, model_inputs
+from diffuscope.sweep.inputs import SweepInputs, generation_inputs, model_inputs
 from diffuscope.sweep.knee import Knee, find_knee, settle, with_spread, worst_nfe
 from diffuscope.sweep.measure import Meter
+from diffuscope.sweep.series import SweepModel, check_compatible, check_models, model_record, row_label
 
 
 @dataclass
@@ -82,6 +86,9 @@ class SweepResult:
     interrupted: bool = False
     wall_s: float = 0.0
     reference_images: Tensor | None = field(default=None, repr=False)  # the first grid_rows reference images
+    # several models side by side (sweep_models): each one's name, path, steps, samplers, guidance and rows; then
+    # ``config`` is the first model's with the steps and samplers of all (the report's columns). Empty for one model
+    models: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def samplers(self) -> list[str]:
@@ -116,6 +123,7 @@ class SweepResult:
             "info": self.info, "reference": self.reference, "floor": self.floor, "notes": self.notes,
             "cells": [c.to_dict() for c in self.cells],
             "knees": {s: {k: kn.to_dict() for k, kn in per.items()} for s, per in self.knees.items()},
+            **({"models": self.models} if self.models else {}),
         })
 
 
@@ -194,52 +202,119 @@ def sweep(model, config: SweepConfig | None = None, *, device: str | torch.devic
     on_event, cancel  Progress events (task "sweep", one per network call) and a CancelToken (events.py);
                       cancelling stops the sweep as Ctrl-C does, with a valid partial result
     """
-    config = config or SweepConfig()
-    check_config(config)
+    return sweep_models([SweepModel("", model, config or SweepConfig())], device=device, labels=labels,
+                        on_cell=on_cell, on_event=on_event, cancel=cancel)
+
+
+@dataclass
+class _Series:
+    """One model's part of a sweep: its config, inputs, rows, generation request and progress-counting model."""
+
+    name: str  # the rows' prefix ("" for a lone model: rows are labelled by their sampler alone)
+    config: SweepConfig
+    inputs: SweepInputs
+    plan: _Plan
+    request: GenerationRequest
+    model: Any = None  # the DiffusionModel generating its cells, its denoiser a ProgressDenoiser
+    denoiser: ProgressDenoiser | None = None
+
+    def rows(self):
+        """(row label, sampler spec, {steps: grid}) of every row of this model."""
+        return [(row_label(self.name, label), spec, per) for label, spec, per in self.plan.rows]
+
+
+def sweep_models(models: list[SweepModel], *, device: str | torch.device = "cpu", labels: Tensor | None = None,
+                 on_cell: Callable[[Cell], None] | None = None, on_event: Observer | None = None,
+                 cancel: CancelToken | None = None) -> SweepResult:
+    """Sweep up to MAX_SWEEP_MODELS models side by side in one result (series.py): rows "model · sampler", the
+    same seeds and prompts everywhere, each model with its own steps/samplers/guidance/spacing, every model measured
+    by the first one's evaluator against the first one's convergence reference. One model is exactly ``sweep``.
+    The arguments are ``sweep``'s; ``labels`` apply to every model."""
+    models = list(models)
+    check_models(models)
+    for m in models:
+        check_config(m.config)
     t0 = time.perf_counter()
-    inputs, groups = _inputs(model, config, device, labels)
-    plan = _plan(config, inputs, groups)
-    if inputs.labels is not None and len(inputs.labels) != config.n:
-        raise UsageError(f"{len(inputs.labels)} labels for n={config.n} images")
+    first = models[0]
+    inputs, groups = _inputs(first.model, first.config, device, labels)
+    all_steps = tuple(sorted({k for m in models for k in m.config.steps}))
+    plan = _plan(first.config, inputs, groups, all_steps)
+    if inputs.labels is not None and len(inputs.labels) != first.config.n:
+        raise UsageError(f"{len(inputs.labels)} labels for n={first.config.n} images")
+    series = [_Series(first.name if len(models) > 1 else "", first.config, inputs, plan,
+                      _request(first.config, inputs, plan.seed, device))]
+    for m in models[1:]:
+        config = replace(m.config, seed=plan.seed)  # a random seed (-1) is drawn once, for every model
+        other = _other_inputs(m, inputs, first.name, device, labels)
+        other_plan = _plan(config, other, groups, config.steps)
+        series.append(_Series(m.name, config, other, other_plan, _request(config, other, plan.seed, device)))
     meter = Meter(groups, features=inputs.features, classify=inputs.classify,
                   reference_images=inputs.reference_images, ci_resamples=plan.ci_resamples, seed=plan.seed,
                   num_classes=inputs.num_classes or (len(inputs.class_names) or None))
     f_dim = None if meter.ref_f is None else meter.ref_f.shape[1]
-    notes = _notes(config, plan.specs, plan.grids, plan.ref_steps, groups, inputs, f_dim) + plan.grid_notes
-    gen_model = inputs.generation_model()
-    denoiser = ProgressDenoiser(gen_model.denoiser, "sweep", plan.total_nfe(config), on_event, cancel)
-    gen_model = replace(gen_model, denoiser=denoiser)
-    request = _request(config, inputs, plan.seed, device)
+    notes: list[str] = []
+    total = sum(s.plan.total_nfe(s.config, reference=s is series[0]) for s in series)
+    for s in series:
+        own = _notes(s.config, s.plan.specs, s.plan.grids, plan.ref_steps, groups, s.inputs, f_dim)
+        notes += own + [row_label(s.name, note) if s.name else note for note in s.plan.grid_notes]
+        model = s.inputs.generation_model()
+        s.denoiser = ProgressDenoiser(model.denoiser, "sweep", total, on_event, cancel)
+        s.model = replace(model, denoiser=s.denoiser)
+    notes = list(dict.fromkeys(notes))
     floor, cells = None, []
     reference: dict[str, Any] = {"sampler": plan.ref_spec.name, "steps": plan.ref_steps,
                                  "grid": plan.ref_grid.describe()}
+    if len(series) > 1:
+        reference["model"] = first.name
     ref_images = None
     interrupted = False
     try:
         floor = _floor(inputs, meter)
-        denoiser.stage = f"reference {plan.ref_spec.name} {plan.ref_steps} steps"
+        series[0].denoiser.stage = f"reference {plan.ref_spec.name} {plan.ref_steps} steps"
         start = time.perf_counter()
-        ref = generate(gen_model, replace(request, sampler=plan.ref_spec.name, grid=plan.ref_grid))
+        ref = generate(series[0].model, replace(series[0].request, sampler=plan.ref_spec.name, grid=plan.ref_grid))
         reference.update(nfe=ref.nfe, wall_s=time.perf_counter() - start)
         meter.set_convergence_reference(ref.images)
-        ref_images = ref.images[: config.grid_rows]
-        for label, spec, per in plan.rows:
-            for steps in per:
-                denoiser.stage = f"{label} {steps} steps"
-                run = partial(generate, gen_model, replace(request, sampler=spec.name, grid=per[steps]))
-                cells.append(_cell(spec, steps, run, meter, inputs.labels, config.grid_rows, label))
-                cells[-1].reference_images = ref_images
-                if on_cell is not None:
-                    on_cell(cells[-1])
+        ref_images = ref.images[: first.config.grid_rows]
+        done = series[0].denoiser.done
+        for s in series:
+            s.denoiser.done = done  # one progress count over every model
+            for label, spec, per in s.rows():
+                for steps in per:
+                    s.denoiser.stage = f"{label} {steps} steps"
+                    run = partial(generate, s.model, replace(s.request, sampler=spec.name, grid=per[steps]))
+                    cells.append(_cell(spec, steps, run, meter, inputs.labels, first.config.grid_rows, label))
+                    cells[-1].reference_images = ref_images
+                    if on_cell is not None:
+                        on_cell(cells[-1])
+            done = s.denoiser.done
     except (KeyboardInterrupt, Cancelled):
         interrupted = True
-        notes.append(f"interrupted: {len(cells)} of {sum(len(per) for _, _, per in plan.rows)} cells finished")
+        planned = sum(len(per) for s in series for _, _, per in s.plan.rows)
+        notes.append(f"interrupted: {len(cells)} of {planned} cells finished")
+    request = series[0].request
     info = {**inputs.info, "shape": list(inputs.shape), "guidance_used": request.guidance,
             "guidance_interval_used": (None if request.guidance == 1 or request.guidance_interval is None
                                        else list(request.guidance_interval))}
+    samplers = tuple(dict.fromkeys(spec.name for s in series for spec in s.plan.specs))
+    config = first.config if len(series) == 1 else replace(first.config, steps=all_steps, samplers=samplers)
+    records = [] if len(series) == 1 else [
+        model_record(s.name, s.config, s.inputs, s.request, [label for label, _, _ in s.rows()]) for s in series]
     return SweepResult(config, plan.seed, None if inputs.labels is None else inputs.labels.tolist(), groups, cells,
                        floor, reference, compute_knees(cells, config.threshold, meter), notes, info, interrupted,
-                       time.perf_counter() - t0, ref_images)
+                       time.perf_counter() - t0, ref_images, records)
+
+
+def _other_inputs(m: SweepModel, inputs: SweepInputs, first_name: str, device, labels) -> SweepInputs:
+    """A model beside the first: what generating its cells takes (no evaluator of its own: the first one's measures
+    every model), checked to make images of the first one's shape from the same prompts."""
+    other = m.model if isinstance(m.model, SweepInputs) else generation_inputs(m.model, m.config, device=device,
+                                                                               labels=labels)
+    check_compatible(first_name, inputs.generation_model(), m.name, other.generation_model())
+    if other.labels is not None and inputs.labels is not None and not torch.equal(other.labels, inputs.labels):
+        raise UsageError(f"{m.name!r} prompts its images with other classes than {first_name!r}: models swept side "
+                         f"by side must take the same prompts")
+    return other
 
 
 def _inputs(model, config: SweepConfig, device, labels: Tensor | None) -> tuple[SweepInputs, tuple[str, ...]]:
@@ -272,13 +347,16 @@ class _Plan:
     ref_grid: Any
     ci_resamples: int
 
-    def total_nfe(self, config: SweepConfig) -> int:
-        """Network calls of the whole sweep (the progress total): the reference and every cell, per batch."""
+    def total_nfe(self, config: SweepConfig, *, reference: bool = True) -> int:
+        """Network calls of the sweep (the progress total): the reference (unless told not) and every cell, per
+        batch."""
         cells = sum(s.nfe(k) for _, s, per in self.rows for k in per)
-        return math.ceil(config.n / config.batch_size) * (self.ref_spec.nfe(self.ref_steps) + cells)
+        return math.ceil(config.n / config.batch_size) * (self.ref_spec.nfe(self.ref_steps) * reference + cells)
 
 
-def _plan(config: SweepConfig, inputs: SweepInputs, groups: tuple[str, ...]) -> _Plan:
+def _plan(config: SweepConfig, inputs: SweepInputs, groups: tuple[str, ...], all_steps: tuple[int, ...]) -> _Plan:
+    """The plan of one model; ``all_steps``: the step counts of every model of the sweep (its reference is finer
+    than the largest)."""
     from diffuscope.core.schedules import make_grid
     from diffuscope.grids.store import reference_spacing, sweep_rows
     from diffuscope.samplers import get_sampler, resolve_seed
@@ -289,7 +367,7 @@ def _plan(config: SweepConfig, inputs: SweepInputs, groups: tuple[str, ...]) -> 
     T = inputs.schedule.num_timesteps if inputs.schedule.is_discrete else None
     if T is not None and max(config.steps) > T:
         raise UsageError(f"steps {max(config.steps)} > T={T}: this discrete-time model has only {T} timesteps")
-    ref_steps = reference_steps(config, T)
+    ref_steps = reference_steps(replace(config, steps=all_steps), T)
     # one row per sampler and spacing (`--spacing karras,tuned` side by side; tuned grids from the model folder)
     rows, grid_notes = sweep_rows(inputs.info.get("model_path"), inputs.schedule, config.samplers, config.steps,
                                   config.spacing)
