@@ -168,8 +168,8 @@ def test_every_path_flag_is_checked_before_work(capsys, tmp_path, cmd, flag):
         pattern = str(tmp_path / "a-file")
     else:
         missing = str(tmp_path / "no" / "such")
-        if flag == "image":  # info's positional argument
-            argv = [cmd, missing]
+        if cmd == "info":  # no --out: a PNG (its positional argument) or a model to describe
+            argv = [cmd, missing] if flag == "image" else [cmd, flag, missing]
         else:
             argv = [cmd, *[a for i, a in enumerate(base) if flag not in base[max(0, i - 1):i + 1]], flag, missing]
             argv += ["--out", str(out)]

@@ -15,7 +15,7 @@ from diffuscope.core.reference import GaussianDenoiser, GaussianMixtureDenoiser
 from diffuscope.core.schedules import EDMSchedule, make_grid
 from diffuscope.io import checkpoint as ckpt_io
 from diffuscope.io.outputs import RunLock
-from diffuscope.models.config import build_denoiser, fit_to_data
+from diffuscope.models.config import build_denoiser
 from diffuscope.models.load import load_model
 from diffuscope.models.student import student_defaults
 from diffuscope.samplers import sample_euler
@@ -27,7 +27,7 @@ from diffuscope.training.distill import (
     solve_interval,
     teacher_trajectory,
 )
-from helpers import tiny_config
+from student_helpers import distill_config, write_teacher
 
 K = 3  # Karras at 3 steps on sigma_max 80: 80, 2.5, 0.002, 0 (at 2 steps one interval does all the work)
 
@@ -67,35 +67,16 @@ def test_the_teachers_fine_solver_follows_the_exact_ode():
     assert err[8] / err[16] > 3  # Heun: second order in the sub-step
 
 
-# --- a tiny teacher on disk ---------------------------------------------------------------------------------------
-
-
-def _write_teacher(folder):
-    """A tiny untrained class-conditional 8x8 model as a checkpoint; its zero-initialised layers get small random
-    weights, so its ODE is not the trivial Gaussian one."""
-    config = tiny_config()
-    model_config = fit_to_data(config.model, image_size=8, channels=1, class_names=tuple("0123456789"))
-    torch.manual_seed(0)
-    denoiser = build_denoiser(model_config)
-    with torch.no_grad():
-        for p in denoiser.net.parameters():
-            if p.ndim > 1 and not p.abs().sum():
-                p.normal_(0, 0.05)
-    ckpt_io.save_checkpoint(folder / "checkpoints", 1, model=denoiser.net, ema=denoiser.net,
-                            model_config=model_config, run_config={"data": {"name": "digits"}}, state={"step": 1})
-    return folder
+# --- a tiny teacher on disk (tests/student_helpers.py) ------------------------------------------------------------
 
 
 def _config(teacher, **kw) -> DistillConfig:
-    options = {"steps": K, "substeps": 3, "batch_size": 32, "lr": 5e-3, "chunk": 64, "chunk_steps": 5,
-               "max_steps": 20, "checkpoint_every": 10, "log_every": 1, "ema_decay": 0.9, "device": "cpu",
-               "threads": 1, **kw}  # one thread: the test machine is shared (2 threads ran 14x slower)
-    return DistillConfig(teacher=str(teacher), **options)
+    return distill_config(teacher, steps=K, **kw)
 
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
-    return _write_teacher(tmp_path_factory.mktemp("teacher"))
+    return write_teacher(tmp_path_factory.mktemp("teacher"))
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from diffuscope.cli import args as types
-from diffuscope.core.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
+from diffuscope.core.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS  # a student's: its own
 
 
 def add_parser(sub) -> None:
@@ -40,12 +40,11 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from diffuscope.checks.errors import UsageError
     from diffuscope.generation.generate import GenerationRequest, generate, image_params, write_images
-    from diffuscope.grids.store import grid_for_sample
     from diffuscope.io.device import pick_device
     from diffuscope.io.outputs import next_image_number, prepare_out
     from diffuscope.io.pngmeta import read_png_params
     from diffuscope.models.load import load_model
-    from diffuscope.models.student import student_defaults
+    from diffuscope.models.student import resolve_sampling
 
     args.out = prepare_out(args.out, "sample")  # the --out rule (outputs.py): new, empty or our earlier images
     start = next_image_number(args.out)  # 1 + the largest number there, fixed before sampling: never a collision
@@ -63,16 +62,13 @@ def run(args: argparse.Namespace) -> int:
     if model.conditioner.check(prompt) is None:  # the model's own rule: a class name, any text, or no prompt
         prompt = None
     n = args.n or (1 if args.from_image else 16)
-    student = student_defaults(model)  # a distilled student samples as it was trained (models/student.py)
-    default_guidance = (student.guidance if student else DEFAULT_GUIDANCE if model.conditioner.has_null else 1.0)
-    sampler = args.sampler if args.sampler is not None else base.get(
-        "sampler", student.sampler if student else DEFAULT_SAMPLER)
-    steps = args.steps or base.get("steps", student.steps if student else DEFAULT_STEPS)
-    spacing = args.spacing or base.get("spacing") or (student.spacing_for(sampler, steps) if student else None)
-    grid = grid_for_sample(model.path, sampler, steps, spacing, base)  # None unless --spacing tuned
+    # what was given (flags, then the PNG's), else a distilled student's own (models/student.py), else ours
+    chosen = resolve_sampling(model, sampler=args.sampler if args.sampler is not None else base.get("sampler"),
+                              steps=args.steps or base.get("steps"), spacing=args.spacing or base.get("spacing"),
+                              guidance=args.guidance if args.guidance is not None else base.get("guidance"))
     request = GenerationRequest(
-        prompts=None if prompt is None else (prompt,), n=n, sampler=sampler, steps=steps, spacing=spacing, grid=grid,
-        guidance=args.guidance if args.guidance is not None else base.get("guidance", default_guidance),
+        prompts=None if prompt is None else (prompt,), n=n, sampler=chosen.sampler, steps=chosen.steps,
+        spacing=chosen.spacing, grid=chosen.grid(model, base), guidance=chosen.guidance,  # grid: None unless tuned
         guidance_interval=(args.guidance_interval if args.guidance_interval is not None
                            else base.get("guidance_interval")),
         seed=args.seed if args.seed is not None else base.get("seed", 0),

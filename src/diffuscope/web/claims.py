@@ -32,9 +32,12 @@ def run_phases(entry: ModelEntry, *, prompt: str, steps: int, n: int, seed: int,
     from diffuscope.lesson.verdicts import explained_verdicts
 
     check_phases(entry, prompt=prompt, steps=steps, n=n)
-    emit({"type": "plan", "message": f"{steps} steps, {n} images"})
+    chosen = entry.resolve(steps=steps)  # a distilled student: Euler on its own grid at its K, guidance 1
+    emit({"type": "plan", "message": f"{steps} steps of {chosen.sampler}, {n} images"})
     config = PhasesConfig(prompt=prompt or None, steps=steps, n=n, seed=seed, points=min(8, steps),
-                          consistency_steps=tuple(sorted({max(1, steps // 5), steps // 2, steps})))
+                          consistency_steps=tuple(sorted({max(1, steps // 5), steps // 2, steps})),
+                          sampler=chosen.sampler, spacing=chosen.spacing, grid=chosen.grid(entry.model),
+                          guidance=chosen.guidance if prompt else None)
     freq, commit, consist, notes = measure_phases(checked_model(entry, token), config, device=model_device(entry))
     paths, summary = save_phases(out, freq=freq, commit=commit, consist=consist, notes=notes)
     verdicts = explained_verdicts(freq, commit, one_image_per_prompt=entry.one_image_per_prompt and bool(prompt))
@@ -85,7 +88,9 @@ def run_invert(entry: ModelEntry, req: InvertRequest, out: Path, emit: Emit, tok
     prompt = (req.prompt or label) if entry.model.conditioner.takes_prompts else None
     emit({"type": "plan", "message": f"{req.steps} steps up to the noise and {req.steps} back down "
                                      f"({2 * req.steps - 1} NFE)"})
-    request = GenerationRequest(prompts=(prompt,), sampler=req.sampler, steps=req.steps, device=model_device(entry))
+    chosen = entry.resolve(sampler=req.sampler, steps=req.steps)  # a student's own grid at its K Euler steps
+    request = GenerationRequest(prompts=(prompt,), sampler=req.sampler, steps=req.steps, spacing=chosen.spacing,
+                                grid=chosen.grid(entry.model), device=model_device(entry))
     result = invert_image(checked_model(entry, token), image, request, regen_prompt=req.regen_prompt or None)
     save_inversion(result, out, model=entry.ref, image=f"{entry.data} test image {req.index}")
     return {"type": "done", "answer": reachability(result), "report": result.report(), "label": label,

@@ -19,7 +19,6 @@ from diffuscope.web.lesson import Emit, ModelEntry, checked_model, data_url, mod
 MAX_EXERCISE_N = 64  # images per exercise cell
 MAX_EXERCISE_CELLS = 32  # samplers x step counts
 MAX_EXERCISE_IMAGE_NFE = 200_000  # n x total NFE: about 10 minutes of a small CPU model
-EXERCISE_STEPS = (1, 2, 3, 5, 10, 25, 50, 100)  # the default columns: where the picture breaks, and the lesson's
 LESSON_STEPS = (10, 25, 50, 100)  # the lesson's step counts, highlighted on the page
 
 

@@ -26,6 +26,23 @@ from diffuscope.core.events import CancelToken
 
 Emit = Callable[[dict], None]
 MAX_STEPS = limits.MAX_SERVE_STEPS  # per job (a discrete model allows at most its T); the page asks /api/info
+SECTION_STEPS = 50  # the phases' and the inversion's default steps (a distilled student: its own K)
+EXERCISE_STEPS = (1, 2, 3, 5, 10, 25, 50, 100)  # the default columns: where the picture breaks, and the lesson's
+
+
+def exercise_defaults(student=None) -> dict:
+    """The exercise's starting samplers and step counts (``ModelEntry.describe``): DDIM and the page's sampler at
+    EXERCISE_STEPS; a distilled student's sampler (Euler) around its K (1, K/2, K, 2K, 4K: where it breaks and what
+    more steps do to a K-step student; the cells use the model's default formula grid, the student's own exists
+    only at K)."""
+    from diffuscope.core.defaults import DEFAULT_SAMPLER
+
+    if student is None:
+        return {"exercise_samplers": list(dict.fromkeys(("DDIM", DEFAULT_SAMPLER))),
+                "exercise_steps": list(EXERCISE_STEPS)}
+    k = student.steps
+    steps = sorted({1, max(1, k // 2), k, 2 * k, 4 * k})
+    return {"exercise_samplers": [student.sampler], "exercise_steps": [s for s in steps if s <= MAX_STEPS]}
 
 
 def data_url(image: torch.Tensor, *, vp_sigma: float | None = None) -> str:
@@ -97,20 +114,35 @@ class ModelEntry:
         c, h, _ = self.shape
         return load_dataset(self.data, split="all" if self.user_data else "test", image_size=h, channels=c)
 
+    def resolve(self, *, sampler: str | None = None, steps: int | None = None, guidance: float | None = None,
+                fallback_steps: int | None = None):
+        """What a job samples with (models/student.py: ``resolve_sampling``, as the CLI): each setting the request
+        gave, else a distilled student's own (K steps, Euler, its grid at exactly those, guidance 1), else the
+        page's (``fallback_steps``: a section's own step count, default DEFAULT_STEPS)."""
+        from diffuscope.models.student import Sampling, resolve_sampling
+
+        fallback = Sampling() if fallback_steps is None else Sampling(steps=fallback_steps)
+        return resolve_sampling(self.model, sampler=sampler, steps=steps, guidance=guidance, fallback=fallback)
+
     def describe(self) -> dict:
-        from diffuscope.core.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
         from diffuscope.lesson.demo import default_prompt
         from diffuscope.samplers import SAMPLERS
 
         schedule = self.model.denoiser.schedule
+        chosen = self.resolve()  # the generate form starts here: a distilled student's own settings, or the page's
+        student = chosen.student
+        section_steps = max(2, student.steps) if student else SECTION_STEPS  # phases and inversion: at least 2
         return {"name": self.name, "class_names": list(self.prompts), "shape": list(self.shape),
                 "discrete": bool(schedule.is_discrete), "schedule": schedule.name,
                 "max_steps": min(MAX_STEPS, schedule.num_timesteps) if schedule.is_discrete else MAX_STEPS,
                 "samplers": [{"name": s.name, "id": s.id} for s in SAMPLERS.values()],
-                "default_sampler": DEFAULT_SAMPLER,
+                "default_sampler": chosen.sampler, "default_steps": chosen.steps,
+                "default_spacing": chosen.spacing, "default_guidance": chosen.guidance,
+                "phases_steps": section_steps, "invert_steps": section_steps, **exercise_defaults(student),
+                "student": None if student is None else {"steps": student.steps, "teacher": student.teacher,
+                                                         "about": student.describe()},
                 "conditioning": self.model.conditioner.kind, "latent": self.model.codec is not None,
-                "default_prompt": default_prompt(self.model) or "", "cheap_preview": self.cheap_preview,
-                "default_guidance": DEFAULT_GUIDANCE if self.has_null else 1.0}
+                "default_prompt": default_prompt(self.model) or "", "cheap_preview": self.cheap_preview}
 
     def prompt(self, prompt: str | None) -> str | None:
         """The prompt as the model takes it (None: unconditional); the model's conditioner decides what is valid.

@@ -139,8 +139,10 @@ def run_generate(entry: ModelEntry, req: GenerateRequest, out: Path, emit: Emit,
         emit(event)
 
     prompt = entry.prompt(req.prompt)  # None: unconditional (a class model's null class, unguided)
+    chosen = entry.resolve(sampler=req.sampler, steps=req.steps)  # a student's own grid at its K Euler steps
     request = GenerationRequest(prompts=None if prompt is None else (prompt,), n=1, sampler=req.sampler,
-                                steps=req.steps, guidance=req.guidance if entry.has_null else 1.0,
+                                steps=req.steps, spacing=chosen.spacing, grid=chosen.grid(entry.model),
+                                guidance=req.guidance if entry.has_null else 1.0,
                                 guidance_interval=req.guidance_interval, seed=req.seed, device=model_device(entry))
     gen = generate(entry.model, request, observer=lambda event: on_step(event.data), cancel=token)
     params = [image_params(gen, 0, prompt=req.prompt, model_name=entry.name, model_path=entry.ref,

@@ -8,13 +8,14 @@ from pydantic import BaseModel, Field
 
 from diffuscope.samplers.base import MAX_SEED
 from diffuscope.web import exercise as ex  # its calls into the library (``exercise`` below is the route)
+from diffuscope.web.lesson import EXERCISE_STEPS
 from diffuscope.web.routes.common import check_seed, submit
 from diffuscope.web.state import Server
 
 router = APIRouter()
 
 
-DEFAULT_STEPS = ",".join(map(str, ex.EXERCISE_STEPS))  # 1,2,3,5,10,25,50,100: where the picture breaks, too
+DEFAULT_STEPS = ",".join(map(str, EXERCISE_STEPS))  # 1,2,3,5,10,25,50,100: where the picture breaks, too
 AXES_X = ("steps",)  # columns: step counts; rows (axis_y): ex.AXES_Y
 
 

@@ -6,7 +6,6 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from diffuscope.core.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
 from diffuscope.samplers.base import MAX_SEED
 from diffuscope.web import processes
 from diffuscope.web.routes.common import check_guidance, submit
@@ -18,10 +17,12 @@ router = APIRouter()
 class GenerateBody(BaseModel):
     model: str = ""
     prompt: str = ""
-    sampler: str = DEFAULT_SAMPLER
-    steps: int = DEFAULT_STEPS
+    # left out: the model's own (a distilled student's K steps, Euler, guidance 1; models/student.py), else
+    # DEFAULT_SAMPLER, DEFAULT_STEPS and DEFAULT_GUIDANCE (1 for a model without classes, which refuses any other)
+    sampler: str | None = None
+    steps: int | None = None
     seed: int = Field(0, ge=0, le=MAX_SEED)
-    guidance: float = DEFAULT_GUIDANCE  # a model without classes refuses anything but 1
+    guidance: float | None = None
     guidance_interval: tuple[float, float] | None = None
     preview_every: int = 1
     preview: str = "decode"
@@ -30,10 +31,11 @@ class GenerateBody(BaseModel):
 @router.post("/api/generate")
 def generate(body: GenerateBody, server: Server) -> Response:
     m = server.entry(body.model)
-    req = processes.GenerateRequest(body.prompt, body.sampler, body.steps, body.seed, body.guidance,
+    chosen = m.resolve(sampler=body.sampler, steps=body.steps, guidance=body.guidance)
+    req = processes.GenerateRequest(body.prompt, chosen.sampler, chosen.steps, body.seed, chosen.guidance,
                                     body.guidance_interval, body.preview_every, body.preview)
     processes.check_generate(m, req)
-    check_guidance(body.guidance)
+    check_guidance(chosen.guidance)
     out = server.out_dir
     return submit(server, "generate", lambda job: processes.run_generate(m, req, out / job.id, job.emit, job.token),
                   prompt_note=m.prompt_note(body.prompt))

@@ -637,7 +637,8 @@ function fillModel() {
   $("model-info").textContent = `${m.shape.join("x")}, ${m.schedule} schedule, ` +
     (m.conditioning === "text" ? `any text prompt (${m.class_names.length} trained names suggested, e.g. ` +
       `${m.class_names.slice(0, 3).join(", ")})` + (m.latent ? ", latent" : "")
-      : m.class_names.length ? `prompts ${m.class_names.join(", ")}` : "no prompts");
+      : m.class_names.length ? `prompts ${m.class_names.join(", ")}` : "no prompts") +
+    (m.student ? `; ${m.student.about}` : "");
   $("prompt-list").replaceChildren(...m.class_names.map((c) => { const o = document.createElement("option"); o.value = c; return o; }));
   $("prompt").value = m.default_prompt;
   $("sampler").replaceChildren(...m.samplers.map((s) => {
@@ -647,11 +648,16 @@ function fillModel() {
   $("exercise-samplers").replaceChildren(...m.samplers.map((s) => {
     const label = document.createElement("label");
     const box = document.createElement("input"); box.type = "checkbox"; box.value = s.name;
-    box.checked = s.name === "DDIM" || s.name === m.default_sampler;
+    box.checked = m.exercise_samplers.includes(s.name);
     box.addEventListener("change", planLater);
     label.append(box, " " + s.name); return label;
   }));
+  // the model's own defaults (a distilled student: its K steps, Euler, guidance 1), from /api/models
   $("guidance").value = m.default_guidance;
+  $("steps").value = m.default_steps;
+  $("phases-steps").value = m.phases_steps;
+  $("invert-steps").value = m.invert_steps;
+  $("exercise-steps").value = m.exercise_steps.join(",");
   for (const id of ["steps", "phases-steps", "invert-steps"]) $(id).max = m.max_steps;
   $("preview-mode-box").hidden = !m.cheap_preview;
   loadForward();
