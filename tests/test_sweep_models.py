@@ -15,11 +15,12 @@ import pytest
 import torch
 
 from diffuscope.checks.errors import UsageError
-from diffuscope.core.defaults import DEFAULT_SAMPLER
+from diffuscope.core.defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
 from diffuscope.core.reference import GaussianMixtureDenoiser
 from diffuscope.core.schedules import EDMSchedule
 from diffuscope.metrics.convergence import rmse_per_row
 from diffuscope.sweep import SweepConfig, SweepInputs, SweepModel, sweep, sweep_models, write_reports
+from diffuscope.sweep.answer import sampler_answers
 from helpers import tiny_config
 from test_sweep import _inputs, _mixture
 
@@ -65,6 +66,11 @@ def test_a_second_model_is_measured_against_the_first_models_reference(tmp_path)
     assert "accuracy" in cell.metrics  # the first model's evaluator measures every model
     assert r.config.steps == (2, 3, 4, 8) and [m["steps"] for m in r.models] == [[2, 4, 8], [3]]
     assert [c.sampler for c in r.cells].count("student · Euler") == 1
+    # the answer names whose converged images a row is measured against: the reference model's, beside it
+    answers = {a.sampler: a.detail for a in sampler_answers(r)}
+    assert "Pixel RMSE to teacher's converged images (16-step Heun) from the same noise" in answers["student · Euler"]
+    assert "Pixel RMSE to the 16-step Heun reference from the same noise" in answers["teacher · Euler"]
+    assert "Pixel RMSE to the 16-step Heun reference from the same noise" in sampler_answers(alone)[0].detail
 
     paths = write_reports(r, tmp_path)
     assert {"grid.png", "quality.png", "report.json", "report.md", "report.html"} <= set(paths)
@@ -162,6 +168,33 @@ def test_cli_sweeps_a_student_beside_its_teacher_with_each_ones_defaults(pair, t
     assert [m["guidance_used"] for m in data["models"]] == [1.25, 1.0]  # guidance: each model's own default
     assert data["models"][1]["student_of"] == data["models"][0]["model_name"] == t
     assert f"({s} · Euler)." in out and f"({t} · Euler)." in out  # a headline per model
+    assert (tmp_path / "s" / "report.md").read_text().count(f"Pixel RMSE to {t}'s converged images (6-step Heun)") == 1
+
+
+@pytest.mark.parametrize(("flags", "want"), [
+    ((), ((3,), ("Euler",), "tuned", 1.0)),  # the student's own: K, Euler, its grid, guidance 1
+    (("--steps", "3"), ((3,), ("Euler",), "tuned", 1.0)),  # Euler at K: its own grid, as `sample --steps K`
+    (("--steps", "2,3"), ((2, 3), ("Euler",), None, 1.0)),  # its grid exists only at K: the model's default
+    (("--samplers", "DDIM"), ((3,), ("DDIM",), None, 1.0)),
+    (("--spacing", "karras", "--guidance", "2"), ((3,), ("Euler",), "karras", 2.0)),
+])
+def test_the_sweep_resolves_a_students_settings_by_the_one_rule(pair, flags, want):
+    """cli/sweep.py goes through models/student.py's resolve_sampling: the flags given, else the student's own
+    (read before its weights load), else the sweep's defaults (the teacher's)."""
+    from diffuscope.cli import build_parser
+    from diffuscope.cli.sweep import DEFAULT_SAMPLERS, DEFAULT_STEPS, build_configs
+    from diffuscope.sweep import parse_steps
+    from diffuscope.sweep.config import parse_list
+
+    teacher, student = pair
+    args = build_parser().parse_args(["sweep", "--model", str(teacher), "--model", str(student), "--out", "x",
+                                      *flags])
+    (_, t), (_, s) = build_configs(args)
+    assert (s.steps, s.samplers, s.spacing, s.guidance) == want
+    given = dict(zip(flags[::2], flags[1::2]))  # flags given apply to the teacher too
+    assert t.steps == parse_steps(given.get("--steps", DEFAULT_STEPS))
+    assert t.samplers == parse_list(given.get("--samplers", DEFAULT_SAMPLERS))
+    assert (t.spacing, t.guidance) == (given.get("--spacing"), float(given.get("--guidance", DEFAULT_GUIDANCE)))
 
 
 @pytest.mark.parametrize(("models", "says"), [

@@ -83,26 +83,47 @@ def build_configs(args: argparse.Namespace) -> list[tuple[str, object]]:
 
 
 def build_config(args: argparse.Namespace, ref: str | None = None):
-    """The config of the model ``ref`` (default: the first --model)."""
+    """The config of the model ``ref`` (default: the first --model), its steps, samplers, spacing and guidance by
+    ``resolve_sampling``'s rule, cell by cell (the student's record read before any weights load)."""
     from diffuscope.models.student import student_defaults_at
-    from diffuscope.sweep import SweepConfig, check_config, parse_steps
+    from diffuscope.sweep import SweepConfig, check_config
     from diffuscope.sweep.config import parse_list
 
     ref = ref if ref is not None else args.model[0]
-    student = student_defaults_at(ref)  # a distilled student: its K steps, Euler, its grid, guidance 1
-    own = student is not None and args.steps is None and args.samplers is None
+    steps, samplers, spacing, guidance = _sampling(args, student_defaults_at(ref))
     config = SweepConfig(
-        steps=parse_steps(args.steps if args.steps is not None else str(student.steps) if student else DEFAULT_STEPS),
-        samplers=parse_list(args.samplers if args.samplers is not None else student.sampler if student
-                            else DEFAULT_SAMPLERS),
-        prompts=tuple(args.prompt or ()), seed=args.seed, n=args.n,
-        guidance=args.guidance if args.guidance is not None else student.guidance if student else DEFAULT_GUIDANCE,
-        guidance_interval=args.guidance_interval, spacing=args.spacing or (student.spacing if own else None),
+        steps=steps, samplers=samplers, prompts=tuple(args.prompt or ()), seed=args.seed, n=args.n,
+        guidance=guidance, guidance_interval=args.guidance_interval, spacing=spacing,
         reference_sampler=args.reference_sampler, reference_steps=args.reference_steps,
         metrics=parse_list(args.metrics) if args.metrics else None, threshold=args.threshold,
         batch_size=args.batch_size, grid_rows=args.grid_rows, ci_resamples=args.ci_resamples, real=args.real)
     check_config(config)
     return config
+
+
+def _sampling(args: argparse.Namespace, student) -> tuple[tuple[int, ...], tuple[str, ...], str | None, float]:
+    """(steps, samplers, spacing, guidance) of one model by models/student.py's one rule: what the flags gave,
+    else a distilled student's (``student``: its StudentDefaults, or None; its K steps, Euler, guidance 1), else
+    the sweep's defaults. Every (sampler, steps) cell is resolved; the sweep has one spacing per model, so the
+    student's own grid is taken where every cell resolves to it (Euler at K alone) and the model's default grid
+    where the cells differ (its own grid exists only at K)."""
+    from diffuscope.models.student import Sampling, resolve_sampling
+    from diffuscope.sweep import parse_steps
+    from diffuscope.sweep.config import parse_list
+
+    given_steps = parse_steps(args.steps) if args.steps is not None else None
+    given_samplers = parse_list(args.samplers) if args.samplers is not None else None
+    if student is None:  # the sweep's own defaults are lists: DEFAULT_STEPS x DEFAULT_SAMPLERS
+        given_steps = parse_steps(DEFAULT_STEPS) if given_steps is None else given_steps
+        given_samplers = parse_list(DEFAULT_SAMPLERS) if given_samplers is None else given_samplers
+    samplers = (None,) if given_samplers is None else given_samplers or (DEFAULT_SAMPLER,)  # () : check_config
+    steps = (None,) if given_steps is None else given_steps
+    cells = [resolve_sampling(student, sampler=s, steps=k, spacing=args.spacing, guidance=args.guidance,
+                              fallback=Sampling(guidance=DEFAULT_GUIDANCE)) for s in samplers for k in steps]
+    spacings = {c.spacing for c in cells}
+    return (given_steps if given_steps is not None else (cells[0].steps,),
+            given_samplers if given_samplers is not None else (cells[0].sampler,),
+            spacings.pop() if len(spacings) == 1 else None, cells[0].guidance)
 
 
 def _dry_run(pairs, device, dtype: str | None = None) -> int:

@@ -122,6 +122,18 @@ def _quality(result, sampler: str, quality, n: int) -> tuple[str, str, int | Non
                     f"{pct} band ({_band(quality)}): not settled at n = {n}; {tail}"), None, need
 
 
+def _against(result, row: str) -> str:
+    """What a row's convergence is measured against: "the 200-step Heun reference"; in a side-by-side sweep, for a
+    row of a model other than the reference model (series.py: the first), "mnist's converged images (200-step
+    Heun)"."""
+    ref = result.reference if isinstance(getattr(result, "reference", None), dict) else {}
+    run = f"{ref['steps']}-step {ref['sampler']}" if {"steps", "sampler"} <= set(ref) else None
+    owner = next((m.get("name") for m in getattr(result, "models", None) or [] if row in m.get("rows", ())), None)
+    if ref.get("model") and owner is not None and owner != ref["model"]:
+        return f"{ref['model']}'s converged images" + (f" ({run})" if run else "")
+    return f"the {run} reference" if run else "the fine-step reference"
+
+
 def sampler_answer(result, sampler: str) -> Answer:
     """The two-layer answer for one sampler of a SweepResult."""
     knees = result.knees.get(sampler, {})
@@ -163,10 +175,7 @@ def sampler_answer(result, sampler: str) -> Answer:
             head.append(f"pixels stop changing after {settled}")
         else:
             head.append(f"pixels are still changing at {largest}, the largest count run")
-        ref = result.reference if isinstance(getattr(result, "reference", None), dict) else {}
-        against = (f"the {ref['steps']}-step {ref['sampler']} reference" if {"steps", "sampler"} <= set(ref)
-                   else "the fine-step reference")
-        detail.append(f"Pixel RMSE to {against} from the same noise, in grey levels: "
+        detail.append(f"Pixel RMSE to {_against(result, sampler)} from the same noise, in grey levels: "
                       + ", ".join(f"{s} steps {v:.3g}" for s, v in curve) + ".")
     quality = next((knees[k] for k in QUALITY_METRICS if k in knees), None)
     if quality is not None:
