@@ -19,10 +19,10 @@ distil() {  # distil TEACHER OUT_DIR [flags...]: a fresh run, or --resume latest
 }
 
 # Teacher: 4 Heun sub-steps per interval (31 NFE, guided); chunks of 256 trajectories, each reused for 125 steps.
-distil mnist "$RUNS/mnist-4step" --max-steps 3000 --substeps 4 --chunk 256 --chunk-steps 125 --lr 2e-4 \
+distil mnist "$RUNS/mnist-4step" --max-steps 1500 --substeps 4 --chunk 256 --chunk-steps 125 --lr 2e-4 \
   > "$RUNS/mnist-4step.log" 2>&1 &
 mnist_pid=$!
-distil emoji "$RUNS/emoji-4step" --max-steps 2000 --substeps 4 --chunk 256 --chunk-steps 125 --lr 2e-4 \
+distil emoji "$RUNS/emoji-4step" --max-steps 1000 --substeps 4 --chunk 256 --chunk-steps 125 --lr 2e-4 \
   > "$RUNS/emoji-4step.log" 2>&1 &
 emoji_pid=$!
 status=0
