@@ -1,7 +1,7 @@
 """A distilled student side by side with its teacher (issue 32; docs/distillation.md): the same N noises and prompts
 through both, judged by the teacher's evaluator (mnist: the shipped classifier; emoji: the retrieval judge).
 
-    python bench/bench_students.py --teacher mnist --student mnist-4step [--n 1024] [--json PATH]
+    python bench/bench_students.py --teacher mnist --student mnist-4step [--n 1024] [--threads 1] [--json PATH]
 
 Rows: the teacher's converged images (Heun, --reference-steps, the teacher's guidance as distilled), the teacher at
 its default sampler and --teacher-steps, and the student at --student-steps (Euler; at its K steps its own grid,
@@ -75,8 +75,11 @@ def main() -> None:
     p.add_argument("--teacher-steps", default="4,10,25", help=f"the teacher at its default sampler ({DEFAULT_SAMPLER})")
     p.add_argument("--student-steps", default="4,2,1")
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--json", default=None)
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     teacher, student = load_model(args.teacher), load_model(args.student)
     record = student_defaults(student)
