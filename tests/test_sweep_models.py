@@ -71,6 +71,12 @@ def test_a_second_model_is_measured_against_the_first_models_reference(tmp_path)
     assert "Pixel RMSE to teacher's converged images (16-step Heun) from the same noise" in answers["student · Euler"]
     assert "Pixel RMSE to the 16-step Heun reference from the same noise" in answers["teacher · Euler"]
     assert "Pixel RMSE to the 16-step Heun reference from the same noise" in sampler_answers(alone)[0].detail
+    # ...and its headline says how near it comes to them, not that its own picture is broken or still changing
+    heads = {a.sampler: a.headline for a in sampler_answers(r)}
+    levels = cell.metrics["conv_pixel"] * 255 / 2
+    assert f"Its pictures stay apart from teacher's from the same noise (nearest at 3 steps: {levels:.3g} grey" \
+        in heads["student · Euler"]
+    assert "broken" not in heads["student · Euler"] and "still changing" not in heads["student · Euler"]
 
     paths = write_reports(r, tmp_path)
     assert {"grid.png", "quality.png", "report.json", "report.md", "report.html"} <= set(paths)

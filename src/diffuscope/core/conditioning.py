@@ -167,6 +167,13 @@ class Conditioner:
         """Whether the model is conditional (an unconditional model refuses any prompt)."""
         return self.kind != "none"
 
+    def takes_same_prompts(self, other: Conditioner) -> bool:
+        """Whether ``other`` takes exactly the prompts this one does (the same kind; for classes, the same names):
+        models side by side (a sweep of a teacher and its student) must."""
+        if self.kind != other.kind:
+            return False
+        return not self.has_classes or tuple(self.class_names) == tuple(other.class_names)
+
     def conditions(self, prompts: Sequence[str | None] | None, n: int | None = None) -> Cond | None:
         """The condition batch for n images: prompt i % len(prompts) for image i (one prompt is repeated; n=None:
         one image per prompt). ``prompts=None`` samples unconditionally: the null condition of every image (None

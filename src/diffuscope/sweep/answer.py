@@ -122,16 +122,34 @@ def _quality(result, sampler: str, quality, n: int) -> tuple[str, str, int | Non
                     f"{pct} band ({_band(quality)}): not settled at n = {n}; {tail}"), None, need
 
 
+def _other_model(result, row: str) -> str | None:
+    """The reference model's name when ``row`` belongs to another model of a side-by-side sweep (series.py: the
+    first model is the reference), else None."""
+    ref = result.reference if isinstance(getattr(result, "reference", None), dict) else {}
+    owner = next((m.get("name") for m in getattr(result, "models", None) or [] if row in m.get("rows", ())), None)
+    return ref["model"] if ref.get("model") and owner is not None and owner != ref["model"] else None
+
+
 def _against(result, row: str) -> str:
     """What a row's convergence is measured against: "the 200-step Heun reference"; in a side-by-side sweep, for a
-    row of a model other than the reference model (series.py: the first), "mnist's converged images (200-step
-    Heun)"."""
+    row of a model other than the reference model, "mnist's converged images (200-step Heun)"."""
     ref = result.reference if isinstance(getattr(result, "reference", None), dict) else {}
     run = f"{ref['steps']}-step {ref['sampler']}" if {"steps", "sampler"} <= set(ref) else None
-    owner = next((m.get("name") for m in getattr(result, "models", None) or [] if row in m.get("rows", ())), None)
-    if ref.get("model") and owner is not None and owner != ref["model"]:
-        return f"{ref['model']}'s converged images" + (f" ({run})" if run else "")
+    other = _other_model(result, row)
+    if other is not None:
+        return f"{other}'s converged images" + (f" ({run})" if run else "")
     return f"the {run} reference" if run else "the fine-step reference"
+
+
+def _nearness(result, sampler: str, curve: list[tuple[int, float]], other: str) -> str:
+    """The headline's pixel clause for another model's row: its pictures are not the reference model's own, so
+    "broken" and "still changing" do not apply; how near it comes to the reference model's pictures does."""
+    steps, levels = min(curve, key=lambda c: c[1])
+    within = [s for s, v in curve if v <= 1.0]
+    if within:
+        return f"from {min(within)} steps its pictures are {other}'s to within one grey level"
+    return (f"its pictures stay apart from {other}'s from the same noise (nearest at {steps} step"
+            f"{'s' * (steps != 1)}: {levels:.3g} grey levels)")
 
 
 def sampler_answer(result, sampler: str) -> Answer:
@@ -148,6 +166,11 @@ def sampler_answer(result, sampler: str) -> Answer:
     conv = knees.get("conv_pixel")
     if conv is not None and conv.caveat:
         head.append(f"{sampler} draws fresh noise at every step, so its pictures do not settle on one image")
+    elif conv is not None and conv.values and _other_model(result, sampler) is not None:
+        curve = _pixel_curve(result, sampler, conv)
+        head.append(_nearness(result, sampler, curve, _other_model(result, sampler)))
+        detail.append(f"Pixel RMSE to {_against(result, sampler)} from the same noise, in grey levels: "
+                      + ", ".join(f"{s} steps {v:.3g}" for s, v in curve) + ".")
     elif conv is not None and conv.values:
         curve = _pixel_curve(result, sampler, conv)
         at = dict(curve)

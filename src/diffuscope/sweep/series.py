@@ -70,7 +70,7 @@ def check_compatible(first_name: str, first, name: str, other) -> None:
         raise UsageError(f"{quote(name)} makes {'x'.join(map(str, other_shape))} images, {quote(first_name)} "
                          f"{'x'.join(map(str, shape))}: models swept side by side must share the image shape")
     a, b = first.conditioner, other.conditioner
-    if a.kind != b.kind or (a.has_classes and tuple(a.class_names) != tuple(b.class_names)):
+    if not a.takes_same_prompts(b):
         raise UsageError(f"{quote(name)} takes {b.describe()}, {quote(first_name)} {a.describe()}: models swept "
                          f"side by side must take the same prompts")
 
