@@ -21,7 +21,6 @@ from diffuscope.core.schedules import EDMSchedule
 from diffuscope.metrics.convergence import rmse_per_row
 from diffuscope.sweep import SweepConfig, SweepInputs, SweepModel, sweep, sweep_models, write_reports
 from diffuscope.sweep.answer import sampler_answers
-from helpers import tiny_config
 from test_sweep import _inputs, _mixture
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -123,25 +122,14 @@ def test_models_that_cannot_be_compared_are_refused_in_one_line_before_any_image
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
-    """(teacher folder, student run): a tiny untrained 8x8 class model (its zero layers given small random weights)
-    and a 3-step student after 2 optimizer steps: no good sampler, but a real student run (its record, its grid)."""
-    from diffuscope.io import checkpoint as ckpt_io
-    from diffuscope.models.config import build_denoiser, fit_to_data
-    from diffuscope.training.distill import DistillConfig, distill
+    """(teacher folder, student run): a tiny untrained 8x8 class model and a 3-step student on the teacher's
+    default (Karras) grid after 2 optimizer steps (tests/student_helpers.py): no good sampler, but a real student
+    run (its record, its grid)."""
+    from student_helpers import quick_student, write_teacher
 
-    teacher = tmp_path_factory.mktemp("teacher")
-    model_config = fit_to_data(tiny_config().model, image_size=8, channels=1, class_names=tuple("0123456789"))
-    torch.manual_seed(0)
-    denoiser = build_denoiser(model_config)
-    with torch.no_grad():
-        for p in denoiser.net.parameters():
-            if p.ndim > 1 and not p.abs().sum():
-                p.normal_(0, 0.05)
-    ckpt_io.save_checkpoint(teacher / "checkpoints", 1, model=denoiser.net, ema=denoiser.net,
-                            model_config=model_config, run_config={"data": {"name": "digits"}}, state={"step": 1})
+    teacher = write_teacher(tmp_path_factory.mktemp("teacher"))
     student = tmp_path_factory.mktemp("student") / "student"
-    distill(DistillConfig(teacher=str(teacher), steps=3, substeps=1, batch_size=8, chunk=8, chunk_steps=2,
-                          max_steps=2, checkpoint_every=2, log_every=1, device="cpu", threads=1), student)
+    quick_student(teacher, student, steps=3, spacing=None)
     return teacher, student
 
 
