@@ -121,14 +121,22 @@ def test_plot_label_agrees_with_the_headline():
     assert curve_label(settled.knees["iPNDM"]["conv_pixel"], 100) is None  # but the headline says "after 25"
 
 
-def test_phase_verdicts():
+def _phases():
+    """(steps, a frequency split, a commitment) where every phase claim holds."""
     from diffuscope.lesson.phases import FrequencySplit
-    from diffuscope.lesson.verdicts import phase_verdicts, verdict_lines
 
     steps = list(range(1, 10))
     freq = FrequencySplit(steps, [1.0] * 9, low=[9, 8, 7, 2, 2, 1, 0.1, 0.1, 0.1],
                           high=[1, 1, 1, 1, 1, 1, 0.5, 0.5, 0.5], cutoff=0.125, white_share=0.05)
     commit = SimpleNamespace(keep=[0.5, 0.95, 1.0], points=[0, 4, 9], steps=10, rmse=[0.4, 0.2, 0.01])
+    return steps, freq, commit
+
+
+def test_phase_verdicts():
+    from diffuscope.lesson.phases import FrequencySplit
+    from diffuscope.lesson.verdicts import phase_verdicts, verdict_lines
+
+    steps, freq, commit = _phases()
     rows = phase_verdicts(freq, commit)
     assert [r[0] for r in rows] == ["composition is decided early", "structure forms in the middle",
                                     "detail comes late", "the class is committed in the first half",
@@ -145,10 +153,7 @@ def test_each_verdict_says_why_with_its_numbers():
     from diffuscope.lesson.phases import FrequencySplit
     from diffuscope.lesson.verdicts import explained_verdicts, phase_verdicts
 
-    steps = list(range(1, 10))
-    freq = FrequencySplit(steps, [1.0] * 9, low=[9, 8, 7, 2, 2, 1, 0.1, 0.1, 0.1],
-                          high=[1, 1, 1, 1, 1, 1, 0.5, 0.5, 0.5], cutoff=0.125, white_share=0.05)
-    commit = SimpleNamespace(keep=[0.5, 0.95, 1.0], points=[0, 4, 9], steps=10, rmse=[0.4, 0.2, 0.01])
+    steps, freq, commit = _phases()
     rows = explained_verdicts(freq, commit)
     assert [(v.claim, v.measured, v.verdict) for v in rows] == phase_verdicts(freq, commit)
     assert all(v.why and v.why.count(".") <= 3 for v in rows)
